@@ -1,0 +1,129 @@
+"""The configuration the call path reads, as plain frozen values.
+
+The store loads these from the database into a :class:`ConfigSnapshot`; the call path reads the
+snapshot only (never the database).  A new snapshot replaces the old one whole when the
+configuration version changes, so a call sees one consistent configuration.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from smartswitch.billing.increment import Increment
+
+
+class PeerRole(enum.StrEnum):
+    CUSTOMER = "customer"
+    SUPPLIER = "supplier"
+    BOTH = "both"
+
+
+class RouteStrategy(enum.StrEnum):
+    PRIORITY = "priority"
+    LEAST_COST = "least_cost"
+    WEIGHTED = "weighted"
+
+
+class ProfitControl(enum.StrEnum):
+    ALLOW_LOSS = "allow_loss"
+    NO_LOSS = "no_loss"
+    PROFIT_ONLY = "profit_only"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    currency: str
+    balance: Decimal
+    credit_limit: Decimal
+    prepaid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    prefix: str
+    price_per_minute: Decimal
+    connect_fee: Decimal = Decimal(0)
+    increment: Increment = Increment(1, 1)
+    free_seconds: int = 0
+    effective_from: datetime | None = None
+    effective_to: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    id: int
+    name: str
+    currency: str
+    rates: tuple[Rate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AclEntry:
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRule:
+    """A regular-expression rewrite of a number: ``re.sub(match, replace, number, count=1)``."""
+
+    match: str
+    replace: str
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    id: int
+    name: str
+    role: PeerRole
+    account_id: int
+    tariff_id: int | None
+    acl: tuple[AclEntry, ...] = ()
+    username: str | None = None
+    password: str | None = None
+    address: str | None = None  # "host:port" of a supplier
+    transport: str = "udp"
+    max_calls: int | None = None
+    max_cps: int | None = None
+    caller_rewrite: tuple[RewriteRule, ...] = ()
+    callee_rewrite: tuple[RewriteRule, ...] = ()
+    profit_control: ProfitControl = ProfitControl.ALLOW_LOSS
+    enabled: bool = True
+
+    @property
+    def is_customer(self) -> bool:
+        return self.role in (PeerRole.CUSTOMER, PeerRole.BOTH)
+
+    @property
+    def is_supplier(self) -> bool:
+        return self.role in (PeerRole.SUPPLIER, PeerRole.BOTH)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSupplier:
+    peer_id: int
+    priority: int = 0
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: int
+    prefix: str
+    strategy: RouteStrategy
+    suppliers: tuple[RouteSupplier, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    version: int
+    accounts: dict[int, Account] = field(default_factory=dict)
+    peers: dict[int, Peer] = field(default_factory=dict)
+    tariffs: dict[int, Tariff] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
