@@ -49,7 +49,7 @@ class Rate:
     prefix: str
     price_per_minute: Decimal
     connect_fee: Decimal = Decimal(0)
-    increment: Increment = Increment(1, 1)
+    increment: Increment = Increment(1, 1)  # noqa: RUF009 - frozen, safe to share
     free_seconds: int = 0
     effective_from: datetime | None = None
     effective_to: datetime | None = None

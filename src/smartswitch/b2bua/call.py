@@ -1,0 +1,104 @@
+"""A call as the B2BUA holds it: the caller's leg (A), the callee's leg (B), and its history."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from smartswitch.b2bua.policy import Destination, RouteDecision
+from smartswitch.sip.dialog import Dialog
+from smartswitch.sip.message import Request
+from smartswitch.sip.timers import Timer
+from smartswitch.sip.transaction import ClientTransaction, ServerTransaction
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"  # B leg INVITE sent, nothing heard
+    EARLY = "early"  # a provisional response relayed to the caller
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class HangupSide(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    SWITCH = "switch"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One destination tried for the call."""
+
+    destination: Destination
+    started: float
+    ended: float | None = None
+    status: int | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Leg:
+    call: Call
+    side: str  # "a" or "b"
+    dialog: Dialog
+    ack: tuple[bytes, object] | None = None  # our ACK of its 2xx, re-sent on retransmissions
+
+
+@dataclass(slots=True)
+class PendingRelay:
+    """An in-dialog request we passed from one leg to the other, awaiting its answer."""
+
+    call: Call
+    server_tx: ServerTransaction | None  # None for requests the switch itself started
+    from_leg: Leg | None
+    to_leg: Leg
+    method: str
+
+
+@dataclass(slots=True)
+class Call:
+    id: str  # the caller's Call-ID: what operators grep logs for
+    a_tx: ServerTransaction
+    a_request: Request
+    a_tag: str
+    decision: RouteDecision
+    setup_time: float
+    state: CallState = CallState.CALLING
+    a_leg: Leg | None = None
+    b_leg: Leg | None = None
+    b_tx: ClientTransaction | None = None
+    b_call_id: str = ""
+    b_tag: str = ""
+    attempt_index: int = -1
+    attempts: list[Attempt] = field(default_factory=list)
+    cancelled: bool = False
+    ringing_time: float | None = None
+    answer_time: float | None = None
+    end_time: float | None = None
+    final_status: int | None = None
+    final_reason: str = ""
+    hangup_side: HangupSide | None = None
+    hangup_reason: str = ""
+    no_answer_timer: Timer | None = None
+    duration_timer: Timer | None = None
+    ping_timer: Timer | None = None
+    deferred_b_ack: bool = False  # delayed offer: B's ACK carries the caller's answer
+    pending_acks: dict[tuple[str, int], tuple[Leg, PendingRelay, int]] = field(default_factory=dict)
+
+    @property
+    def attempt(self) -> Attempt | None:
+        return self.attempts[self.attempt_index] if self.attempts else None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of answered time (0 for an unanswered call)."""
+        if self.answer_time is None:
+            return 0.0
+        end = self.end_time if self.end_time is not None else self.answer_time
+        return max(0.0, end - self.answer_time)
+
+    @property
+    def answered_destination(self) -> Destination | None:
+        if self.answer_time is None or not self.attempts:
+            return None
+        return self.attempts[self.attempt_index].destination
