@@ -1,0 +1,113 @@
+"""Connecting to the database: the URL, the engine and the session factory.
+
+Two databases, one code path:
+
+* SQLite (``sqlite+aiosqlite:///<data_dir>/smartswitch.db``) for a single node.  Every
+  connection sets ``journal_mode=WAL`` (readers do not block the writer), ``synchronous=FULL``
+  (a committed CDR batch survives a power cut), ``foreign_keys=ON`` and a busy timeout.
+  Transactions start with ``BEGIN IMMEDIATE``: the sqlite3 module otherwise runs the SELECTs
+  that precede the first write *outside* any transaction (so a read-check-write such as
+  "skip CDRs that exist, insert the rest" would not be atomic), and a deferred transaction
+  that reads and then writes can fail with SQLITE_BUSY instead of waiting.  SQLite has one
+  writer at a time anyway, so taking the write lock up front costs nothing in throughput.
+* MariaDB (``mysql+aiomysql://user:pass@host:port/db``) for the cluster, with a connection
+  pool that checks connections before use and recycles them before the server's wait_timeout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+__all__ = [
+    "DB_FILENAME",
+    "create_engine",
+    "database_url",
+    "is_sqlite",
+    "session_factory",
+]
+
+DB_FILENAME = "smartswitch.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Bare schemes an operator may type, mapped to the async drivers we ship.
+_SCHEME_ALIASES = {
+    "sqlite": "sqlite+aiosqlite",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mysql+aiomysql",
+    "mariadb+aiomysql": "mysql+aiomysql",
+}
+
+
+def database_url(data_dir: Path, override: str | None = None) -> str:
+    """The database to use: ``override`` if given (e.g. the cluster's MariaDB), else the
+    embedded SQLite file ``<data_dir>/smartswitch.db``.
+
+    ``sqlite://``, ``mysql://`` and ``mariadb://`` are accepted and mapped to the async
+    drivers (aiosqlite, aiomysql).
+    """
+    if override:
+        scheme, sep, rest = override.partition("://")
+        if not sep:
+            raise ValueError(f"not a database URL: {override!r}")
+        return f"{_SCHEME_ALIASES.get(scheme, scheme)}://{rest}"
+    return f"sqlite+aiosqlite:///{(data_dir / DB_FILENAME).resolve()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``url`` set up as described in the module docstring."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = _create_async_engine(parsed, **kwargs)
+        _install_sqlite_hooks(engine)
+        return engine
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        kwargs.update(
+            pool_size=5,
+            max_overflow=10,
+            pool_timeout=10,
+            pool_pre_ping=True,  # a replica or primary restart leaves dead pooled sockets
+            pool_recycle=1800,  # well inside MariaDB's default wait_timeout (8 h)
+        )
+    return _create_async_engine(parsed, **kwargs)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Turn off the sqlite3 module's own transaction handling; "begin" below does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for ``engine``.  ``expire_on_commit=False`` because objects are read after the
+    commit (to build values for the call path) and an expired attribute would need a lazy load,
+    which asyncio cannot do implicitly."""
+    return async_sessionmaker(engine, expire_on_commit=False)

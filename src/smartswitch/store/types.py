@@ -1,0 +1,133 @@
+"""Column types that behave the same on SQLite and MariaDB: exact money and UTC times.
+
+Money
+    MariaDB stores ``DECIMAL(18, s)`` exactly.  SQLite has no decimal type: a NUMERIC column
+    keeps numbers as 64-bit floats, so ``0.1 + 0.2`` drifts and balances above 2**53 units lose
+    digits.  On SQLite :class:`Money` therefore stores a *scaled integer* (units of
+    ``10**-scale``: 1.2345 with scale 4 is 12345).  SQLite integer arithmetic is exact, so
+    ``balance = balance - :price`` and ``SUM(amount)`` in SQL stay exact too; Python sees
+    :class:`~decimal.Decimal` on both databases.  The catch: a person reading the SQLite file
+    with the ``sqlite3`` shell sees scaled integers, and SQL that mixes a money column with a
+    literal must bind the literal with this type (SQLAlchemy does that for expressions built
+    from the column).
+
+    Writing a value with more decimal places than the column holds raises instead of rounding:
+    rounding money is a business decision that belongs to the rating code, not to the store.
+
+UtcDateTime
+    Accepts timezone-aware datetimes only (a naive one is a bug: whose local time?), stores
+    them as UTC without zone, truncated to milliseconds on both databases (MariaDB
+    ``DATETIME(3)``), and returns aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Numeric
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "AMOUNT_SCALE",
+    "PRICE_SCALE",
+    "Money",
+    "UtcDateTime",
+    "exact_decimal",
+    "utc_ms",
+]
+
+PRECISION = 18
+AMOUNT_SCALE = 4  # amounts and balances
+PRICE_SCALE = 6  # prices per minute and connect fees
+
+
+def exact_decimal(value: object, scale: int) -> Decimal:
+    """``value`` as a Decimal with at most ``scale`` places, or ValueError.
+
+    Floats are refused outright: a float has already lost the exact value the caller meant.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise ValueError(f"money must be a Decimal or int, not {type(value).__name__}: {value!r}")
+    d = Decimal(value)
+    if not d.is_finite():
+        raise ValueError(f"money must be finite, got {d}")
+    quantum = Decimal(1).scaleb(-scale)
+    if d != d.quantize(quantum):
+        raise ValueError(f"{d} has more than {scale} decimal places")
+    if abs(d) >= Decimal(10) ** (PRECISION - scale):
+        raise ValueError(f"{d} does not fit in {PRECISION} digits with {scale} decimal places")
+    return d
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal with 18 digits, ``scale`` of them after the point (see module doc)."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, scale: int) -> None:
+        super().__init__(precision=PRECISION, scale=scale, asdecimal=True)
+        self.scale = scale
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(PRECISION, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        d = exact_decimal(value, self.scale)
+        if dialect.name == "sqlite":
+            return int(d.scaleb(self.scale))
+        return d
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-self.scale)
+        return Decimal(value).quantize(Decimal(1).scaleb(-self.scale))
+
+    def __repr__(self) -> str:
+        return f"Money({self.scale})"
+
+
+def utc_ms(value: datetime) -> datetime:
+    """``value`` converted to UTC and truncated to milliseconds; naive datetimes are refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {value.isoformat()}")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime with millisecond precision (see module doc)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=3))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise ValueError(f"expected a datetime, got {type(value).__name__}")
+        return utc_ms(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+    def __repr__(self) -> str:
+        return "UtcDateTime()"
