@@ -1,0 +1,5 @@
+import sys
+
+from smartswitch.cli import main
+
+sys.exit(main())

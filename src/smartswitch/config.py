@@ -1,0 +1,151 @@
+"""The node configuration: a TOML file, overridden by command-line flags.
+
+Every flag of ``smartswitch run`` has a key here. A bad file is refused with its line named.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRoute:
+    """Lab routing (``[[route]]``): a prefix to a list of SIP URIs, no billing."""
+
+    prefix: str
+    destinations: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    data_dir: Path = Path("smartswitch-data")
+    sip_listen: str = "0.0.0.0:5060"
+    http_listen: str = "127.0.0.1:8080"
+    log_level: str = "info"
+    database_url: str | None = None
+    accept_any_source: bool = False
+    no_answer_timeout: float = 30.0
+    max_call_duration: float = 3 * 3600.0
+    advance_on: tuple[int, ...] = (*range(500, 600), 408)
+    dialog_ping_interval: float = 0.0
+    node_id: str = "node1"
+    route: tuple[StaticRoute, ...] = field(default_factory=tuple)
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "data_dir": str,
+    "sip_listen": str,
+    "http_listen": str,
+    "log_level": str,
+    "database_url": str,
+    "accept_any_source": bool,
+    "no_answer_timeout": (int, float),
+    "max_call_duration": (int, float),
+    "advance_on": list,
+    "dialog_ping_interval": (int, float),
+    "node_id": str,
+    "route": list,
+}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    match = re.search(rf"^\s*\[*\s*{re.escape(key)}\b", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _fail(path: Path, text: str, key: str, message: str) -> ConfigError:
+    line = _line_of(text, key)
+    where = f"{path}:{line}" if line else str(path)
+    return ConfigError(f"{where}: {key}: {message}")
+
+
+def load_config(path: Path | None) -> NodeConfig:
+    config = NodeConfig()
+    if path is None:
+        return config
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = {f.name for f in fields(NodeConfig)}
+    for key, value in data.items():
+        if key not in known:
+            raise _fail(path, text, key, "unknown setting")
+        expected = _TYPES[key]
+        if isinstance(value, bool) and expected in ((int, float), int):
+            raise _fail(path, text, key, "expected a number")
+        if not isinstance(value, expected):
+            raise _fail(path, text, key, f"expected {_type_name(expected)}")
+        setattr(config, key, _convert(path, text, key, value))
+    return config
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    if expected == (int, float):
+        return "a number"
+    names = {str: "a string", bool: "true or false", list: "a list"}
+    return names.get(expected, str(expected)) if isinstance(expected, type) else str(expected)
+
+
+def _convert(path: Path, text: str, key: str, value: Any) -> Any:
+    if key == "data_dir":
+        return Path(value)
+    if key in ("sip_listen", "http_listen"):
+        try:
+            parse_hostport(value)
+        except ValueError as exc:
+            raise _fail(path, text, key, str(exc)) from None
+        return value
+    if key in ("no_answer_timeout", "max_call_duration", "dialog_ping_interval"):
+        if value < 0:
+            raise _fail(path, text, key, "must not be negative")
+        return float(value)
+    if key == "log_level":
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise _fail(path, text, key, "one of debug, info, warning, error")
+        return value.lower()
+    if key == "advance_on":
+        if not all(isinstance(c, int) and 300 <= c <= 699 for c in value):
+            raise _fail(path, text, key, "SIP codes between 300 and 699")
+        return tuple(value)
+    if key == "route":
+        routes = []
+        for entry in value:
+            if not isinstance(entry, dict):
+                raise _fail(path, text, key, "each [[route]] is a table")
+            prefix = entry.get("prefix", "")
+            dests = entry.get("destinations")
+            if not isinstance(prefix, str) or (not prefix.isdigit() and prefix != ""):
+                raise _fail(path, text, key, f"prefix must be digits, got {prefix!r}")
+            if (
+                not isinstance(dests, list)
+                or not dests
+                or not all(isinstance(d, str) and d.startswith(("sip:", "sips:")) for d in dests)
+            ):
+                raise _fail(path, text, key, "destinations must be a list of sip: URIs")
+            routes.append(StaticRoute(prefix, tuple(dests)))
+        return tuple(routes)
+    return value
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)

@@ -1,0 +1,61 @@
+"""Lab routing from the node config (``[[route]]``): prefix to SIP URIs, no billing.
+
+Kept for labs and for measuring the bare B2BUA; production routing identifies the caller,
+rates and bills the call (see :mod:`smartswitch.routing.policy`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from smartswitch.b2bua.call import Call
+from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
+from smartswitch.config import StaticRoute
+from smartswitch.routing.prefix import PrefixTable
+from smartswitch.sip.dialog import uri_address
+from smartswitch.sip.message import Request
+from smartswitch.sip.transaction import Address
+from smartswitch.sip.uri import SipUri, format_host
+
+log = logging.getLogger("smartswitch.routing")
+
+
+def destination_uri(callee: str, uri: SipUri) -> str:
+    port = f":{uri.port}" if uri.port else ""
+    transport = f";transport={uri.transport}" if uri.transport != "udp" else ""
+    return f"sip:{callee}@{format_host(uri.host)}{port}{transport}"
+
+
+class StaticPolicy:
+    def __init__(self, routes: Sequence[StaticRoute], accept_any_source: bool) -> None:
+        self.accept_any_source = accept_any_source
+        self.table: PrefixTable[tuple[SipUri, ...]] = PrefixTable(
+            (r.prefix, tuple(SipUri.parse(d) for d in r.destinations)) for r in routes
+        )
+
+    def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
+        if not self.accept_any_source:
+            return Rejection(403, "Forbidden")
+        callee = request.sip_uri.user or ""
+        uris = self.table.lookup(callee.lstrip("+"))
+        if not uris:
+            return Rejection(404, "Not Found (no route)")
+        caller = request.from_.sip_uri().user or "anonymous"
+        return RouteDecision(
+            tuple(
+                Destination(destination_uri(callee, u), uri_address(u), callee, caller, str(u))
+                for u in uris
+            )
+        )
+
+    def call_ended(self, call: Call) -> None:
+        log.info(
+            "call %s: ended %s %s, %.3f s, hangup by %s (%s)",
+            call.id,
+            call.final_status,
+            call.final_reason,
+            call.duration,
+            call.hangup_side,
+            call.hangup_reason,
+        )

@@ -1,0 +1,176 @@
+"""The asyncio side of the SIP core: sockets in, the sans-IO layer, sockets out.
+
+Everything the core wants sent is drained after each input (a datagram, a framed TCP message, a
+timer), and one ``loop.call_at`` is kept armed for the earliest deadline in the timer heap —
+no task per transaction, no task per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from smartswitch.sip.errors import SipParseError
+from smartswitch.sip.framing import StreamFramer
+from smartswitch.sip.transaction import Address, TransactionLayer
+
+log = logging.getLogger("smartswitch.transport")
+
+
+class SipEndpoint:
+    def __init__(self, layer: TransactionLayer, loop: asyncio.AbstractEventLoop) -> None:
+        self.layer = layer
+        self.loop = loop
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp_server: asyncio.Server | None = None
+        self.connections: dict[tuple[str, int], TcpConnection] = {}
+        self._pending: dict[tuple[str, int], list[bytes]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.stats = {"rx": 0, "tx": 0}
+
+    async def listen(self, host: str, port: int) -> None:
+        """UDP and TCP on the same address."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Large buffers ride out bursts while the loop is busy with other work.
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+        sock.bind((host, port))
+        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: UdpProtocol(self), sock=sock)
+        self.tcp_server = await self.loop.create_server(
+            lambda: TcpConnection(self, None), host, port, reuse_address=True
+        )
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address) -> None:
+        self.stats["rx"] += 1
+        self.layer.receive(data, source, self.loop.time())
+        self.flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.layer.handle_timer(self.loop.time())
+        self.flush()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        layer = self.layer
+        out = layer.outgoing
+        if out:
+            layer.outgoing = []
+            for data, dest in out:
+                self.send(data, dest)
+        deadline = layer.timers.next_deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def send(self, data: bytes, dest: Address) -> None:
+        self.stats["tx"] += 1
+        if dest.transport == "udp":
+            if self.udp is not None:
+                self.udp.sendto(data, (dest.host, dest.port))
+            return
+        key = (dest.host, dest.port)
+        conn = self.connections.get(key)
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(data)
+            return
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.append(data)
+            return
+        self._pending[key] = [data]
+        self.loop.create_task(self._connect(dest))
+
+    async def _connect(self, dest: Address) -> None:
+        key = (dest.host, dest.port)
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: TcpConnection(self, key), dest.host, dest.port),
+                timeout=5.0,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("cannot connect to %s:%s over TCP: %s", dest.host, dest.port, exc)
+            self._pending.pop(key, None)
+            self.layer.now = self.loop.time()
+            self.layer.transport_error(dest)
+            self.flush()
+
+    def connection_made(self, conn: TcpConnection, key: tuple[str, int]) -> None:
+        self.connections[key] = conn
+        for data in self._pending.pop(key, []):
+            assert conn.transport is not None
+            conn.transport.write(data)
+
+    def connection_lost(self, conn: TcpConnection, key: tuple[str, int]) -> None:
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.endpoint.receive(data, Address("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transaction timers deal with the silence.
+        log.debug("UDP error: %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TCP connection, accepted or opened by us; messages framed by Content-Length."""
+
+    def __init__(self, endpoint: SipEndpoint, key: tuple[str, int] | None) -> None:
+        self.endpoint = endpoint
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.key is None:
+            peer = transport.get_extra_info("peername")
+            self.key = (str(peer[0]), int(peer[1]))
+        self.endpoint.connection_made(self, self.key)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.key is not None
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError as exc:
+            log.info("closing TCP connection from %s: %s", self.key, exc.reason)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        source = Address("tcp", self.key[0], self.key[1])
+        for message in messages:
+            self.endpoint.receive(message, source)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.key is not None:
+            self.endpoint.connection_lost(self, self.key)
