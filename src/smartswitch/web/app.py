@@ -12,6 +12,18 @@ def create_app(node: Any) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, object]:
-        return {"status": "ok", "node": node.config.node_id, "calls": len(node.b2bua.calls)}
+        b2bua = node.b2bua
+        states: dict[str, int] = {}
+        for call in b2bua.calls.values():
+            states[call.state.value] = states.get(call.state.value, 0) + 1
+        return {
+            "status": "ok",
+            "node": node.config.node_id,
+            "calls": len(b2bua.calls),
+            "call_states": states,
+            "transactions": {"client": len(b2bua.layer.client), "server": len(b2bua.layer.server)},
+            "timers": len(b2bua.timers),
+            "dialogs": len(b2bua.dialogs),
+        }
 
     return app
