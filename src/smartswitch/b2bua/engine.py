@@ -343,6 +343,10 @@ class B2BUA:
         ok.body = response.body
         self.layer.respond(call.a_tx, ok)
 
+        try:
+            self.policy.call_answered(call)
+        except Exception:
+            log.exception("call %s: the policy failed on answer", call.id)
         limit = self.settings.max_call_duration
         if call.decision.max_duration is not None:
             limit = min(limit, call.decision.max_duration)

@@ -49,5 +49,8 @@ class CallPolicy(Protocol):
     def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
         """Identify the caller, authorise and route the call."""
 
+    def call_answered(self, call: Call) -> None:
+        """The call was answered (suppliers' concurrent-call counts start here)."""
+
     def call_ended(self, call: Call) -> None:
         """The call is over (answered or not): rate it, write its CDR, release its limits."""

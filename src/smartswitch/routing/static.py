@@ -49,6 +49,9 @@ class StaticPolicy:
             )
         )
 
+    def call_answered(self, call: Call) -> None:
+        pass
+
     def call_ended(self, call: Call) -> None:
         log.info(
             "call %s: ended %s %s, %.3f s, hangup by %s (%s)",

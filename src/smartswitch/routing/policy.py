@@ -1,0 +1,337 @@
+"""The production call policy: identify the caller, authorise against tariff and balance,
+route by the supplier strategy, and rate the finished call into a CDR.
+
+"Every call is billed; a call that cannot be billed is not routed": a caller we cannot
+identify gets 403 (or a digest challenge where customers authenticate by password), a
+destination without a selling rate 404, an account that cannot pay for the first billable
+increment 402, a peer over its limits 503. Everything here reads in-memory views; the call
+path never waits on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from smartswitch.b2bua.call import Call
+from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
+from smartswitch.billing.accounting import Accounting
+from smartswitch.billing.rating import max_call_seconds, rate_call
+from smartswitch.routing.limits import CallCounter, RateLimiter
+from smartswitch.routing.model import Peer, Rate
+from smartswitch.routing.selection import order_suppliers, rewrite_number
+from smartswitch.routing.views import ConfigViews
+from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
+from smartswitch.sip.message import Request
+from smartswitch.sip.transaction import Address
+from smartswitch.sip.uri import SipUri, format_host
+
+log = logging.getLogger("smartswitch.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    supplier_peer_id: int
+    sip_code: int
+    reason: str
+    start_time: datetime
+    end_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A finished call, rated: what the CDR writer stores (and the cluster outbox ships)."""
+
+    call_id: str
+    customer: Peer
+    customer_account_id: int
+    caller: str
+    callee: str
+    caller_out: str
+    callee_out: str
+    setup_time: datetime
+    answer_time: datetime | None
+    end_time: datetime
+    duration_ms: int
+    billed_seconds: int
+    price: Decimal
+    cost: Decimal
+    currency: str
+    supplier: Peer | None
+    sip_code: int
+    sip_reason: str
+    hangup_side: str
+    hangup_reason: str
+    attempts: tuple[AttemptRecord, ...]
+
+
+class CallSink(Protocol):
+    def submit(self, record: CallRecord) -> None: ...
+
+
+@dataclass(slots=True)
+class CallContext:
+    customer: Peer
+    account_id: int
+    currency: str
+    rate: Rate
+    reserved: Decimal
+    max_seconds: int
+    caller: str
+    callee: str
+    supplier_answered: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SupplierChoice:
+    peer: Peer
+    rate: Rate
+
+
+def _digits(number: str) -> str:
+    return number[1:] if number.startswith("+") else number
+
+
+class BillingPolicy:
+    def __init__(
+        self,
+        views: ConfigViews,
+        accounting: Accounting,
+        sink: CallSink,
+        authenticator: DigestAuthenticator,
+        max_call_duration: float,
+        wall_offset: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.views = views
+        self.accounting = accounting
+        self.sink = sink
+        self.auth = authenticator
+        self.max_call_duration = max_call_duration
+        self.wall_offset = wall_offset
+        self.rng = rng or random.Random()
+        self.customer_calls = CallCounter()
+        self.supplier_calls = CallCounter()
+        self.cps = RateLimiter()
+        self._ha1: dict[tuple[str, str, str, str], str] = {}
+
+    def update(self, views: ConfigViews) -> None:
+        """A new configuration: calls in progress keep the values they started with."""
+        self.views = views
+        self.accounting.load(views.snapshot.accounts)
+
+    def _wall(self, now: float) -> datetime:
+        return datetime.fromtimestamp(now + self.wall_offset(), UTC)
+
+    # --- identification -------------------------------------------------------------------------
+
+    def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
+        peer = self.views.credential_peers.get(username)
+        if peer is None or peer.password is None:
+            return None
+        key = (username, realm, algorithm, peer.password)
+        ha1 = self._ha1.get(key)
+        if ha1 is None:
+            ha1 = self._ha1[key] = compute_ha1(username, realm, peer.password, algorithm)
+        return ha1
+
+    def identify(self, request: Request, source: Address, now: float) -> Peer | Rejection:
+        views = self.views
+        peer = views.acl.match(source.host, source.port)
+        if peer is not None:
+            return peer
+        if not views.credential_peers:
+            return Rejection(403, "Forbidden")
+        wall = now + self.wall_offset()
+        credentials = request.headers.get("proxy-authorization")
+        if credentials is None:
+            return self._challenge(wall, stale=False)
+        result = self.auth.verify(request.method, credentials, self._lookup_ha1, wall)
+        if result.stale:
+            return self._challenge(wall, stale=True)
+        if not result.ok or result.username is None:
+            log.info("call %s: authentication failed from %s", request.call_id, source.host)
+            return Rejection(403, "Forbidden")
+        peer = views.credential_peers.get(result.username)
+        return peer if peer is not None else Rejection(403, "Forbidden")
+
+    def _challenge(self, wall: float, stale: bool) -> Rejection:
+        headers = tuple(("Proxy-Authenticate", c) for c in self.auth.challenge(wall, stale=stale))
+        return Rejection(407, "Proxy Authentication Required", headers)
+
+    # --- authorisation and routing -------------------------------------------------------------
+
+    def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
+        found = self.identify(request, source, now)
+        if isinstance(found, Rejection):
+            return found
+        customer = found
+        if not customer.enabled:
+            return Rejection(403, "Forbidden (peer disabled)")
+        views = self.views
+        account = views.snapshot.accounts.get(customer.account_id)
+        tariff = views.tariffs.get(customer.tariff_id) if customer.tariff_id is not None else None
+        if account is None or tariff is None:
+            return Rejection(403, "Forbidden (customer without account or tariff)")
+        if (
+            customer.max_calls is not None
+            and self.customer_calls.get(customer.id) >= customer.max_calls
+        ):
+            return _busy("concurrent call limit reached")
+        if customer.max_cps is not None and not self.cps.allow(customer.id, customer.max_cps, now):
+            return _busy("call rate limit reached")
+
+        caller_in = request.from_.sip_uri().user or "anonymous"
+        callee_in = request.sip_uri.user or ""
+        callee = rewrite_number(callee_in, customer.callee_rewrite)
+        caller = rewrite_number(caller_in, customer.caller_rewrite)
+        number = _digits(callee)
+        wall = self._wall(now)
+        rate = tariff.lookup(number, wall)
+        if rate is None:
+            return Rejection(404, "Not Found (no rate for this destination)")
+        available = self.accounting.available(account.id)
+        seconds = max_call_seconds(available, rate)
+        if seconds is None:
+            return Rejection(402, "Payment Required (insufficient balance)")
+        seconds = min(seconds, int(self.max_call_duration))
+        route = views.routes.lookup(number)
+        if route is None:
+            return Rejection(404, "Not Found (no route for this destination)")
+
+        def buying_rate(peer: Peer) -> Rate | None:
+            index = views.tariffs.get(peer.tariff_id) if peer.tariff_id is not None else None
+            return index.lookup(number, wall) if index is not None else None
+
+        candidates = order_suppliers(
+            route, views.snapshot.peers, buying_rate, rate, customer.profit_control, self.rng
+        )
+        destinations = []
+        for candidate in candidates:
+            supplier = candidate.peer
+            if supplier.address is None:
+                continue
+            if (
+                supplier.max_calls is not None
+                and self.supplier_calls.get(supplier.id) >= supplier.max_calls
+            ):
+                continue
+            destinations.append(self._destination(supplier, candidate.rate, caller, callee))
+        if not destinations:
+            return _busy("no supplier available for this destination")
+
+        reserved = rate_call(rate, seconds * 1000, answered=True).amount
+        self.accounting.reserve(account.id, reserved)
+        self.customer_calls.add(customer.id)
+        context = CallContext(
+            customer=customer,
+            account_id=account.id,
+            currency=account.currency,
+            rate=rate,
+            reserved=reserved,
+            max_seconds=seconds,
+            caller=caller_in,
+            callee=callee_in,
+        )
+        return RouteDecision(tuple(destinations), max_duration=float(seconds), context=context)
+
+    def _destination(self, supplier: Peer, rate: Rate, caller: str, callee: str) -> Destination:
+        address = supplier.address or ""
+        uri = SipUri.parse(f"sip:{address}")
+        transport = supplier.transport.lower()
+        callee_out = rewrite_number(callee, supplier.callee_rewrite)
+        caller_out = rewrite_number(caller, supplier.caller_rewrite)
+        port = f":{uri.port}" if uri.port else ""
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
+        return Destination(
+            uri=request_uri,
+            address=Address(transport, uri.host, uri.port or 5060),
+            callee=callee_out,
+            caller=caller_out,
+            label=supplier.name,
+            context=SupplierChoice(supplier, rate),
+        )
+
+    # --- the end of a call ----------------------------------------------------------------------
+
+    def call_answered(self, call: Call) -> None:
+        context = call.decision.context
+        destination = call.answered_destination
+        if isinstance(context, CallContext) and destination is not None:
+            choice = destination.context
+            if isinstance(choice, SupplierChoice):
+                context.supplier_answered = choice.peer.id
+                self.supplier_calls.add(choice.peer.id)
+
+    def call_ended(self, call: Call) -> None:
+        context = call.decision.context
+        if not isinstance(context, CallContext):
+            return
+        accounting = self.accounting
+        accounting.release(context.account_id, context.reserved)
+        self.customer_calls.remove(context.customer.id)
+        if context.supplier_answered is not None:
+            self.supplier_calls.remove(context.supplier_answered)
+
+        answered = call.answer_time is not None
+        # The switch cuts the call at max_seconds; the timer firing a few ms late must not
+        # bill one more increment than was reserved.
+        duration_ms = min(round(call.duration * 1000), context.max_seconds * 1000)
+        price = rate_call(context.rate, duration_ms, answered=answered)
+        destination = call.answered_destination
+        supplier: Peer | None = None
+        cost = Decimal("0.0000")
+        if destination is not None and isinstance(destination.context, SupplierChoice):
+            supplier = destination.context.peer
+            cost = rate_call(destination.context.rate, duration_ms, answered=answered).amount
+        accounting.charge(context.account_id, price.amount)
+        if supplier is not None:
+            accounting.charge(supplier.account_id, cost)
+
+        last = call.attempts[-1].destination if call.attempts else None
+        attempts = tuple(
+            AttemptRecord(
+                a.destination.context.peer.id,
+                a.status or 0,
+                a.reason,
+                self._wall(a.started),
+                self._wall(a.ended if a.ended is not None else call.end_time or a.started),
+            )
+            for a in call.attempts
+            if isinstance(a.destination.context, SupplierChoice)
+        )
+        end = call.end_time if call.end_time is not None else call.setup_time
+        record = CallRecord(
+            call_id=call.id,
+            customer=context.customer,
+            customer_account_id=context.account_id,
+            caller=context.caller,
+            callee=context.callee,
+            caller_out=last.caller if last else context.caller,
+            callee_out=last.callee if last else context.callee,
+            setup_time=self._wall(call.setup_time),
+            answer_time=self._wall(call.answer_time) if call.answer_time is not None else None,
+            end_time=self._wall(end),
+            duration_ms=duration_ms,
+            billed_seconds=price.billed_seconds,
+            price=price.amount,
+            cost=cost,
+            currency=context.currency,
+            supplier=supplier,
+            sip_code=call.final_status or 0,
+            sip_reason=call.final_reason,
+            hangup_side=str(call.hangup_side or "switch"),
+            hangup_reason=call.hangup_reason,
+            attempts=attempts,
+        )
+        self.sink.submit(record)
+
+
+def _busy(text: str) -> Rejection:
+    return Rejection(503, "Service Unavailable", (("Reason", f'SIP;cause=503;text="{text}"'),))

@@ -1,0 +1,37 @@
+"""The configuration indexed for the call path, rebuilt whole from each new snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smartswitch.billing.rating import TariffIndex
+from smartswitch.routing.acl import AclIndex
+from smartswitch.routing.model import ConfigSnapshot, Peer
+from smartswitch.routing.selection import RouteTable
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigViews:
+    snapshot: ConfigSnapshot
+    acl: AclIndex
+    tariffs: dict[int, TariffIndex]
+    routes: RouteTable
+    credential_peers: dict[str, Peer]  # customers that authenticate by digest, by username
+
+    @classmethod
+    def build(cls, snapshot: ConfigSnapshot) -> ConfigViews:
+        """Index a snapshot; raises ValueError on a configuration that cannot be indexed."""
+        peers = snapshot.peers.values()
+        return cls(
+            snapshot=snapshot,
+            acl=AclIndex(peers),
+            tariffs={t.id: TariffIndex(t) for t in snapshot.tariffs.values()},
+            routes=RouteTable(snapshot.routes),
+            credential_peers={
+                p.username: p for p in peers if p.username and p.password and p.is_customer
+            },
+        )
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
