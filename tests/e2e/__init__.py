@@ -1,0 +1,1 @@
+"""End-to-end tests: a real node driven by sipp over loopback."""
