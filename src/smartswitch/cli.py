@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from smartswitch.config import ConfigError, NodeConfig, load_config, parse_hostport
@@ -30,11 +31,44 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sip-listen", type=_hostport, metavar="HOST:PORT")
     run.add_argument("--http-listen", type=_hostport, metavar="HOST:PORT")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    def store_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML node configuration")
+        p.add_argument("--data-dir", type=Path, help="where the node keeps its data")
+        p.add_argument("--database-url", help="a database other than the embedded SQLite")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    store_args(db_sub.add_parser("upgrade", help="create or migrate the schema"))
+
+    provision = sub.add_parser("provision", help="apply a declarative YAML configuration")
+    provision.add_argument("file", type=Path)
+    provision.add_argument("--dry-run", action="store_true", help="validate, change nothing")
+    store_args(provision)
+
+    cdr = sub.add_parser("cdr", help="call detail records")
+    cdr_sub = cdr.add_subparsers(dest="cdr_command", required=True)
+    export = cdr_sub.add_parser("export", help="write CDRs to standard output")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--since", type=_since, help="ISO date or time (UTC if no zone)")
+    store_args(export)
+
+    accounts = sub.add_parser("accounts", help="list accounts and balances")
+    accounts.add_argument("--format", choices=["table", "json"], default="table")
+    store_args(accounts)
     return parser
 
 
+def _since(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
-    for key in ("data_dir", "sip_listen", "http_listen", "log_level"):
+    for key in ("data_dir", "sip_listen", "http_listen", "log_level", "database_url"):
         value = getattr(args, key, None)
         if value is not None:
             setattr(config, key, value)
@@ -74,15 +108,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_command(args: argparse.Namespace) -> int:
+    """The commands that work on the node's database without starting the node."""
+    from smartswitch.provisioning import ProvisioningError, provision
+    from smartswitch.store.commands import export_cdrs, list_accounts
+    from smartswitch.store.database import create_engine, database_url
+    from smartswitch.store.migrate import upgrade_async
+
+    config = _apply_flags(load_config(args.config), args)
+    _setup_logging("warning")
+    url = database_url(config.data_dir, config.database_url)
+
+    async def main() -> int:
+        await upgrade_async(url)
+        engine = create_engine(url)
+        try:
+            if args.command == "db":
+                print(f"database schema up to date ({url.split('://')[0]})")
+            elif args.command == "provision":
+                try:
+                    report = await provision(engine, args.file, dry_run=args.dry_run)
+                except ProvisioningError as exc:
+                    print(exc, file=sys.stderr)
+                    return 1
+                print(report.summary())
+            elif args.command == "cdr":
+                await export_cdrs(engine, args.format, args.since, sys.stdout)
+            elif args.command == "accounts":
+                await list_accounts(engine, args.format, sys.stdout)
+        finally:
+            await engine.dispose()
+        return 0
+
+    if args.command != "db":
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args)
+        return _store_command(args)
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 2
-    return 1
+    except OSError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ class NodeConfig:
     advance_on: tuple[int, ...] = (*range(500, 600), 408)
     dialog_ping_interval: float = 0.0
     node_id: str = "node1"
+    sip_realm: str = "smartswitch"
+    refresh_interval: float = 0.5
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 
@@ -52,6 +54,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "advance_on": list,
     "dialog_ping_interval": (int, float),
     "node_id": str,
+    "sip_realm": str,
+    "refresh_interval": (int, float),
     "route": list,
 }
 
@@ -108,7 +112,12 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         except ValueError as exc:
             raise _fail(path, text, key, str(exc)) from None
         return value
-    if key in ("no_answer_timeout", "max_call_duration", "dialog_ping_interval"):
+    if key in (
+        "no_answer_timeout",
+        "max_call_duration",
+        "dialog_ping_interval",
+        "refresh_interval",
+    ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")
         return float(value)

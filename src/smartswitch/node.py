@@ -16,6 +16,7 @@ from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.policy import CallPolicy
 from smartswitch.config import NodeConfig, parse_hostport
 from smartswitch.routing.static import StaticPolicy
+from smartswitch.services import BillingServices
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
@@ -41,14 +42,22 @@ def advertised_host(host: str) -> str:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, policy: CallPolicy | None = None) -> None:
+    """A whole switch. Billing mode (the default) reads peers, tariffs and routes from the
+    database; lab mode (``[[route]]`` in the config) routes by prefix with no billing."""
+
+    def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.services: BillingServices | None = None
+        self.b2bua: B2BUA
+        self.endpoint: SipEndpoint | None = None
+        self.stopping = asyncio.Event()
+
+    def _build_b2bua(self, policy: CallPolicy) -> B2BUA:
+        config = self.config
         host, port = parse_hostport(config.sip_listen)
-        self.sip_host, self.sip_port = host, port
         adv = advertised_host(host)
-        self.policy = policy or StaticPolicy(config.route, config.accept_any_source)
-        self.b2bua = B2BUA(
-            self.policy,
+        return B2BUA(
+            policy,
             {"udp": (adv, port), "tcp": (adv, port)},
             B2buaSettings(
                 no_answer_timeout=config.no_answer_timeout,
@@ -58,13 +67,21 @@ class Node:
             ),
             wall_clock=time.time,
         )
-        self.endpoint: SipEndpoint | None = None
-        self.stopping = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        config = self.config
+        policy: CallPolicy
+        if config.route:
+            log.warning("lab mode: routing by the [[route]] list of the config, no billing")
+            policy = StaticPolicy(config.route, config.accept_any_source)
+        else:
+            self.services = BillingServices(config, lambda: time.time() - loop.time())
+            policy = await self.services.start()
+        self.b2bua = self._build_b2bua(policy)
         self.endpoint = SipEndpoint(self.b2bua.layer, loop)
-        await self.endpoint.listen(self.sip_host, self.sip_port)
+        host, port = parse_hostport(config.sip_listen)
+        await self.endpoint.listen(host, port)
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
@@ -97,4 +114,6 @@ class Node:
         server.should_exit = True
         await http_task
         stop_task.cancel()
+        if self.services is not None:
+            await self.services.close()
         log.info("stopped")

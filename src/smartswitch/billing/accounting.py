@@ -39,6 +39,13 @@ class Accounting:
             self.stored[account.id] = account.balance
             self.credit[account.id] = account.credit_limit
 
+    def load_limits(self, accounts: Mapping[int, Account]) -> None:
+        """A new configuration: credit limits change; balances of known accounts do not (they
+        come from the balance refresh and the CDR writer, which are ordered with each other)."""
+        for account in accounts.values():
+            self.credit[account.id] = account.credit_limit
+            self.stored.setdefault(account.id, account.balance)
+
     def set_stored(self, balances: Mapping[int, Decimal]) -> None:
         self.stored.update(balances)
 

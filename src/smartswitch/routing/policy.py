@@ -30,48 +30,15 @@ from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
+from smartswitch.store.cdr_writer import CdrAttempt, CdrRecord
+from smartswitch.store.ids import new_ulid
+from smartswitch.store.schema import HangupSide
 
 log = logging.getLogger("smartswitch.routing")
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    supplier_peer_id: int
-    sip_code: int
-    reason: str
-    start_time: datetime
-    end_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """A finished call, rated: what the CDR writer stores (and the cluster outbox ships)."""
-
-    call_id: str
-    customer: Peer
-    customer_account_id: int
-    caller: str
-    callee: str
-    caller_out: str
-    callee_out: str
-    setup_time: datetime
-    answer_time: datetime | None
-    end_time: datetime
-    duration_ms: int
-    billed_seconds: int
-    price: Decimal
-    cost: Decimal
-    currency: str
-    supplier: Peer | None
-    sip_code: int
-    sip_reason: str
-    hangup_side: str
-    hangup_reason: str
-    attempts: tuple[AttemptRecord, ...]
-
-
 class CallSink(Protocol):
-    def submit(self, record: CallRecord) -> None: ...
+    def submit(self, record: CdrRecord) -> None: ...
 
 
 @dataclass(slots=True)
@@ -105,6 +72,7 @@ class BillingPolicy:
         sink: CallSink,
         authenticator: DigestAuthenticator,
         max_call_duration: float,
+        node_name: str,
         wall_offset: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
@@ -113,6 +81,7 @@ class BillingPolicy:
         self.sink = sink
         self.auth = authenticator
         self.max_call_duration = max_call_duration
+        self.node_name = node_name
         self.wall_offset = wall_offset
         self.rng = rng or random.Random()
         self.customer_calls = CallCounter()
@@ -123,7 +92,7 @@ class BillingPolicy:
     def update(self, views: ConfigViews) -> None:
         """A new configuration: calls in progress keep the values they started with."""
         self.views = views
-        self.accounting.load(views.snapshot.accounts)
+        self.accounting.load_limits(views.snapshot.accounts)
 
     def _wall(self, now: float) -> datetime:
         return datetime.fromtimestamp(now + self.wall_offset(), UTC)
@@ -296,20 +265,23 @@ class BillingPolicy:
 
         last = call.attempts[-1].destination if call.attempts else None
         attempts = tuple(
-            AttemptRecord(
-                a.destination.context.peer.id,
-                a.status or 0,
-                a.reason,
-                self._wall(a.started),
-                self._wall(a.ended if a.ended is not None else call.end_time or a.started),
+            CdrAttempt(
+                seq=n,
+                supplier_peer_id=a.destination.context.peer.id,
+                sip_code=a.status or 0,
+                reason=a.reason,
+                start_time=self._wall(a.started),
+                end_time=self._wall(a.ended if a.ended is not None else call.end_time or a.started),
             )
-            for a in call.attempts
+            for n, a in enumerate(call.attempts, 1)
             if isinstance(a.destination.context, SupplierChoice)
         )
         end = call.end_time if call.end_time is not None else call.setup_time
-        record = CallRecord(
+        record = CdrRecord(
+            id=new_ulid(),
             call_id=call.id,
-            customer=context.customer,
+            node=self.node_name,
+            customer_peer_id=context.customer.id,
             customer_account_id=context.account_id,
             caller=context.caller,
             callee=context.callee,
@@ -323,11 +295,12 @@ class BillingPolicy:
             price=price.amount,
             cost=cost,
             currency=context.currency,
-            supplier=supplier,
             sip_code=call.final_status or 0,
             sip_reason=call.final_reason,
-            hangup_side=str(call.hangup_side or "switch"),
+            hangup_side=HangupSide(str(call.hangup_side or "switch")),
             hangup_reason=call.hangup_reason,
+            supplier_peer_id=supplier.id if supplier else None,
+            supplier_account_id=supplier.account_id if supplier else None,
             attempts=attempts,
         )
         self.sink.submit(record)
