@@ -229,6 +229,10 @@ class _Invalid(Exception):
     """Internal: a field was invalid and has been reported; skip what depends on it."""
 
 
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def _line(node: Node) -> int:
     return node.start_mark.line + 1
 
@@ -393,7 +397,7 @@ class _Map:
                 continue
             name = key.value if isinstance(key, ScalarNode) else "?"
             if name in seen:
-                reader.error(key, f"{path}.{name}", f"given twice (first on line {seen[name]})")
+                reader.error(key, _join(path, name), f"given twice (first on line {seen[name]})")
             seen[name] = _line(key)
         try:
             reader.loader.flatten_mapping(node)  # resolve "<<: *anchor" merge keys
@@ -407,7 +411,7 @@ class _Map:
             if key.value not in allowed:
                 reader.error(
                     key,
-                    f"{path}.{key.value}",
+                    _join(path, key.value),
                     f"unknown field (expected one of {', '.join(allowed)})",
                 )
                 continue
