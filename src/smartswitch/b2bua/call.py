@@ -66,10 +66,12 @@ class Call:
     state: CallState = CallState.CALLING
     a_leg: Leg | None = None
     b_leg: Leg | None = None
-    b_tx: ClientTransaction | None = None
+    b_tx: ClientTransaction | None = None  # the INVITE that was answered
+    pending: dict[ClientTransaction, Attempt] = field(default_factory=dict)  # INVITEs out now
     b_call_id: str = ""
     b_tag: str = ""
-    attempt_index: int = -1
+    attempt_index: int = -1  # the last destination started (serial hunting)
+    answered_attempt: Attempt | None = None
     attempts: list[Attempt] = field(default_factory=list)
     cancelled: bool = False
     ringing_time: float | None = None
@@ -87,7 +89,10 @@ class Call:
 
     @property
     def attempt(self) -> Attempt | None:
-        return self.attempts[self.attempt_index] if self.attempts else None
+        """The attempt that answered, else the last one started."""
+        if self.answered_attempt is not None:
+            return self.answered_attempt
+        return self.attempts[-1] if self.attempts else None
 
     @property
     def duration(self) -> float:
@@ -99,6 +104,4 @@ class Call:
 
     @property
     def answered_destination(self) -> Destination | None:
-        if self.answer_time is None or not self.attempts:
-            return None
-        return self.attempts[self.attempt_index].destination
+        return self.answered_attempt.destination if self.answered_attempt else None

@@ -153,11 +153,19 @@ class B2BUA:
                 self._b_invite_response(owner, tx, response)
         elif isinstance(owner, PendingRelay):
             self._relay_response(owner, tx, response)
+        else:
+            handler = getattr(owner, "handle_response", None)
+            if handler is not None:
+                handler(tx, response)
 
     def on_timeout(self, tx: ClientTransaction) -> None:
         owner = tx.owner
         if isinstance(owner, Call):
-            if tx.request.method == "INVITE" and tx is owner.b_tx:
+            attempt = owner.pending.pop(tx, None)
+            if tx.request.method == "INVITE" and attempt is not None:
+                attempt.ended = self.now
+                attempt.status = 408
+                attempt.reason = "Request Timeout"
                 self._attempt_failed(owner, 408, "Request Timeout")
         elif isinstance(owner, PendingRelay):
             if owner.server_tx is not None and not owner.server_tx.answered:
@@ -168,6 +176,10 @@ class B2BUA:
                     "call %s: %s to leg %s timed out", call.id, owner.method, owner.to_leg.side
                 )
                 self._hangup(call, HangupSide.SWITCH, "leg not responding", skip=owner.to_leg)
+        else:
+            handler = getattr(owner, "handle_timeout", None)
+            if handler is not None:
+                handler(tx)
 
     def on_ack_timeout(self, tx: ServerTransaction) -> None:
         call = tx.owner
@@ -214,24 +226,36 @@ class B2BUA:
         return f"{call.id};{call.a_tag}"
 
     def _next_attempt(self, call: Call) -> None:
-        call.attempt_index += 1
-        if call.attempt_index >= len(call.decision.destinations):
-            call.attempt_index = len(call.decision.destinations) - 1
-            self._fail_call(call, 503, "Service Unavailable", HangupSide.SWITCH, "no route left")
-            return
-        dest = call.decision.destinations[call.attempt_index]
-        call.attempts.append(Attempt(dest, self.now))
+        destinations = call.decision.destinations
+        if call.decision.fork and call.attempt_index < 0:
+            call.attempt_index = len(destinations) - 1
+            for dest in destinations:
+                self._start_attempt(call, dest)
+        else:
+            call.attempt_index += 1
+            if call.attempt_index >= len(destinations):
+                call.attempt_index = len(destinations) - 1
+                self._fail_call(
+                    call, 503, "Service Unavailable", HangupSide.SWITCH, "no route left"
+                )
+                return
+            self._start_attempt(call, destinations[call.attempt_index])
+        call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
+        if call.no_answer_timer is not None:
+            call.no_answer_timer.cancel()
+        call.no_answer_timer = self.timers.schedule(
+            self.now + self.settings.no_answer_timeout, self._no_answer, call, len(call.attempts)
+        )
+
+    def _start_attempt(self, call: Call, dest: Destination) -> None:
+        attempt = Attempt(dest, self.now)
+        call.attempts.append(attempt)
         call.b_call_id = self.ids.next()
         call.b_tag = self.ids.next()
         invite = self._b_invite(call, dest)
         log.info("call %s: trying %s (%s)", call.id, dest.label or dest.uri, dest.address.host)
-        call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
-        call.b_tx = self.layer.send_request(invite, dest.address, owner=call)
-        if call.no_answer_timer is not None:
-            call.no_answer_timer.cancel()
-        call.no_answer_timer = self.timers.schedule(
-            self.now + self.settings.no_answer_timeout, self._no_answer, call, call.b_tx
-        )
+        tx = self.layer.send_request(invite, dest.address, owner=call)
+        call.pending[tx] = attempt
 
     def _local(self, transport: str) -> tuple[str, int]:
         return self.layer.local.get(transport) or self.layer.local["udp"]
@@ -266,6 +290,16 @@ class B2BUA:
         return invite
 
     @staticmethod
+    def _echo_record_route(request: Request, response: Response) -> None:
+        """A UAS answers a dialog-creating request with its Record-Route (RFC 3261 12.1.1):
+        the caller's own proxies stay in its path. They are the caller's side's, so this
+        reveals nothing of the callee's side."""
+        items = response.headers._items
+        for item in request.headers._items:
+            if item[0] == "record-route":
+                items.append(item)
+
+    @staticmethod
     def _copy_headers(source: Request | Response, target: Request | Response) -> None:
         names = RELAYED_HEADERS if isinstance(target, Request) else RELAYED_RESPONSE_HEADERS
         items = target.headers._items
@@ -277,11 +311,18 @@ class B2BUA:
 
     def _b_invite_response(self, call: Call, tx: ClientTransaction, response: Response) -> None:
         status = response.status
-        if tx is not call.b_tx or call.state is CallState.ENDED or call.cancelled:
+        if tx is call.b_tx and 200 <= status < 300:
+            # A retransmitted 2xx: our ACK was lost.
+            if call.b_leg is not None and call.b_leg.ack is not None:
+                data, dest = call.b_leg.ack
+                self.layer.outgoing.append((data, dest))  # type: ignore[arg-type]
+            return
+        attempt = call.pending.get(tx)
+        if attempt is None or call.state is CallState.ENDED or call.cancelled:
             # An abandoned attempt, or one answered after the caller gave up: close it.
             if 200 <= status < 300:
                 self._ack_and_bye_stray(tx, response)
-            elif status < 200 and status > 100 and tx.state == "proceeding":
+            elif 100 < status < 200 and tx.state == "proceeding":
                 self.layer.send_cancel(tx)
             return
         if status < 200:
@@ -291,23 +332,20 @@ class B2BUA:
                 call.ringing_time = self.now
             call.state = CallState.EARLY
             relay = make_response(call.a_request, status, response.reason, call.a_tag)
+            self._echo_record_route(call.a_request, relay)
             relay.headers.add("Contact", self._contact(call.a_tx.source.transport))
             self._copy_headers(response, relay)
             relay.body = response.body
             self.layer.respond(call.a_tx, relay)
             return
-        attempt = call.attempt
-        if attempt is not None:
-            attempt.ended = self.now
-            attempt.status = status
-            attempt.reason = response.reason
+        del call.pending[tx]
+        attempt.ended = self.now
+        attempt.status = status
+        attempt.reason = response.reason
         if status < 300:
-            if call.state is CallState.CONNECTED:
-                # A retransmitted 2xx: our ACK was lost.
-                if call.b_leg is not None and call.b_leg.ack is not None:
-                    data, dest = call.b_leg.ack
-                    self.layer.outgoing.append((data, dest))  # type: ignore[arg-type]
-                return
+            call.answered_attempt = attempt
+            call.b_tx = tx
+            self._cancel_pending(call)  # the other forks lost
             self._connect(call, tx, response)
         else:
             self._attempt_failed(call, status, response.reason)
@@ -338,6 +376,7 @@ class B2BUA:
         else:
             call.deferred_b_ack = True  # delayed offer: the caller's ACK carries the answer
         ok = make_response(a_req, 200, response.reason, call.a_tag)
+        self._echo_record_route(a_req, ok)
         ok.headers.add("Contact", self._contact(source.transport))
         self._copy_headers(response, ok)
         ok.body = response.body
@@ -383,30 +422,41 @@ class B2BUA:
         self.layer.send_request(dialog.create_request("BYE"), dialog.next_hop())
 
     def _attempt_failed(self, call: Call, status: int, reason: str) -> None:
-        if call.state is CallState.ENDED:
+        if call.state is CallState.ENDED or call.pending:
+            return  # other forks are still out: wait for them
+        if call.decision.fork:
+            status, reason = _best_fork_answer(call)
+            self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected")
             return
-        attempt = call.attempt
-        if attempt is not None and attempt.status is None:
-            attempt.ended = self.now
-            attempt.status = status
-            attempt.reason = reason
         if status in self.settings.advance_on and not call.cancelled:
             log.info("call %s: %s %s, advancing", call.id, status, reason)
             self._next_attempt(call)
             return
         self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected")
 
-    def _no_answer(self, call: Call, tx: ClientTransaction) -> None:
-        if tx is not call.b_tx or call.state in (CallState.CONNECTED, CallState.ENDED):
+    def _no_answer(self, call: Call, started: int) -> None:
+        if len(call.attempts) != started or call.state in (CallState.CONNECTED, CallState.ENDED):
             return
         log.info("call %s: no answer in %.0f s", call.id, self.settings.no_answer_timeout)
-        self.layer.send_cancel(tx)  # abandoned if nothing was heard; a late 2xx gets a BYE
-        call.b_tx = None
+        for attempt in call.pending.values():
+            attempt.ended = self.now
+            attempt.status = 408
+            attempt.reason = "No Answer"
+        self._cancel_pending(call)  # abandoned if nothing was heard; a late 2xx gets a BYE
         self._attempt_failed(call, 408, "No Answer")
 
+    def _cancel_pending(self, call: Call) -> None:
+        for tx, attempt in call.pending.items():
+            self.layer.send_cancel(tx)
+            if attempt.status is None:
+                attempt.ended = self.now
+                attempt.status = 487
+                attempt.reason = "Request Terminated"
+        call.pending.clear()
+
     def _cancel_b(self, call: Call) -> None:
-        if call.b_tx is not None and call.state is not CallState.CONNECTED:
-            self.layer.send_cancel(call.b_tx)
+        if call.state is not CallState.CONNECTED:
+            self._cancel_pending(call)
 
     def _fail_call(self, call: Call, status: int, reason: str, side: HangupSide, why: str) -> None:
         if call.state is CallState.ENDED:
@@ -540,3 +590,18 @@ class B2BUA:
 
     def _respond(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
         self.layer.respond(tx, make_response(tx.request, status, reason, self.ids.next()))
+
+
+def _best_fork_answer(call: Call) -> tuple[int, str]:
+    """The answer for the caller when every fork failed (after RFC 3261 16.7 step 6):
+    a 6xx wins, then the lowest code, and a set of timeouts becomes 480."""
+    answers = [(a.status, a.reason) for a in call.attempts if a.status is not None]
+    if not answers:
+        return 480, "Temporarily Unavailable"
+    global_failures = [a for a in answers if a[0] >= 600]
+    if global_failures:
+        return global_failures[0]
+    answers = [a for a in answers if a[0] != 408]
+    if not answers:
+        return 480, "Temporarily Unavailable"
+    return min(answers)

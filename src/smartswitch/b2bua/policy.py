@@ -34,6 +34,7 @@ class RouteDecision:
     destinations: tuple[Destination, ...]
     max_duration: float | None = None  # seconds of answered time this call may last
     context: object = None  # the policy's own data for the call (customer, selling rate)
+    fork: bool = False  # try every destination at once (a subscriber's contacts), first wins
 
 
 @dataclass(frozen=True, slots=True)

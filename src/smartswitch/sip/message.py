@@ -168,7 +168,10 @@ class SipMessage:
             values = self.headers.get_all("via")
             if not values:
                 raise SipParseError("missing Via header")
-            self._vias = [Via.parse(v) for v in values]
+            try:
+                self._vias = [Via.parse(v) for v in values]
+            except SipParseError as exc:
+                raise SipParseError(f"bad Via header: {exc.reason}", exc.status) from None
         return self._vias
 
     @property
@@ -181,7 +184,10 @@ class SipMessage:
             value = self.headers.get("cseq")
             if value is None:
                 raise SipParseError("missing CSeq header")
-            self._cseq = CSeq.parse(value)
+            try:
+                self._cseq = CSeq.parse(value)
+            except SipParseError as exc:
+                raise SipParseError(f"bad CSeq header: {exc.reason}", exc.status) from None
         return self._cseq
 
     @property
@@ -190,7 +196,10 @@ class SipMessage:
             value = self.headers.get("from")
             if value is None:
                 raise SipParseError("missing From header")
-            self._from = NameAddr.parse(value)
+            try:
+                self._from = NameAddr.parse(value)
+            except SipParseError as exc:
+                raise SipParseError(f"bad From header: {exc.reason}", exc.status) from None
         return self._from
 
     @property
@@ -199,7 +208,10 @@ class SipMessage:
             value = self.headers.get("to")
             if value is None:
                 raise SipParseError("missing To header")
-            self._to = NameAddr.parse(value)
+            try:
+                self._to = NameAddr.parse(value)
+            except SipParseError as exc:
+                raise SipParseError(f"bad To header: {exc.reason}", exc.status) from None
         return self._to
 
     @property

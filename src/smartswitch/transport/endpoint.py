@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import cast
 
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.framing import StreamFramer
@@ -151,10 +152,10 @@ class TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport; they do implement it.
+        self.transport = cast(asyncio.Transport, transport)
         if self.key is None:
-            peer = transport.get_extra_info("peername")
+            peer = self.transport.get_extra_info("peername")
             self.key = (str(peer[0]), int(peer[1]))
         self.endpoint.connection_made(self, self.key)
 
