@@ -57,9 +57,9 @@ def exact_decimal(value: object, scale: int) -> Decimal:
         raise ValueError(f"money must be finite, got {d}")
     quantum = Decimal(1).scaleb(-scale)
     if d != d.quantize(quantum):
-        raise ValueError(f"{d} has more than {scale} decimal places")
+        raise ValueError(f"{d:f} has more than {scale} decimal places")
     if abs(d) >= Decimal(10) ** (PRECISION - scale):
-        raise ValueError(f"{d} does not fit in {PRECISION} digits with {scale} decimal places")
+        raise ValueError(f"{d:f} does not fit in {PRECISION} digits with {scale} decimal places")
     return d
 
 
