@@ -46,7 +46,12 @@ def _url() -> str:
 
 
 def _run_on(connection: Connection) -> None:
-    _configure(connection=connection)
+    # SQLite can roll DDL back; Alembic assumes it cannot unless told, so a failed upgrade
+    # would leave half a schema.  MariaDB commits each DDL statement whatever we say.
+    if connection.dialect.name == "sqlite":
+        _configure(connection=connection, transactional_ddl=True)
+    else:
+        _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 
