@@ -553,7 +553,7 @@ class _Reader:
             line=m.line,
             path=path,
             currency_line=m.line_of("currency"),
-            rates=[rate for _line_, rate in rates],
+            rates=[rate for _rate_line, rate in rates],
             **fields,
         )
 
