@@ -31,6 +31,7 @@ class NodeConfig:
     http_listen: str = "127.0.0.1:8080"
     log_level: str = "info"
     database_url: str | None = None
+    primary_database_url: str | None = None  # a cluster's primary: where money is written
     accept_any_source: bool = False
     no_answer_timeout: float = 30.0
     max_call_duration: float = 3 * 3600.0
@@ -39,6 +40,7 @@ class NodeConfig:
     node_id: str = "node1"
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
+    reserve_seconds: int = 300  # prepaid time granted to a call at a time
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 
@@ -48,6 +50,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "http_listen": str,
     "log_level": str,
     "database_url": str,
+    "primary_database_url": str,
     "accept_any_source": bool,
     "no_answer_timeout": (int, float),
     "max_call_duration": (int, float),
@@ -56,6 +59,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "node_id": str,
     "sip_realm": str,
     "refresh_interval": (int, float),
+    "reserve_seconds": int,
     "route": list,
 }
 

@@ -80,6 +80,8 @@ class Node:
             policy = await self.services.start()
         self.b2bua = self._build_b2bua(policy)
         self.endpoint = SipEndpoint(self.b2bua.layer, loop)
+        self.b2bua.clock = loop.time
+        self.b2bua.wakeup = self.endpoint.flush
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port)
         http_host, http_port = parse_hostport(self.config.http_listen)
@@ -108,6 +110,9 @@ class Node:
             http_task.result()  # the HTTP side failed (port taken): raise it
         log.info("shutting down: ending %d calls", len(self.b2bua.calls))
         self.b2bua.shutdown(loop.time())
+        if self.services is not None:
+            await self.services.outbox.drain_appends()  # the ended calls' BYEs wait on it
+            await asyncio.sleep(0)
         self.endpoint.flush()
         await asyncio.sleep(0.1)  # let the BYEs and final answers leave
         self.endpoint.close()

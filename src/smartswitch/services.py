@@ -1,15 +1,16 @@
-"""The store side of a billing node: schema upgrade, in-memory views kept fresh, CDR writing.
+"""The store side of a billing node: schema upgrade, in-memory views kept fresh, the outbox.
 
-Nothing here runs on the call path: configuration is polled in the background and swapped in
-whole when its version changes; CDRs are written in batches; balances are re-read from the
-database in the background so top-ups count, and in one step with each CDR batch so that no
-authorisation counts a charge twice or not at all.
+Nothing here runs on the call path. Configuration is polled in the background and swapped in
+whole when its version changes. Finished calls go to the durable outbox, which the forwarder
+drains into the money database (the embedded database of a single node; the primary of a
+cluster). Balances are re-read from the node's own database together with the CDR ids that
+database already holds, so authorisation counts each charge exactly once (see
+:mod:`smartswitch.billing.accounting`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -26,13 +27,17 @@ from smartswitch.config import NodeConfig
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator
-from smartswitch.store.cdr_writer import CdrRecord, CdrWriter, apply_cdrs
+from smartswitch.store.cdr_writer import CdrRecord, apply_cdrs
 from smartswitch.store.database import create_engine, database_url, session_factory
+from smartswitch.store.forwarder import Forwarder
 from smartswitch.store.migrate import upgrade_async
-from smartswitch.store.schema import AccountRow
+from smartswitch.store.outbox import Outbox
+from smartswitch.store.schema import AccountRow, CdrRow
 from smartswitch.store.snapshot import config_version, load_snapshot
 
 log = logging.getLogger("smartswitch.services")
+
+_ID_CHUNK = 500
 
 
 def node_secret(data_dir: Path) -> bytes:
@@ -51,66 +56,72 @@ class BillingServices:
         self.url = database_url(config.data_dir, config.database_url)
         self.engine = create_engine(self.url)
         self.sessions = session_factory(self.engine)
+        # Where money is kept: this node's database, unless a cluster names its primary.
+        self.money_url = (
+            database_url(config.data_dir, config.primary_database_url)
+            if config.primary_database_url
+            else self.url
+        )
+        self.money_engine = (
+            create_engine(self.money_url) if self.money_url != self.url else self.engine
+        )
+        self.money_sessions = session_factory(self.money_engine)
         self.accounting = Accounting()
         self.wall_offset = wall_offset
-        self.writer = CdrWriter(deliver=self._deliver)
+        self.outbox = Outbox(config.data_dir / "outbox.db")
+        self.forwarder = Forwarder(self.outbox, self._deliver, on_delivered=self._delivered)
         self.policy: BillingPolicy | None = None
-        self._lock = asyncio.Lock()  # CDR batches and balance refreshes, one at a time
+        self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> BillingPolicy:
         await upgrade_async(self.url)
+        await self.outbox.open()
         async with self.sessions() as session:
             snapshot = await load_snapshot(session)
         views = ConfigViews.build(snapshot)
         self.accounting.load(snapshot.accounts)
+        # Records left in the outbox by an earlier run are charges not delivered yet.
+        for _, record in await self.outbox.read_batch(10**9):
+            self.accounting.charge(record.id, _charges(record))
         self.policy = BillingPolicy(
             views,
             self.accounting,
-            self.writer,
+            self.outbox,
             DigestAuthenticator(self.config.sip_realm, node_secret(self.config.data_dir)),
             max_call_duration=self.config.max_call_duration,
             node_name=self.config.node_id,
             wall_offset=self.wall_offset,
+            reserve_seconds=self.config.reserve_seconds,
         )
-        self.writer.start()
+        self.forwarder.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="config-refresh"))
         log.info(
-            "configuration version %s: %d peers, %d tariffs, %d routes",
+            "configuration version %s: %d peers, %d tariffs, %d routes; outbox %d",
             snapshot.version,
             len(snapshot.peers),
             len(snapshot.tariffs),
             len(snapshot.routes),
+            self.outbox.depth,
         )
         return self.policy
 
     async def _deliver(self, batch: Sequence[CdrRecord]) -> int:
-        charges: dict[int, Decimal] = collections.defaultdict(Decimal)
-        for record in batch:
-            charges[record.customer_account_id] += record.price
-            if record.supplier_account_id is not None:
-                charges[record.supplier_account_id] += record.cost
-        async with self._lock:
-            async with self.sessions() as session, session.begin():
-                written = await apply_cdrs(session, batch)
-                rows = await session.execute(
-                    select(AccountRow.id, AccountRow.balance).where(
-                        AccountRow.id.in_(list(charges))
-                    )
-                )
-                balances = {row[0]: row[1] for row in rows}
-            self.accounting.written(charges, balances)
-        return written
+        async with self.money_sessions() as session, session.begin():
+            return await apply_cdrs(session, batch)
+
+    def _delivered(self) -> None:
+        self._refresh_now.set()
 
     async def _refresh_loop(self) -> None:
-        assert self.policy is not None
-        interval = self.config.refresh_interval
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), self.config.refresh_interval)
+            self._refresh_now.clear()
             try:
                 await self.refresh()
             except Exception as exc:  # the database may be down: keep serving from memory
-                log.warning("configuration refresh failed: %s", exc)
+                log.warning("refresh from the database failed: %s", exc)
 
     async def refresh(self) -> None:
         """Swap in new configuration if its version moved; re-read balances."""
@@ -131,14 +142,36 @@ class BillingServices:
                     version,
                     (time.monotonic() - started) * 1000,
                 )
-        async with self._lock, self.sessions() as session:
+        await self.refresh_balances()
+
+    async def refresh_balances(self) -> None:
+        """Balances and the pending CDRs they include, read in one snapshot."""
+        pending = list(self.accounting.pending)
+        async with self.sessions() as session, session.begin():
             rows = await session.execute(select(AccountRow.id, AccountRow.balance))
-            self.accounting.set_stored({row[0]: row[1] for row in rows})
+            balances = {row[0]: row[1] for row in rows}
+            present: list[str] = []
+            for start in range(0, len(pending), _ID_CHUNK):
+                chunk = pending[start : start + _ID_CHUNK]
+                present.extend(await session.scalars(select(CdrRow.id).where(CdrRow.id.in_(chunk))))
+        self.accounting.confirm(balances, present)
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.writer.close()
+        await self.outbox.drain_appends()
+        await self.forwarder.drain(timeout=2.0)
+        await self.forwarder.close()
+        await self.outbox.close()
+        if self.money_engine is not self.engine:
+            await self.money_engine.dispose()
         await self.engine.dispose()
+
+
+def _charges(record: CdrRecord) -> list[tuple[int, Decimal]]:
+    charges: list[tuple[int, Decimal]] = [(record.customer_account_id, record.price)]
+    if record.supplier_account_id is not None:
+        charges.append((record.supplier_account_id, record.cost))
+    return charges

@@ -81,6 +81,10 @@ class B2BUA:
         self.dialogs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) -> leg
         self.wall_clock = wall_clock
         self.request_handlers: dict[str, Callable[[ServerTransaction, Request], None]] = {}
+        # Set by the transport: the loop's clock, and a way to send what was queued outside a
+        # network or timer callback (CDR durability callbacks).
+        self.clock: Callable[[], float] | None = None
+        self.wakeup: Callable[[], None] = lambda: None
         self.stats = {"calls": 0, "answered": 0, "rejected": 0}
 
     @property
@@ -387,9 +391,10 @@ class B2BUA:
         except Exception:
             log.exception("call %s: the policy failed on answer", call.id)
         limit = self.settings.max_call_duration
+        granted = limit
         if call.decision.max_duration is not None:
-            limit = min(limit, call.decision.max_duration)
-        call.duration_timer = self.timers.schedule(now + limit, self._max_duration, call)
+            granted = min(limit, call.decision.max_duration)
+        call.duration_timer = self.timers.schedule(now + granted, self._max_duration, call, limit)
         if self.settings.dialog_ping_interval > 0:
             call.ping_timer = self.timers.schedule(
                 now + self.settings.dialog_ping_interval, self._ping, call
@@ -476,10 +481,9 @@ class B2BUA:
         other = call.b_leg if leg.side == "a" else call.a_leg
         method = request.method
         if method == "BYE":
-            self._respond(tx, 200)
             side = HangupSide.CALLER if leg.side == "a" else HangupSide.CALLEE
             log.info("call %s: BYE from the %s", call.id, side)
-            self._hangup(call, side, "bye", skip=leg)
+            self._hangup(call, side, "bye", skip=leg, bye_tx=tx)
             return
         if other is None or call.state is not CallState.CONNECTED:
             self._respond(tx, 481)
@@ -524,10 +528,22 @@ class B2BUA:
 
     # --- ending ---------------------------------------------------------------------------------
 
-    def _max_duration(self, call: Call) -> None:
-        if call.state is CallState.CONNECTED:
-            log.info("call %s: maximum duration reached", call.id)
-            self._hangup(call, HangupSide.SWITCH, "max duration")
+    def _max_duration(self, call: Call, limit: float) -> None:
+        if call.state is not CallState.CONNECTED:
+            return
+        extra = 0.0
+        if call.answer_time is not None and self.now - call.answer_time < limit:
+            try:
+                extra = self.policy.extend_call(call)
+            except Exception:
+                log.exception("call %s: the policy failed to extend the call", call.id)
+        if extra > 0:
+            call.duration_timer = self.timers.schedule(
+                self.now + extra, self._max_duration, call, limit
+            )
+            return
+        log.info("call %s: maximum duration reached", call.id)
+        self._hangup(call, HangupSide.SWITCH, "max duration")
 
     def _ping(self, call: Call) -> None:
         if call.state is not CallState.CONNECTED:
@@ -541,22 +557,41 @@ class B2BUA:
             self.now + self.settings.dialog_ping_interval, self._ping, call
         )
 
-    def _hangup(self, call: Call, side: HangupSide, why: str, skip: Leg | None = None) -> None:
-        """End a connected call: BYE to every leg but ``skip`` (the one that hung up)."""
+    def _hangup(
+        self,
+        call: Call,
+        side: HangupSide,
+        why: str,
+        skip: Leg | None = None,
+        bye_tx: ServerTransaction | None = None,
+    ) -> None:
+        """End a connected call: BYE to every leg but ``skip`` (the one that hung up, whose
+        BYE ``bye_tx`` is answered). Both wait until the call's CDR is durable, so a party
+        that saw the call end can count on its record."""
         if call.state is CallState.ENDED:
+            if bye_tx is not None:
+                self._respond(bye_tx, 200)
             return
-        for leg in (call.a_leg, call.b_leg):
-            if leg is not None and leg is not skip:
-                bye = leg.dialog.create_request("BYE")
-                relay = PendingRelay(call, None, None, leg, "BYE")
-                self.layer.send_request(bye, leg.dialog.next_hop(), owner=relay)
         call.final_status = 200
         call.final_reason = "OK"
         call.hangup_side = side
         call.hangup_reason = why
-        self._end(call)
 
-    def _end(self, call: Call) -> None:
+        def finish() -> None:
+            if self.clock is not None:
+                self.layer.now = self.clock()
+            if bye_tx is not None:
+                self._respond(bye_tx, 200)
+            for leg in (call.a_leg, call.b_leg):
+                if leg is not None and leg is not skip:
+                    bye = leg.dialog.create_request("BYE")
+                    relay = PendingRelay(call, None, None, leg, "BYE")
+                    self.layer.send_request(bye, leg.dialog.next_hop(), owner=relay)
+            self.wakeup()
+
+        self._end(call, finish)
+
+    def _end(self, call: Call, finish: Callable[[], None] | None = None) -> None:
         call.state = CallState.ENDED
         call.end_time = self.now
         for timer in (call.no_answer_timer, call.duration_timer, call.ping_timer):
@@ -566,10 +601,12 @@ class B2BUA:
         for leg in (call.a_leg, call.b_leg):
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+        done = finish if finish is not None else _nothing
         try:
-            self.policy.call_ended(call)
+            self.policy.call_ended(call, done)
         except Exception:
             log.exception("call %s: the policy failed to close the call", call.id)
+            done()
 
     def hangup(self, key: str, now: float) -> bool:
         """Operator hang-up (web UI, shutdown): end the call whatever its state."""
@@ -605,3 +642,7 @@ def _best_fork_answer(call: Call) -> tuple[int, str]:
     if not answers:
         return 480, "Temporarily Unavailable"
     return min(answers)
+
+
+def _nothing() -> None:
+    pass

@@ -7,6 +7,7 @@ a database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,8 +51,17 @@ class CallPolicy(Protocol):
     def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
         """Identify the caller, authorise and route the call."""
 
+    def extend_call(self, call: Call) -> float:
+        """The call reached the end of its granted time: seconds more it may last (0: cut it).
+
+        Prepaid time is granted in slices so one call does not hold a customer's whole balance;
+        asking at the boundary makes the cut exact when the money is gone."""
+
     def call_answered(self, call: Call) -> None:
         """The call was answered (suppliers' concurrent-call counts start here)."""
 
-    def call_ended(self, call: Call) -> None:
-        """The call is over (answered or not): rate it, write its CDR, release its limits."""
+    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
+        """The call is over (answered or not): rate it, write its CDR, release its limits.
+
+        ``done`` must be called once the CDR is durable: the B2BUA holds back the messages
+        that tell the parties the call ended until then."""

@@ -38,7 +38,8 @@ log = logging.getLogger("smartswitch.routing")
 
 
 class CallSink(Protocol):
-    def submit(self, record: CdrRecord) -> None: ...
+    def append(self, record: CdrRecord, done: Callable[[], None] | None = None) -> None:
+        """Keep ``record`` durably; call ``done`` once it is."""
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class BillingPolicy:
         node_name: str,
         wall_offset: Callable[[], float],
         rng: random.Random | None = None,
+        reserve_seconds: int = 300,
     ) -> None:
         self.views = views
         self.accounting = accounting
@@ -82,6 +84,7 @@ class BillingPolicy:
         self.auth = authenticator
         self.max_call_duration = max_call_duration
         self.node_name = node_name
+        self.reserve_seconds = reserve_seconds
         self.wall_offset = wall_offset
         self.rng = rng or random.Random()
         self.customer_calls = CallCounter()
@@ -168,7 +171,7 @@ class BillingPolicy:
         seconds = max_call_seconds(available, rate)
         if seconds is None:
             return Rejection(402, "Payment Required (insufficient balance)")
-        seconds = min(seconds, int(self.max_call_duration))
+        seconds = min(seconds, int(self.max_call_duration), self.reserve_seconds)
         route = views.routes.lookup(number)
         if route is None:
             return Rejection(404, "Not Found (no route for this destination)")
@@ -229,6 +232,27 @@ class BillingPolicy:
 
     # --- the end of a call ----------------------------------------------------------------------
 
+    def extend_call(self, call: Call) -> float:
+        """Reserve the next slice of a call's time, as far as the balance goes."""
+        context = call.decision.context
+        if not isinstance(context, CallContext):
+            return 0.0
+        accounting = self.accounting
+        usable = accounting.available(context.account_id) + context.reserved
+        limit = min(int(self.max_call_duration), context.max_seconds + self.reserve_seconds)
+        total = max_call_seconds(usable, context.rate)
+        if total is None or total <= context.max_seconds:
+            return 0.0
+        total = min(total, limit)
+        if total <= context.max_seconds:
+            return 0.0
+        reserved = rate_call(context.rate, total * 1000, answered=True).amount
+        accounting.reserve(context.account_id, reserved - context.reserved)
+        granted = total - context.max_seconds
+        context.reserved = reserved
+        context.max_seconds = total
+        return float(granted)
+
     def call_answered(self, call: Call) -> None:
         context = call.decision.context
         destination = call.answered_destination
@@ -238,9 +262,10 @@ class BillingPolicy:
                 context.supplier_answered = choice.peer.id
                 self.supplier_calls.add(choice.peer.id)
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
         context = call.decision.context
         if not isinstance(context, CallContext):
+            done()
             return
         accounting = self.accounting
         accounting.release(context.account_id, context.reserved)
@@ -259,9 +284,6 @@ class BillingPolicy:
         if destination is not None and isinstance(destination.context, SupplierChoice):
             supplier = destination.context.peer
             cost = rate_call(destination.context.rate, duration_ms, answered=answered).amount
-        accounting.charge(context.account_id, price.amount)
-        if supplier is not None:
-            accounting.charge(supplier.account_id, cost)
 
         last = call.attempts[-1].destination if call.attempts else None
         attempts = tuple(
@@ -303,7 +325,11 @@ class BillingPolicy:
             supplier_account_id=supplier.account_id if supplier else None,
             attempts=attempts,
         )
-        self.sink.submit(record)
+        charges = [(context.account_id, price.amount)]
+        if supplier is not None:
+            charges.append((supplier.account_id, cost))
+        accounting.charge(record.id, charges)
+        self.sink.append(record, done)
 
 
 def _busy(text: str) -> Rejection:

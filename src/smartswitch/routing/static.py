@@ -7,7 +7,7 @@ rates and bills the call (see :mod:`smartswitch.routing.policy`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from smartswitch.b2bua.call import Call
 from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
@@ -49,10 +49,14 @@ class StaticPolicy:
             )
         )
 
+    def extend_call(self, call: Call) -> float:
+        return 0.0
+
     def call_answered(self, call: Call) -> None:
         pass
 
-    def call_ended(self, call: Call) -> None:
+    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
+        done()
         log.info(
             "call %s: ended %s %s, %.3f s, hangup by %s (%s)",
             call.id,

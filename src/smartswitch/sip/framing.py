@@ -50,14 +50,20 @@ class StreamFramer:
 
 
 def _content_length(head: bytes) -> int:
+    length: int | None = None
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"content-length", b"l"):
+            if length is not None:
+                # Which one frames the stream? Guessing would desynchronise it (RFC 4475 3.3.9).
+                raise SipParseError("more than one Content-Length on a stream transport")
             text = value.strip()
             if not text.isdigit():
                 raise SipParseError("bad Content-Length on a stream transport")
-            length = int(text)
-            if length > MAX_BODY:
+            # Bounded before int(): int() refuses more than 4300 digits with a ValueError.
+            if len(text) > 10 or int(text) > MAX_BODY:
                 raise SipParseError("body too large", 513)
-            return length
-    raise SipParseError("missing Content-Length on a stream transport")
+            length = int(text)
+    if length is None:
+        raise SipParseError("missing Content-Length on a stream transport")
+    return length

@@ -66,6 +66,15 @@ MULTI_VALUE: frozenset[str] = frozenset(
 )
 
 
+def is_digits(text: str, max_len: int) -> bool:
+    """``text`` is 1 to ``max_len`` ASCII digits.
+
+    ``str.isdigit`` alone accepts digits such as "²" that ``int()`` refuses, and ``int()`` refuses
+    strings of more than 4300 digits: both would escape as ValueError instead of a 400.
+    """
+    return 0 < len(text) <= max_len and text.isascii() and text.isdigit()
+
+
 def canonical_name(key: str) -> str:
     """The conventional spelling of a lower-case header name."""
     name = CANONICAL_NAMES.get(key)

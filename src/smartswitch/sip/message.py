@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from smartswitch.sip.errors import SipParseError
-from smartswitch.sip.grammar import COMPACT_FORMS, MULTI_VALUE, canonical_name, split_values
+from smartswitch.sip.grammar import (
+    COMPACT_FORMS,
+    MULTI_VALUE,
+    canonical_name,
+    is_digits,
+    split_values,
+)
 from smartswitch.sip.uri import CSeq, NameAddr, SipUri, Via
 
 REASON_PHRASES: dict[int, str] = {
@@ -58,6 +64,14 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+# RFC 3986 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+
+# Headers a message carries at most once (RFC 3261 7.3.1: only list headers may repeat). Two
+# Content-Lengths leave the body's size unknown, two CSeqs or Call-IDs the transaction
+# (RFC 4475 3.3.9 mcl01, 3.3.8 multi01): a 400 either way.
+_SINGLE_VALUE = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length"})
 
 
 class Headers:
@@ -341,7 +355,8 @@ def parse_message(data: bytes, require_content_length: bool = False) -> Request 
                 # RFC 3261 7.3.1: a line starting with white space continues the previous one.
                 if current is None:
                     raise SipParseError("continuation line before any header")
-                current[2] = current[2] + " " + line.strip()
+                value = line.strip()
+                current[2] = f"{current[2]} {value}" if current[2] else value
                 continue
             if current is not None:
                 items.append((current[0], current[1], current[2]))
@@ -354,12 +369,18 @@ def parse_message(data: bytes, require_content_length: bool = False) -> Request 
             current = [key, name, value.strip()]
         if current is not None:
             items.append((current[0], current[1], current[2]))
+        seen: set[str] = set()
+        for key, _, _ in items:
+            if key in _SINGLE_VALUE:
+                if key in seen:
+                    raise SipParseError(f"more than one {canonical_name(key)} header")
+                seen.add(key)
 
         body = rest
         cl_value = headers.get("content-length")
         if cl_value is not None:
             cl_text = cl_value.strip()
-            if not cl_text.isdigit():
+            if not is_digits(cl_text, 10):
                 raise SipParseError(f"bad Content-Length {cl_value[:20]!r}")
             length = int(cl_text)
             if length > len(rest):
@@ -389,9 +410,26 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != "SIP/2.0":
         raise SipParseError(f"unsupported SIP version {version[:20]!r}", 505)
-    if ":" not in uri:
+    scheme, colon, _ = uri.partition(":")
+    if (
+        not colon
+        or not scheme
+        or not scheme[0].isalpha()
+        or any(c not in _SCHEME_CHARS for c in scheme)
+    ):
+        # Also catches "<sip:...>" (RFC 4475 3.1.2.7 ltgtruri).
         raise SipParseError(f"bad Request-URI {uri[:60]!r}")
-    return Request(method, uri, headers, body)
+    request = Request(method, uri, headers, body)
+    if scheme.lower() in ("sip", "sips"):
+        try:
+            parsed = SipUri.parse(uri)
+        except SipParseError as exc:
+            raise SipParseError(f"bad Request-URI: {exc.reason}") from None
+        if parsed.headers:
+            # RFC 3261 19.1.1 (headers are not allowed in a Request-URI); RFC 4475 escruri.
+            raise SipParseError(f"Request-URI with headers {uri[:60]!r}")
+        request._ruri = parsed
+    return request
 
 
 def _parse_status_line(line: str, headers: Headers, body: bytes) -> Response:
@@ -399,7 +437,7 @@ def _parse_status_line(line: str, headers: Headers, body: bytes) -> Response:
     code, _, reason = rest.partition(" ")
     if version.upper() != "SIP/2.0":
         raise SipParseError(f"unsupported SIP version {version[:20]!r}", 505)
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_digits(code, 3) or not 100 <= int(code) <= 699:
         raise SipParseError(f"bad status code {code[:20]!r}")
     return Response(int(code), reason, headers, body)
 
@@ -415,7 +453,7 @@ def _check_mandatory(message: Request | Response) -> None:
         if cseq.method != message.method:
             raise SipParseError("CSeq method does not match the request method")
         max_forwards = message.headers.get("max-forwards")
-        if max_forwards is not None and not max_forwards.strip().isdigit():
+        if max_forwards is not None and not is_digits(max_forwards.strip(), 10):
             raise SipParseError(f"bad Max-Forwards {max_forwards[:20]!r}")
 
 

@@ -277,8 +277,9 @@ class TransactionLayer:
         key = _server_key(request, method)
         tx = self.server.get(key)
         if tx is not None:
-            # A retransmission: answer with what we answered last (17.2.1, 17.2.2).
-            if tx.last_response_data is not None and tx.state != "accepted":
+            # A retransmission: answer with what we answered last (17.2.1, 17.2.2). In Accepted
+            # the 2xx has its own retransmission (RFC 6026 7.1) and Confirmed only absorbs.
+            if tx.last_response_data is not None and tx.state not in ("accepted", "confirmed"):
                 self.outgoing.append((tx.last_response_data, tx.source))
             return
         tx = ServerTransaction(key, request, source)
@@ -510,9 +511,20 @@ class TransactionLayer:
             tx._timeout = self.timers.schedule(self.now + wait, self._server_end, tx)
 
     def ack_received(self, tx: ServerTransaction) -> None:
-        """The user matched the ACK of our 2xx to this INVITE: stop retransmitting it."""
-        if tx.state == "accepted":
-            self._server_end(tx)
+        """The user matched the ACK of our 2xx to this INVITE: stop retransmitting it.
+
+        The transaction stays in Accepted until Timer L (64*T1 after the 2xx), so that a
+        retransmission of the INVITE still in flight is absorbed instead of arriving at the user
+        as a new request (RFC 6026 7.1, 8.7).
+        """
+        if tx.state != "accepted":
+            return
+        self._cancel_retransmit(tx)
+        timer_l = tx._timeout
+        deadline = timer_l.deadline if timer_l is not None else self.now
+        if timer_l is not None:
+            timer_l.cancel()
+        tx._timeout = self.timers.schedule(deadline, self._server_end, tx)
 
     def _server_retransmit(self, tx: ServerTransaction) -> None:
         if tx.state not in ("completed", "accepted") or tx.last_response_data is None:

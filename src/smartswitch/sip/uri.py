@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smartswitch.sip.errors import SipParseError
-from smartswitch.sip.grammar import format_params, parse_params, split_outside_quotes, unquote
+from smartswitch.sip.grammar import (
+    format_params,
+    is_digits,
+    parse_params,
+    quote,
+    split_outside_quotes,
+    unquote,
+)
 
 
 @dataclass(slots=True)
@@ -29,15 +36,17 @@ class SipUri:
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips"):
             raise SipParseError(f"not a SIP URI: {text[:60]!r}", 416)
-        headers = ""
-        if "?" in rest:
-            rest, _, headers = rest.partition("?")
         user: str | None = None
         password: str | None = None
         if "@" in rest:
-            userinfo, _, rest = rest.rpartition("@")
+            # The first "@" ends the userinfo: a user may contain "?" and ";" (RFC 3261 25.1
+            # user-unreserved), while no part after the host may contain an unescaped "@".
+            userinfo, _, rest = rest.partition("@")
             user, _, pw = userinfo.partition(":")
             password = pw or None
+        headers = ""
+        if "?" in rest:
+            rest, _, headers = rest.partition("?")
         hostport, semi, paramtext = rest.partition(";")
         params = parse_params(paramtext) if semi else {}
         host, port = parse_hostport(hostport, text)
@@ -88,9 +97,11 @@ def parse_hostport(text: str, context: str = "") -> tuple[str, int | None]:
         host, _, port_text = text.partition(":")
         if not host or any(c in host for c in ' \t<>"@'):
             raise SipParseError(f"bad host in {context[:60]!r}")
+    if not host:
+        raise SipParseError(f"empty IPv6 reference in {context[:60]!r}")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_digits(port_text, 5) or not 0 < int(port_text) < 65536:
         raise SipParseError(f"bad port in {context[:60]!r}")
     return host, int(port_text)
 
@@ -129,6 +140,9 @@ class NameAddr:
             uri = uri.strip()
             if " " in uri or not uri or ":" not in uri:
                 raise SipParseError(f"bad address {text[:60]!r}")
+            if "?" in uri:
+                # RFC 3261 20.10: a URI with headers (or "," or ";") must be enclosed in <>.
+                raise SipParseError(f"URI with headers outside <> in {text[:60]!r}")
             display = None
             params = parse_params(paramtext) if semi else {}
         if ":" not in uri:
@@ -143,7 +157,7 @@ class NameAddr:
         return SipUri.parse(self.uri)
 
     def __str__(self) -> str:
-        head = f'"{self.display}" ' if self.display else ""
+        head = f"{quote(self.display)} " if self.display else ""
         return f"{head}<{self.uri}>{format_params(self.params)}"
 
 
@@ -179,17 +193,21 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         text = text.strip()
-        proto, sep, rest = text.partition(" ")
-        if not sep:
-            # "SIP/2.0/UDP" and sent-by may be separated by any linear white space
-            proto, sep, rest = text.partition("\t")
-        parts = [p.strip() for p in proto.split("/")]
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not parts[2]:
+        # RFC 3261 25.1: sent-protocol = name SLASH version SLASH transport, where SLASH allows
+        # white space around the "/" (RFC 4475 3.1.1.1); then LWS, sent-by, params.
+        head, semi, paramtext = text.partition(";")
+        parts = head.split("/", 2)
+        if len(parts) != 3:
             raise SipParseError(f"bad Via protocol {text[:60]!r}")
-        sent_by, semi, paramtext = rest.strip().partition(";")
+        transport_sent_by = parts[2].split(None, 1)
+        if parts[0].strip().upper() != "SIP" or parts[1].strip() != "2.0" or not transport_sent_by:
+            raise SipParseError(f"bad Via protocol {text[:60]!r}")
+        if len(transport_sent_by) != 2:
+            raise SipParseError(f"missing sent-by in {text[:60]!r}")
+        transport, sent_by = transport_sent_by
         host, port = parse_hostport(sent_by, text)
         params = parse_params(paramtext) if semi else {}
-        return cls(parts[2].upper(), host, port, params)
+        return cls(transport.upper(), host, port, params)
 
     @property
     def branch(self) -> str | None:
@@ -210,7 +228,7 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        if len(parts) != 2 or not is_digits(parts[0], 10):
             raise SipParseError(f"bad CSeq {text[:40]!r}")
         number = int(parts[0])
         if number >= 2**31:

@@ -1,0 +1,190 @@
+"""The node's durable outbox: every CDR is on disk before the call's end is acknowledged.
+
+A local SQLite file in WAL mode with ``synchronous=FULL`` (an fsync per commit), written by one
+thread so the event loop never waits on the disk. Appends are group-committed: while one commit
+is being synced the next appends gather, so a busy node makes few, larger commits. Each append
+carries a callback run on the loop once its record is durable; the B2BUA holds back the 200 to
+a BYE (and the BYE to the other leg) until then, so a call the far end sees finished always has
+its CDR, even if the node is killed the next instant.
+
+The forwarder (:mod:`smartswitch.store.forwarder`) drains the outbox into the database that
+keeps the money (the embedded database of a single node, the primary of a cluster) and deletes
+what was delivered. Delivery is idempotent, so a crash between the two is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from smartswitch.store.cdr_writer import CdrAttempt, CdrRecord
+from smartswitch.store.schema import HangupSide
+
+log = logging.getLogger("smartswitch.outbox")
+
+Done = Callable[[], None]
+
+
+def record_to_json(record: CdrRecord) -> str:
+    def value(v: Any) -> Any:
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, HangupSide):
+            return v.value
+        return v
+
+    data = {name: value(getattr(record, name)) for name in CdrRecord.__dataclass_fields__}
+    data["attempts"] = [
+        {name: value(getattr(a, name)) for name in CdrAttempt.__dataclass_fields__}
+        for a in record.attempts
+    ]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def record_from_json(text: str) -> CdrRecord:
+    data = json.loads(text)
+    for key in ("price", "cost"):
+        data[key] = Decimal(data[key])
+    for key in ("setup_time", "end_time", "answer_time"):
+        if data[key] is not None:
+            data[key] = datetime.fromisoformat(data[key])
+    data["attempts"] = tuple(
+        CdrAttempt(
+            **{
+                **a,
+                "start_time": datetime.fromisoformat(a["start_time"]),
+                "end_time": datetime.fromisoformat(a["end_time"]),
+            }
+        )
+        for a in data["attempts"]
+    )
+    return CdrRecord(**data)
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._queue: list[tuple[str, str, Done | None]] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.appended = asyncio.Event()
+        self.depth = 0  # records durable and not yet delivered
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.depth = await self._run(self._open)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " id TEXT NOT NULL UNIQUE,"
+            " payload TEXT NOT NULL)"
+        )
+        self._conn = conn
+        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # --- appending (call path: never blocks) ---------------------------------------------------
+
+    def append(self, record: CdrRecord, done: Done | None = None) -> None:
+        payload = record_to_json(record)
+        with self._lock:
+            self._queue.append((record.id, payload, done))
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        self._executor.submit(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch = self._queue
+            self._queue = []
+            self._flush_scheduled = False
+        if not batch:
+            return
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (id, payload) VALUES (?, ?)",
+                [(record_id, payload) for record_id, payload, _ in batch],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            log.exception("outbox write of %d records failed; retrying", len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            with self._lock:
+                self._queue[:0] = batch
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._executor.submit(self._flush)
+            return
+        callbacks = [done for _, _, done in batch if done is not None]
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._durable, len(batch), callbacks)
+
+    def _durable(self, count: int, callbacks: list[Done]) -> None:
+        self.depth += count
+        self.appended.set()
+        for done in callbacks:
+            try:
+                done()
+            except Exception:
+                log.exception("outbox callback failed")
+
+    # --- draining (the forwarder) ---------------------------------------------------------------
+
+    async def read_batch(self, limit: int) -> list[tuple[int, CdrRecord]]:
+        rows: list[tuple[int, str]] = await self._run(self._read, limit)
+        return [(seq, record_from_json(payload)) for seq, payload in rows]
+
+    def _read(self, limit: int) -> list[tuple[int, str]]:
+        assert self._conn is not None
+        return self._conn.execute(
+            "SELECT seq, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+
+    async def delete_through(self, seqs: list[int]) -> None:
+        await self._run(self._delete, seqs)
+        self.depth -= len(seqs)
+
+    def _delete(self, seqs: list[int]) -> None:
+        assert self._conn is not None
+        self._conn.execute("BEGIN")
+        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        self._conn.execute("COMMIT")
+
+    async def drain_appends(self) -> None:
+        """Wait until every record appended so far is durable."""
+        await self._run(self._flush)
+
+    async def close(self) -> None:
+        await self.drain_appends()
+        if self._conn is not None:
+            await self._run(self._conn.close)
+        self._executor.shutdown(wait=True)
