@@ -5,6 +5,7 @@ Every flag of ``smartswitch run`` has a key here. A bad file is refused with its
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -41,6 +42,13 @@ class NodeConfig:
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
     reserve_seconds: int = 300  # prepaid time granted to a call at a time
+    # The cluster (see docs/cluster.md): "single" (embedded SQLite or one database),
+    # "replication" (a MariaDB primary and GTID replicas) or "galera" (multi-primary).
+    db_scheme: str = "single"
+    node_name: str = ""
+    dedicated_ip: str = ""
+    shared_ip: str = ""
+    cluster_secret: str = ""
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 
@@ -60,6 +68,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "sip_realm": str,
     "refresh_interval": (int, float),
     "reserve_seconds": int,
+    "db_scheme": str,
+    "node_name": str,
+    "dedicated_ip": str,
+    "shared_ip": str,
+    "cluster_secret": str,
     "route": list,
 }
 
@@ -125,6 +138,13 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         if value < 0:
             raise _fail(path, text, key, "must not be negative")
         return float(value)
+    if key == "db_scheme" and value not in ("single", "replication", "galera"):
+        raise _fail(path, text, key, "one of single, replication, galera")
+    if key in ("dedicated_ip", "shared_ip") and value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise _fail(path, text, key, f"not an IP address: {value!r}") from None
     if key == "log_level":
         if value.lower() not in ("debug", "info", "warning", "error"):
             raise _fail(path, text, key, "one of debug, info, warning, error")

@@ -14,6 +14,8 @@ import uvicorn
 
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.policy import CallPolicy
+from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.role import database_role
 from smartswitch.config import NodeConfig, parse_hostport
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.services import BillingServices
@@ -51,6 +53,32 @@ class Node:
         self.b2bua: B2BUA
         self.endpoint: SipEndpoint | None = None
         self.stopping = asyncio.Event()
+        self.db_role = DatabaseRole(config.db_scheme, True, "single")
+
+    @property
+    def read_only(self) -> bool:
+        """Configuration may not be changed here: this node's database is a replica, a Galera
+        node outside the primary component, or the config says so."""
+        return bool(getattr(self.config, "read_only", False)) or not self.db_role.writable
+
+    @property
+    def primary_name(self) -> str:
+        """Where configuration is edited, for the read-only banner."""
+        configured = str(getattr(self.config, "read_only_primary", "") or "")
+        return self.db_role.primary or configured
+
+    async def _watch_role(self) -> None:
+        assert self.services is not None
+        while True:
+            role = await database_role(self.services.engine, self.config.db_scheme)
+            if role.writable != self.db_role.writable:
+                log.info(
+                    "database role: %s (%s)",
+                    role.role,
+                    "writable" if role.writable else "read-only",
+                )
+            self.db_role = role
+            await asyncio.sleep(1.0)
 
     def _build_b2bua(self, policy: CallPolicy) -> B2BUA:
         config = self.config
@@ -72,12 +100,15 @@ class Node:
         loop = asyncio.get_running_loop()
         config = self.config
         policy: CallPolicy
+        role_task: asyncio.Task[None] | None = None
         if config.route:
             log.warning("lab mode: routing by the [[route]] list of the config, no billing")
             policy = StaticPolicy(config.route, config.accept_any_source)
         else:
             self.services = BillingServices(config, lambda: time.time() - loop.time())
             policy = await self.services.start()
+            self.db_role = await database_role(self.services.engine, config.db_scheme)
+            role_task = asyncio.create_task(self._watch_role(), name="role-watch")
         self.b2bua = self._build_b2bua(policy)
         self.endpoint = SipEndpoint(self.b2bua.layer, loop)
         self.b2bua.clock = loop.time
@@ -119,6 +150,8 @@ class Node:
         server.should_exit = True
         await http_task
         stop_task.cancel()
+        if role_task is not None:
+            role_task.cancel()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")
