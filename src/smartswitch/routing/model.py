@@ -78,6 +78,19 @@ class RewriteRule:
 
 
 @dataclass(frozen=True, slots=True)
+class SupplierRegistration:
+    """A supplier that wants the switch to register with it (RFC 3261 10.2).
+
+    The password is kept as given: answering the supplier's challenge needs it (its realm is
+    the supplier's, unknown until it challenges)."""
+
+    username: str
+    password: str
+    registrar: str  # "host", "host:port" or "[v6]:port"
+    expires: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class Peer:
     id: int
     name: str
@@ -95,6 +108,8 @@ class Peer:
     callee_rewrite: tuple[RewriteRule, ...] = ()
     profit_control: ProfitControl = ProfitControl.ALLOW_LOSS
     enabled: bool = True
+    deliver_dids: bool = False  # its INVITEs to our DIDs go to the DIDs' owners (registrar)
+    register: SupplierRegistration | None = None  # the switch registers with this supplier
 
     @property
     def is_customer(self) -> bool:
@@ -127,3 +142,39 @@ class ConfigSnapshot:
     peers: dict[int, Peer] = field(default_factory=dict)
     tariffs: dict[int, Tariff] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    subscribers: dict[int, Subscriber] = field(default_factory=dict)
+    dids: dict[str, Did] = field(default_factory=dict)  # by number
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A user whose phones register with the switch (the registrar) and who may call out.
+
+    The password is never kept: only HA1 = H(username:realm:password) for MD5 and SHA-256
+    (RFC 7616 3.4.2), computed for ``realm`` when provisioned. A subscriber calls out like a
+    customer: billed to ``account_id`` at ``tariff_id`` (no tariff: it may only receive)."""
+
+    id: int
+    username: str
+    account_id: int
+    tariff_id: int | None
+    realm: str
+    ha1_md5: str
+    ha1_sha256: str
+    allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # () = any
+    max_contacts: int = 5
+    max_calls: int | None = None
+    caller_id: str | None = None  # the number presented on its calls out (else its From user)
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Did:
+    """A number we host: calls to it from a peer that delivers DIDs go to its owner, a
+    subscriber (all its registered contacts at once) or a peer (a trunk)."""
+
+    id: int
+    number: str
+    subscriber_id: int | None = None
+    peer_id: int | None = None
+    enabled: bool = True
