@@ -56,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     accounts = sub.add_parser("accounts", help="list accounts and balances")
     accounts.add_argument("--format", choices=["table", "json"], default="table")
     store_args(accounts)
+
+    audit = sub.add_parser("audit", help="prove balances = opening + credits - rated CDRs")
+    store_args(audit)
+
+    cluster = sub.add_parser("cluster", help="the cluster's databases and nodes")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    init = cluster_sub.add_parser("init-primary", help="make this node's MariaDB the primary")
+    store_args(init)
+    replica = cluster_sub.add_parser(
+        "add-replica", help="snapshot the primary into this node's MariaDB and replicate"
+    )
+    store_args(replica)
+    replica.add_argument("--primary-database-url", help="the primary (default: from config)")
+    status = cluster_sub.add_parser("status", help="every node: role, replication, outbox")
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    store_args(status)
     return parser
 
 
@@ -110,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _store_command(args: argparse.Namespace) -> int:
     """The commands that work on the node's database without starting the node."""
+    from smartswitch.audit import run_audit
     from smartswitch.provisioning import ProvisioningError, provision
     from smartswitch.store.commands import export_cdrs, list_accounts
     from smartswitch.store.database import create_engine, database_url
@@ -136,6 +153,10 @@ def _store_command(args: argparse.Namespace) -> int:
                 await export_cdrs(engine, args.format, args.since, sys.stdout)
             elif args.command == "accounts":
                 await list_accounts(engine, args.format, sys.stdout)
+            elif args.command == "audit":
+                audit = await run_audit(engine)
+                print(audit.summary())
+                return 0 if audit.ok else 1
         finally:
             await engine.dispose()
         return 0
@@ -145,11 +166,28 @@ def _store_command(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _cluster_command(args: argparse.Namespace) -> int:
+    from smartswitch.cluster import commands
+
+    config = _apply_flags(load_config(args.config), args)
+    _setup_logging("warning")
+    if args.cluster_command == "init-primary":
+        return commands.init_primary(config)
+    if args.cluster_command == "add-replica":
+        if args.primary_database_url:
+            config.primary_database_url = args.primary_database_url
+        return commands.add_replica(config)
+    print("smartswitch: cluster status needs the nodes table (not yet)", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "cluster":
+            return _cluster_command(args)
         return _store_command(args)
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
