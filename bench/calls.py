@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -194,12 +195,14 @@ def run_step(args: argparse.Namespace, label: str, target: str, rate: int, workd
         extra=("-l", str(calls)),
     )
     proc = Sipp(f"{label}-{rate}", options, workdir / f"{label}-{rate}cps").start()
+    note = ""
     try:
         result = proc.wait(args.step_timeout + 15)
-        note = ""
     except TimeoutError:
-        result = proc.result()
+        result = proc.result()  # wait() has stopped it
         note = "sipp did not finish in time"
+    finally:
+        proc.stop()  # on SIGTERM or Ctrl-C; a no-op once it has exited
     achieved = float(result.stats.get("CallRate(C)", "0") or 0)
     return Step(
         target=label,
@@ -348,8 +351,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Unwind through the finally blocks, which stop the node and sipp by PID;
+    # the default action would leave them running on their own.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = args.out / f"calls-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,10 @@ class Node:
         self.sip_port = spec.sip_port or free_port(spec.sip_host)
         self.http_host = spec.http_host
         self.http_port = spec.http_port or free_port(spec.http_host)
+        while self.http_port == self.sip_port and not spec.http_port:
+            # Both were free when asked, one after the other; SIP TCP and
+            # HTTP cannot share the port.
+            self.http_port = free_port(spec.http_host)
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "node.toml"
         self.log_path = self.workdir / "node.log"
