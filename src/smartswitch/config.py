@@ -49,6 +49,10 @@ class NodeConfig:
     dedicated_ip: str = ""
     shared_ip: str = ""
     cluster_secret: str = ""
+    # The web UI's read-only mode (a replica's): forced on here; the cluster also sets it live.
+    read_only: bool = False
+    read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
+    cookie_secure: bool = False  # send the session cookie only over HTTPS (behind a TLS proxy)
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 
@@ -73,6 +77,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "dedicated_ip": str,
     "shared_ip": str,
     "cluster_secret": str,
+    "read_only": bool,
+    "read_only_primary": str,
+    "cookie_secure": bool,
     "route": list,
 }
 
