@@ -356,7 +356,8 @@ def parse_message(data: bytes, require_content_length: bool = False) -> Request 
                 if current is None:
                     raise SipParseError("continuation line before any header")
                 value = line.strip()
-                current[2] = f"{current[2]} {value}" if current[2] else value
+                if value:
+                    current[2] = f"{current[2]} {value}" if current[2] else value
                 continue
             if current is not None:
                 items.append((current[0], current[1], current[2]))
