@@ -114,7 +114,7 @@ class Node:
         self.b2bua.clock = loop.time
         self.b2bua.wakeup = self.endpoint.flush
         host, port = parse_hostport(config.sip_listen)
-        await self.endpoint.listen(host, port)
+        await self.endpoint.listen(host, port, advertised_host(host))
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(

@@ -261,17 +261,15 @@ class B2BUA:
         tx = self.layer.send_request(invite, dest.address, owner=call)
         call.pending[tx] = attempt
 
-    def _local(self, transport: str) -> tuple[str, int]:
-        return self.layer.local.get(transport) or self.layer.local["udp"]
-
-    def _contact(self, transport: str) -> str:
-        host, port = self._local(transport)
+    def _contact(self, peer: Address) -> str:
+        host, port = self.layer.local_address(peer)
+        transport = peer.transport
         suffix = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{format_host(host)}:{port}{suffix}>"
 
     def _b_invite(self, call: Call, dest: Destination) -> Request:
         a = call.a_request
-        host, _ = self._local(dest.address.transport)
+        host, _ = self.layer.local_address(dest.address)
         headers = Headers()
         items = headers._items
         mf = a.headers.get("max-forwards")
@@ -288,7 +286,7 @@ class B2BUA:
         items.append(("to", "To", f"<sip:{dest.callee}@{format_host(dest.address.host)}>"))
         items.append(("call-id", "Call-ID", call.b_call_id))
         items.append(("cseq", "CSeq", "1 INVITE"))
-        items.append(("contact", "Contact", self._contact(dest.address.transport)))
+        items.append(("contact", "Contact", self._contact(dest.address)))
         invite = Request("INVITE", dest.uri, headers, a.body)
         self._copy_headers(a, invite)
         return invite
@@ -337,7 +335,7 @@ class B2BUA:
             call.state = CallState.EARLY
             relay = make_response(call.a_request, status, response.reason, call.a_tag)
             self._echo_record_route(call.a_request, relay)
-            relay.headers.add("Contact", self._contact(call.a_tx.source.transport))
+            relay.headers.add("Contact", self._contact(call.a_tx.source))
             self._copy_headers(response, relay)
             relay.body = response.body
             self.layer.respond(call.a_tx, relay)
@@ -361,14 +359,14 @@ class B2BUA:
         self.stats["answered"] += 1
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
-        b_dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest.transport))
+        b_dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
         if tx.dest.reliable:
             b_dialog.flow = tx.dest
         call.b_leg = Leg(call, "b", b_dialog)
         self.dialogs[(b_dialog.call_id, b_dialog.local_tag)] = call.b_leg
 
         a_req = call.a_request
-        a_dialog = Dialog.as_uas(a_req, call.a_tag, self._contact(call.a_tx.source.transport))
+        a_dialog = Dialog.as_uas(a_req, call.a_tag, self._contact(call.a_tx.source))
         source = call.a_tx.source
         if source.reliable or "received" in a_req.top_via.params:
             a_dialog.flow = source  # NAT or a TCP connection: answer where it came from
@@ -381,7 +379,7 @@ class B2BUA:
             call.deferred_b_ack = True  # delayed offer: the caller's ACK carries the answer
         ok = make_response(a_req, 200, response.reason, call.a_tag)
         self._echo_record_route(a_req, ok)
-        ok.headers.add("Contact", self._contact(source.transport))
+        ok.headers.add("Contact", self._contact(source))
         self._copy_headers(response, ok)
         ok.body = response.body
         self.layer.respond(call.a_tx, ok)
@@ -418,7 +416,7 @@ class B2BUA:
         leg.ack = (self.layer.outgoing[-1][0], dest)
 
     def _ack_and_bye_stray(self, tx: ClientTransaction, response: Response) -> None:
-        dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest.transport))
+        dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
         if tx.dest.reliable:
             dialog.flow = tx.dest
         self.layer.send_stateless(

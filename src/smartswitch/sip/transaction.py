@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from smartswitch.sip.errors import SipParseError
@@ -194,6 +195,9 @@ class TransactionLayer:
         self.timers = timers if timers is not None else TimerHeap()
         self.ids = ids if ids is not None else IdGenerator()
         self.outgoing: list[tuple[bytes, Address]] = []
+        # Where the node listens on a wildcard address, the transport tells which of its
+        # addresses reaches a destination.
+        self.local_for: Callable[[Address], tuple[str, int]] | None = None
         self.now = 0.0
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
@@ -362,8 +366,15 @@ class TransactionLayer:
 
     # --- client side ---------------------------------------------------------------------------
 
-    def _via(self, transport: str, branch: str) -> str:
-        host, port = self.local.get(transport) or self.local["udp"]
+    def local_address(self, dest: Address) -> tuple[str, int]:
+        """The host and port we put in Via and Contact for messages to ``dest``."""
+        if self.local_for is not None:
+            return self.local_for(dest)
+        return self.local.get(dest.transport) or self.local["udp"]
+
+    def _via(self, dest: Address, branch: str) -> str:
+        transport = dest.transport
+        host, port = self.local_address(dest)
         host_text = f"[{host}]" if ":" in host else host
         return f"SIP/2.0/{transport.upper()} {host_text}:{port};branch={branch};rport"
 
@@ -372,7 +383,7 @@ class TransactionLayer:
     ) -> ClientTransaction:
         """Start a client transaction: adds our Via and sends ``request`` to ``dest``."""
         branch = self.ids.branch()
-        request.headers.add("Via", self._via(dest.transport, branch), first=True)
+        request.headers.add("Via", self._via(dest, branch), first=True)
         request.invalidate()
         return self._start_client(request, dest, branch, owner)
 
@@ -408,7 +419,7 @@ class TransactionLayer:
 
     def send_stateless(self, request: Request, dest: Address) -> None:
         """Send a request outside any transaction: the ACK of a 2xx (RFC 3261 13.2.2.4)."""
-        request.headers.add("Via", self._via(dest.transport, self.ids.branch()), first=True)
+        request.headers.add("Via", self._via(dest, self.ids.branch()), first=True)
         request.invalidate()
         self.outgoing.append((request.to_bytes(), dest))
 

@@ -31,9 +31,31 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.stats = {"rx": 0, "tx": 0}
+        self._sources: dict[str, str] = {}
+        self.port = 0
+        self.advertised = ""
 
-    async def listen(self, host: str, port: int) -> None:
+    def local_for(self, dest: Address) -> tuple[str, int]:
+        """Our address as ``dest`` sees it: the bound one, or for a wildcard bind the one the
+        kernel routes from (a connected UDP socket sends nothing; the answer is cached)."""
+        host = self._sources.get(dest.host)
+        if host is None:
+            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((dest.host, dest.port))
+                    host = str(probe.getsockname()[0])
+            except OSError:
+                host = self.advertised
+            self._sources[dest.host] = host
+        return host, self.port
+
+    async def listen(self, host: str, port: int, advertised: str) -> None:
         """UDP and TCP on the same address."""
+        self.port = port
+        self.advertised = advertised
+        if host in ("0.0.0.0", "::"):
+            self.layer.local_for = self.local_for
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
