@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from smartswitch.web.cluster import cluster_router
+
 
 def create_app(node: Any) -> FastAPI:
     app = FastAPI(title="smartswitch", version="0.1.0")
@@ -26,4 +28,5 @@ def create_app(node: Any) -> FastAPI:
             "dialogs": len(b2bua.dialogs),
         }
 
+    app.include_router(cluster_router(node))
     return app
