@@ -127,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _store_command(args: argparse.Namespace) -> int:
     """The commands that work on the node's database without starting the node."""
     from smartswitch.audit import run_audit
+    from smartswitch.cluster.role import database_role
     from smartswitch.provisioning import ProvisioningError, provision
     from smartswitch.store.commands import export_cdrs, list_accounts
     from smartswitch.store.database import create_engine, database_url
@@ -143,6 +144,15 @@ def _store_command(args: argparse.Namespace) -> int:
             if args.command == "db":
                 print(f"database schema up to date ({url.split('://')[0]})")
             elif args.command == "provision":
+                role = await database_role(engine, config.db_scheme)
+                if not role.writable and not args.dry_run:
+                    where = f" ({role.primary})" if role.primary else ""
+                    print(
+                        f"smartswitch: this node's database is {role.role}, not writable: "
+                        f"change configuration on the primary{where}",
+                        file=sys.stderr,
+                    )
+                    return 1
                 try:
                     report = await provision(engine, args.file, dry_run=args.dry_run)
                 except ProvisioningError as exc:
