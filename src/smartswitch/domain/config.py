@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 ACTOR = "provisioning"
+_RATE_CHUNK = 2000
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,24 +524,24 @@ class ConfigWriter:
                 changed = True
                 if old:
                     await session.execute(delete(RateRow).where(RateRow.tariff_id == row.id))
-                if spec.rates:
-                    await session.execute(
-                        insert(RateRow),
-                        [
-                            {
-                                "tariff_id": row.id,
-                                "prefix": rate.prefix,
-                                "price_per_minute": rate.price_per_minute,
-                                "connect_fee": rate.connect_fee,
-                                "increment_min": rate.increment.minimum,
-                                "increment_step": rate.increment.step,
-                                "free_seconds": rate.free_seconds,
-                                "effective_from": rate.effective_from,
-                                "effective_to": rate.effective_to,
-                            }
-                            for rate in spec.rates
-                        ],
-                    )
+                rows = [
+                    {
+                        "tariff_id": row.id,
+                        "prefix": rate.prefix,
+                        "price_per_minute": rate.price_per_minute,
+                        "connect_fee": rate.connect_fee,
+                        "increment_min": rate.increment.minimum,
+                        "increment_step": rate.increment.step,
+                        "free_seconds": rate.free_seconds,
+                        "effective_from": rate.effective_from,
+                        "effective_to": rate.effective_to,
+                    }
+                    for rate in spec.rates
+                ]
+                # In chunks: binding a whole 50 000-rate tariff at once would hold the event
+                # loop (which also carries SIP) for the whole conversion.
+                for start in range(0, len(rows), _RATE_CHUNK):
+                    await session.execute(insert(RateRow), rows[start : start + _RATE_CHUNK])
             self.note("tariffs", spec.name, created, changed)
 
     async def apply_peers(
