@@ -1,0 +1,250 @@
+"""The outbound registration client, driven through a real transaction layer and a clock.
+
+A small registrar written here answers the client's REGISTERs: it parses what the layer put
+in ``outgoing`` and feeds its answer back with ``layer.receive``; time moves only when the
+test calls ``layer.handle_timer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smartswitch.b2bua.engine import B2BUA
+from smartswitch.registrar.outbound import (
+    OutboundClient,
+    OutboundRegistrations,
+    OutboundState,
+    OutboundTarget,
+    refresh_delay,
+)
+from smartswitch.routing.model import Peer, PeerRole, SupplierRegistration
+from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
+from smartswitch.sip.message import Request, make_response, parse_message
+from smartswitch.sip.transaction import Address
+
+SUPPLIER = Address("udp", "203.0.113.5", 5070)
+REALM = "supplier.example"
+USER, PASSWORD = "trunk1", "s3cret"
+
+
+class _NoCalls:
+    def route(self, *args: Any) -> Any:
+        raise AssertionError("no calls here")
+
+
+def _peer(**register: Any) -> Peer:
+    spec: dict[str, Any] = {
+        "username": USER,
+        "password": PASSWORD,
+        "registrar": "203.0.113.5:5070",
+        "expires": 120,
+    }
+    spec.update(register)
+    return Peer(
+        id=7,
+        name="carrier",
+        role=PeerRole.SUPPLIER,
+        account_id=1,
+        tariff_id=None,
+        address="203.0.113.5:5070",
+        register=SupplierRegistration(**spec),
+    )
+
+
+class Registrar:
+    """The supplier's side: challenges, checks credentials, answers with a script."""
+
+    def __init__(self, b2bua: B2BUA) -> None:
+        self.b2bua = b2bua
+        self.layer = b2bua.layer
+        self.auth = DigestAuthenticator(REALM, b"supplier-secret-0123456789", algorithms=("MD5",))
+        self.received: list[Request] = []
+
+    def take(self) -> Request:
+        """The one REGISTER the client has just sent."""
+        out = self.layer.drain()
+        assert len(out) == 1, out
+        data, dest = out[0]
+        assert dest == SUPPLIER
+        request = parse_message(data)
+        assert isinstance(request, Request) and request.method == "REGISTER"
+        self.received.append(request)
+        return request
+
+    def answer(self, request: Request, status: int, now: float, **headers: str) -> None:
+        response = make_response(request, status, None, "sup1")
+        for name, value in headers.items():
+            response.headers.add(name.replace("_", "-"), value)
+        self.layer.receive(response.to_bytes(), SUPPLIER, now)
+
+    def challenge(self, request: Request, now: float, stale: bool = False) -> None:
+        [value] = self.auth.challenge(now, stale=stale)
+        self.answer(request, 401, now, WWW_Authenticate=value)
+
+    def verify(self, request: Request, now: float, password: str = PASSWORD) -> bool:
+        credentials = request.headers.get("authorization")
+        if credentials is None:
+            return False
+        ha1 = compute_ha1(USER, REALM, password, "MD5")
+        return self.auth.verify("REGISTER", credentials, lambda *_: ha1, now).ok
+
+    def ok(self, request: Request, now: float, expires: int) -> None:
+        contact = request.headers.get("contact")
+        self.answer(request, 200, now, Contact=f"{contact};expires={expires}")
+
+
+def _state(client: OutboundClient) -> OutboundState:
+    return client.state  # a call, so that mypy does not narrow the attribute between steps
+
+
+def _setup(**register: Any) -> tuple[B2BUA, Registrar, OutboundClient]:
+    b2bua = B2BUA(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
+    target = OutboundTarget.of(_peer(**register))
+    assert target is not None
+    client = OutboundClient(target, b2bua.layer, retry_min=5, retry_max=60)
+    b2bua.layer.now = 1000.0
+    return b2bua, Registrar(b2bua), client
+
+
+def test_challenge_answered_then_registered_and_refreshed_before_expiry() -> None:
+    b2bua, registrar, client = _setup()
+    client.start()
+    first = registrar.take()
+    assert first.headers.get("expires") == "120"
+    assert first.headers.get("contact") == "<sip:trunk1@198.51.100.1:5060>"
+    assert first.uri == "sip:203.0.113.5:5070"
+    assert first.headers.get("authorization") is None
+    registrar.challenge(first, 1000.0)
+    second = registrar.take()
+    assert registrar.verify(second, 1000.0)
+    assert second.call_id == first.call_id and second.cseq.number == first.cseq.number + 1
+    assert _state(client) is OutboundState.REGISTERING
+    registrar.ok(second, 1000.0, 120)
+    assert _state(client) is OutboundState.REGISTERED
+    status = client.status()
+    assert (status.registered_for, status.next_action_in) == (120, refresh_delay(120)) == (120, 90)
+
+    # Nothing is sent before the refresh time ...
+    b2bua.layer.handle_timer(1089.9)
+    assert b2bua.layer.drain() == []
+    # ... then a refresh, with credentials already (the nonce's next nc), same Call-ID.
+    b2bua.layer.handle_timer(1090.0)
+    refresh = registrar.take()
+    assert refresh.call_id == first.call_id and refresh.cseq.number == second.cseq.number + 1
+    assert registrar.verify(refresh, 1090.0)
+    assert "nc=00000002" in (refresh.headers.get("authorization") or "")
+    registrar.ok(refresh, 1090.0, 120)
+    assert client.status().registered_for == 120
+
+
+def test_granted_expires_is_what_the_registrar_says() -> None:
+    _b2bua, registrar, client = _setup(expires=3600)
+    client.start()
+    request = registrar.take()
+    registrar.ok(request, 1000.0, 600)  # the registrar cut it to 600
+    assert client.status().registered_for == 600
+    assert client.status().next_action_in == 570  # 30 s before the end
+
+
+def test_wrong_password_backs_off_doubling() -> None:
+    b2bua, registrar, client = _setup(password="wrong")
+    client.start()
+    now = 1000.0
+    delays = []
+    for _ in range(5):
+        registrar.challenge(registrar.take(), now)
+        answered = registrar.take()
+        assert not registrar.verify(answered, now)
+        registrar.challenge(answered, now)  # refused: challenged again, not stale
+        assert _state(client) is OutboundState.FAILED
+        delay = client.status().next_action_in
+        assert delay is not None
+        delays.append(delay)
+        assert b2bua.layer.drain() == []  # no third attempt at once
+        now += delay
+        b2bua.layer.handle_timer(now)
+    assert delays == [5, 10, 20, 40, 60]  # capped at retry_max
+    assert client.failures == 5
+    assert client.status().last_status == 401
+
+
+def test_stale_challenge_is_answered_again() -> None:
+    _b2bua, registrar, client = _setup()
+    client.start()
+    registrar.challenge(registrar.take(), 1000.0)
+    answered = registrar.take()
+    registrar.challenge(answered, 1000.0, stale=True)
+    again = registrar.take()
+    assert registrar.verify(again, 1000.0)
+    registrar.ok(again, 1000.0, 120)
+    assert _state(client) is OutboundState.REGISTERED
+
+
+def test_timeout_retries_later_and_success_resets_the_count() -> None:
+    b2bua, registrar, client = _setup()
+    client.start()
+    registrar.take()
+    # UDP retransmissions (Timer E), then Timer F: no answer at all.
+    now = 1000.0
+    while client.state is not OutboundState.FAILED:
+        now += 0.5
+        b2bua.layer.handle_timer(now)
+        b2bua.layer.drain()
+    assert now == 1032.0  # 64 * T1
+    assert client.status().last_status == 408
+    assert client.status().next_action_in == 5
+    b2bua.layer.handle_timer(now + 5)
+    registrar.ok(registrar.take(), now + 5, 120)
+    assert (_state(client), client.failures) == (OutboundState.REGISTERED, 0)
+
+
+def test_interval_too_brief_asks_again_with_min_expires() -> None:
+    _b2bua, registrar, client = _setup(expires=30)
+    client.start()
+    registrar.answer(registrar.take(), 423, 1000.0, Min_Expires="300")
+    again = registrar.take()
+    assert again.headers.get("expires") == "300"
+    registrar.ok(again, 1000.0, 300)
+    assert _state(client) is OutboundState.REGISTERED
+
+
+def test_retry_after_is_honoured() -> None:
+    _b2bua, registrar, client = _setup()
+    client.start()
+    registrar.answer(registrar.take(), 503, 1000.0, Retry_After="45")
+    assert client.status().next_action_in == 45
+
+
+def test_stop_unregisters() -> None:
+    b2bua, registrar, client = _setup()
+    client.start()
+    registrar.challenge(registrar.take(), 1000.0)
+    registrar.ok(registrar.take(), 1000.0, 120)
+    b2bua.layer.now = 1010.0
+    client.stop()
+    bye = registrar.take()
+    assert bye.headers.get("expires") == "0"
+    assert registrar.verify(bye, 1010.0)
+    assert _state(client) is OutboundState.UNREGISTERING
+    registrar.answer(bye, 200, 1010.0)
+    assert _state(client) is OutboundState.STOPPED
+    b2bua.layer.handle_timer(5000.0)
+    assert b2bua.layer.drain() == []  # no refresh after stop
+
+
+def test_manager_follows_the_configuration() -> None:
+    b2bua = B2BUA(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
+    b2bua.layer.now = 1000.0
+    manager = OutboundRegistrations(b2bua.layer)
+    peer = _peer()
+    manager.reconcile([peer])
+    assert [s.peer for s in manager.statuses()] == ["carrier"]
+    assert len(b2bua.layer.drain()) == 1
+    manager.reconcile([peer])  # unchanged: nothing restarted
+    assert b2bua.layer.drain() == []
+    manager.reconcile([_peer(expires=600)])  # changed: a new client
+    assert len(b2bua.layer.drain()) == 1
+    manager.reconcile([])
+    assert manager.statuses() == []
+    status_text = repr(manager.statuses())
+    assert PASSWORD not in status_text
