@@ -31,6 +31,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -52,12 +54,15 @@ __all__ = [
     "CdrAttemptRow",
     "CdrRow",
     "ConfigVersionRow",
+    "DidRow",
     "HangupSide",
     "PeerRow",
     "RateRow",
+    "RegistrationRow",
     "RouteRow",
     "RouteSupplierRow",
     "SettingRow",
+    "SubscriberRow",
     "TariffRow",
 ]
 
@@ -194,6 +199,14 @@ class PeerRow(Base):
     callee_rewrite: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     profit_control: Mapped[ProfitControl] = mapped_column(_enum(ProfitControl))
     enabled: Mapped[bool] = mapped_column(Boolean)
+    # Registrar (revision 0002). deliver_dids: INVITEs from this peer (recognised by its ACL)
+    # to one of our DIDs go to the DID's owner. register_*: the switch registers with this
+    # supplier; the password is kept as given, since answering its challenge needs it.
+    deliver_dids: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    register_username: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    register_password: Mapped[str | None] = mapped_column(String(128))
+    register_registrar: Mapped[str | None] = mapped_column(String(255))
+    register_expires: Mapped[int | None] = mapped_column(Integer)
 
 
 class RouteRow(Base):
@@ -266,6 +279,8 @@ class CdrRow(Base):
     sip_reason: Mapped[str] = mapped_column(String(255))
     hangup_side: Mapped[HangupSide] = mapped_column(_enum(HangupSide))
     hangup_reason: Mapped[str] = mapped_column(String(255))
+    # Revision 0002: the subscriber of the call (calling out, or taking a DID call), if any.
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class CdrAttemptRow(Base):
@@ -323,3 +338,73 @@ class ConfigVersionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     version: Mapped[int] = mapped_column(Integer)
+
+
+# --------------------------------------------------------------------------------------------
+# The registrar (revision 0002): subscribers, DIDs, and the location service's bindings.
+
+
+class SubscriberRow(Base):
+    """A user whose phones register with the switch and who may call out (billed to
+    ``account_id`` at ``tariff_id``; no tariff: it can only receive).
+
+    No password is stored: only the digest HA1 for each algorithm (RFC 7616 3.4.2), computed for
+    ``realm`` (the node's ``sip_realm`` when provisioned: changing the realm means setting the
+    passwords again).  ``allowed_cidrs`` is a JSON list of networks; empty allows any source.
+    """
+
+    __tablename__ = "subscribers"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    realm: Mapped[str] = mapped_column(String(128))
+    ha1_md5: Mapped[str] = mapped_column(String(32))
+    ha1_sha256: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    tariff_id: Mapped[int | None] = mapped_column(ForeignKey("tariffs.id"), index=True)
+    allowed_cidrs: Mapped[list[str]] = mapped_column(JSON)
+    max_contacts: Mapped[int] = mapped_column(Integer)
+    max_calls: Mapped[int | None] = mapped_column(Integer)
+    caller_id: Mapped[str | None] = mapped_column(String(PREFIX_LENGTH))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class DidRow(Base):
+    """A number we host, owned by a subscriber or by a peer (exactly one of the two)."""
+
+    __tablename__ = "dids"
+    __table_args__ = (
+        CheckConstraint("(subscriber_id IS NULL) <> (peer_id IS NULL)", name="one_owner"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(PREFIX_LENGTH), unique=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id"), index=True)
+    peer_id: Mapped[int | None] = mapped_column(ForeignKey("peers.id"), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class RegistrationRow(Base):
+    """A binding of the location service, persisted by the node that holds it (``node``) so
+    that it survives a restart.  Written behind the call path; ``id`` is a digest of the AOR and
+    the normalised contact.  Not configuration: no foreign keys, no config_version."""
+
+    __tablename__ = "registrations"
+    __table_args__ = (Index(None, "node", "expires_at"), MYSQL_TABLE_ARGS)
+
+    node: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    aor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    contact: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    call_id: Mapped[str] = mapped_column(String(255))
+    cseq: Mapped[int] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(8))
+    source_host: Mapped[str] = mapped_column(String(64))
+    source_port: Mapped[int] = mapped_column(Integer)
+    user_agent: Mapped[str] = mapped_column(String(255))
+    q: Mapped[float | None] = mapped_column(Float)
+    origin_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
