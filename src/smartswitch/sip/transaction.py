@@ -213,6 +213,11 @@ class TransactionLayer:
         except SipParseError as exc:
             self._malformed(exc, source)
             return
+        except Exception:
+            # A bug in the parser must cost one message, not the transport's receive loop.
+            self.stats_malformed += 1
+            log.exception("parser failure on a message from %s", source)
+            return
         try:
             if isinstance(message, Request):
                 self._receive_request(message, source)
@@ -252,13 +257,16 @@ class TransactionLayer:
         try:
             tx = self.server.get(_server_key(request, request.method))
             response = make_response(request, status, reason, self.ids.next())
+            if tx is not None:
+                if not tx.answered:
+                    self.respond(tx, response)
+            else:
+                self.outgoing.append((response.to_bytes(), source))
         except SipParseError:
             return
-        if tx is not None:
-            if not tx.answered:
-                self.respond(tx, response)
-        else:
-            self.outgoing.append((response.to_bytes(), source))
+        except Exception:
+            # Called from receive()'s error handlers, which must not raise in turn.
+            log.exception("could not answer a request from %s", source)
 
     def _receive_request(self, request: Request, source: Address) -> None:
         via = request.top_via

@@ -1,0 +1,1292 @@
+"""RFC 3261 section 17 transactions (with RFC 6026 Accepted), driven by bytes and a clock.
+
+Nothing sleeps: time is the ``now`` passed to ``receive`` and ``handle_timer``; ``advance``
+fires every timer up to a moment and reports what was sent when. ``client_and_server`` joins a
+UAC layer and a UAS layer that hand their datagrams to each other, with no network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smartswitch.sip import transaction
+from smartswitch.sip.errors import SipParseError
+from smartswitch.sip.message import Headers, Request, Response, make_response, parse_message
+from smartswitch.sip.timers import TimerHeap
+from smartswitch.sip.transaction import (
+    MAGIC_COOKIE,
+    T1,
+    T2,
+    T4,
+    Address,
+    ClientTransaction,
+    IdGenerator,
+    ServerTransaction,
+    TransactionLayer,
+)
+
+VECTORS = Path(__file__).parent.parent / "vectors"
+
+UAC = Address("udp", "192.0.2.1", 5060)
+UAS = Address("udp", "192.0.2.2", 5060)
+UAC_TCP = Address("tcp", "192.0.2.1", 40000)
+UAS_TCP = Address("tcp", "192.0.2.2", 5060)
+
+# Timer A doubles from T1 with no bound, until Timer B at 64*T1 (RFC 3261 17.1.1.2).
+TIMER_A = [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+# Timer E (and G, and the 2xx retransmission of 13.3.1.4) doubles up to T2, then stays there.
+TIMER_E = [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+@dataclass
+class Recorder:
+    """A TransactionUser that writes down what it is told, and may act on it."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    on_request_do: Callable[[ServerTransaction, Request], None] | None = None
+    on_ack_do: Callable[[Request, Address], None] | None = None
+
+    def on_request(self, tx: ServerTransaction, request: Request) -> None:
+        self.events.append(("request", tx, request))
+        if self.on_request_do is not None:
+            self.on_request_do(tx, request)
+
+    def on_ack(self, request: Request, source: Address) -> None:
+        self.events.append(("ack", request, source))
+        if self.on_ack_do is not None:
+            self.on_ack_do(request, source)
+
+    def on_cancel(self, invite_tx: ServerTransaction) -> None:
+        self.events.append(("cancel", invite_tx))
+
+    def on_response(self, tx: ClientTransaction, response: Response) -> None:
+        self.events.append(("response", tx, response))
+
+    def on_timeout(self, tx: ClientTransaction) -> None:
+        self.events.append(("timeout", tx))
+
+    def on_ack_timeout(self, tx: ServerTransaction) -> None:
+        self.events.append(("ack_timeout", tx))
+
+    def kinds(self) -> list[str]:
+        return [event[0] for event in self.events]
+
+    def take(self) -> list[tuple[Any, ...]]:
+        events, self.events = self.events, []
+        return events
+
+    def statuses(self) -> list[int]:
+        return [e[2].status for e in self.events if e[0] == "response"]
+
+
+def make_layer(host: str = "192.0.2.2", port: int = 5060) -> tuple[TransactionLayer, Recorder]:
+    user = Recorder()
+    layer = TransactionLayer(user, {"udp": (host, port), "tcp": (host, port)})
+    return layer, user
+
+
+def sent(layer: TransactionLayer) -> list[tuple[Request | Response, Address]]:
+    return [(parse_message(data), dest) for data, dest in layer.drain()]
+
+
+def only(layer: TransactionLayer) -> tuple[Request | Response, Address]:
+    out = sent(layer)
+    assert len(out) == 1, out
+    return out[0]
+
+
+def only_response(layer: TransactionLayer) -> Response:
+    message, _ = only(layer)
+    assert isinstance(message, Response)
+    return message
+
+
+def only_request(layer: TransactionLayer) -> Request:
+    message, _ = only(layer)
+    assert isinstance(message, Request)
+    return message
+
+
+@dataclass
+class RawResponse:
+    """A response read line by line, without the parser: an answer to a malformed request
+    copies the request's Via, From, To, Call-ID and CSeq as they were (RFC 3261 8.2.6.2: they
+    MUST equal the request's), so it may not be well-formed itself."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+
+    def get(self, name: str) -> str | None:
+        return next((v for n, v in self.headers if n.lower() == name.lower()), None)
+
+
+def raw_response(data: bytes) -> RawResponse:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep and body == b""
+    first, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    assert re.fullmatch(r"SIP/2\.0 [1-6]\d\d [^\r\n]*", first), first
+    headers = [(n, v.strip()) for n, _, v in (line.partition(":") for line in lines)]
+    assert ("Content-Length", "0") in headers
+    return RawResponse(int(first[8:11]), first[12:], headers)
+
+
+def only_raw(layer: TransactionLayer, dest: Address) -> RawResponse:
+    ((data, to),) = layer.drain()
+    assert to == dest
+    return raw_response(data)
+
+
+def advance(layer: TransactionLayer, until: float) -> list[tuple[float, list[bytes]]]:
+    """Fire every timer due up to ``until``; return (time, bytes sent) for each that sent."""
+    fired: list[tuple[float, list[bytes]]] = []
+    while (deadline := layer.get_timer()) is not None and deadline <= until:
+        layer.handle_timer(deadline)
+        out = layer.drain()
+        if out:
+            fired.append((deadline, [data for data, _ in out]))
+    return fired
+
+
+def incoming(
+    method: str = "INVITE",
+    *,
+    branch: str = "z9hG4bKuac1",
+    cseq: int = 1,
+    cseq_method: str | None = None,
+    to_tag: str | None = None,
+    via: str | None = None,
+    call_id: str = "call-1@192.0.2.1",
+    from_tag: str = "uac-tag",
+    transport: str = "UDP",
+    extra: tuple[str, ...] = (),
+    body: bytes = b"",
+) -> bytes:
+    """A request as a peer at 192.0.2.1:5060 would send it."""
+    lines = [
+        f"{method} sip:bob@192.0.2.2 SIP/2.0",
+        f"Via: {via or f'SIP/2.0/{transport} 192.0.2.1:5060;branch={branch};rport'}",
+        "Max-Forwards: 70",
+        f"From: <sip:alice@example.com>;tag={from_tag}",
+        "To: <sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else ""),
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} {cseq_method or method}",
+        "Contact: <sip:alice@192.0.2.1>",
+        *extra,
+        f"Content-Length: {len(body)}",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def new_request(method: str = "INVITE", cseq: int = 1, route: str | None = None) -> Request:
+    """A request our side starts (send_request adds the Via)."""
+    headers = Headers(
+        [
+            ("Max-Forwards", "70"),
+            ("From", "<sip:alice@example.com>;tag=uac-tag"),
+            ("To", "<sip:bob@example.com>"),
+            ("Call-ID", "out-1@192.0.2.1"),
+            ("CSeq", f"{cseq} {method}"),
+            ("Contact", "<sip:alice@192.0.2.1>"),
+            *([("Route", route)] if route else []),
+        ]
+    )
+    return Request(method, "sip:bob@192.0.2.2", headers)
+
+
+def answer(request_bytes: bytes, status: int, to_tag: str | None = "uas-tag") -> bytes:
+    """The response a peer sends to the request whose bytes we sent."""
+    request = parse_message(request_bytes)
+    assert isinstance(request, Request)
+    return make_response(request, status, to_tag=to_tag).to_bytes()
+
+
+def start_client(
+    method: str = "INVITE", dest: Address = UAS, route: str | None = None
+) -> tuple[TransactionLayer, Recorder, ClientTransaction, bytes]:
+    layer, user = make_layer("192.0.2.1")
+    tx = layer.send_request(new_request(method, route=route), dest)
+    ((data, to),) = layer.drain()
+    assert to == dest
+    return layer, user, tx, data
+
+
+def start_server(
+    data: bytes | None = None, source: Address = UAC
+) -> tuple[TransactionLayer, Recorder, ServerTransaction]:
+    layer, user = make_layer()
+    layer.receive(data or incoming(), source, 0.0)
+    kind, tx, _ = user.events[0]
+    assert kind == "request"
+    return layer, user, tx
+
+
+# --------------------------------------------------------------------------------------------
+# Client INVITE transaction (17.1.1)
+
+
+def test_client_invite_is_sent_with_our_via() -> None:
+    layer, _, tx, data = start_client()
+    invite = parse_message(data)
+    via = invite.top_via
+    assert (via.transport, via.host, via.port) == ("UDP", "192.0.2.1", 5060)
+    assert via.branch == tx.branch and tx.branch.startswith(MAGIC_COOKIE)
+    assert "rport" in via.params
+    assert tx.state == "calling"
+    assert layer.client[tx.key] is tx
+
+
+def test_client_invite_retransmits_on_timer_a_until_timer_b() -> None:
+    layer, user, tx, data = start_client()
+    fired = advance(layer, 40.0)
+    assert [t for t, _ in fired] == TIMER_A
+    assert all(out == [data] for _, out in fired)  # the same bytes each time
+    assert user.kinds() == ["timeout"]
+    assert user.events[0][1] is tx
+    assert tx.state == "terminated"
+    assert tx.key not in layer.client
+    assert layer.get_timer() is None
+
+
+def test_client_invite_timer_b_fires_at_64_t1() -> None:
+    layer, user, _, _ = start_client()
+    advance(layer, 64 * T1 - 0.001)
+    assert user.kinds() == []
+    advance(layer, 64 * T1)
+    assert user.kinds() == ["timeout"]
+
+
+def test_client_invite_stops_retransmitting_on_1xx() -> None:
+    layer, user, tx, data = start_client()
+    assert [t for t, _ in advance(layer, 1.0)] == [0.5]
+    layer.receive(answer(data, 100, to_tag=None), UAS, 1.2)
+    assert tx.state == "proceeding"
+    assert user.statuses() == [100]
+    # No more retransmissions, and no Timer B in Proceeding: the user's own timer (or a
+    # CANCEL) ends a call that rings forever.
+    assert advance(layer, 300.0) == []
+    assert user.kinds() == ["response"]
+    assert layer.client[tx.key] is tx
+
+
+def test_client_invite_error_response_is_acked_inside_the_transaction() -> None:
+    route = "<sip:proxy.example.com;lr>"
+    layer, user, tx, data = start_client(route=route)
+    invite = parse_message(data)
+    layer.receive(answer(data, 180), UAS, 0.1)
+    busy = answer(data, 486)
+    layer.receive(busy, UAS, 0.2)
+    assert tx.state == "completed"
+    assert user.statuses() == [180, 486]
+    ack, dest = only(layer)
+    assert dest == UAS
+    assert isinstance(ack, Request) and isinstance(invite, Request)
+    assert ack.method == "ACK"
+    assert ack.uri == invite.uri
+    assert [str(v) for v in ack.vias] == [str(invite.top_via)]  # same branch: same transaction
+    assert ack.to.tag == "uas-tag"  # the To of the response
+    assert ack.from_.tag == invite.from_.tag
+    assert ack.call_id == invite.call_id
+    assert (ack.cseq.number, ack.cseq.method) == (invite.cseq.number, "ACK")
+    assert ack.headers.get_all("route") == [route]  # 17.1.1.3: the INVITE's Route
+    assert ack.headers.get("max-forwards") == "70"
+
+    # The final response again (our ACK was lost): ACK again, the user hears nothing.
+    layer.receive(busy, UAS, 2.0)
+    again, _ = only(layer)
+    assert again.to_bytes() == ack.to_bytes()
+    assert user.statuses() == [180, 486]
+
+    # Timer D (32 s on UDP) keeps the transaction to absorb them, then it ends.
+    assert advance(layer, 0.2 + 32 - 0.01) == []
+    assert tx.key in layer.client
+    advance(layer, 0.2 + 32)
+    assert tx.key not in layer.client and tx.state == "terminated"
+    layer.receive(busy, UAS, 40.0)
+    assert layer.drain() == []  # a stray now
+
+
+def test_client_invite_2xx_goes_to_accepted_and_retransmissions_reach_the_user() -> None:
+    layer, user, tx, data = start_client()
+    ok = answer(data, 200)
+    layer.receive(ok, UAS, 0.3)
+    assert tx.state == "accepted"
+    assert user.statuses() == [200]
+    assert layer.drain() == []  # the ACK of a 2xx is the user's (13.2.2.4), not ours
+    assert advance(layer, 10.0) == []  # and no more INVITE retransmissions
+    # A retransmitted 2xx (our ACK was lost) reaches the user, which ACKs it again.
+    layer.receive(ok, UAS, 10.0)
+    assert user.statuses() == [200, 200]
+    # Timer M (64*T1) ends the transaction; a 2xx after that is a stray.
+    advance(layer, 0.3 + 64 * T1)
+    assert tx.key not in layer.client
+    layer.receive(ok, UAS, 40.0)
+    assert user.statuses() == [200, 200]
+
+
+def test_client_invite_2xx_after_1xx() -> None:
+    layer, user, tx, data = start_client()
+    layer.receive(answer(data, 183), UAS, 0.1)
+    layer.receive(answer(data, 200), UAS, 5.0)
+    assert user.statuses() == [183, 200]
+    assert tx.state == "accepted"
+
+
+def test_client_invite_over_tcp_never_retransmits() -> None:
+    layer, user, _, data = start_client(dest=UAS_TCP)
+    assert parse_message(data).top_via.transport == "TCP"
+    assert advance(layer, 64 * T1 - 0.01) == []
+    assert user.kinds() == []
+    advance(layer, 64 * T1)
+    assert user.kinds() == ["timeout"]
+
+
+def test_client_invite_over_tcp_timer_d_is_zero() -> None:
+    layer, user, tx, data = start_client(dest=UAS_TCP)
+    layer.receive(answer(data, 603), UAS_TCP, 1.0)
+    ack, dest = only(layer)
+    assert isinstance(ack, Request) and ack.method == "ACK" and dest == UAS_TCP
+    assert tx.state == "completed"
+    assert layer.get_timer() == 1.0  # Timer D: due at once
+    layer.handle_timer(1.0)
+    assert tx.key not in layer.client
+    assert user.statuses() == [603]
+
+
+def test_unrelated_responses_are_dropped() -> None:
+    layer, user, tx, data = start_client()
+    # Another branch, or the right branch with another CSeq method: not this transaction.
+    layer.receive(answer(data.replace(tx.branch.encode(), b"z9hG4bKother"), 200), UAS, 0.1)
+    layer.receive(answer(data, 200).replace(b" INVITE\r\n", b" BYE\r\n"), UAS, 0.1)
+    assert user.kinds() == []
+    assert tx.state == "calling"
+
+
+def test_rfc4475_bcast_response_is_dropped_as_stray() -> None:
+    layer, user = make_layer()
+    layer.receive((VECTORS / "bad" / "rfc4475_bcast.sip").read_bytes(), UAS, 0.0)
+    assert user.kinds() == [] and layer.drain() == []
+
+
+def test_transport_error_fails_the_transactions_to_that_destination() -> None:
+    layer, user = make_layer("192.0.2.1")
+    one = layer.send_request(new_request(), UAS)
+    other = layer.send_request(new_request("OPTIONS"), Address("udp", "192.0.2.9", 5060))
+    layer.drain()
+    layer.transport_error(UAS)
+    assert user.kinds() == ["timeout"] and user.events[0][1] is one
+    assert one.key not in layer.client and other.key in layer.client
+    assert advance(layer, 0.5) != []  # the other one still retransmits
+
+
+# --------------------------------------------------------------------------------------------
+# Client non-INVITE transaction (17.1.2)
+
+
+def test_client_non_invite_timer_e_doubles_up_to_t2_until_timer_f() -> None:
+    layer, user, tx, data = start_client("OPTIONS")
+    assert tx.state == "trying"
+    fired = advance(layer, 40.0)
+    assert [t for t, _ in fired] == TIMER_E
+    assert all(out == [data] for _, out in fired)
+    assert user.kinds() == ["timeout"]
+    assert tx.key not in layer.client
+
+
+def test_client_non_invite_in_proceeding_retransmits_every_t2() -> None:
+    layer, user, tx, data = start_client("BYE")
+    advance(layer, 1.0)  # sent at 0.5
+    layer.receive(answer(data, 100, to_tag=None), UAS, 1.0)
+    assert tx.state == "proceeding"
+    fired = advance(layer, 40.0)
+    # E was due at 1.5; from there it is T2 (17.1.2.2), and F still ends it at 64*T1.
+    assert [t for t, _ in fired] == [1.5 + n * T2 for n in range(8)]
+    assert user.kinds() == ["response", "timeout"]
+
+
+def test_client_non_invite_final_response_then_timer_k() -> None:
+    layer, user, tx, data = start_client("OPTIONS")
+    ok = answer(data, 200)
+    layer.receive(ok, UAS, 0.7)
+    assert tx.state == "completed" and user.statuses() == [200]
+    layer.receive(ok, UAS, 1.0)  # a retransmission is absorbed
+    assert user.statuses() == [200]
+    assert layer.drain() == []  # nothing is ever acknowledged for a non-INVITE
+    assert advance(layer, 0.7 + T4 - 0.01) == [] and tx.key in layer.client
+    advance(layer, 0.7 + T4)
+    assert tx.key not in layer.client
+
+
+def test_client_non_invite_over_tcp() -> None:
+    layer, user, tx, data = start_client("REGISTER", dest=UAS_TCP)
+    assert advance(layer, 20.0) == []  # no Timer E on a reliable transport
+    layer.receive(answer(data, 401), UAS_TCP, 20.0)
+    assert user.statuses() == [401]
+    assert layer.get_timer() == 20.0  # Timer K is zero
+    layer.handle_timer(20.0)
+    assert tx.key not in layer.client
+
+
+def test_cancel_is_sent_only_once_a_provisional_arrived() -> None:
+    layer, user, tx, data = start_client(route="<sip:p.example.com;lr>")
+    assert layer.send_cancel(tx) is None  # 9.1: not before a provisional response
+    layer.receive(answer(data, 180), UAS, 0.2)
+    cancel_tx = layer.send_cancel(tx)
+    assert cancel_tx is not None
+    cancel = only_request(layer)
+    invite = parse_message(data)
+    assert cancel.method == "CANCEL"
+    assert cancel.uri == invite.uri
+    assert [str(v) for v in cancel.vias] == [str(invite.top_via)]  # the INVITE's branch
+    assert (cancel.cseq.number, cancel.cseq.method) == (invite.cseq.number, "CANCEL")
+    assert cancel.to.tag is None  # the INVITE's To, not the provisional's
+    assert cancel.headers.get_all("route") == ["<sip:p.example.com;lr>"]
+    assert cancel_tx.key == (tx.branch, "CANCEL")
+    layer.receive(answer(cancel.to_bytes(), 200), UAS, 0.3)
+    assert user.events[-1][1] is cancel_tx
+    assert user.statuses() == [180, 200]
+
+
+# --------------------------------------------------------------------------------------------
+# Server INVITE transaction (17.2.1)
+
+
+def test_server_invite_answers_100_trying_at_once() -> None:
+    layer, _, tx = start_server()
+    trying, dest = only(layer)
+    assert isinstance(trying, Response)
+    assert (trying.status, trying.reason) == (100, "Trying")
+    assert dest == UAC
+    assert trying.to.tag is None
+    assert trying.call_id == "call-1@192.0.2.1"
+    assert trying.top_via.branch == "z9hG4bKuac1"
+    assert tx.state == "proceeding" and not tx.answered
+    assert tx.source == UAC and tx.request.method == "INVITE"
+
+
+def test_retransmitted_invite_gets_the_last_response_again() -> None:
+    layer, user, tx = start_server()
+    first_100 = layer.drain()
+    layer.receive(incoming(), UAC, 0.5)
+    assert layer.drain() == first_100
+    layer.respond(tx, make_response(tx.request, 180, to_tag="t1"))
+    ringing = layer.drain()
+    layer.receive(incoming(), UAC, 1.0)
+    assert layer.drain() == ringing
+    assert user.kinds() == ["request"]  # the user saw the INVITE once
+
+
+def test_server_invite_error_response_retransmitted_on_timer_g_until_ack() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    busy = layer.drain()
+    assert tx.state == "completed" and tx.answered
+    fired = advance(layer, 12.0)
+    assert [t for t, _ in fired] == TIMER_E[:5]  # Timer G: T1, doubling, capped at T2
+    assert all(out == [data for data, _ in busy] for _, out in fired)
+    # The ACK (same branch as the INVITE: 17.1.1.3) confirms it; nobody else hears of it.
+    ack = incoming("ACK", to_tag="t1", cseq_method="ACK")
+    layer.receive(ack, UAC, 12.0)
+    assert tx.state == "confirmed"
+    assert user.kinds() == ["request"]
+    assert advance(layer, 12.0 + T4 - 0.01) == []
+    # Confirmed absorbs ACKs and INVITE retransmissions alike.
+    layer.receive(ack, UAC, 13.0)
+    layer.receive(incoming(), UAC, 13.0)
+    assert layer.drain() == [] and user.kinds() == ["request"]
+    advance(layer, 12.0 + T4)  # Timer I
+    assert tx.key not in layer.server and tx.terminated
+
+
+def test_retransmitted_invite_in_completed_gets_the_final_again() -> None:
+    layer, _, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 404, to_tag="t1"))
+    not_found = layer.drain()
+    layer.receive(incoming(), UAC, 0.2)
+    assert layer.drain() == not_found
+
+
+def test_server_invite_timer_h_gives_up_waiting_for_the_ack() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 480, to_tag="t1"))
+    layer.drain()
+    fired = advance(layer, 40.0)
+    assert [t for t, _ in fired] == TIMER_E
+    assert tx.key not in layer.server and tx.terminated
+    assert user.kinds() == ["request"]
+
+
+def test_server_invite_over_tcp_sends_the_final_once_and_i_is_zero() -> None:
+    layer, _, tx = start_server(incoming(transport="TCP"), source=UAC_TCP)
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    assert len(layer.drain()) == 1
+    assert advance(layer, 20.0) == []
+    layer.receive(incoming("ACK", to_tag="t1", cseq_method="ACK", transport="TCP"), UAC_TCP, 20.0)
+    assert tx.state == "confirmed"
+    assert layer.get_timer() == 20.0
+    layer.handle_timer(20.0)
+    assert tx.key not in layer.server
+
+
+def test_server_2xx_is_retransmitted_until_the_user_reports_the_ack() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    ok = [data for data, _ in layer.drain()]
+    assert tx.state == "accepted"
+    fired = advance(layer, 8.0)
+    assert [t for t, _ in fired] == TIMER_E[:4]  # 13.3.1.4: T1 doubling up to T2
+    assert all(out == ok for _, out in fired)
+    # The ACK of a 2xx has its own branch (a transaction of its own): the user gets it.
+    ack = incoming("ACK", branch="z9hG4bKack2xx", to_tag="t1", cseq_method="ACK")
+    user.on_ack_do = lambda request, source: layer.ack_received(tx)
+    layer.receive(ack, UAC, 8.0)
+    kind, request, source = user.events[-1]
+    assert kind == "ack" and source == UAC
+    assert request.to.tag == "t1"
+    assert advance(layer, 60.0) == []  # no more 2xx, and no on_ack_timeout
+    assert "ack_timeout" not in user.kinds()
+    assert tx.key not in layer.server
+
+
+def test_server_2xx_never_acked_ends_in_on_ack_timeout() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.drain()
+    fired = advance(layer, 64 * T1)
+    assert [t for t, _ in fired] == TIMER_E
+    assert user.kinds() == ["request", "ack_timeout"]
+    assert user.events[-1][1] is tx
+    assert tx.key not in layer.server
+
+
+def test_retransmitted_invite_in_accepted_is_absorbed_even_after_the_ack() -> None:
+    """RFC 6026 7.1: the 2xx is retransmitted by its own timer, and an INVITE retransmission
+    still in flight when the ACK arrived must not become a new call."""
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.drain()
+    layer.receive(incoming(), UAC, 0.1)
+    assert layer.drain() == []
+    layer.ack_received(tx)
+    assert advance(layer, 1.0) == []  # the 2xx is no longer retransmitted
+    layer.receive(incoming(), UAC, 1.0)
+    assert layer.drain() == []
+    assert user.kinds() == ["request"]
+    layer.ack_received(tx)  # a second report is harmless
+    advance(layer, 64 * T1)  # Timer L, counted from the 2xx
+    assert tx.key not in layer.server
+    assert user.kinds() == ["request"]
+
+
+def test_server_2xx_over_tcp_is_not_retransmitted() -> None:
+    layer, user, tx = start_server(incoming(transport="TCP"), source=UAC_TCP)
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    assert len(layer.drain()) == 1
+    assert advance(layer, 64 * T1) == []
+    assert user.kinds() == ["request", "ack_timeout"]
+
+
+def test_responses_after_the_final_are_ignored() -> None:
+    layer, _, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    assert layer.drain() == []
+    assert tx.last_response is not None and tx.last_response.status == 486
+
+
+def test_ack_before_any_final_response_is_ignored() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.receive(incoming("ACK", cseq_method="ACK"), UAC, 0.1)
+    assert layer.drain() == [] and user.kinds() == ["request"]
+    assert tx.state == "proceeding"
+
+
+def test_ack_matching_nothing_goes_to_the_user() -> None:
+    layer, user = make_layer()
+    layer.receive(incoming("ACK", to_tag="t1", cseq_method="ACK"), UAC, 0.0)
+    assert user.kinds() == ["ack"]
+    assert layer.drain() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Server non-INVITE transaction (17.2.2)
+
+
+def test_server_non_invite() -> None:
+    layer, user, tx = start_server(incoming("OPTIONS"))
+    assert layer.drain() == []  # no automatic 100 for a non-INVITE
+    assert tx.state == "trying"
+    layer.receive(incoming("OPTIONS"), UAC, 0.3)  # before any answer: absorbed
+    assert layer.drain() == []
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    ok = layer.drain()
+    assert tx.state == "completed"
+    layer.receive(incoming("OPTIONS"), UAC, 1.0)
+    assert layer.drain() == ok
+    assert user.kinds() == ["request"]
+    # Timer J: 64*T1 from the final response (sent at 0.3, the layer's time then).
+    assert advance(layer, 0.3 + 64 * T1 - 0.01) == [] and tx.key in layer.server
+    advance(layer, 0.3 + 64 * T1)
+    assert tx.key not in layer.server
+    layer.receive(incoming("OPTIONS"), UAC, 40.0)  # now it is a new request
+    assert user.kinds() == ["request", "request"]
+
+
+def test_server_non_invite_provisional_is_resent_on_retransmission() -> None:
+    layer, _, tx = start_server(incoming("BYE", to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 100))
+    trying = layer.drain()
+    assert tx.state == "proceeding"
+    layer.receive(incoming("BYE", to_tag="t1"), UAC, 0.5)
+    assert layer.drain() == trying
+
+
+def test_server_non_invite_over_tcp_timer_j_is_zero() -> None:
+    layer, _, tx = start_server(incoming("OPTIONS", transport="TCP"), source=UAC_TCP)
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    assert layer.get_timer() == 0.0
+    layer.handle_timer(0.0)
+    assert tx.key not in layer.server
+
+
+# --------------------------------------------------------------------------------------------
+# CANCEL (9.2)
+
+
+def test_cancel_of_a_pending_invite() -> None:
+    layer, user, invite_tx = start_server()
+    layer.drain()
+    layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 1.0)
+    ok = only_response(layer)
+    assert (ok.status, ok.cseq.method, ok.top_via.branch) == (200, "CANCEL", "z9hG4bKuac1")
+    assert ok.to.tag
+    assert user.kinds() == ["request", "cancel"]
+    assert user.events[-1][1] is invite_tx
+    # The INVITE is still the user's to answer, with 487 (and the layer lets it).
+    layer.respond(invite_tx, make_response(invite_tx.request, 487, to_tag="t1"))
+    assert only_response(layer).status == 487
+    # A retransmitted CANCEL gets its 200 again, and the user is not told twice.
+    layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 1.5)
+    assert only_response(layer).status == 200
+    assert user.kinds() == ["request", "cancel"]
+
+
+def test_cancel_matching_nothing_gets_481() -> None:
+    layer, user = make_layer()
+    layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 0.0)
+    response = only_response(layer)
+    assert (response.status, response.cseq.method) == (481, "CANCEL")
+    assert user.kinds() == []
+
+
+def test_cancel_with_another_branch_matches_nothing() -> None:
+    layer, user, _ = start_server()
+    layer.drain()
+    layer.receive(incoming("CANCEL", branch="z9hG4bKother", cseq_method="CANCEL"), UAC, 0.5)
+    assert only_response(layer).status == 481
+    assert user.kinds() == ["request"]
+
+
+def test_cancel_after_the_final_response_changes_nothing() -> None:
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.drain()
+    layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 0.2)
+    assert only_response(layer).status == 200  # the CANCEL is answered...
+    assert user.kinds() == ["request"]  # ...but the call is not cancelled
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed input: an answer where one can be addressed, silence otherwise, never an exception
+
+
+def test_malformed_request_gets_400_naming_the_fault() -> None:
+    layer, user = make_layer()
+    data = incoming().replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
+    layer.receive(data, UAC, 0.0)
+    response, dest = only(layer)
+    assert dest == UAC
+    assert isinstance(response, Response)
+    assert response.status == 400
+    assert response.reason == "Bad Request (bad Max-Forwards 'seventy')"
+    # With what could be read, so the sender can match it to its transaction.
+    assert response.top_via.branch == "z9hG4bKuac1"
+    assert response.from_.tag == "uac-tag"
+    assert response.to.tag  # a tag of ours
+    assert response.call_id == "call-1@192.0.2.1"
+    assert response.cseq.method == "INVITE"
+    assert user.kinds() == []
+    assert layer.stats_malformed == 1
+
+
+def test_malformed_via_gets_400_at_the_source_address() -> None:
+    """The Via cannot be used to route the answer: it goes to where the request came from,
+    with the Via copied as it came (the sender may still match its branch)."""
+    layer, _ = make_layer()
+    data = (VECTORS / "bad" / "via_bad_port.sip").read_bytes()
+    source = Address("udp", "198.51.100.7", 40123)
+    layer.receive(data, source, 0.0)
+    response = only_raw(layer, source)
+    assert response.status == 400
+    assert response.reason.startswith("Bad Request (bad Via header: bad port")
+    assert response.get("via") == "SIP/2.0/UDP 192.0.2.1:50x6O;branch=z9hG4bKbase1"
+    assert response.get("call-id") == "base.1@192.0.2.1"
+    assert response.get("cseq") == "1 INVITE"
+    to = response.get("to")
+    assert to is not None and to.startswith("<sip:bob@biloxi.example.com>;tag=")
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "reason"),
+    [
+        ("rfc4475_badvers", 505, "unsupported SIP version 'SIP/7.0'"),
+        ("rfc4475_mismatch01", 400, "Bad Request (CSeq method does not match the request method)"),
+        ("rfc4475_mcl01", 400, "Bad Request (more than one Content-Length header)"),
+        ("rfc4475_escruri", 400, "Bad Request (Request-URI with headers "),
+        ("rfc4475_insuf", 400, "Bad Request (missing From header)"),
+        ("rfc4475_multi01", 400, "Bad Request (more than one CSeq header)"),
+        ("cseq_superscript_digit", 400, "Bad Request (bad CSeq header"),
+        ("content_length_huge", 400, "Bad Request (bad Content-Length"),
+    ],
+)
+def test_rejected_vectors_are_answered(name: str, status: int, reason: str) -> None:
+    layer, user = make_layer()
+    data = (VECTORS / "bad" / f"{name}.sip").read_bytes()
+    request = data.split(b"\r\n\r\n")[0].decode("utf-8", "surrogateescape").split("\r\n")
+    layer.receive(data, UAC, 0.0)
+    response = only_raw(layer, UAC)
+    assert response.status == status
+    assert response.reason.startswith(reason)
+    # Via, From, Call-ID and CSeq exactly as they came, in their order; To with a tag of ours.
+    addressing = ("via", "from", "call-id", "cseq")
+    came = [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in request[1:])]
+    assert [(n, v) for n, v in response.headers if Headers.key(n) in addressing] == [
+        (n, v) for n, v in came if Headers.key(n) in addressing
+    ]
+    to = response.get("to")
+    assert to is None or ";tag=" in to
+    assert user.kinds() == []
+
+
+def test_malformed_ack_is_never_answered() -> None:
+    layer, user = make_layer()
+    data = incoming("ACK", cseq_method="ACK").replace(b"CSeq: 1 ACK", b"CSeq: x ACK")
+    layer.receive(data, UAC, 0.0)
+    assert layer.drain() == [] and user.kinds() == []
+
+
+@pytest.mark.parametrize("name", ["rfc4475_bigcode", "rfc4475_scalarlg", "status_letters"])
+def test_malformed_response_is_dropped_silently(name: str) -> None:
+    layer, user = make_layer()
+    layer.receive((VECTORS / "bad" / f"{name}.sip").read_bytes(), UAS, 0.0)
+    assert layer.drain() == [] and user.kinds() == []
+    assert layer.stats_malformed == 1
+
+
+def test_a_fault_found_by_the_user_is_answered_with_its_status() -> None:
+    """Headers are parsed when asked for: a fault found then is still a precise answer."""
+    layer, user = make_layer()
+    user.on_request_do = lambda tx, request: request.contacts()  # type: ignore[func-returns-value]
+    data = (VECTORS / "bad" / "rfc4475_regbadct.sip").read_bytes()
+    layer.receive(data, UAC, 0.0)
+    response = only_response(layer)
+    assert response.status == 400
+    assert "URI with headers outside <>" in response.reason
+    # It answered the transaction: a retransmission gets the same 400.
+    layer.receive(data, UAC, 0.5)
+    assert only_response(layer).status == 400
+    assert user.kinds() == ["request"]
+
+
+def test_a_416_found_by_the_user() -> None:
+    layer, user = make_layer()
+
+    def read_uri(tx: ServerTransaction, request: Request) -> None:
+        request.sip_uri  # noqa: B018
+
+    user.on_request_do = read_uri
+    layer.receive((VECTORS / "bad" / "rfc4475_unkscm.sip").read_bytes(), UAC_TCP, 0.0)
+    assert only_response(layer).status == 416
+
+
+def test_a_bug_in_the_user_is_a_500_not_an_exception() -> None:
+    layer, user = make_layer()
+
+    def broken(tx: ServerTransaction, request: Request) -> None:
+        raise RuntimeError("bug")
+
+    user.on_request_do = broken
+    layer.receive(incoming(), UAC, 0.0)
+    statuses = [m.status for m, _ in sent(layer) if isinstance(m, Response)]
+    assert statuses == [100, 500]
+
+
+def test_a_bug_in_the_parser_costs_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes, require_content_length: bool = False) -> Request:
+        raise ValueError("parser bug")
+
+    monkeypatch.setattr(transaction, "parse_message", broken)
+    layer, user = make_layer()
+    layer.receive(incoming(), UAC, 0.0)  # logged, not raised
+    assert layer.drain() == [] and user.kinds() == []
+    assert layer.stats_malformed == 1
+
+
+def test_a_failure_while_answering_a_failure_does_not_escape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer, user = make_layer()
+
+    def broken(tx: ServerTransaction, request: Request) -> None:
+        raise RuntimeError("bug")
+
+    def make_response_broken(*args: object, **kwargs: object) -> Response:
+        raise RuntimeError("another bug")
+
+    user.on_request_do = broken
+    monkeypatch.setattr(transaction, "make_response", make_response_broken)
+    layer.receive(incoming("OPTIONS"), UAC, 0.0)  # logged, not raised
+    assert layer.drain() == []
+
+
+def test_a_bug_in_a_timer_callback_does_not_escape() -> None:
+    layer, _ = make_layer()
+
+    def broken() -> None:
+        raise RuntimeError("bug")
+
+    layer.timers.schedule(1.0, broken)
+    layer.handle_timer(1.0)  # logged, not raised
+
+
+class ReadsEverything(Recorder):
+    """A user that touches every lazily parsed part and answers, as a real one would."""
+
+    def __init__(self, layer_ref: list[TransactionLayer]) -> None:
+        super().__init__()
+        self.layer_ref = layer_ref
+
+    def on_request(self, tx: ServerTransaction, request: Request) -> None:
+        super().on_request(tx, request)
+        request.contacts()
+        request.sip_uri  # noqa: B018
+        request.to.sip_uri()
+        self.layer_ref[0].respond(tx, make_response(request, 200, to_tag="t"))
+
+
+def _seeds() -> list[bytes]:
+    return [p.read_bytes() for folder in ("good", "bad") for p in (VECTORS / folder).glob("*.sip")]
+
+
+@settings(
+    max_examples=int(os.environ.get("SIP_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.sampled_from(_seeds()),
+    st.lists(st.tuples(st.integers(0, 4000), st.binary(max_size=4)), max_size=6),
+    st.sampled_from([UAC, UAC_TCP]),
+)
+def test_receive_never_raises(seed: bytes, edits: list[tuple[int, bytes]], source: Address) -> None:
+    layer_ref: list[TransactionLayer] = []
+    user = ReadsEverything(layer_ref)
+    layer = TransactionLayer(user, {"udp": ("192.0.2.2", 5060)})
+    layer_ref.append(layer)
+    data = bytearray(seed)
+    for pos, junk in edits:
+        pos = min(pos, len(data))
+        data[pos : pos + len(junk)] = junk
+    for now in (0.0, 0.5):  # and its retransmission
+        layer.receive(bytes(data), source, now)
+    advance(layer, 100.0)
+    for out, _ in layer.drain():
+        first = out.split(b"\r\n", 1)[0]
+        assert re.fullmatch(rb"SIP/2\.0 [1-6]\d\d [^\r\n]*", first), first
+
+
+# --------------------------------------------------------------------------------------------
+# Where requests came from: received and rport (RFC 3261 18.2.1, RFC 3581)
+
+
+def test_rport_is_filled_and_received_added() -> None:
+    layer, _, tx = start_server(source=Address("udp", "192.0.2.1", 40000))
+    trying, dest = only(layer)
+    assert dest == Address("udp", "192.0.2.1", 40000)
+    # rport present: both are set, even though the host is the Via's own (RFC 3581 4).
+    assert trying.top_via.params == {
+        "branch": "z9hG4bKuac1",
+        "rport": "40000",
+        "received": "192.0.2.1",
+    }
+    assert tx.request.top_via.params["rport"] == "40000"
+
+
+def test_received_added_when_the_source_differs() -> None:
+    via = "SIP/2.0/UDP uac.example.com;branch=z9hG4bKnr"
+    layer, _, _ = start_server(incoming(via=via), source=Address("udp", "198.51.100.1", 5060))
+    trying = only_response(layer)
+    assert trying.top_via.params == {"branch": "z9hG4bKnr", "received": "198.51.100.1"}
+
+
+def test_via_untouched_when_it_matches_the_source_and_has_no_rport() -> None:
+    via = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKsame"
+    layer, _, _ = start_server(incoming(via=via))
+    trying = only_response(layer)
+    assert trying.headers.get("via") == via
+
+
+def test_rewriting_the_top_via_keeps_the_others_in_order() -> None:
+    via = (
+        "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKtop;rport, SIP/2.0/UDP p1.example.com;branch=z9hG4bKp1"
+    )
+    data = incoming(via=via, extra=("Via: SIP/2.0/UDP p2.example.com;branch=z9hG4bKp2",))
+    layer, _, tx = start_server(data)
+    trying = only_response(layer)
+    assert [v.host for v in trying.vias] == ["192.0.2.1", "p1.example.com", "p2.example.com"]
+    assert trying.vias[0].params["received"] == "192.0.2.1"
+    assert [v.host for v in tx.request.vias] == ["192.0.2.1", "p1.example.com", "p2.example.com"]
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 2543 peers: no magic cookie, matched on Call-ID, From tag, CSeq and Via (17.2.3)
+
+
+def test_rfc2543_invite_matching() -> None:
+    data = (VECTORS / "bad" / "rfc4475_inv2543.sip").read_bytes()
+    source = Address("udp", "192.0.2.50", 5060)
+    layer, user, tx = start_server(data, source=source)
+    trying = only_response(layer)
+    assert trying.top_via.branch is None
+    assert trying.top_via.params["received"] == "192.0.2.50"
+    layer.receive(data, source, 0.5)  # a retransmission is matched
+    assert only_response(layer).status == 100
+    assert user.kinds() == ["request"]
+    # The CANCEL of it is matched too.
+    cancel = data.split(b"\r\n\r\n")[0].replace(b"INVITE sip:", b"CANCEL sip:", 1)
+    cancel = cancel.replace(b"56 INVITE", b"56 CANCEL") + b"\r\nContent-Length: 0\r\n\r\n"
+    layer.receive(cancel, source, 1.0)
+    assert only_response(layer).status == 200
+    assert user.kinds() == ["request", "cancel"]
+    layer.respond(tx, make_response(tx.request, 487, to_tag="t1"))
+    layer.drain()
+    # And so is the ACK of the 487: same Call-ID, CSeq number and Via; the To now has our tag.
+    ack = data.split(b"\r\n\r\n")[0].replace(b"INVITE sip:", b"ACK sip:", 1)
+    ack = ack.replace(b"56 INVITE", b"56 ACK").replace(b"user=phone\r\n", b"user=phone;tag=t1\r\n")
+    layer.receive(ack + b"\r\nContent-Length: 0\r\n\r\n", source, 2.0)
+    assert tx.state == "confirmed"
+    assert user.kinds() == ["request", "cancel"]
+
+
+def test_rfc2543_requests_differing_in_cseq_are_different_transactions() -> None:
+    data = (VECTORS / "bad" / "rfc4475_inv2543.sip").read_bytes()
+    layer, user, _ = start_server(data)
+    layer.receive(data.replace(b"CSeq: 56", b"CSeq: 57"), UAC, 0.5)
+    assert user.kinds() == ["request", "request"]
+
+
+def test_rfc4475_badbranch_is_matched_as_a_branch() -> None:
+    data = (VECTORS / "bad" / "rfc4475_badbranch.sip").read_bytes()
+    layer, _, tx = start_server(data)
+    assert tx.key[0] == "z9hG4bK"
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t"))
+    ok = layer.drain()
+    layer.receive(data, UAC, 0.5)
+    assert layer.drain() == ok
+
+
+# --------------------------------------------------------------------------------------------
+# Two layers joined: a UAC and a UAS passing datagrams to each other
+
+
+@dataclass
+class Pair:
+    uac: TransactionLayer
+    uas: TransactionLayer
+    uac_user: Recorder
+    uas_user: Recorder
+    uac_addr: Address
+    uas_addr: Address
+    now: float = 0.0
+    drop: Callable[[bytes], bool] = lambda data: False
+    log: list[str] = field(default_factory=list)
+
+    def flush(self) -> None:
+        """Deliver what each side sent, until neither has anything left to send."""
+        while self.uac.outgoing or self.uas.outgoing:
+            for sender, receiver, source in (
+                (self.uac, self.uas, self.uac_addr),
+                (self.uas, self.uac, self.uas_addr),
+            ):
+                for data, _ in sender.drain():
+                    self.log.append(data.split(b"\r\n", 1)[0].decode())
+                    if not self.drop(data):
+                        receiver.receive(data, source, self.now)
+
+    def run_until(self, until: float) -> None:
+        self.flush()
+        while True:
+            deadlines = [t for t in (self.uac.get_timer(), self.uas.get_timer()) if t is not None]
+            if not deadlines or min(deadlines) > until:
+                break
+            self.now = min(deadlines)
+            self.uac.handle_timer(self.now)
+            self.uas.handle_timer(self.now)
+            self.flush()
+        self.now = until
+
+
+def client_and_server(transport: str = "udp") -> Pair:
+    uac_addr = Address(transport, "192.0.2.1", 5060)
+    uas_addr = Address(transport, "192.0.2.2", 5060)
+    uac_user, uas_user = Recorder(), Recorder()
+    uac = TransactionLayer(uac_user, {transport: (uac_addr.host, uac_addr.port)})
+    uas = TransactionLayer(uas_user, {transport: (uas_addr.host, uas_addr.port)})
+    return Pair(uac, uas, uac_user, uas_user, uac_addr, uas_addr)
+
+
+def test_pair_invite_answered() -> None:
+    pair = client_and_server()
+    uas = pair.uas
+
+    def answer_call(tx: ServerTransaction, request: Request) -> None:
+        uas.respond(tx, make_response(request, 180, to_tag="callee"))
+        uas.respond(tx, make_response(request, 200, to_tag="callee"))
+
+    pair.uas_user.on_request_do = answer_call
+    pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.flush()
+    assert pair.log == [
+        "INVITE sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 180 Ringing",
+        "SIP/2.0 200 OK",
+    ]
+    assert pair.uac_user.statuses() == [100, 180, 200]
+    # The UAC acknowledges the 2xx end to end, in a transaction of its own.
+    (_, tx, ok) = pair.uac_user.events[-1]
+    ack = Request("ACK", "sip:bob@192.0.2.2", Headers())
+    for name in ("From", "To", "Call-ID", "Max-Forwards"):
+        ack.headers.add(name, ok.headers.get(name) or tx.request.headers.get(name) or "")
+    ack.headers.add("CSeq", f"{tx.request.cseq.number} ACK")
+    server_tx = pair.uas_user.events[0][1]
+    pair.uas_user.on_ack_do = lambda request, source: uas.ack_received(server_tx)
+    pair.uac.send_stateless(ack, pair.uas_addr)
+    pair.run_until(100.0)
+    assert pair.log[4:] == ["ACK sip:bob@192.0.2.2 SIP/2.0"]  # and no 2xx retransmission
+    assert pair.uas_user.kinds() == ["request", "ack"]
+    assert pair.uac_user.kinds() == ["response"] * 3
+    assert not pair.uac.client and not pair.uas.server  # every transaction ended
+
+
+def test_pair_invite_refused_is_acked_hop_by_hop() -> None:
+    pair = client_and_server()
+    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
+        tx, make_response(request, 486, to_tag="callee")
+    )
+    tx = pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.run_until(0.1)
+    assert pair.log == [
+        "INVITE sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 486 Busy Here",
+        "ACK sip:bob@192.0.2.2 SIP/2.0",
+    ]
+    server_tx = pair.uas_user.events[0][1]
+    assert (tx.state, server_tx.state) == ("completed", "confirmed")
+    assert pair.uas_user.kinds() == ["request"]  # the ACK stayed in the transaction layer
+    pair.run_until(100.0)
+    assert len(pair.log) == 4
+    assert not pair.uac.client and not pair.uas.server
+
+
+def test_pair_cancel() -> None:
+    pair = client_and_server()
+    uas = pair.uas
+    pair.uas_user.on_request_do = lambda tx, request: uas.respond(
+        tx, make_response(request, 180, to_tag="callee")
+    )
+    invite_tx = pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.run_until(1.0)
+    cancel_tx = pair.uac.send_cancel(invite_tx)
+    assert cancel_tx is not None
+
+    def on_cancel(server_tx: ServerTransaction) -> None:
+        Recorder.on_cancel(pair.uas_user, server_tx)
+        uas.respond(server_tx, make_response(server_tx.request, 487, to_tag="callee"))
+
+    pair.uas_user.on_cancel = on_cancel  # type: ignore[method-assign]
+    pair.run_until(100.0)
+    assert pair.log[3:] == [
+        "CANCEL sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 487 Request Terminated",
+        "ACK sip:bob@192.0.2.2 SIP/2.0",
+    ]
+    assert pair.uac_user.statuses() == [100, 180, 200, 487]
+    assert [e[1] for e in pair.uac_user.events][-2:] == [cancel_tx, invite_tx]
+    assert not pair.uac.client and not pair.uas.server
+
+
+def test_pair_lost_datagrams_are_recovered_by_retransmission() -> None:
+    pair = client_and_server()
+    lost = {"OPTIONS": 1, "SIP/2.0 200": 2}
+
+    def drop(data: bytes) -> bool:
+        for start, count in lost.items():
+            if data.startswith(start.encode()) and count:
+                lost[start] -= 1
+                return True
+        return False
+
+    pair.drop = drop
+    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
+        tx, make_response(request, 200, to_tag="callee")
+    )
+    pair.uac.send_request(new_request("OPTIONS"), pair.uas_addr)
+    pair.run_until(100.0)
+    # OPTIONS lost, resent at T1; its 200 lost twice, resent each time the OPTIONS is.
+    assert pair.log == [
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0",
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 200 OK",
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 200 OK",
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 200 OK",
+    ]
+    assert pair.uac_user.statuses() == [200]
+    assert pair.uas_user.kinds() == ["request"]
+
+
+def test_pair_lost_2xx_is_retransmitted_by_the_server() -> None:
+    pair = client_and_server()
+    lost = [True]
+
+    def drop(data: bytes) -> bool:
+        if data.startswith(b"SIP/2.0 200") and lost:
+            lost.pop()
+            return True
+        return False
+
+    pair.drop = drop
+    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
+        tx, make_response(request, 200, to_tag="callee")
+    )
+    pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.run_until(0.5)
+    assert pair.log == [
+        "INVITE sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 200 OK",
+    ]
+    assert pair.uac_user.statuses() == [100, 200]
+
+
+def test_pair_over_tcp_sends_everything_once() -> None:
+    pair = client_and_server("tcp")
+    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
+        tx, make_response(request, 486, to_tag="callee")
+    )
+    pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.uac.send_request(new_request("OPTIONS", cseq=2), pair.uas_addr)
+    pair.run_until(100.0)
+    assert pair.log == [
+        "INVITE sip:bob@192.0.2.2 SIP/2.0",
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0",
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 486 Busy Here",
+        "SIP/2.0 486 Busy Here",
+        "ACK sip:bob@192.0.2.2 SIP/2.0",
+    ]
+    assert not pair.uac.client and not pair.uas.server
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces under the layer
+
+
+def test_timer_heap() -> None:
+    heap = TimerHeap()
+    fired: list[str] = []
+    heap.schedule(2.0, fired.append, "b")
+    first = heap.schedule(1.0, fired.append, "a")
+    heap.schedule(2.0, fired.append, "c")  # same deadline: in the order scheduled
+    cancelled = heap.schedule(0.5, fired.append, "x")
+    cancelled.cancel()
+    assert heap.next_deadline() == 1.0  # cancelled timers are skipped
+    assert heap.run_due(0.9) == 0
+    assert heap.run_due(2.0) == 3
+    assert fired == ["a", "b", "c"]
+    assert first.cancelled  # a fired timer cannot fire again
+    assert heap.next_deadline() is None and len(heap) == 0
+
+
+def test_timer_heap_callbacks_may_schedule_more() -> None:
+    heap = TimerHeap()
+    fired: list[float] = []
+
+    def again(n: int) -> None:
+        fired.append(n)
+        if n < 3:
+            heap.schedule(5.0, again, n + 1)  # due now: runs in the same run_due
+
+    heap.schedule(5.0, again, 1)
+    assert heap.run_due(5.0) == 3
+    assert fired == [1, 2, 3]
+
+
+def test_ids_are_unique_and_branches_carry_the_magic_cookie() -> None:
+    ids = IdGenerator()
+    values = {ids.next() for _ in range(1000)}
+    assert len(values) == 1000
+    branch = ids.branch()
+    assert branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK")
+    assert IdGenerator().next() != IdGenerator().next()  # a random prefix per generator
+
+
+def test_address() -> None:
+    assert not Address("udp", "h", 1).reliable
+    assert Address("tcp", "h", 1).reliable and Address("tls", "h", 1).reliable
+
+
+def _timers_constants() -> Iterator[float]:
+    yield from (T1, T2, T4)
+
+
+def test_timer_values_are_rfc_3261_defaults() -> None:
+    assert list(_timers_constants()) == [0.5, 4.0, 5.0]
+
+
+def test_parse_errors_carry_their_status() -> None:
+    assert SipParseError("x").status == 400
+    assert SipParseError("x", 416).status == 416
