@@ -86,6 +86,8 @@ class B2BUA:
         self.clock: Callable[[], float] | None = None
         self.wakeup: Callable[[], None] = lambda: None
         self.stats = {"calls": 0, "answered": 0, "rejected": 0}
+        # [attempts, answers] by destination label (the supplier peer's name), for /metrics.
+        self.label_stats: dict[str, list[int]] = {}
 
     @property
     def now(self) -> float:
@@ -258,6 +260,10 @@ class B2BUA:
         call.b_tag = self.ids.next()
         invite = self._b_invite(call, dest)
         log.info("call %s: trying %s (%s)", call.id, dest.label or dest.uri, dest.address.host)
+        counts = self.label_stats.get(dest.label)
+        if counts is None:
+            counts = self.label_stats[dest.label] = [0, 0]
+        counts[0] += 1
         tx = self.layer.send_request(invite, dest.address, owner=call)
         call.pending[tx] = attempt
 
@@ -346,6 +352,9 @@ class B2BUA:
         attempt.reason = response.reason
         if status < 300:
             call.answered_attempt = attempt
+            counts = self.label_stats.get(attempt.destination.label)
+            if counts is not None:
+                counts[1] += 1
             call.b_tx = tx
             self._cancel_pending(call)  # the other forks lost
             self._connect(call, tx, response)

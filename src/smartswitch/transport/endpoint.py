@@ -20,6 +20,18 @@ from smartswitch.sip.transaction import Address, TransactionLayer
 log = logging.getLogger("smartswitch.transport")
 
 
+def message_kind(data: bytes) -> bytes:
+    """``b"INVITE"`` for a request, ``b"200"`` for a response: a slice of the first bytes, no
+    parsing (O(1) per message).  Anything else is ``b"other"``, so garbage cannot grow the
+    counters without bound."""
+    if data.startswith(b"SIP/2.0 "):
+        code = data[8:11]
+        return code if code.isdigit() else b"other"
+    end = data.find(b" ", 0, 17)
+    method = data[:end]
+    return method if end > 0 and method.isalpha() and method.isupper() else b"other"
+
+
 class SipEndpoint:
     def __init__(self, layer: TransactionLayer, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
@@ -31,6 +43,9 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.stats = {"rx": 0, "tx": 0}
+        # Messages by method (requests) or status code (responses), in and out, for /metrics.
+        self.rx_by_kind: dict[bytes, int] = {}
+        self.tx_by_kind: dict[bytes, int] = {}
         self._sources: dict[str, str] = {}
         self.port = 0
         self.advertised = ""
@@ -73,6 +88,8 @@ class SipEndpoint:
 
     def receive(self, data: bytes, source: Address) -> None:
         self.stats["rx"] += 1
+        kind = message_kind(data)
+        self.rx_by_kind[kind] = self.rx_by_kind.get(kind, 0) + 1
         self.layer.receive(data, source, self.loop.time())
         self.flush()
 
@@ -100,6 +117,8 @@ class SipEndpoint:
 
     def send(self, data: bytes, dest: Address) -> None:
         self.stats["tx"] += 1
+        kind = message_kind(data)
+        self.tx_by_kind[kind] = self.tx_by_kind.get(kind, 0) + 1
         if dest.transport == "udp":
             if self.udp is not None:
                 self.udp.sendto(data, (dest.host, dest.port))
