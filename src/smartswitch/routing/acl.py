@@ -84,10 +84,13 @@ class AclIndex:
 
     __slots__ = ("_v4", "_v6")
 
-    def __init__(self, peers: Iterable[Peer]) -> None:
+    def __init__(self, peers: Iterable[Peer], *, role: str = "customer") -> None:
+        """``role="did"``: index the enabled peers that deliver DIDs instead (the registrar's
+        index, whatever their role: DID providers are usually suppliers)."""
         slots: dict[int, dict[int, dict[int, _Slot]]] = {4: {}, 6: {}}
         for peer in peers:
-            if not peer.enabled or not peer.is_customer:
+            wanted = peer.deliver_dids if role == "did" else peer.is_customer
+            if not peer.enabled or not wanted:
                 continue
             for entry in peer.acl:
                 net = entry.network

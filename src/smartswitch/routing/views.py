@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smartswitch.billing.rating import TariffIndex
 from smartswitch.routing.acl import AclIndex
-from smartswitch.routing.model import ConfigSnapshot, Peer
+from smartswitch.routing.model import ConfigSnapshot, Did, Peer, Subscriber
 from smartswitch.routing.selection import RouteTable
 
 
@@ -17,6 +17,10 @@ class ConfigViews:
     tariffs: dict[int, TariffIndex]
     routes: RouteTable
     credential_peers: dict[str, Peer]  # customers that authenticate by digest, by username
+    # The registrar's: subscribers by username, DIDs by number, peers that deliver DIDs.
+    subscribers: dict[str, Subscriber] = field(default_factory=dict)
+    dids: dict[str, Did] = field(default_factory=dict)
+    did_acl: AclIndex = field(default_factory=lambda: AclIndex(()))
 
     @classmethod
     def build(cls, snapshot: ConfigSnapshot) -> ConfigViews:
@@ -30,6 +34,9 @@ class ConfigViews:
             credential_peers={
                 p.username: p for p in peers if p.username and p.password and p.is_customer
             },
+            subscribers={s.username: s for s in snapshot.subscribers.values()},
+            dids={number: d for number, d in snapshot.dids.items() if d.enabled},
+            did_acl=AclIndex(peers, role="did"),
         )
 
     @property

@@ -10,6 +10,8 @@ the transaction holds the database lock.
 
 from __future__ import annotations
 
+import ipaddress
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -18,19 +20,24 @@ from smartswitch.billing.increment import Increment
 from smartswitch.routing.model import (
     Account,
     ConfigSnapshot,
+    Did,
     Peer,
     Rate,
     RewriteRule,
     Route,
     RouteSupplier,
+    Subscriber,
+    SupplierRegistration,
     Tariff,
 )
 from smartswitch.store.schema import (
     AccountRow,
     ConfigVersionRow,
+    DidRow,
     PeerRow,
     RateRow,
     RouteRow,
+    SubscriberRow,
     TariffRow,
 )
 from smartswitch.store.values import parse_acl_entry
@@ -40,8 +47,10 @@ __all__ = [
     "config_version",
     "load_snapshot",
     "to_account",
+    "to_did",
     "to_peer",
     "to_rate",
+    "to_subscriber",
 ]
 
 
@@ -110,6 +119,46 @@ def to_peer(row: PeerRow) -> Peer:
         callee_rewrite=tuple(RewriteRule(r["match"], r["replace"]) for r in row.callee_rewrite),
         profit_control=row.profit_control,
         enabled=row.enabled,
+        deliver_dids=row.deliver_dids,
+        register=to_supplier_registration(row),
+    )
+
+
+def to_supplier_registration(row: PeerRow) -> SupplierRegistration | None:
+    if not (row.register_username and row.register_password and row.register_registrar):
+        return None
+    return SupplierRegistration(
+        username=row.register_username,
+        password=row.register_password,
+        registrar=row.register_registrar,
+        expires=row.register_expires or 3600,
+    )
+
+
+def to_subscriber(row: SubscriberRow) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        username=row.username,
+        account_id=row.account_id,
+        tariff_id=row.tariff_id,
+        realm=row.realm,
+        ha1_md5=row.ha1_md5,
+        ha1_sha256=row.ha1_sha256,
+        allowed_cidrs=tuple(ipaddress.ip_network(text) for text in row.allowed_cidrs),
+        max_contacts=row.max_contacts,
+        max_calls=row.max_calls,
+        caller_id=row.caller_id,
+        enabled=row.enabled,
+    )
+
+
+def to_did(row: DidRow) -> Did:
+    return Did(
+        id=row.id,
+        number=row.number,
+        subscriber_id=row.subscriber_id,
+        peer_id=row.peer_id,
+        enabled=row.enabled,
     )
 
 
@@ -147,6 +196,16 @@ async def load_snapshot(session: AsyncSession) -> ConfigSnapshot:
             select(RouteRow).options(selectinload(RouteRow.suppliers)).order_by(RouteRow.prefix)
         )
     )
+    subscribers = {
+        row.id: to_subscriber(row) for row in await session.scalars(select(SubscriberRow))
+    }
+    dids = {row.number: to_did(row) for row in await session.scalars(select(DidRow))}
     return ConfigSnapshot(
-        version=version, accounts=accounts, peers=peers, tariffs=tariffs, routes=routes
+        version=version,
+        accounts=accounts,
+        peers=peers,
+        tariffs=tariffs,
+        routes=routes,
+        subscribers=subscribers,
+        dids=dids,
     )
