@@ -135,7 +135,9 @@ def _decimal(scale: int, *, minimum: Decimal | None = None) -> Callable[[Node], 
     return parse
 
 
-def _integer(*, minimum: int = 0, maximum: int | None = None) -> Callable[[Node], int]:
+def _integer(
+    *, minimum: int = 0, maximum: int | None = domain_fields.INT_MAX
+) -> Callable[[Node], int]:
     def parse(node: Node) -> int:
         node = _scalar(node, "a whole number")
         if node.tag not in (_TAG + "str", _TAG + "int"):

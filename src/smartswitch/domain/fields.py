@@ -39,6 +39,8 @@ __all__ = [
 E = TypeVar("E")
 
 TRANSPORTS = ("udp", "tcp")
+MONEY_DIGITS = 18  # store.types.PRECISION
+INT_MAX = 2**31 - 1  # what an INTEGER column holds on MariaDB
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PREFIX = re.compile(r"^[0-9]*$")
@@ -80,19 +82,26 @@ def parse_decimal(text: str, scale: int, *, minimum: Decimal | None = None) -> D
         raise ValueError(f"expected a decimal number, got {text!r}") from None
     if not value.is_finite():
         raise ValueError(f"expected a finite decimal number, got {text!r}")
+    # The columns are DECIMAL(18, scale): refuse what they cannot hold before any arithmetic
+    # (quantizing 1E+100 would itself fail).
+    if value.adjusted() >= MONEY_DIGITS - scale:
+        raise ValueError(f"too large: at most {MONEY_DIGITS - scale} digits before the point")
     value = exact_decimal(value, scale)
     if minimum is not None and value < minimum:
         raise ValueError(f"must be at least {minimum}, got {value}")
     return value
 
 
-def parse_integer(text: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if not _INT.match(text.strip()):
+def parse_integer(text: str, *, minimum: int = 0, maximum: int | None = INT_MAX) -> int:
+    if not _INT.match(text.strip()) or len(text.strip()) > 12:
+        if _INT.match(text.strip()):
+            raise ValueError(f"must be at most {maximum}, got {text.strip()}")
         raise ValueError(f"expected a whole number, got {text!r}")
     value = int(text)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"at least {minimum}" if maximum is None else f"{minimum}-{maximum}"
-        raise ValueError(f"must be {bound}, got {value}")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be at most {maximum}, got {value}")
     return value
 
 
