@@ -369,8 +369,9 @@ class B2BUA:
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
         b_dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
-        if tx.dest.reliable:
-            b_dialog.flow = tx.dest
+        answered = call.answered_destination
+        if tx.dest.reliable or (answered is not None and answered.flow):
+            b_dialog.flow = tx.dest  # a TCP connection, or a phone behind NAT (its binding)
         call.b_leg = Leg(call, "b", b_dialog)
         self.dialogs[(b_dialog.call_id, b_dialog.local_tag)] = call.b_leg
 

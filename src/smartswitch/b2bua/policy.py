@@ -28,6 +28,8 @@ class Destination:
     caller: str
     label: str = ""  # a peer name, for logs and CDRs
     context: object = None  # the policy's own data for this attempt (supplier, buying rate)
+    flow: bool = False  # in-dialog requests follow the INVITE's address, not the callee's
+    # Contact: a registered phone behind NAT is reached only through the mapping it keeps open
 
 
 @dataclass(frozen=True, slots=True)
