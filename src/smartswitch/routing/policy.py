@@ -22,9 +22,13 @@ from smartswitch.b2bua.call import Call
 from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
+from smartswitch.registrar.guard import SourceGuard, Verdict
+from smartswitch.registrar.location import LocationService
+from smartswitch.routing.dids import DidCallContext, did_cdr, route_did
 from smartswitch.routing.limits import CallCounter, RateLimiter
-from smartswitch.routing.model import Peer, Rate
+from smartswitch.routing.model import Peer, Rate, Subscriber
 from smartswitch.routing.selection import order_suppliers, rewrite_number
+from smartswitch.routing.subscribers import as_customer, source_allowed
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.message import Request
@@ -53,6 +57,7 @@ class CallContext:
     caller: str
     callee: str
     supplier_answered: int | None = None
+    subscriber_id: int | None = None  # a subscriber calling out (customer is its stand-in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class BillingPolicy:
         wall_offset: Callable[[], float],
         rng: random.Random | None = None,
         reserve_seconds: int = 300,
+        location: LocationService | None = None,
+        guard: SourceGuard | None = None,
     ) -> None:
         self.views = views
         self.accounting = accounting
@@ -91,6 +98,10 @@ class BillingPolicy:
         self.supplier_calls = CallCounter()
         self.cps = RateLimiter()
         self._ha1: dict[tuple[str, str, str, str], str] = {}
+        # The registrar's: where DID calls to subscribers go, and the defence against guessing
+        # that REGISTER and INVITE authentication share (one count per source address).
+        self.location = location
+        self.guard = guard
 
     def update(self, views: ConfigViews) -> None:
         """A new configuration: calls in progress keep the values they started with."""
@@ -105,21 +116,36 @@ class BillingPolicy:
     def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         peer = self.views.credential_peers.get(username)
         if peer is None or peer.password is None:
-            return None
+            # Subscribers keep HA1 only, made for the realm they were provisioned in.
+            subscriber = self.views.subscribers.get(username)
+            if subscriber is None or not subscriber.enabled or subscriber.realm != realm:
+                return None
+            return subscriber.ha1_sha256 if algorithm == "SHA-256" else subscriber.ha1_md5
         key = (username, realm, algorithm, peer.password)
         ha1 = self._ha1.get(key)
         if ha1 is None:
             ha1 = self._ha1[key] = compute_ha1(username, realm, peer.password, algorithm)
         return ha1
 
-    def identify(self, request: Request, source: Address, now: float) -> Peer | Rejection:
+    def identify(
+        self, request: Request, source: Address, now: float
+    ) -> Peer | Subscriber | Rejection:
         views = self.views
         peer = views.acl.match(source.host, source.port)
         if peer is not None:
             return peer
-        if not views.credential_peers:
+        if not views.credential_peers and not views.subscribers:
             return Rejection(403, "Forbidden")
         wall = now + self.wall_offset()
+        guard = self.guard
+        if guard is not None:
+            # Before any digest work: a banned or flooding source costs us nothing more.
+            verdict = guard.check(source.host, wall)
+            if verdict is Verdict.BANNED:
+                return Rejection(403, "Forbidden")
+            if verdict is Verdict.THROTTLED:
+                retry = str(guard.retry_after(source.host, wall))
+                return Rejection(503, "Service Unavailable", (("Retry-After", retry),))
         credentials = request.headers.get("proxy-authorization")
         if credentials is None:
             return self._challenge(wall, stale=False)
@@ -128,9 +154,18 @@ class BillingPolicy:
             return self._challenge(wall, stale=True)
         if not result.ok or result.username is None:
             log.info("call %s: authentication failed from %s", request.call_id, source.host)
+            if guard is not None and guard.failed(source.host, wall):
+                log.info("source %s banned after repeated failed authentications", source.host)
             return Rejection(403, "Forbidden")
         peer = views.credential_peers.get(result.username)
-        return peer if peer is not None else Rejection(403, "Forbidden")
+        if peer is not None:
+            return peer
+        subscriber = views.subscribers.get(result.username)
+        if subscriber is None:
+            return Rejection(403, "Forbidden")
+        if not source_allowed(subscriber, source.host):
+            return Rejection(403, "Forbidden (source address not allowed)")
+        return subscriber
 
     def _challenge(self, wall: float, stale: bool) -> Rejection:
         headers = tuple(("Proxy-Authenticate", c) for c in self.auth.challenge(wall, stale=stale))
@@ -139,10 +174,22 @@ class BillingPolicy:
     # --- authorisation and routing -------------------------------------------------------------
 
     def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
+        if self.views.dids:
+            wall_now = now + self.wall_offset()
+            decision = route_did(
+                self.views, self.location, request, source, wall_now, self.max_call_duration
+            )
+            if decision is not None:
+                return decision
         found = self.identify(request, source, now)
         if isinstance(found, Rejection):
             return found
-        customer = found
+        subscriber: Subscriber | None = None
+        if isinstance(found, Subscriber):
+            subscriber = found
+            customer = as_customer(found)
+        else:
+            customer = found
         if not customer.enabled:
             return Rejection(403, "Forbidden (peer disabled)")
         views = self.views
@@ -159,6 +206,8 @@ class BillingPolicy:
             return _busy("call rate limit reached")
 
         caller_in = request.from_.sip_uri().user or "anonymous"
+        if subscriber is not None and subscriber.caller_id:
+            caller_in = subscriber.caller_id  # what it may present, not what its phone says
         callee_in = request.sip_uri.user or ""
         callee = rewrite_number(callee_in, customer.callee_rewrite)
         caller = rewrite_number(caller_in, customer.caller_rewrite)
@@ -209,6 +258,7 @@ class BillingPolicy:
             max_seconds=seconds,
             caller=caller_in,
             callee=callee_in,
+            subscriber_id=subscriber.id if subscriber is not None else None,
         )
         return RouteDecision(tuple(destinations), max_duration=float(seconds), context=context)
 
@@ -264,6 +314,9 @@ class BillingPolicy:
 
     def call_ended(self, call: Call, done: Callable[[], None]) -> None:
         context = call.decision.context
+        if isinstance(context, DidCallContext):
+            self.sink.append(did_cdr(call, context, self.node_name, self._wall), done)
+            return
         if not isinstance(context, CallContext):
             done()
             return
@@ -303,7 +356,7 @@ class BillingPolicy:
             id=new_ulid(),
             call_id=call.id,
             node=self.node_name,
-            customer_peer_id=context.customer.id,
+            customer_peer_id=context.customer.id if context.subscriber_id is None else 0,
             customer_account_id=context.account_id,
             caller=context.caller,
             callee=context.callee,
@@ -324,6 +377,7 @@ class BillingPolicy:
             supplier_peer_id=supplier.id if supplier else None,
             supplier_account_id=supplier.account_id if supplier else None,
             attempts=attempts,
+            subscriber_id=context.subscriber_id,
         )
         charges = [(context.account_id, price.amount)]
         if supplier is not None:

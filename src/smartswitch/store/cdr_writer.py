@@ -122,6 +122,7 @@ class CdrRecord:
     supplier_peer_id: int | None = None  # the supplier that answered, if any
     supplier_account_id: int | None = None
     attempts: tuple[CdrAttempt, ...] = ()
+    subscriber_id: int | None = None  # the registrar's subscriber of the call, if any
 
     def __post_init__(self) -> None:
         if not self.id or len(self.id) > MAX_CDR_ID_LENGTH:
@@ -181,6 +182,7 @@ def _cdr_values(r: CdrRecord) -> dict[str, Any]:
         "sip_reason": _fit(r.sip_reason, 255),
         "hangup_side": r.hangup_side,
         "hangup_reason": _fit(r.hangup_reason, 255),
+        "subscriber_id": r.subscriber_id,
     }
 
 
