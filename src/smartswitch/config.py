@@ -53,6 +53,18 @@ class NodeConfig:
     read_only: bool = False
     read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
     cookie_secure: bool = False  # send the session cookie only over HTTPS (behind a TLS proxy)
+    # The registrar (docs/registrar.md): how long bindings last, the digest algorithms offered
+    # (preferred first), and the defence against guessing and floods per source address, for
+    # REGISTERs and digest-authenticated INVITEs alike.
+    reg_min_expires: int = 60
+    reg_max_expires: int = 3600
+    reg_default_expires: int = 3600
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    auth_fail_limit: int = 5  # failed authentications within auth_fail_window ban (0: never)
+    auth_fail_window: float = 60.0
+    auth_ban_time: float = 300.0
+    source_rate_limit: float = 20.0  # requests/s one source may send through the guard (0: off)
+    source_rate_burst: float = 40.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 
@@ -80,6 +92,15 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "read_only": bool,
     "read_only_primary": str,
     "cookie_secure": bool,
+    "reg_min_expires": int,
+    "reg_max_expires": int,
+    "reg_default_expires": int,
+    "digest_algorithms": list,
+    "auth_fail_limit": int,
+    "auth_fail_window": (int, float),
+    "auth_ban_time": (int, float),
+    "source_rate_limit": (int, float),
+    "source_rate_burst": (int, float),
     "route": list,
 }
 
@@ -117,6 +138,13 @@ def load_config(path: Path | None) -> NodeConfig:
         if not isinstance(value, expected):
             raise _fail(path, text, key, f"expected {_type_name(expected)}")
         setattr(config, key, _convert(path, text, key, value))
+    if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
+        raise _fail(
+            path,
+            text,
+            "reg_default_expires",
+            "must lie between reg_min_expires and reg_max_expires",
+        )
     return config
 
 
@@ -141,6 +169,10 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         "max_call_duration",
         "dialog_ping_interval",
         "refresh_interval",
+        "auth_fail_window",
+        "auth_ban_time",
+        "source_rate_limit",
+        "source_rate_burst",
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")
@@ -152,6 +184,18 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
             ipaddress.ip_address(value)
         except ValueError:
             raise _fail(path, text, key, f"not an IP address: {value!r}") from None
+    if key in ("reg_min_expires", "reg_max_expires", "reg_default_expires") and value < 1:
+        raise _fail(path, text, key, "must be at least 1 (seconds)")
+    if key == "auth_fail_limit" and value < 0:
+        raise _fail(path, text, key, "must not be negative")
+    if key == "digest_algorithms":
+        if (
+            not value
+            or any(a not in ("SHA-256", "MD5") for a in value)
+            or len(set(value)) < len(value)
+        ):
+            raise _fail(path, text, key, 'a list of "SHA-256" and/or "MD5", each at most once')
+        return tuple(value)
     if key == "log_level":
         if value.lower() not in ("debug", "info", "warning", "error"):
             raise _fail(path, text, key, "one of debug, info, warning, error")
