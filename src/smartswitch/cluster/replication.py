@@ -65,8 +65,8 @@ def init_primary(database_url: str, cluster_secret: str) -> None:
         _exec(conn, f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
         _exec(conn, "SET GLOBAL read_only = 0")
         password = replication_password(cluster_secret)
-        _exec(conn, f"CREATE USER IF NOT EXISTS '{REPL_USER}'@'%' IDENTIFIED BY %s", password)
-        _exec(conn, f"ALTER USER '{REPL_USER}'@'%' IDENTIFIED BY %s", password)
+        _exec(conn, f"CREATE USER IF NOT EXISTS '{REPL_USER}'@'%%' IDENTIFIED BY %s", password)
+        _exec(conn, f"ALTER USER '{REPL_USER}'@'%%' IDENTIFIED BY %s", password)
         _exec(conn, f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'")
     finally:
         conn.close()

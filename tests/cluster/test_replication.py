@@ -1,0 +1,303 @@
+"""The replication scheme end to end: real MariaDB primary and replicas, real nodes, real sipp.
+
+Addresses: nodes on 127.0.0.11, .12, .13 (each its own dedicated IP), the customer's sipp on
+127.0.0.21, the supplier's sipp on 127.0.0.31. Each node has its own mariadbd; node 1's is the
+primary, the others GTID replicas set up by ``smartswitch cluster add-replica``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
+from e2e.sipp import Sipp, SippOptions, completed_call_ids, free_port
+
+from .conftest import MariaDBFactory
+from .mariadb import MariaDBInstance, wait_until
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
+
+NODE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+CUSTOMER_IP = "127.0.0.21"
+SUPPLIER_IP = "127.0.0.31"
+SECRET = "test-cluster-secret-0123456789"
+DIALLED = "15551234567"
+
+
+def provisioning(supplier_port: int, extra_rates: list[dict[str, str]] | None = None) -> str:
+    return dump_yaml(
+        {
+            "accounts": [
+                {"name": "acme", "currency": "USD", "balance": "1000.00"},
+                {"name": "carrier", "currency": "USD", "balance": "0"},
+            ],
+            "tariffs": [
+                {
+                    "name": "retail",
+                    "rates": [
+                        {"prefix": "1", "price_per_minute": "0.0100", "increment": "1/1"},
+                        *(extra_rates or []),
+                    ],
+                },
+                {
+                    "name": "buy",
+                    "rates": [
+                        {"prefix": "1", "price_per_minute": "0.0040", "increment": "1/1"},
+                        {"prefix": "44", "price_per_minute": "0.0050", "increment": "1/1"},
+                    ],
+                },
+            ],
+            "peers": [
+                {
+                    "name": "acme-trunk",
+                    "role": "customer",
+                    "account": "acme",
+                    "tariff": "retail",
+                    "acl": [f"{CUSTOMER_IP}/32"],
+                },
+                {
+                    "name": "carrier",
+                    "role": "supplier",
+                    "account": "carrier",
+                    "tariff": "buy",
+                    "address": f"{SUPPLIER_IP}:{supplier_port}",
+                },
+            ],
+            "routes": [{"prefix": "", "strategy": "least_cost", "suppliers": ["carrier"]}],
+        }
+    )
+
+
+@dataclass
+class ClusterNode:
+    node: Node
+    db: MariaDBInstance
+
+    def cli(self, *args: str, check: bool = True) -> Any:
+        import subprocess
+
+        command = [*node_command(), *args, "--config", str(self.node.config_path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)}: {done.returncode}\n{done.stderr}")
+        return done
+
+    def status(self) -> dict[str, Any]:
+        from smartswitch.cluster.nodes import status_token
+
+        request = urllib.request.Request(
+            f"http://{self.node.http_host}:{self.node.http_port}/cluster/status",
+            headers={"Authorization": f"Bearer {status_token(SECRET)}"},
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    def balances(self) -> dict[str, Decimal]:
+        rows = self.db.query("SELECT name, balance FROM accounts", database="smartswitch")
+        return {str(name): Decimal(balance) for name, balance in rows}
+
+
+class Sipps:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Sipp] = []
+
+    def start(self, name: str, options: SippOptions) -> Sipp:
+        proc = Sipp(name, options, self.tmp_path / f"sipp-{name}").start()
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.running:
+                proc.stop()
+
+
+@pytest.fixture
+def sipps(tmp_path: Path) -> Iterator[Sipps]:
+    group = Sipps(tmp_path)
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, mariadb_factory: MariaDBFactory, sipps: Sipps
+) -> Iterator[tuple[list[ClusterNode], Sipp]]:
+    supplier = sipps.start(
+        "supplier",
+        SippOptions(
+            scenario="uas",
+            local_ip=SUPPLIER_IP,
+            local_port=free_port(SUPPLIER_IP),
+            calls=None,
+            timeout_s=300,
+        ),
+    )
+    supplier.wait_until_listening()
+    dbs = [mariadb_factory(f"db{i + 1}", server_id=i + 1) for i in range(3)]
+    members: list[ClusterNode] = []
+    for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True)):
+        spec = NodeSpec(workdir=tmp_path / f"node{i + 1}", sip_host=ip, http_host=ip)
+        spec.config = {
+            "log_level": "info",
+            "node_id": f"node{i + 1}",
+            "node_name": f"node{i + 1}",
+            "dedicated_ip": ip,
+            "db_scheme": "replication",
+            "database_url": db.url,
+            "primary_database_url": dbs[0].url,
+            "cluster_secret": SECRET,
+        }
+        node = Node(spec)
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        node.config_path.write_text(dump_toml(spec.config))
+        members.append(ClusterNode(node, db))
+    dbs[0].create_database()
+    members[0].cli("cluster", "init-primary")
+    document = tmp_path / "provision.yaml"
+    document.write_text(provisioning(supplier.options.local_port))
+    members[0].cli("provision", str(document))
+    for member in members[1:]:
+        member.cli("cluster", "add-replica")
+    for member in members:
+        member.node.start()
+    yield members, supplier
+    for member in members:
+        if member.node.running:
+            member.node.stop()
+
+
+def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: Any) -> Sipp:
+    return sipps.start(
+        name,
+        SippOptions(
+            scenario="uac",
+            local_ip=CUSTOMER_IP,
+            local_port=free_port(CUSTOMER_IP),
+            remote=node.sip_address,
+            service=kw.pop("service", DIALLED),
+            calls=calls,
+            rate=rate,
+            duration_ms=kw.pop("duration_ms", 1000),
+            timeout_s=kw.pop("timeout_s", 120),
+            recv_timeout_ms=10000,
+            **kw,
+        ),
+    )
+
+
+def test_config_change_on_primary_reaches_replicas_and_their_routing(
+    cluster: tuple[list[ClusterNode], Sipp], sipps: Sipps, tmp_path: Path
+) -> None:
+    members, supplier = cluster
+    primary, replica2, replica3 = members
+    assert primary.status()["read_only"] is False
+    for replica in (replica2, replica3):
+        status = replica.status()
+        assert status["read_only"] is True
+        assert status["db"]["role"] == "replica"
+        assert status["db"]["io_running"] == "Yes"
+
+    # No selling rate for 44 yet: 404 on a replica.
+    refused = caller(sipps, "uk-before", replica3.node, 1, 1, service="441234567").wait()
+    assert refused.successful == 0
+
+    # The change is made on the primary; replicas refuse it.
+    changed = tmp_path / "change.yaml"
+    changed.write_text(
+        provisioning(
+            supplier.options.local_port,
+            [{"prefix": "44", "price_per_minute": "0.0200", "increment": "1/1"}],
+        )
+    )
+    done = replica2.cli("provision", str(changed), check=False)
+    assert done.returncode != 0 and "primary" in done.stderr
+    version = primary.status()["config_version"]
+    started = time.monotonic()
+    primary.cli("provision", str(changed))
+    for replica in (replica2, replica3):
+        wait_until(
+            lambda r=replica: r.status()["config_version"] > version, 10, "config reaches replica"
+        )
+    took = time.monotonic() - started
+    assert took < 2.0 + 1.0, f"configuration took {took:.2f} s to reach every node"
+    ok = caller(sipps, "uk-after", replica3.node, 2, 2, service="441234567").wait()
+    assert ok.successful == 2, ok.describe()
+
+
+def test_primary_down_calls_keep_flowing_and_money_arrives_once(
+    cluster: tuple[list[ClusterNode], Sipp], sipps: Sipps
+) -> None:
+    members, _ = cluster
+    primary, node2, node3 = members
+    start_balance = node2.status()["balances"]["acme"]
+    callers = [
+        caller(sipps, "via-node2", node2.node, calls=240, rate=10),
+        caller(sipps, "via-node3", node3.node, calls=240, rate=10),
+    ]
+    time.sleep(6)
+    primary.db.stop()
+    outage_started = time.monotonic()
+    falling: list[Decimal] = []
+    depths: list[int] = []
+    while time.monotonic() - outage_started < 8:
+        status = node2.status()
+        falling.append(Decimal(status["balances"]["acme"]))
+        depths.append(int(status["outbox_depth"]))
+        time.sleep(1)
+    primary.db.start()
+    results = [c.wait(timeout=120) for c in callers]
+    for result in results:
+        assert result.failed == 0, result.describe()
+    completed = sum(r.successful for r in results)
+    assert completed == 480
+
+    # During the outage the node kept charging from its own outbox.
+    assert max(depths) > 0, depths
+    assert falling == sorted(falling, reverse=True) and falling[-1] < falling[0], falling
+    assert Decimal(start_balance) > falling[-1]
+
+    # The primary is back: every outbox drains, every replica converges.
+    for member in members:
+        wait_until(lambda m=member: m.status()["outbox_depth"] == 0, 30, "outbox drained")
+    expected = primary.balances()
+    for member in members:
+        wait_until(lambda m=member: m.balances() == expected, 30, "balances converge")
+    cdrs = primary.db.query(
+        "SELECT COUNT(*), COUNT(DISTINCT call_id) FROM cdrs", database="smartswitch"
+    )
+    assert cdrs[0] == (completed, completed)
+    audit = primary.cli("audit", "--database-url", primary.db.url, check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert expected["acme"] < Decimal("1000.0000")
+
+
+def test_node_killed_mid_traffic_loses_no_cdr_of_a_finished_call(
+    cluster: tuple[list[ClusterNode], Sipp], sipps: Sipps
+) -> None:
+    members, _ = cluster
+    primary, node2, _ = members
+    traffic = caller(sipps, "killed", node2.node, calls=100, rate=20, timeout_s=30)
+    time.sleep(3)
+    node2.node.kill()
+    result = traffic.wait(timeout=60)
+    finished = completed_call_ids(result.received)
+    assert finished, "no call finished before the kill"
+    node2.node.start()
+    wait_until(lambda: node2.status()["outbox_depth"] == 0, 30, "outbox drained")
+    rows = primary.db.query("SELECT call_id FROM cdrs", database="smartswitch")
+    recorded = {str(row[0]) for row in rows}
+    assert finished <= recorded, sorted(finished - recorded)[:5]
+    audit = primary.cli("audit", "--database-url", primary.db.url, check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
