@@ -115,6 +115,10 @@ class Node:
         self.b2bua.wakeup = self.endpoint.flush
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
+        if self.services is not None and self.services.registrar is not None:
+            # REGISTER handling and the outbound registrations; they send from here, outside
+            # any network callback, so attach() flushes the endpoint itself.
+            self.services.registrar.attach(self.b2bua, self.endpoint.flush, loop.time())
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
@@ -141,6 +145,8 @@ class Node:
             http_task.result()  # the HTTP side failed (port taken): raise it
         log.info("shutting down: ending %d calls", len(self.b2bua.calls))
         self.b2bua.shutdown(loop.time())
+        if self.services is not None and self.services.registrar is not None:
+            self.services.registrar.detach(loop.time())  # unregister from suppliers
         if self.services is not None:
             await self.services.outbox.drain_appends()  # the ended calls' BYEs wait on it
             await asyncio.sleep(0)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from smartswitch.billing.accounting import Accounting
 from smartswitch.config import NodeConfig
+from smartswitch.registrar.service import RegistrarService
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator
@@ -71,6 +72,7 @@ class BillingServices:
         self.outbox = Outbox(config.data_dir / "outbox.db")
         self.forwarder = Forwarder(self.outbox, self._deliver, on_delivered=self._delivered)
         self.policy: BillingPolicy | None = None
+        self.registrar: RegistrarService | None = None
         self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -84,15 +86,27 @@ class BillingServices:
         # Records left in the outbox by an earlier run are charges not delivered yet.
         for _, record in await self.outbox.read_batch(10**9):
             self.accounting.charge(record.id, _charges(record))
+        # One authenticator for REGISTER and INVITE: one nonce replay table.
+        authenticator = DigestAuthenticator(
+            self.config.sip_realm,
+            node_secret(self.config.data_dir),
+            algorithms=self.config.digest_algorithms,
+        )
+        self.registrar = RegistrarService(
+            self.config, authenticator, self.sessions, self.wall_offset
+        )
+        await self.registrar.start(views, asyncio.get_running_loop().time())
         self.policy = BillingPolicy(
             views,
             self.accounting,
             self.outbox,
-            DigestAuthenticator(self.config.sip_realm, node_secret(self.config.data_dir)),
+            authenticator,
             max_call_duration=self.config.max_call_duration,
             node_name=self.config.node_id,
             wall_offset=self.wall_offset,
             reserve_seconds=self.config.reserve_seconds,
+            location=self.registrar.location,
+            guard=self.registrar.guard,
         )
         self.forwarder.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="config-refresh"))
@@ -137,6 +151,8 @@ class BillingServices:
                     log.error("configuration version %s not loaded: %s", version, exc)
                     return
                 self.policy.update(views)
+                if self.registrar is not None:
+                    self.registrar.update(views, asyncio.get_running_loop().time())
                 log.info(
                     "configuration version %s loaded in %.0f ms",
                     version,
@@ -165,6 +181,8 @@ class BillingServices:
         await self.forwarder.drain(timeout=2.0)
         await self.forwarder.close()
         await self.outbox.close()
+        if self.registrar is not None:
+            await self.registrar.close()  # the last bindings, before the engine goes
         if self.money_engine is not self.engine:
             await self.money_engine.dispose()
         await self.engine.dispose()

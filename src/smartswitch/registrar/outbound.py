@@ -379,8 +379,9 @@ class OutboundClient:
 
     # --- state ---------------------------------------------------------------------------------
 
-    def status(self) -> OutboundStatus:
-        now = self.now
+    def status(self, now: float | None = None) -> OutboundStatus:
+        """The state at ``now`` (on the layer's clock; default: the layer's last time)."""
+        now = self.now if now is None else now
         until = self.registered_until
         return OutboundStatus(
             peer=self.target.peer,
@@ -440,8 +441,9 @@ class OutboundRegistrations:
         for client in self.clients.values():
             client.stop(unregister=True)
 
-    def statuses(self) -> list[OutboundStatus]:
-        return [c.status() for c in sorted(self.clients.values(), key=lambda c: c.target.peer)]
+    def statuses(self, now: float | None = None) -> list[OutboundStatus]:
+        clients = sorted(self.clients.values(), key=lambda c: c.target.peer)
+        return [c.status(now) for c in clients]
 
 
 def _retry_after(response: Response) -> int | None:

@@ -93,7 +93,7 @@ class Registrar:
         self.guard = guard
         self.settings = settings or RegistrarSettings()
         self.subscribers: Mapping[str, Subscriber] = {}
-        self._tag = tag if tag is not None else _counter()
+        self.tag = tag if tag is not None else _counter()
         self.stats = {"registered": 0, "challenged": 0, "refused": 0, "throttled": 0}
 
     def update(self, subscribers: Mapping[str, Subscriber]) -> None:
@@ -273,7 +273,7 @@ class Registrar:
         return next((line for line in lines if _realm_of(line) == realm), lines[0])
 
     def _response(self, request: Request, status: int, reason: str | None = None) -> Response:
-        return make_response(request, status, reason, self._tag())
+        return make_response(request, status, reason, self.tag())
 
     def _forbidden(self, request: Request) -> Response:
         """The one answer to every failed authentication: nothing in it depends on why."""

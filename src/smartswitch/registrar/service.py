@@ -1,0 +1,192 @@
+"""The registrar side of a billing node: the sans-IO pieces wired to the B2BUA and the store.
+
+One object per node, made by :class:`~smartswitch.services.BillingServices`:
+
+* :attr:`location`, :attr:`guard` are handed to the billing policy too (DID calls go to the
+  bindings; INVITE digest failures count towards the same bans as REGISTER ones);
+* :meth:`attach` (once the B2BUA exists) takes over out-of-dialog REGISTERs
+  (``b2bua.request_handlers``), arms the expiry sweep in the B2BUA's timer heap and starts the
+  outbound registrations of the suppliers that want them;
+* :meth:`update` follows configuration changes (subscribers, suppliers' ``register``);
+* :meth:`detach` / :meth:`close` unregister from suppliers and write the last bindings.
+
+Clocks: the transaction layer runs on the event loop's monotonic clock; bindings are kept in
+wall-clock time (``loop time + wall_offset()``) because they are persisted and shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from smartswitch.registrar.guard import GuardSettings, SourceGuard
+from smartswitch.registrar.location import RESTORED, LocationService
+from smartswitch.registrar.outbound import OutboundRegistrations
+from smartswitch.registrar.registrar import Registrar, RegistrarSettings
+from smartswitch.registrar.store import RegistrationStore
+from smartswitch.routing.views import ConfigViews
+from smartswitch.sip.digest import DigestAuthenticator
+from smartswitch.sip.message import Request
+from smartswitch.sip.timers import Timer
+from smartswitch.sip.transaction import ServerTransaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from smartswitch.b2bua.engine import B2BUA
+    from smartswitch.config import NodeConfig
+
+__all__ = ["RegistrarService"]
+
+log = logging.getLogger("smartswitch.registrar")
+
+SWEEP_INTERVAL = 1.0  # seconds between expiry sweeps of the location service
+
+
+class RegistrarService:
+    def __init__(
+        self,
+        config: NodeConfig,
+        authenticator: DigestAuthenticator,
+        sessions: async_sessionmaker[AsyncSession],
+        wall_offset: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.wall_offset = wall_offset
+        self.location = LocationService()
+        self.guard = SourceGuard(
+            GuardSettings(
+                fail_limit=config.auth_fail_limit,
+                fail_window=config.auth_fail_window,
+                ban_time=config.auth_ban_time,
+                rate=config.source_rate_limit,
+                burst=max(config.source_rate_burst, 1.0),
+            )
+        )
+        self.registrar = Registrar(
+            self.location,
+            authenticator,
+            self.guard,
+            RegistrarSettings(
+                min_expires=config.reg_min_expires,
+                max_expires=config.reg_max_expires,
+                default_expires=config.reg_default_expires,
+                node=config.node_id,
+            ),
+        )
+        self.store = RegistrationStore(sessions, config.node_id)
+        self.views: ConfigViews | None = None
+        self.b2bua: B2BUA | None = None
+        self.outbound: OutboundRegistrations | None = None
+        self._flush: Callable[[], None] = lambda: None
+        self._sweep_timer: Timer | None = None
+
+    def wall(self, loop_now: float) -> float:
+        return loop_now + self.wall_offset()
+
+    # --- life ----------------------------------------------------------------------------------
+
+    async def start(self, views: ConfigViews, loop_now: float) -> None:
+        """Take the configuration and the persisted bindings (before any SIP traffic)."""
+        self.views = views
+        self.registrar.update(views.subscribers)
+        self._check_realms(views)
+        restored = await self.store.load(self.wall(loop_now))
+        for binding in restored:
+            self.location.apply(binding, RESTORED)
+        self.location.listeners.append(self.store.on_change)
+        self.store.start()
+        log.info("registrar: %d bindings restored", len(restored))
+
+    def attach(self, b2bua: B2BUA, flush: Callable[[], None], loop_now: float) -> None:
+        """Serve REGISTER on ``b2bua`` and start the outbound registrations. Called outside any
+        network callback: ``flush`` sends what was queued."""
+        self.b2bua = b2bua
+        self._flush = flush
+        layer = b2bua.layer
+        layer.now = loop_now
+        self.registrar.tag = b2bua.ids.next
+        b2bua.request_handlers["REGISTER"] = self._on_register
+        self._sweep_timer = b2bua.timers.schedule(loop_now + SWEEP_INTERVAL, self._sweep)
+        self.outbound = OutboundRegistrations(layer)
+        if self.views is not None:
+            self.outbound.reconcile(self.views.snapshot.peers.values())
+        flush()
+
+    def update(self, views: ConfigViews, loop_now: float) -> None:
+        """A new configuration version."""
+        self.views = views
+        self.registrar.update(views.subscribers)
+        self._check_realms(views)
+        if self.outbound is not None and self.b2bua is not None:
+            self.b2bua.layer.now = loop_now
+            self.outbound.reconcile(views.snapshot.peers.values())
+            self._flush()
+
+    def detach(self, loop_now: float) -> None:
+        """At shutdown: unregister from the suppliers (best effort; the caller flushes)."""
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        if self.outbound is not None and self.b2bua is not None:
+            self.b2bua.layer.now = loop_now
+            self.outbound.stop_all()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # --- SIP -----------------------------------------------------------------------------------
+
+    def _on_register(self, tx: ServerTransaction, request: Request) -> None:
+        b2bua = self.b2bua
+        assert b2bua is not None
+        response = self.registrar.handle(request, tx.source, self.wall(b2bua.layer.now))
+        b2bua.layer.respond(tx, response)
+
+    def _sweep(self) -> None:
+        b2bua = self.b2bua
+        assert b2bua is not None
+        now = b2bua.layer.now
+        self.location.expire(self.wall(now))
+        self._sweep_timer = b2bua.timers.schedule(now + SWEEP_INTERVAL, self._sweep)
+
+    def _check_realms(self, views: ConfigViews) -> None:
+        realm = self.config.sip_realm
+        stale = sorted(s.username for s in views.subscribers.values() if s.realm != realm)
+        if stale:
+            log.warning(
+                "%d subscribers were provisioned for another realm than %r and cannot "
+                "authenticate until their passwords are set again: %s",
+                len(stale),
+                realm,
+                ", ".join(stale[:10]),
+            )
+
+    # --- state, for the HTTP API and the CLI ------------------------------------------------------
+
+    def bindings_state(self, loop_now: float) -> list[dict[str, Any]]:
+        now = self.wall(loop_now)
+        out = []
+        for b in sorted(self.location.bindings(), key=lambda b: (b.aor, b.contact)):
+            if b.expires_at <= now:
+                continue
+            out.append(
+                {
+                    "aor": b.aor,
+                    "contact": b.contact,
+                    "expires_in": b.expires_in(now),
+                    "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
+                    "user_agent": b.user_agent,
+                    "q": b.q,
+                    "node": b.node,
+                    "call_id": b.call_id,
+                    "cseq": b.cseq,
+                }
+            )
+        return out
+
+    def outbound_state(self, loop_now: float) -> list[dict[str, Any]]:
+        if self.outbound is None or self.b2bua is None:
+            return []
+        return [asdict(status) for status in self.outbound.statuses(loop_now)]
