@@ -58,11 +58,11 @@ def test_0002_up_down_up_keeps_the_peers(tmp_path: Path) -> None:
         "callee_rewrite, profit_control, enabled) VALUES "
         "(1, 'p', 'supplier', 1, '[]', 'udp', '[]', '[]', 'allow_loss', 1)",
     )
-    upgrade(url)
+    upgrade(url, "0002")
     assert asyncio.run(current_revision(url)) == "0002"
     assert _sql(url, "SELECT name, deliver_dids, register_username FROM peers") == [("p", 0, None)]
     _downgrade(url, "0001")
     assert asyncio.run(current_revision(url)) == "0001"
     assert _sql(url, "SELECT name FROM peers") == [("p",)]
-    upgrade(url)
+    upgrade(url, "0002")
     assert asyncio.run(current_revision(url)) == "0002"
