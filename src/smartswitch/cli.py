@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = cluster_sub.add_parser("status", help="every node: role, replication, outbox")
     status.add_argument("--format", choices=["table", "json"], default="table")
     store_args(status)
+
+    registrations = sub.add_parser(
+        "registrations", help="a running node's registrar: bindings, or --outbound to suppliers"
+    )
+    registrations.add_argument(
+        "--outbound", action="store_true", help="the switch's registrations with suppliers"
+    )
+    registrations.add_argument("--format", choices=["table", "json"], default="table")
+    registrations.add_argument("--url", help="the node's HTTP address (default: http_listen)")
+    registrations.add_argument("--config", type=Path, help="TOML node configuration")
     return parser
 
 
@@ -191,6 +201,25 @@ def _cluster_command(args: argparse.Namespace) -> int:
     return 2
 
 
+def _registrations_command(args: argparse.Namespace) -> int:
+    from smartswitch.registrar.report import (
+        RegistrationsError,
+        base_url,
+        fetch,
+        print_registrations,
+    )
+
+    config = load_config(args.config)
+    url = args.url or base_url(config.http_listen)
+    try:
+        data = fetch(url, args.outbound)
+    except RegistrationsError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    print_registrations(data, args.outbound, args.format, sys.stdout)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -198,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "cluster":
             return _cluster_command(args)
+        if args.command == "registrations":
+            return _registrations_command(args)
         return _store_command(args)
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)

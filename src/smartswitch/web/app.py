@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from smartswitch.web.cluster import cluster_router
+from smartswitch.web.registrations import registrations_router
 
 
 def create_app(node: Any) -> FastAPI:
@@ -29,4 +30,6 @@ def create_app(node: Any) -> FastAPI:
         }
 
     app.include_router(cluster_router(node))
+    # The registrar's state, read by `smartswitch registrations` (web/registrations.py).
+    app.include_router(registrations_router(node))
     return app
