@@ -17,13 +17,13 @@ set -euo pipefail
 # a command, e.g. a library). Several probes may name the same package.
 DEPS=(
     "sipp                      sip-tester"
+    "mariadbd                  mariadb-server"
+    "/usr/lib/galera/libgalera_smm.so galera-4"
+    "rsync                     rsync"
     # Later issues add, for example:
-    # "mariadbd                  mariadb-server"
-    # "/usr/lib/galera/libgalera_smm.so galera-4"
     # "rtpengine                 rtpengine-daemon"
     # "keepalived                keepalived"
-    # "rsync                     rsync"
-    # "chromium                  chromium"
+    "chromium                  chromium"
 )
 
 present() {
