@@ -31,6 +31,7 @@ from smartswitch.routing.selection import order_suppliers, rewrite_number
 from smartswitch.routing.subscribers import as_customer, source_allowed
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
+from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
@@ -152,7 +153,10 @@ class BillingPolicy:
         result = self.auth.verify(request.method, credentials, self._lookup_ha1, wall)
         if result.stale:
             return self._challenge(wall, stale=True)
-        if not result.ok or result.username is None:
+        if not result.ok or result.username is None or not _same_uri(result.uri, request.uri):
+            # The digest covers the uri parameter, not the Request-URI: credentials made for
+            # another Request-URI (a captured INVITE's, replayed to a dearer destination) are
+            # refused (RFC 3261 22.4).
             log.info("call %s: authentication failed from %s", request.call_id, source.host)
             if guard is not None and guard.failed(source.host, wall):
                 log.info("source %s banned after repeated failed authentications", source.host)
@@ -384,6 +388,20 @@ class BillingPolicy:
             charges.append((supplier.account_id, cost))
         accounting.charge(record.id, charges)
         self.sink.append(record, done)
+
+
+def _same_uri(credential_uri: str | None, request_uri: str) -> bool:
+    """The digest ``uri`` names the Request-URI: equal as text, or as SIP URIs (scheme,
+    user, host case-insensitively, port)."""
+    if credential_uri is None:
+        return False
+    if credential_uri == request_uri:
+        return True
+    try:
+        a, b = SipUri.parse(credential_uri), SipUri.parse(request_uri)
+    except SipParseError:
+        return False
+    return (a.scheme, a.user, a.host.lower(), a.port) == (b.scheme, b.user, b.host.lower(), b.port)
 
 
 def _busy(text: str) -> Rejection:
