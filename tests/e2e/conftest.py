@@ -13,9 +13,15 @@ machine too). Fixtures:
 - ``start_node(*routes, accept_any_source=True, **config)`` writes the TOML
   config, starts ``smartswitch run``, waits for ``/health``; at teardown the
   node is stopped by SIGTERM to its PID and must exit 0.
+- ``start_billing_node(document, **config)``: billing mode. The provisioning
+  document (YAML text, a mapping or a file) is applied with ``smartswitch
+  provision`` to the node's fresh data directory, then the node starts with no
+  ``[[route]]``; ``node.cdrs()``, ``node.accounts()``, ``node.audit()`` and
+  ``node.provision(...)`` run the operator commands on its data directory.
 - ``sipp``: ``sipp.uas(...)`` starts a callee in the background (waits until
-  it listens), ``sipp.uac(...)`` runs a caller to completion; anything still
-  running at teardown is stopped by PID.
+  it listens), ``sipp.uac(...)`` runs a caller to completion
+  (``sipp.uac_background(...)`` returns at once); anything still running at
+  teardown is stopped by PID.
 
 When a test fails, its report gets a section per node (log tail) and per sipp
 (outcome, message flow, errors.log); every file stays in the test's tmp_path.
@@ -23,7 +29,7 @@ When a test fails, its report gets a section per node (log tail) and per sipp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,6 +107,7 @@ class _NodeReport:
 
 
 StartNode = Callable[..., Node]
+StartBillingNode = Callable[..., Node]
 
 
 @pytest.fixture
@@ -117,6 +124,7 @@ def start_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Start
         *routes: dict[str, Any],
         accept_any_source: bool | None = True,
         log_level: str = "debug",
+        provision: str | Mapping[str, Any] | Path | None = None,
         **config: Any,
     ) -> Node:
         settings: dict[str, Any] = {"log_level": log_level}
@@ -131,6 +139,8 @@ def start_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Start
         nodes.append(node)
         _artifacts(request).items.append((f"node {len(nodes)}", _NodeReport(node)))
         try:
+            if provision is not None:
+                node.provision(provision)
             node.start()
         except NodeError as exc:
             pytest.fail(str(exc), pytrace=False)
@@ -146,6 +156,21 @@ def start_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Start
             problems.append(str(exc))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def start_billing_node(start_node: StartNode) -> StartBillingNode:
+    """Factory for a node in billing mode: ``start_billing_node(document, **config)``
+    applies the provisioning ``document`` (YAML text, a mapping, or a file) with
+    ``smartswitch provision`` to a fresh data directory, then starts the node with no
+    ``[[route]]`` and the default ``accept_any_source`` (false): every call is
+    identified, authorised, routed, rated and recorded."""
+
+    def factory(document: str | Mapping[str, Any] | Path, **config: Any) -> Node:
+        config.setdefault("log_level", "info")
+        return start_node(accept_any_source=None, provision=document, **config)
+
+    return factory
 
 
 class SippFactory:
@@ -195,7 +220,7 @@ class SippFactory:
     def uac(
         self,
         target: str,
-        scenario: str = "uac",
+        scenario: str | Path = "uac",
         *,
         ip: str = CALLER_IP,
         transport: Transport = "udp",
@@ -209,6 +234,39 @@ class SippFactory:
         **kwargs: Any,
     ) -> SippResult:
         """Run a caller against ``target`` (``HOST:PORT``) to completion."""
+        return self.uac_background(
+            target,
+            scenario,
+            ip=ip,
+            transport=transport,
+            calls=calls,
+            rate=rate,
+            duration_ms=duration_ms,
+            service=service,
+            name=name,
+            timeout_s=timeout_s,
+            recv_timeout_ms=recv_timeout_ms,
+            **kwargs,
+        ).wait()
+
+    def uac_background(
+        self,
+        target: str,
+        scenario: str | Path = "uac",
+        *,
+        ip: str = CALLER_IP,
+        transport: Transport = "udp",
+        calls: int = 1,
+        rate: float = 10,
+        duration_ms: int = 200,
+        service: str = DIALLED,
+        name: str | None = None,
+        timeout_s: float = 30.0,
+        recv_timeout_ms: int | None = 5000,
+        **kwargs: Any,
+    ) -> Sipp:
+        """Start a caller against ``target`` and return at once (then
+        :meth:`Sipp.wait` or :meth:`Sipp.stop`)."""
         options = SippOptions(
             scenario=scenario,
             local_ip=ip,
@@ -223,7 +281,7 @@ class SippFactory:
             recv_timeout_ms=recv_timeout_ms,
             **kwargs,
         )
-        return self._new(name, "uac", options).start().wait()
+        return self._new(name, "uac", options).start()
 
     @staticmethod
     def uri(uas: Sipp) -> str:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,12 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .sipp import free_port
 
 #: Seconds to wait for ``/health`` to answer ``{"status": "ok"}``.
 HEALTH_TIMEOUT = 10.0
 #: Seconds between SIGTERM and SIGKILL when stopping a node.
 STOP_GRACE = 10.0
+#: Seconds an operator command (provision, cdr export, audit) may take.
+CLI_TIMEOUT = 60.0
 
 
 class NodeError(RuntimeError):
@@ -159,6 +164,7 @@ class Node:
         self.command: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self._provisioned = 0
 
     # -- addresses
 
@@ -299,9 +305,110 @@ class Node:
         with open(self.log_path, "a") as log:
             log.write(text)
 
+    # -- billing mode: the operator commands on the node's data directory
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``smartswitch ARGS --data-dir DATA`` (provision, accounts, cdr export,
+        audit) on this node's database, as an operator would while the node runs."""
+        return run_cli(self.data_dir, *args, check=check, timeout=timeout)
+
+    def provision(self, document: str | Mapping[str, Any] | Path) -> str:
+        """Apply a provisioning document (YAML text, a mapping dumped as YAML, or a file)
+        with ``smartswitch provision``; before :meth:`start` (billing mode: no
+        ``[[route]]`` in the config) or while the node runs. Returns its report."""
+        if isinstance(document, Path):
+            path = document
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._provisioned += 1
+            path = self.workdir / f"provision-{self._provisioned}.yaml"
+            path.write_text(document if isinstance(document, str) else dump_yaml(document))
+        return self.cli("provision", str(path)).stdout
+
+    def cdrs(self) -> list[dict[str, Any]]:
+        """Every CDR, from ``smartswitch cdr export --format json``."""
+        data = json.loads(self.cli("cdr", "export", "--format", "json").stdout)
+        assert isinstance(data, list)
+        return data
+
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """Accounts by name, from ``smartswitch accounts --format json``."""
+        data = json.loads(self.cli("accounts", "--format", "json").stdout)
+        return {a["name"]: a for a in data}
+
+    def audit(self) -> subprocess.CompletedProcess[str]:
+        """``smartswitch audit`` (exit 0: the money is exact)."""
+        return self.cli("audit", check=False)
+
+    def cdr_attempts(self) -> dict[str, list[tuple[int, str, int, str]]]:
+        """The supplier attempts of every CDR, by the CDR's Call-ID: (seq, supplier
+        name, SIP code, reason). Not in the export: read from the node's SQLite file."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'smartswitch.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT c.call_id, a.seq, p.name, a.sip_code, a.reason"
+                " FROM cdr_attempts a JOIN cdrs c ON c.id = a.cdr_id"
+                " JOIN peers p ON p.id = a.supplier_peer_id ORDER BY c.call_id, a.seq"
+            ).fetchall()
+        finally:
+            db.close()
+        found: dict[str, list[tuple[int, str, int, str]]] = {}
+        for call_id, seq, name, code, reason in rows:
+            found.setdefault(call_id, []).append((seq, name, code, reason))
+        return found
+
+    def wait_cdrs(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Poll the export until at least ``count`` CDRs are in the database (the
+        outbox drained into it), then return them all."""
+        deadline = time.monotonic() + timeout
+        cdrs = self.cdrs()
+        while len(cdrs) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+            cdrs = self.cdrs()
+        return cdrs
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.health_url, timeout=2.0) as response:
+            data = json.loads(response.read())
+        assert isinstance(data, dict)
+        return data
+
 
 def start_node(spec: NodeSpec, health_timeout: float = HEALTH_TIMEOUT) -> Node:
     return Node(spec).start(health_timeout)
+
+
+# --------------------------------------------------------------------------- billing mode
+
+
+def run_cli(
+    data_dir: Path, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """``smartswitch ARGS --data-dir DATA_DIR``; with ``check`` a non-zero exit raises
+    :class:`NodeError` with the command's output."""
+    command = [*node_command(), *args, "--data-dir", str(data_dir)]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and done.returncode != 0:
+        raise NodeError(
+            f"{' '.join(command)} exited with {done.returncode}\n"
+            f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+        )
+    return done
+
+
+def dump_yaml(document: Mapping[str, Any]) -> str:
+    """A provisioning document as YAML (money given as strings stays exact text)."""
+    text: str = yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=None)
+    return text
 
 
 # --------------------------------------------------------------------------- memory

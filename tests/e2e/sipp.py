@@ -305,6 +305,34 @@ class SippResult:
         )
 
 
+def completed_call_ids(messages: Sequence[SipMessage]) -> set[str]:
+    """The Call-IDs of the calls that ended for this sipp: a 200 received for
+    a BYE it sent, or a 200 it sent for a BYE it received."""
+    done: set[str] = set()
+    for message in messages:
+        cseq = message.header("cseq") or ""
+        if message.status == 200 and cseq.upper().endswith("BYE") and message.call_id:
+            done.add(message.call_id)
+    return done
+
+
+def expect_final_scenario(status: int, directory: Path) -> Path:
+    """A caller scenario that expects its INVITE to be refused with ``status``
+    (and acknowledges it), made from ``uac_expect_403.xml``; written into
+    ``directory`` (the scenario path to pass as ``scenario``)."""
+    template = (SCENARIOS / "uac_expect_403.xml").read_text()
+    if 'response="403"' not in template:
+        raise RuntimeError('uac_expect_403.xml no longer has its <recv response="403">')
+    path = directory / f"uac_expect_{status}.xml"
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        template.replace('response="403"', f'response="{status}"').replace(
+            'name="uac expects 403"', f'name="uac expects {status}"'
+        )
+    )
+    return path
+
+
 #: Headers that carry one side's addresses and identity through a proxy, and
 #: that a B2BUA must therefore never copy from one leg to the other.
 TOPOLOGY_HEADERS = ("via", "contact", "call-id", "record-route", "route")
