@@ -48,6 +48,7 @@ from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE, Money, UtcDateTim
 
 __all__ = [
     "AccountRow",
+    "ApiTokenRow",
     "BalanceChangeKind",
     "BalanceChangeRow",
     "Base",
@@ -64,6 +65,8 @@ __all__ = [
     "SettingRow",
     "SubscriberRow",
     "TariffRow",
+    "UserRole",
+    "UserRow",
 ]
 
 # Deterministic constraint names: later migrations must be able to name what they drop, and
@@ -408,3 +411,42 @@ class RegistrationRow(Base):
     user_agent: Mapped[str] = mapped_column(String(255))
     q: Mapped[float | None] = mapped_column(Float)
     origin_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+
+
+# --------------------------------------------------------------------------------------------
+# Web access (revision 0003).  Users are configuration (written on the primary, replicated),
+# so a replica's read-only UI still lets every user log in.
+
+
+class UserRole(enum.StrEnum):
+    ADMIN = "admin"  # everything, users and settings included
+    OPERATOR = "operator"  # configuration, balances, hanging up calls
+    READ_ONLY = "read-only"  # looks only
+
+
+class UserRow(Base):
+    """A person who logs in to the web UI.  ``password_hash`` is argon2id (PHC string)."""
+
+    __tablename__ = "users"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiTokenRow(Base):
+    """A REST API token of a user.  Only the SHA-256 of the token is kept: tokens are 256-bit
+    random, so a fast hash is safe, and every API request can check one cheaply."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
