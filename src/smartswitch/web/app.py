@@ -1,19 +1,50 @@
-"""The node's HTTP side: health now; the admin UI and REST API build on this app."""
+"""The node's HTTP side: the admin UI, the REST API (``/api/v1``), ``/health`` and ``/metrics``.
+
+It runs in the node's event loop beside SIP, so every database call is async and CPU-heavy
+work (password hashing, CSV parsing) goes to a thread.  Only ``/health``, ``/metrics``, the
+login page and the static assets answer without a login.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smartswitch.domain import users
+from smartswitch.domain.config import ConfigInvalid
+from smartswitch.domain.services import Conflict, NotFound
+from smartswitch.web import api, ui
 from smartswitch.web.cluster import cluster_router
+from smartswitch.web.context import HERE, LabMode, Web
 from smartswitch.web.registrations import registrations_router
+from smartswitch.web.stats import metrics_text
+
+log = logging.getLogger("smartswitch.web")
 
 
 def create_app(node: Any) -> FastAPI:
-    app = FastAPI(title="smartswitch", version="0.1.0")
+    app = FastAPI(
+        title="smartswitch",
+        version="0.1.0",
+        description="The smartswitch REST API. Authenticate with `Authorization: Bearer TOKEN` "
+        "(make a token on the UI's API tokens page). Money is a decimal string.",
+        docs_url=None,  # served below, behind the login
+        redoc_url=None,
+        openapi_url=None,
+    )
+    web = Web(node)
+    app.state.web = web
 
-    @app.get("/health")
+    @app.get("/health", tags=["public"])
     def health() -> dict[str, object]:
         b2bua = node.b2bua
         states: dict[str, int] = {}
@@ -29,7 +60,140 @@ def create_app(node: Any) -> FastAPI:
             "dialogs": len(b2bua.dialogs),
         }
 
+    @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return PlainTextResponse(
+            metrics_text(node, web.sampler), media_type="text/plain; version=0.0.4"
+        )
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)
+    # Node to node, with the cluster secret's token instead of a login (web/cluster.py).
     app.include_router(cluster_router(node))
     # The registrar's state, read by `smartswitch registrations` (web/registrations.py).
     app.include_router(registrations_router(node))
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        await ui.page_user(request)  # behind the login like every page
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        await ui.page_user(request)
+        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="smartswitch API")
+
+    app.include_router(ui.router)
+
+    @app.exception_handler(ConfigInvalid)
+    async def invalid(request: Request, exc: ConfigInvalid) -> Response:
+        detail = [
+            {
+                "loc": ["body", *(p for p in _path(issue.path))],
+                "msg": issue.message
+                if issue.line is None
+                else f"line {issue.line}: {issue.message}",
+                "type": "value_error",
+                **({"line": issue.line} if issue.line is not None else {}),
+            }
+            for issue in exc.issues
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return await _error(request, 404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> Response:
+        return await _error(request, 409, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request):
+            return await http_exception_handler(request, exc)
+        return await _error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(LabMode)
+    async def lab_mode(request: Request, exc: LabMode) -> Response:
+        return PlainTextResponse(
+            "lab mode: this node has no database, so no UI or API (see /health and /metrics)",
+            status_code=503,
+        )
+
+    @app.exception_handler(ui.LoginRequired)
+    async def login_required(request: Request, exc: ui.LoginRequired) -> Response:
+        return ui.to_login(request)
+
+    _start_background(web)
     return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+_TITLES = {403: "Not allowed", 404: "Not found", 409: "Not possible here", 422: "Invalid"}
+
+
+async def _error(request: Request, status: int, message: str) -> Response:
+    """JSON for the API, a page for a person."""
+    if _is_api(request):
+        return JSONResponse({"detail": message}, status_code=status)
+    found = None
+    with contextlib.suppress(Exception):
+        found = await ui._session_user(request)
+    user, session = found if found is not None else (None, None)
+    return ui.render(
+        request,
+        "error.html",
+        user,
+        session,
+        status_code=status,
+        status=status,
+        title=_TITLES.get(status, "Error"),
+        message=message,
+    )
+
+
+def _path(path: str) -> list[str | int]:
+    """``suppliers[0].peer`` -> ["suppliers", 0, "peer"]."""
+    out: list[str | int] = []
+    for part in path.replace("]", "").split("."):
+        name, *indexes = part.split("[")
+        if name:
+            out.append(name)
+        out.extend(int(i) for i in indexes if i.isdigit())
+    return out or [""]
+
+
+def _start_background(web: Web) -> None:
+    """The sampler, and the first admin of an empty database; only inside a running loop (the
+    node's): tests call :func:`bootstrap` themselves."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    web.sampler.start()
+    web.tasks.append(loop.create_task(bootstrap(web), name="web-bootstrap"))
+
+
+async def bootstrap(web: Web) -> str | None:
+    """Create ``admin`` with a one-time password if there is no user at all, and print it once
+    (the only secret the node ever logs)."""
+    if not web.has_database:
+        return None
+    try:
+        async with web.sessions() as session, session.begin():
+            password = await users.ensure_first_admin(session)
+    except Exception as exc:  # a replica cannot write: its primary made the users
+        log.warning("could not check for a first admin user: %s", exc)
+        return None
+    if password is not None:
+        log.warning(
+            "no user existed: created user 'admin' with the one-time password %s "
+            "(log in and change it; this is shown only once)",
+            password,
+        )
+    return password

@@ -1,0 +1,81 @@
+"""What the web side needs of the node, in one place (the node, or a test's stand-in)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smartswitch.web.security import LoginLimiter, Signer, web_secret
+from smartswitch.web.stats import Sampler
+
+log = logging.getLogger("smartswitch.web")
+
+HERE = Path(__file__).resolve().parent
+
+
+class LabMode(Exception):
+    """A lab-mode node has no database: nothing to log in to or configure."""
+
+
+class Web:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.config = node.config
+        self.signer = Signer(web_secret(Path(self.config.data_dir)))
+        self.limiter = LoginLimiter()
+        self.sampler = Sampler(node)
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        services = getattr(self.node, "services", None)
+        if services is None:
+            raise LabMode
+        return services.sessions  # type: ignore[no-any-return]
+
+    @property
+    def has_database(self) -> bool:
+        return getattr(self.node, "services", None) is not None
+
+    @property
+    def read_only(self) -> bool:
+        return bool(
+            getattr(self.node, "read_only", False) or getattr(self.config, "read_only", False)
+        )
+
+    @property
+    def primary(self) -> str:
+        name = getattr(self.node, "primary_name", None) or getattr(
+            self.config, "read_only_primary", ""
+        )
+        return str(name or "the primary")
+
+    @property
+    def read_only_message(self) -> str:
+        return f"this node is read-only (a replica): change the configuration on {self.primary}"
+
+    def live_balance(self, account_id: int) -> tuple[Decimal | None, Decimal | None]:
+        """The node's own view (balance less its unshipped charges, and what is available for
+        new calls), when the node tracks it."""
+        services = getattr(self.node, "services", None)
+        accounting = getattr(services, "accounting", None)
+        if accounting is None:
+            return None, None
+        with contextlib.suppress(KeyError):
+            return accounting.balance(account_id), accounting.available(account_id)
+        return None, None
+
+    def config_changed(self) -> None:
+        """Ask the node to reload its views now rather than at its next poll."""
+        services = getattr(self.node, "services", None)
+        event = getattr(services, "_refresh_now", None)
+        if isinstance(event, asyncio.Event):
+            event.set()

@@ -1,0 +1,315 @@
+"""Live numbers for the dashboard and /metrics, and the charts drawn from them.
+
+A sampler reads the B2BUA's counters every ``SAMPLE_SECONDS`` into a ring buffer covering the
+last hour (calls per second, calls in progress): plain integer reads, nothing on the call path.
+ASR and ACD come from the CDRs of the last hour, in twelve indexed range queries (portable
+between SQLite and MariaDB, and cheap with the setup_time index).  Charts are inline SVG drawn
+here, so the page needs no JavaScript library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smartswitch.store.schema import CdrRow
+
+SAMPLE_SECONDS = 5.0
+HOUR_SAMPLES = int(3600 / SAMPLE_SECONDS)
+BUCKET_MINUTES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # wall clock
+    calls_total: int
+    in_progress: int
+
+
+def calls_in_progress(node: Any) -> int:
+    b2bua = getattr(node, "b2bua", None)
+    if b2bua is None:
+        return 0
+    return len({id(call) for call in b2bua.calls.values()})
+
+
+class Sampler:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.samples: deque[Sample] = deque(maxlen=HOUR_SAMPLES + 1)
+        self.task: asyncio.Task[None] | None = None
+
+    def sample(self, now: float | None = None) -> None:
+        b2bua = getattr(self.node, "b2bua", None)
+        total = b2bua.stats["calls"] if b2bua is not None else 0
+        self.samples.append(
+            Sample(time.time() if now is None else now, total, calls_in_progress(self.node))
+        )
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="web-sampler")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a node still starting has no b2bua yet
+                self.sample()
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    def cps(self) -> float:
+        """Call attempts per second over the last two samples (the last ~5-10 s)."""
+        if len(self.samples) < 2:
+            return 0.0
+        a, b = self.samples[-2], self.samples[-1]
+        return max(0, b.calls_total - a.calls_total) / max(b.at - a.at, 1e-6)
+
+    def cps_series(self) -> list[tuple[float, float]]:
+        points = list(self.samples)
+        return [
+            (b.at, max(0, b.calls_total - a.calls_total) / max(b.at - a.at, 1e-6))
+            for a, b in itertools.pairwise(points)
+        ]
+
+    def in_progress_series(self) -> list[tuple[float, float]]:
+        return [(s.at, float(s.in_progress)) for s in self.samples]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: datetime
+    attempts: int
+    answered: int
+    talk_ms: int
+
+    @property
+    def asr(self) -> float | None:
+        return 100.0 * self.answered / self.attempts if self.attempts else None
+
+    @property
+    def acd(self) -> float | None:
+        return self.talk_ms / 1000.0 / self.answered if self.answered else None
+
+
+async def last_hour(
+    sessions: async_sessionmaker[AsyncSession], now: datetime | None = None
+) -> list[Bucket]:
+    now = datetime.now(UTC) if now is None else now
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    buckets = []
+    answered = case((CdrRow.answer_time.is_not(None), 1), else_=0)
+    talk = case((CdrRow.answer_time.is_not(None), CdrRow.duration_ms), else_=0)
+    async with sessions() as session:
+        for i in range(60 // BUCKET_MINUTES, 0, -1):
+            start = end - timedelta(minutes=i * BUCKET_MINUTES)
+            stop = start + timedelta(minutes=BUCKET_MINUTES)
+            row = (
+                await session.execute(
+                    select(func.count(), func.sum(answered), func.sum(talk)).where(
+                        CdrRow.setup_time >= start, CdrRow.setup_time < stop
+                    )
+                )
+            ).one()
+            buckets.append(Bucket(start, int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)))
+    return buckets
+
+
+def svg_chart(
+    points: list[tuple[str, float | None]],
+    *,
+    title: str,
+    unit: str = "",
+    width: int = 420,
+    height: int = 140,
+    bars: bool = False,
+) -> str:
+    """A small line or bar chart as SVG text; ``points`` are (label, value or None)."""
+    pad_l, pad_r, pad_t, pad_b = 40, 8, 22, 20
+    inner_w, inner_h = width - pad_l - pad_r, height - pad_t - pad_b
+    values = [v for _, v in points if v is not None]
+    top = max(values) if values else 0.0
+    top = top * 1.15 if top > 0 else 1.0
+    n = max(len(points), 1)
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{_esc(title)}">',
+        f'<text x="{pad_l}" y="14" class="chart-title">{_esc(title)}</text>',
+        f'<line x1="{pad_l}" y1="{pad_t + inner_h}" x2="{width - pad_r}" y2="{pad_t + inner_h}" '
+        'class="axis"/>',
+        f'<text x="{pad_l - 4}" y="{pad_t + 4}" class="tick" text-anchor="end">{_num(top)}{unit}</text>',
+        f'<text x="{pad_l - 4}" y="{pad_t + inner_h}" class="tick" text-anchor="end">0</text>',
+    ]
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = pad_l + (inner_w * (i + 0.5) / n)
+        return x, pad_t + inner_h - inner_h * v / top
+
+    if bars:
+        w = max(inner_w / n * 0.7, 1.0)
+        for i, (_label, v) in enumerate(points):
+            if v is None:
+                continue
+            x, y = xy(i, v)
+            out.append(
+                f'<rect x="{x - w / 2:.1f}" y="{y:.1f}" width="{w:.1f}" '
+                f'height="{pad_t + inner_h - y:.1f}" class="bar"><title>{_num(v)}{unit}</title></rect>'
+            )
+    else:
+        path = " ".join(
+            f"{x:.1f},{y:.1f}"
+            for x, y in (xy(i, v) for i, (_, v) in enumerate(points) if v is not None)
+        )
+        if path:
+            out.append(f'<polyline points="{path}" class="line"/>')
+    if not values:
+        out.append(
+            f'<text x="{pad_l + inner_w / 2}" y="{pad_t + inner_h / 2}" class="empty" '
+            'text-anchor="middle">no calls yet</text>'
+        )
+    for i in (0, n // 2, n - 1) if points else ():
+        x, _ = xy(i, 0)
+        out.append(
+            f'<text x="{x:.1f}" y="{height - 5}" class="tick" text-anchor="middle">'
+            f"{_esc(points[i][0])}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _num(v: float) -> str:
+    return f"{v:.0f}" if v >= 10 or v == int(v) else f"{v:.1f}"
+
+
+def _esc(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def _label(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M")
+
+
+def dashboard_charts(sampler: Sampler, buckets: list[Bucket]) -> dict[str, str]:
+    def series(pairs: list[tuple[float, float]]) -> list[tuple[str, float | None]]:
+        return [(_label(at), v) for at, v in pairs] or [(_label(time.time()), None)]
+
+    hours = [(b.start.strftime("%H:%M"), b.asr) for b in buckets]
+    acd = [(b.start.strftime("%H:%M"), b.acd) for b in buckets]
+    return {
+        "cps": svg_chart(series(sampler.cps_series()), title="Calls per second"),
+        "in_progress": svg_chart(series(sampler.in_progress_series()), title="Calls in progress"),
+        "asr": svg_chart(hours, title="ASR, last hour (%)", unit="%", bars=True),
+        "acd": svg_chart(acd, title="ACD, last hour (s)", unit="s", bars=True),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus text format (version 0.0.4)
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def metrics_text(node: Any, sampler: Sampler) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {value:g}")
+
+    b2bua = getattr(node, "b2bua", None)
+    stats = b2bua.stats if b2bua is not None else {"calls": 0, "answered": 0, "rejected": 0}
+    metric(
+        "smartswitch_calls_in_progress",
+        "gauge",
+        "Calls in progress.",
+        [("", calls_in_progress(node))],
+    )
+    metric(
+        "smartswitch_call_attempts_total",
+        "counter",
+        "INVITEs that started a call.",
+        [("", stats["calls"])],
+    )
+    metric(
+        "smartswitch_calls_answered_total", "counter", "Calls answered.", [("", stats["answered"])]
+    )
+    metric(
+        "smartswitch_calls_rejected_total",
+        "counter",
+        "Calls refused by routing or billing.",
+        [("", stats["rejected"])],
+    )
+    metric(
+        "smartswitch_calls_per_second",
+        "gauge",
+        "Call attempts per second, last seconds.",
+        [("", round(sampler.cps(), 3))],
+    )
+    by_peer = getattr(b2bua, "label_stats", {}) if b2bua is not None else {}
+    metric(
+        "smartswitch_peer_attempts_total",
+        "counter",
+        "Call attempts sent to a supplier.",
+        [(f'{{peer="{_label_value(p)}"}}', c[0]) for p, c in sorted(by_peer.items())],
+    )
+    metric(
+        "smartswitch_peer_answers_total",
+        "counter",
+        "Calls a supplier answered.",
+        [(f'{{peer="{_label_value(p)}"}}', c[1]) for p, c in sorted(by_peer.items())],
+    )
+    endpoint = getattr(node, "endpoint", None)
+    messages: list[tuple[str, float]] = []
+    for direction, counts in (
+        ("in", getattr(endpoint, "rx_by_kind", {})),
+        ("out", getattr(endpoint, "tx_by_kind", {})),
+    ):
+        for kind, count in sorted(counts.items()):
+            text = kind.decode("ascii", "replace")
+            label = "code" if text.isdigit() else "method"
+            messages.append((f'{{direction="{direction}",{label}="{_label_value(text)}"}}', count))
+    metric(
+        "smartswitch_sip_messages_total",
+        "counter",
+        "SIP messages by direction and method (requests) or code (responses).",
+        messages,
+    )
+    registrations = _registrations(node)
+    if registrations is not None:
+        metric("smartswitch_registrations", "gauge", "Registered contacts.", [("", registrations)])
+    services = getattr(node, "services", None)
+    outbox = getattr(services, "outbox", None)
+    if outbox is not None:
+        metric(
+            "smartswitch_outbox_depth",
+            "gauge",
+            "CDRs not yet delivered to the database.",
+            [("", outbox.depth)],
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _registrations(node: Any) -> int | None:
+    """Registered contacts, once the registrar is part of the node (duck-typed: the registrar
+    keeps a location service with ``len()``)."""
+    for attr in ("registrar", "location"):
+        holder = getattr(node, attr, None)
+        if holder is None:
+            continue
+        location = getattr(holder, "location", holder)
+        with contextlib.suppress(TypeError):
+            return len(location)
+    return None
