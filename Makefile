@@ -62,7 +62,7 @@ define lint-steps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e bench
+	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e tests/cluster bench
 endef
 
 lint: $(STAMP)

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,18 @@ def cluster(
             member.node.stop()
 
 
+def config_above(member: ClusterNode, version: int) -> bool:
+    return int(member.status()["config_version"]) > version
+
+
+def outbox_empty(member: ClusterNode) -> bool:
+    return int(member.status()["outbox_depth"]) == 0
+
+
+def balances_are(member: ClusterNode, expected: dict[str, Decimal]) -> bool:
+    return member.balances() == expected
+
+
 def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: Any) -> Sipp:
     return sipps.start(
         name,
@@ -227,9 +240,7 @@ def test_config_change_on_primary_reaches_replicas_and_their_routing(
     started = time.monotonic()
     primary.cli("provision", str(changed))
     for replica in (replica2, replica3):
-        wait_until(
-            lambda r=replica: r.status()["config_version"] > version, 10, "config reaches replica"
-        )
+        wait_until(partial(config_above, replica, version), 10, "config reaches replica")
     took = time.monotonic() - started
     assert took < 2.0 + 1.0, f"configuration took {took:.2f} s to reach every node"
     ok = caller(sipps, "uk-after", replica3.node, 2, 2, service="441234567").wait()
@@ -270,10 +281,10 @@ def test_primary_down_calls_keep_flowing_and_money_arrives_once(
 
     # The primary is back: every outbox drains, every replica converges.
     for member in members:
-        wait_until(lambda m=member: m.status()["outbox_depth"] == 0, 30, "outbox drained")
+        wait_until(partial(outbox_empty, member), 30, "outbox drained")
     expected = primary.balances()
     for member in members:
-        wait_until(lambda m=member: m.balances() == expected, 30, "balances converge")
+        wait_until(partial(balances_are, member, expected), 30, "balances converge")
     cdrs = primary.db.query(
         "SELECT COUNT(*), COUNT(DISTINCT call_id) FROM cdrs", database="smartswitch"
     )
