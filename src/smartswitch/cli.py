@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from smartswitch.config import ConfigError, NodeConfig, load_config, parse_hostport
 
@@ -59,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="prove balances = opening + credits - rated CDRs")
     store_args(audit)
+
+    user = sub.add_parser("user", help="web UI and API users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", help="add a user (prints a new random password)")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", choices=["admin", "operator", "read-only"], required=True)
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    store_args(user_add)
 
     cluster = sub.add_parser("cluster", help="the cluster's databases and nodes")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -173,6 +184,8 @@ def _store_command(args: argparse.Namespace) -> int:
                 await export_cdrs(engine, args.format, args.since, sys.stdout)
             elif args.command == "accounts":
                 await list_accounts(engine, args.format, sys.stdout)
+            elif args.command == "user":
+                return await _user_add(engine, args)
             elif args.command == "audit":
                 audit = await run_audit(engine)
                 print(audit.summary())
@@ -184,6 +197,25 @@ def _store_command(args: argparse.Namespace) -> int:
     if args.command != "db":
         config.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(main())
+
+
+async def _user_add(engine: Any, args: argparse.Namespace) -> int:
+    from smartswitch.domain.config import ConfigInvalid
+    from smartswitch.domain.users import create_user
+    from smartswitch.store.database import session_factory
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            user, made = await create_user(session, args.name, args.role, password)
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+        return 1
+    print(f"user {user.name} ({user.role.value}) added")
+    if password is None:
+        print(f"password: {made}")  # the operator asked for it: shown this once, kept hashed
+    return 0
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
