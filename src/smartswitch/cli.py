@@ -175,7 +175,9 @@ def _store_command(args: argparse.Namespace) -> int:
                     )
                     return 1
                 try:
-                    report = await provision(engine, args.file, dry_run=args.dry_run)
+                    report = await provision(
+                        engine, args.file, dry_run=args.dry_run, realm=config.sip_realm
+                    )
                 except ProvisioningError as exc:
                     print(exc, file=sys.stderr)
                     return 1

@@ -25,6 +25,7 @@ working example.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +39,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from smartswitch.billing.increment import Increment
 from smartswitch.billing.rating import RateError, check_rate
 from smartswitch.domain import fields as domain_fields
+from smartswitch.domain import registrar as domain_registrar
 from smartswitch.domain.config import (
     KINDS,
     AccountSpec,
@@ -53,6 +55,7 @@ from smartswitch.domain.config import (
     TariffSpec,
     peer_rules,
 )
+from smartswitch.domain.registrar import DidSpec, RegisterSpec, SubscriberSpec
 from smartswitch.routing.model import (
     PeerRole,
     ProfitControl,
@@ -184,6 +187,34 @@ def _address(node: Node) -> str:
     return domain_fields.parse_address_text(_text(node))
 
 
+def _secret(node: Node) -> str:
+    text = _text(node)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _ha1(algorithm: str) -> Callable[[Node], str]:
+    def parse(node: Node) -> str:
+        return domain_registrar.parse_ha1(_text(node), algorithm)
+
+    return parse
+
+
+def _number(node: Node) -> str:
+    text = _prefix(node)
+    if not text:
+        raise ValueError("a number of at least one digit")
+    return text
+
+
+def _cidr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=True))
+    except ValueError:
+        raise ValueError(f"not a network (CIDR) with its host bits zero: {text!r}") from None
+
+
 class _Map:
     """A YAML mapping with its fields by name, for one entity at ``path``."""
 
@@ -288,10 +319,14 @@ class _Reader:
         doc.tariffs = self.each(top.node_of("tariffs"), "tariffs", self.tariff)
         doc.peers = self.each(top.node_of("peers"), "peers", self.peer)
         doc.routes = self.each(top.node_of("routes"), "routes", self.route)
+        doc.subscribers = self.each(top.node_of("subscribers"), "subscribers", self.subscriber)
+        doc.dids = self.each(top.node_of("dids"), "dids", self.did)
         self.unique(doc.accounts, "account", lambda a: a.name)
         self.unique(doc.tariffs, "tariff", lambda t: t.name)
         self.unique(doc.peers, "peer", lambda p: p.name)
         self.unique(doc.routes, "route for prefix", lambda r: r.prefix)
+        self.unique(doc.subscribers, "subscriber", lambda s: s.username)
+        self.unique(doc.dids, "DID", lambda d: d.number)
         return doc
 
     def unique(self, specs: list[Any], what: str, key: Callable[[Any], str]) -> None:
@@ -417,6 +452,8 @@ class _Reader:
                 "callee_rewrite",
                 "profit_control",
                 "enabled",
+                "deliver_dids",
+                "register",
             ),
         )
         positive = _integer(minimum=1)
@@ -449,6 +486,12 @@ class _Reader:
                 "profit_control", _profit_control, ProfitControl.ALLOW_LOSS
             ),
             enabled=lambda: m.get("enabled", _boolean, True),
+            deliver_dids=lambda: m.get("deliver_dids", _boolean, False),
+            register=lambda: (
+                self.register(m.fields["register"], f"{path}.register")
+                if m.has("register")
+                else None
+            ),
         )
         spec = PeerSpec(
             line=m.line,
@@ -464,6 +507,111 @@ class _Reader:
         if problems:
             raise _Invalid
         return spec
+
+    # ---- the registrar's (docs/provisioning.md, "subscribers", "dids", a peer's "register")
+
+    def register(self, node: Node, path: str) -> RegisterSpec:
+        m = _Map(self, node, path, ("username", "password", "registrar", "expires"))
+        fields = self.fields_of(
+            m,
+            username=lambda: m.require("username", _text),
+            password=lambda: m.require("password", _text),
+            registrar=lambda: m.require("registrar", _address),
+            expires=lambda: m.get("expires", _integer(minimum=10, maximum=86_400), 3600),
+        )
+        return RegisterSpec(**fields)
+
+    def subscriber(self, node: Node, path: str) -> SubscriberSpec:
+        m = _Map(
+            self,
+            node,
+            path,
+            (
+                "username",
+                "password",
+                "ha1_md5",
+                "ha1_sha256",
+                "account",
+                "tariff",
+                "allowed_cidrs",
+                "max_contacts",
+                "max_calls",
+                "caller_id",
+                "enabled",
+            ),
+        )
+        positive = _integer(minimum=1)
+        fields = self.fields_of(
+            m,
+            username=lambda: m.require("username", _name),
+            password=lambda: m.get("password", _secret, None),
+            ha1_md5=lambda: m.get("ha1_md5", _ha1("MD5"), None),
+            ha1_sha256=lambda: m.get("ha1_sha256", _ha1("SHA-256"), None),
+            account=lambda: Ref(
+                m.require("account", _name), m.line_of("account"), f"{path}.account"
+            ),
+            tariff=lambda: (
+                Ref(m.get("tariff", _name, ""), m.line_of("tariff"), f"{path}.tariff")
+                if m.has("tariff")
+                else None
+            ),
+            allowed_cidrs=lambda: self.cidrs(m.node_of("allowed_cidrs"), f"{path}.allowed_cidrs"),
+            max_contacts=lambda: m.get(
+                "max_contacts", positive, domain_registrar.DEFAULT_MAX_CONTACTS
+            ),
+            max_calls=lambda: m.get("max_calls", positive, None),
+            caller_id=lambda: m.get("caller_id", _number, None),
+            enabled=lambda: m.get("enabled", _boolean, True),
+        )
+        spec = SubscriberSpec(line=m.line, path=path, **fields)
+        if spec.password is not None and (spec.ha1_md5 or spec.ha1_sha256):
+            self.error(m.node, f"{path}.password", "give a password or its HA1s, not both")
+            raise _Invalid
+        if (spec.ha1_md5 is None) != (spec.ha1_sha256 is None):
+            self.error(m.node, f"{path}.ha1_md5", "ha1_md5 and ha1_sha256 go together")
+            raise _Invalid
+        return spec
+
+    def did(self, node: Node, path: str) -> DidSpec:
+        m = _Map(self, node, path, ("number", "subscriber", "peer", "enabled"))
+        fields = self.fields_of(
+            m,
+            number=lambda: m.require("number", _number),
+            subscriber=lambda: (
+                Ref(m.get("subscriber", _name, ""), m.line_of("subscriber"), f"{path}.subscriber")
+                if m.has("subscriber")
+                else None
+            ),
+            peer=lambda: (
+                Ref(m.get("peer", _name, ""), m.line_of("peer"), f"{path}.peer")
+                if m.has("peer")
+                else None
+            ),
+            enabled=lambda: m.get("enabled", _boolean, True),
+        )
+        spec = DidSpec(line=m.line, path=path, **fields)
+        if (spec.subscriber is None) == (spec.peer is None):
+            self.error(m.node, f"{path}.subscriber", "a DID goes to a subscriber or a peer (one)")
+            raise _Invalid
+        return spec
+
+    def cidrs(self, node: Node | None, path: str) -> list[str]:
+        entries: list[str] = []
+        failed = False
+        for index, item in self.items(node, path):
+            try:
+                entry = _cidr(_text(item))
+            except ValueError as exc:
+                self.error(item, f"{path}[{index}]", str(exc))
+                failed = True
+                continue
+            if entry in entries:
+                self.error(item, f"{path}[{index}]", f"{entry} is listed twice")
+                failed = True
+            entries.append(entry)
+        if failed:
+            raise _Invalid
+        return entries
 
     def acl(self, node: Node | None, path: str) -> list[str]:
         entries: list[str] = []
@@ -581,10 +729,19 @@ def parse_document(text: str, file: str) -> ConfigChange:
 
 
 async def provision_text(
-    engine: AsyncEngine, text: str, file: str = "<text>", *, dry_run: bool = False
+    engine: AsyncEngine,
+    text: str,
+    file: str = "<text>",
+    *,
+    dry_run: bool = False,
+    realm: str = "smartswitch",
 ) -> ProvisionReport:
-    """:func:`provision` for a document already in memory (the web UI's upload, tests)."""
+    """:func:`provision` for a document already in memory (the web UI's upload, tests).
+
+    ``realm`` is the digest realm subscribers' passwords are hashed for: the node's
+    ``sip_realm``."""
     doc = parse_document(text, file)
+    doc.realm = realm
     async with session_factory(engine)() as session:
         try:
             report = ProvisionReport(file=file, config_version=0, dry_run=dry_run)
@@ -599,7 +756,9 @@ async def provision_text(
             raise
 
 
-async def provision(engine: AsyncEngine, path: Path, *, dry_run: bool = False) -> ProvisionReport:
+async def provision(
+    engine: AsyncEngine, path: Path, *, dry_run: bool = False, realm: str = "smartswitch"
+) -> ProvisionReport:
     """Apply the provisioning file at ``path`` (see the module docstring).
 
     Raises :class:`ProvisioningError` (database unchanged) if the file cannot be read or is
@@ -611,4 +770,4 @@ async def provision(engine: AsyncEngine, path: Path, *, dry_run: bool = False) -
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProvisioningError([Issue(file, None, "", f"cannot read the file: {exc}")]) from None
-    return await provision_text(engine, text, file, dry_run=dry_run)
+    return await provision_text(engine, text, file, dry_run=dry_run, realm=realm)

@@ -67,6 +67,8 @@ def test_example_twice_is_idempotent(db_url: str) -> None:
             "tariffs": ["retail", "buy-a", "buy-b"],
             "peers": ["acme-trunk", "carrier-a", "carrier-b"],
             "routes": ["(default)"],
+            "subscribers": [],
+            "dids": [],
         }
         before = await _dump(engine)
         second = await provision(engine, EXAMPLE)
@@ -219,6 +221,8 @@ def test_updates_replace_rates_and_keep_balances(db_url: str, tmp_path: Path) ->
         "tariffs": ["buy-a"],
         "peers": ["acme-trunk"],
         "routes": ["(default)"],
+        "subscribers": [],
+        "dids": [],
     }
     accounts = {a.name: a for a in snap.accounts.values()}
     # The balance in the file is the opening balance: not applied to an existing account.

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from smartswitch.billing.increment import Increment
+from smartswitch.domain import registrar
+from smartswitch.domain.registrar import DidSpec, RegisterSpec, SubscriberSpec
 from smartswitch.routing.acl import AclConflictError, AclIndex
 from smartswitch.routing.model import (
     Peer,
@@ -100,7 +102,7 @@ class ConfigInvalid(Exception):
         self.issues = tuple(issues)
 
 
-KINDS = ("accounts", "tariffs", "peers", "routes")
+KINDS = ("accounts", "tariffs", "peers", "routes", "subscribers", "dids")
 
 
 @dataclass(slots=True)
@@ -190,6 +192,9 @@ class PeerSpec:
     callee_rewrite: list[dict[str, str]]
     profit_control: ProfitControl
     enabled: bool
+    # The registrar's (domain/registrar.py): DIDs it may deliver; the switch registers with it.
+    deliver_dids: bool = False
+    register: RegisterSpec | None = None
 
 
 @dataclass(slots=True)
@@ -217,6 +222,9 @@ class ConfigChange:
     tariffs: list[TariffSpec] = field(default_factory=list)
     peers: list[PeerSpec] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
+    subscribers: list[SubscriberSpec] = field(default_factory=list)
+    dids: list[DidSpec] = field(default_factory=list)
+    realm: str = "smartswitch"  # the digest realm subscribers' passwords are hashed for
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,12 +280,14 @@ class ConfigWriter:
             )
         }
         self.validate_against(accounts, tariffs, peers, routes)
+        loaded = await registrar.validate(self, accounts, tariffs, peers)
         self.check()
 
         await self.apply_accounts(accounts)
         await self.apply_tariffs(tariffs)
         await self.apply_peers(peers, accounts, tariffs)
         await self.apply_routes(routes, peers)
+        await registrar.apply(self, loaded, accounts, tariffs, peers)
         if self.report.changed and not self.report.dry_run:
             self.report.config_version = await bump_config_version(session)
         else:
@@ -566,6 +576,7 @@ class ConfigWriter:
                 "callee_rewrite": spec.callee_rewrite,
                 "profit_control": spec.profit_control,
                 "enabled": spec.enabled,
+                **registrar.register_columns(spec),
             }
             row = peers.get(spec.name)
             if row is None:
@@ -633,6 +644,7 @@ def peer_rules(spec: PeerSpec) -> list[tuple[str, str]]:
             )
     if spec.role in (PeerRole.SUPPLIER, PeerRole.BOTH) and spec.address is None:
         problems.append(("address", "required for a supplier (where to send calls)"))
+    problems += registrar.peer_rules(spec)
     return problems
 
 
