@@ -37,7 +37,7 @@ class NodeConfig:
     no_answer_timeout: float = 30.0
     max_call_duration: float = 3 * 3600.0
     advance_on: tuple[int, ...] = (*range(500, 600), 408)
-    dialog_ping_interval: float = 0.0
+    dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
     node_id: str = "node1"
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5

@@ -42,6 +42,7 @@ class Leg:
     side: str  # "a" or "b"
     dialog: Dialog
     ack: tuple[bytes, object] | None = None  # our ACK of its 2xx, re-sent on retransmissions
+    pinging: bool = False  # an in-dialog OPTIONS of ours is waiting for its answer
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ class B2buaSettings:
     no_answer_timeout: float = 30.0
     max_call_duration: float = 3 * 3600.0
     advance_on: frozenset[int] = frozenset(range(500, 600)) | {408}
-    dialog_ping_interval: float = 0.0  # in-dialog OPTIONS to both legs; 0 = off
+    dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
 
 
 class B2BUA:
@@ -176,12 +176,14 @@ class B2BUA:
         elif isinstance(owner, PendingRelay):
             if owner.server_tx is not None and not owner.server_tx.answered:
                 self._respond(owner.server_tx, 408)
-            if owner.method != "BYE":
-                call = owner.call
+            owner.to_leg.pinging = False
+            call = owner.call
+            if owner.method != "BYE" and call.state is CallState.CONNECTED:
                 log.info(
                     "call %s: %s to leg %s timed out", call.id, owner.method, owner.to_leg.side
                 )
-                self._hangup(call, HangupSide.SWITCH, "leg not responding", skip=owner.to_leg)
+                # The silent leg gets a BYE too: it may only have lost a few packets.
+                self._hangup(call, HangupSide.SWITCH, "leg not responding")
         else:
             handler = getattr(owner, "handle_timeout", None)
             if handler is not None:
@@ -513,6 +515,8 @@ class B2BUA:
         call = relay.call
         if relay.server_tx is None:
             # One of our own requests (a ping): a 481 or 408 means the leg is gone.
+            if status >= 200:
+                relay.to_leg.pinging = False
             if status in (408, 481) and call.state is CallState.CONNECTED:
                 self._hangup(call, HangupSide.SWITCH, "leg not responding", skip=relay.to_leg)
             return
@@ -557,7 +561,9 @@ class B2BUA:
         if call.state is not CallState.CONNECTED:
             return
         for leg in (call.a_leg, call.b_leg):
-            if leg is not None:
+            # One ping at a time per leg: a leg slow to answer is not flooded meanwhile.
+            if leg is not None and not leg.pinging:
+                leg.pinging = True
                 ping = leg.dialog.create_request("OPTIONS")
                 relay = PendingRelay(call, None, None, leg, "OPTIONS")
                 self.layer.send_request(ping, leg.dialog.next_hop(), owner=relay)
