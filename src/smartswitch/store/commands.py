@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
 from smartswitch.store.database import session_factory
-from smartswitch.store.schema import AccountRow, CdrRow, PeerRow
+from smartswitch.store.schema import AccountRow, CdrRow, PeerRow, SubscriberRow
 from smartswitch.store.types import utc_ms
 
 __all__ = ["CDR_FIELDS", "export_cdrs", "list_accounts"]
@@ -50,6 +50,7 @@ CDR_FIELDS = (
     "sip_reason",
     "hangup_side",
     "hangup_reason",
+    "subscriber",  # the registrar's subscriber calling out, or taking a DID call
 )
 
 
@@ -67,7 +68,7 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _cdr_query(since: datetime | None) -> Select[CdrRow, str, str, str, str]:
+def _cdr_query(since: datetime | None) -> Select[CdrRow, str, str, str, str, str]:
     customer_peer = aliased(PeerRow)
     supplier_peer = aliased(PeerRow)
     customer_account = aliased(AccountRow)
@@ -79,11 +80,13 @@ def _cdr_query(since: datetime | None) -> Select[CdrRow, str, str, str, str]:
             customer_account.name,
             supplier_peer.name,
             supplier_account.name,
+            SubscriberRow.username,
         )
         .outerjoin(customer_peer, customer_peer.id == CdrRow.customer_peer_id)
         .outerjoin(customer_account, customer_account.id == CdrRow.customer_account_id)
         .outerjoin(supplier_peer, supplier_peer.id == CdrRow.supplier_peer_id)
         .outerjoin(supplier_account, supplier_account.id == CdrRow.supplier_account_id)
+        .outerjoin(SubscriberRow, SubscriberRow.id == CdrRow.subscriber_id)
         .order_by(CdrRow.setup_time, CdrRow.id)
     )
     if since is not None:
@@ -93,7 +96,7 @@ def _cdr_query(since: datetime | None) -> Select[CdrRow, str, str, str, str]:
 
 def _cdr_dict(cdr: CdrRow, names: Sequence[str | None]) -> dict[str, Any]:
     # A peer or account deleted since the call has no name any more: show its id instead.
-    c_peer, c_account, s_peer, s_account = names
+    c_peer, c_account, s_peer, s_account, subscriber = names
     return {
         "id": cdr.id,
         "call_id": cdr.call_id,
@@ -103,7 +106,9 @@ def _cdr_dict(cdr: CdrRow, names: Sequence[str | None]) -> dict[str, Any]:
         "end_time": _time(cdr.end_time),
         "duration_ms": cdr.duration_ms,
         "billed_seconds": cdr.billed_seconds,
-        "customer_peer": c_peer or f"#{cdr.customer_peer_id}",
+        # A subscriber's call has no customer peer (id 0): the subscriber column names it.
+        "customer_peer": c_peer
+        or (None if cdr.customer_peer_id == 0 else f"#{cdr.customer_peer_id}"),
         "customer_account": c_account or f"#{cdr.customer_account_id}",
         "caller": cdr.caller,
         "callee": cdr.callee,
@@ -121,6 +126,8 @@ def _cdr_dict(cdr: CdrRow, names: Sequence[str | None]) -> dict[str, Any]:
         "sip_reason": cdr.sip_reason,
         "hangup_side": cdr.hangup_side.value,
         "hangup_reason": cdr.hangup_reason,
+        "subscriber": subscriber
+        or (None if cdr.subscriber_id is None else f"#{cdr.subscriber_id}"),
     }
 
 
