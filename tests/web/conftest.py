@@ -8,6 +8,7 @@ The database is migrated with the project's Alembic migrations, like a node's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,8 @@ async def _seed(url: str) -> dict[str, str]:
     return tokens
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebEnv]:
+@contextlib.contextmanager
+def make_env(tmp_path: Path) -> Iterator[WebEnv]:
     url = database_url(tmp_path / "data")
     prepare_schema(url)
     tokens = asyncio.run(_seed(url))
@@ -116,3 +117,9 @@ def web(tmp_path: Path) -> Iterator[WebEnv]:
     with TestClient(app, base_url="http://testserver") as client:
         yield WebEnv(client, node, tokens, url)
     asyncio.run(node.services.engine.dispose())
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[WebEnv]:
+    with make_env(tmp_path) as env:
+        yield env

@@ -77,6 +77,14 @@ class Fields:
             self.error(name, str(exc))
             raise _Bad from None
 
+    def given(self, name: str, text: str, parse: Callable[[str], T]) -> T:
+        """A value that came from elsewhere (the URL path), reported under ``name``."""
+        try:
+            return parse(text)
+        except ValueError as exc:
+            self.error(name, str(exc))
+            raise _Bad from None
+
     def require(self, name: str, parse: Callable[[str], T]) -> T:
         if _blank(self.data.get(name)):
             self.error(name, "required")
@@ -112,7 +120,11 @@ class Fields:
 def account_spec(source: str, data: Mapping[str, Any], name: str | None = None) -> AccountSpec:
     form = Fields(source, data)
     values = form.each(
-        name=lambda: f.parse_name(name) if name is not None else form.require("name", f.parse_name),
+        name=lambda: (
+            form.given("name", name, f.parse_name)
+            if name is not None
+            else form.require("name", f.parse_name)
+        ),
         currency=lambda: form.require("currency", f.parse_currency),
         balance=lambda: form.get("balance", lambda t: f.parse_decimal(t, AMOUNT_SCALE), Decimal(0)),
         credit_limit=lambda: form.get(
@@ -130,7 +142,11 @@ def tariff_spec(source: str, data: Mapping[str, Any], name: str | None = None) -
     """A tariff without its rates (they come and go by CSV): ``rates`` is None."""
     form = Fields(source, data)
     values = form.each(
-        name=lambda: f.parse_name(name) if name is not None else form.require("name", f.parse_name),
+        name=lambda: (
+            form.given("name", name, f.parse_name)
+            if name is not None
+            else form.require("name", f.parse_name)
+        ),
         currency=lambda: form.get("currency", f.parse_currency, "USD"),
     )
     form.check()
@@ -192,7 +208,11 @@ def peer_spec(source: str, data: Mapping[str, Any], name: str | None = None) -> 
     form = Fields(source, data)
     positive = lambda t: f.parse_integer(t, minimum=1)  # noqa: E731
     values = form.each(
-        name=lambda: f.parse_name(name) if name is not None else form.require("name", f.parse_name),
+        name=lambda: (
+            form.given("name", name, f.parse_name)
+            if name is not None
+            else form.require("name", f.parse_name)
+        ),
         role=lambda: form.require("role", f.parse_role),
         account=lambda: Ref(form.require("account", f.parse_name), 0, "account"),
         tariff=lambda: (
@@ -258,7 +278,9 @@ def route_spec(source: str, data: Mapping[str, Any], prefix: str | None = None) 
     form = Fields(source, data)
     values = form.each(
         prefix=lambda: (
-            f.parse_prefix(prefix) if prefix is not None else form.get("prefix", f.parse_prefix, "")
+            form.given("prefix", prefix, f.parse_prefix)
+            if prefix is not None
+            else form.get("prefix", f.parse_prefix, "")
         ),
         strategy=lambda: form.get("strategy", f.parse_strategy, RouteStrategy.PRIORITY),
         name=lambda: _optional(form, "name"),

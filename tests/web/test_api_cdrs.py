@@ -1,0 +1,214 @@
+"""CDRs (filters, pages, CSV), calls in progress with hang-up, the dashboard numbers, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from smartswitch.store.database import create_engine, session_factory
+from smartswitch.store.schema import CdrRow, HangupSide
+
+from .conftest import WebEnv
+from .test_api_config import CUSTOMER, SUPPLIER, setup_world
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def add_cdrs(url: str, rows: list[dict[str, Any]]) -> None:
+    async def insert() -> None:
+        engine = create_engine(url)
+        async with session_factory(engine)() as session, session.begin():
+            for i, values in enumerate(rows):
+                base: dict[str, Any] = {
+                    "id": f"01TEST{i:020d}",
+                    "call_id": f"call-{i}@test",
+                    "node": "test1",
+                    "customer_peer_id": 1,
+                    "customer_account_id": 1,
+                    "caller": "15550000000",
+                    "callee": "15551234567",
+                    "caller_out": "15550000000",
+                    "callee_out": "15551234567",
+                    "setup_time": NOW - timedelta(minutes=10),
+                    "answer_time": NOW - timedelta(minutes=10) + timedelta(seconds=2),
+                    "end_time": NOW - timedelta(minutes=9),
+                    "duration_ms": 58_000,
+                    "billed_seconds": 60,
+                    "price": Decimal("0.0100"),
+                    "cost": Decimal("0.0050"),
+                    "profit": Decimal("0.0050"),
+                    "currency": "USD",
+                    "supplier_peer_id": 2,
+                    "supplier_account_id": 2,
+                    "sip_code": 200,
+                    "sip_reason": "OK",
+                    "hangup_side": HangupSide.CALLER,
+                    "hangup_reason": "BYE",
+                }
+                session.add(CdrRow(**{**base, **values}))
+        await engine.dispose()
+
+    asyncio.run(insert())
+
+
+def world_with_cdrs(web: WebEnv) -> None:
+    setup_world(web)
+    assert web.post("/api/v1/peers", {"name": "c1", **CUSTOMER}).status_code == 201
+    assert web.post("/api/v1/peers", {"name": "s1", **SUPPLIER}).status_code == 201
+    add_cdrs(
+        web.url,
+        [
+            {},
+            {"callee": "4420711111", "callee_out": "4420711111"},
+            {
+                "sip_code": 486,
+                "sip_reason": "Busy Here",
+                "answer_time": None,
+                "duration_ms": 0,
+                "billed_seconds": 0,
+                "supplier_peer_id": None,
+                "supplier_account_id": None,
+                "price": Decimal(0),
+                "cost": Decimal(0),
+                "profit": Decimal(0),
+            },
+            {"setup_time": NOW - timedelta(days=2), "end_time": NOW - timedelta(days=2)},
+        ],
+    )
+
+
+def test_cdr_filters_and_pages(web: WebEnv) -> None:
+    world_with_cdrs(web)
+    everything = web.get("/api/v1/cdrs").json()
+    assert everything["total"] == 4
+    newest = everything["cdrs"][0]  # newest first; the busy call has the highest id
+    assert newest["customer_peer"] == "c1" and newest["sip_code"] == 486
+    answered = everything["cdrs"][1]
+    assert answered["price"] == "0.0100" and answered["supplier_peer"] == "s1"
+    assert web.get("/api/v1/cdrs", params={"sip_code": 486}).json()["total"] == 1
+    assert web.get("/api/v1/cdrs", params={"number": "44207"}).json()["total"] == 1
+    since = (NOW - timedelta(hours=1)).isoformat()
+    assert web.get("/api/v1/cdrs", params={"since": since}).json()["total"] == 3
+    until = (NOW - timedelta(days=1)).isoformat()
+    assert web.get("/api/v1/cdrs", params={"until": until}).json()["total"] == 1
+    assert web.get("/api/v1/cdrs", params={"peer": "s1"}).json()["total"] == 3
+    assert web.get("/api/v1/cdrs", params={"peer": "c1"}).json()["total"] == 4
+    assert web.get("/api/v1/cdrs", params={"peer": "nobody"}).json()["total"] == 0
+    page = web.get("/api/v1/cdrs", params={"limit": 2, "offset": 2}).json()
+    assert page["total"] == 4 and len(page["cdrs"]) == 2
+    bad = web.get("/api/v1/cdrs", params={"sip_code": 99, "since": "yesterday"})
+    assert bad.status_code == 422
+    assert {d["loc"][-1] for d in bad.json()["detail"]} == {"sip_code", "since"}
+
+
+def test_cdr_csv_export(web: WebEnv) -> None:
+    world_with_cdrs(web)
+    response = web.get("/api/v1/cdrs.csv", params={"sip_code": 200})
+    assert response.status_code == 200
+    lines = response.text.strip().splitlines()
+    assert lines[0].startswith("id,call_id,node,setup_time")
+    assert len(lines) == 1 + 3
+
+
+@dataclass
+class FakeUri:
+    user: str
+
+
+@dataclass
+class FakeNameAddr:
+    user: str
+
+    @property
+    def sip_uri(self) -> FakeUri:
+        return FakeUri(self.user)
+
+
+@dataclass
+class FakeRequest:
+    from_: FakeNameAddr = field(default_factory=lambda: FakeNameAddr("15550000000"))
+    to: FakeNameAddr = field(default_factory=lambda: FakeNameAddr("15551234567"))
+
+
+class FakeState:
+    value = "connected"
+
+
+@dataclass
+class FakeDestination:
+    label: str = "s1"
+
+
+@dataclass
+class FakeAttempt:
+    destination: FakeDestination = field(default_factory=FakeDestination)
+
+
+@dataclass
+class FakeCall:
+    id: str = "abc@caller"
+    state: FakeState = field(default_factory=FakeState)
+    a_request: FakeRequest = field(default_factory=FakeRequest)
+    attempt: FakeAttempt = field(default_factory=FakeAttempt)
+    setup_time: float = 40.0
+    answer_time: float | None = 42.0
+
+
+def test_calls_in_progress_and_hangup(web: WebEnv) -> None:
+    web.node.b2bua.calls["abc@caller;tag=1"] = FakeCall()
+    calls = web.get("/api/v1/calls").json()
+    assert calls == [
+        {
+            "key": "abc@caller;tag=1",
+            "call_id": "abc@caller",
+            "state": "connected",
+            "caller": "15550000000",
+            "callee": "15551234567",
+            "supplier": "s1",
+            "age_seconds": 60.0,
+            "talk_seconds": 58.0,
+        }
+    ]
+    assert web.delete("/api/v1/calls/abc@caller;tag=1", role="read-only").status_code == 403
+    assert web.delete("/api/v1/calls/abc@caller;tag=1").status_code == 204
+    assert web.node.b2bua.hung_up == ["abc@caller;tag=1"]
+    assert web.delete("/api/v1/calls/abc@caller;tag=1").status_code == 404
+    assert web.get("/api/v1/status").json()["calls_in_progress"] == 0
+
+
+def test_metrics(web: WebEnv) -> None:
+    b2bua = web.node.b2bua
+    b2bua.stats.update(calls=7, answered=5, rejected=1)
+    b2bua.label_stats["s1"] = [6, 5]
+    b2bua.calls["x"] = FakeCall()
+
+    class Endpoint:
+        rx_by_kind = {b"INVITE": 7, b"200": 5}
+        tx_by_kind = {b"INVITE": 6, b"486": 1}
+
+    web.node.endpoint = Endpoint()  # type: ignore[assignment]
+    text = web.client.get("/metrics").text
+    for line in (
+        "smartswitch_calls_in_progress 1",
+        "smartswitch_call_attempts_total 7",
+        "smartswitch_calls_answered_total 5",
+        'smartswitch_peer_attempts_total{peer="s1"} 6',
+        'smartswitch_peer_answers_total{peer="s1"} 5',
+        'smartswitch_sip_messages_total{direction="in",method="INVITE"} 7',
+        'smartswitch_sip_messages_total{direction="out",code="486"} 1',
+        "# TYPE smartswitch_calls_per_second gauge",
+    ):
+        assert line in text.splitlines(), line
+
+
+def test_dashboard_numbers(web: WebEnv) -> None:
+    world_with_cdrs(web)
+    web.client.post("/login", data={"username": "admin", "password": "correct horse battery"})
+    page = web.client.get("/").text
+    assert "calls in progress" in page and "<svg" in page
+    live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
+    assert "67%" in live  # 2 of the 3 calls of the last hour answered
+    assert "58 s" in live  # ACD
