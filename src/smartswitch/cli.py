@@ -231,8 +231,7 @@ def _cluster_command(args: argparse.Namespace) -> int:
         if args.primary_database_url:
             config.primary_database_url = args.primary_database_url
         return commands.add_replica(config)
-    print("smartswitch: cluster status needs the nodes table (not yet)", file=sys.stderr)
-    return 2
+    return asyncio.run(commands.status(config, args.format, sys.stdout))
 
 
 def _registrations_command(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import uvicorn
 
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.policy import CallPolicy
+from smartswitch.cluster.nodes import register_node
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.config import NodeConfig, parse_hostport
@@ -54,6 +55,7 @@ class Node:
         self.endpoint: SipEndpoint | None = None
         self.stopping = asyncio.Event()
         self.db_role = DatabaseRole(config.db_scheme, True, "single")
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def read_only(self) -> bool:
@@ -66,6 +68,28 @@ class Node:
         """Where configuration is edited, for the read-only banner."""
         configured = str(getattr(self.config, "read_only_primary", "") or "")
         return self.db_role.primary or configured
+
+    async def _register(self) -> None:
+        """Put this node in the cluster's configuration (on the primary), retrying until the
+        primary answers: every node then knows the others."""
+        assert self.services is not None
+        config = self.config
+        while True:
+            try:
+                async with self.services.money_sessions() as session, session.begin():
+                    await register_node(
+                        session,
+                        name=config.node_name or config.node_id,
+                        dedicated_ip=config.dedicated_ip,
+                        sip_address=config.sip_listen,
+                        http_address=config.http_listen,
+                        shared_ip=config.shared_ip,
+                        db_scheme=config.db_scheme,
+                    )
+                return
+            except Exception as exc:
+                log.info("node not registered on the primary yet: %s", exc)
+                await asyncio.sleep(2.0)
 
     async def _watch_role(self) -> None:
         assert self.services is not None
@@ -109,6 +133,8 @@ class Node:
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
             role_task = asyncio.create_task(self._watch_role(), name="role-watch")
+            if config.db_scheme != "single":
+                self._background.append(asyncio.create_task(self._register(), name="register"))
         self.b2bua = self._build_b2bua(policy)
         self.endpoint = SipEndpoint(self.b2bua.layer, loop)
         self.b2bua.clock = loop.time
@@ -158,6 +184,8 @@ class Node:
         stop_task.cancel()
         if role_task is not None:
             role_task.cancel()
+        for task in self._background:
+            task.cancel()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")

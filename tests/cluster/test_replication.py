@@ -222,6 +222,16 @@ def test_config_change_on_primary_reaches_replicas_and_their_routing(
         assert status["db"]["role"] == "replica"
         assert status["db"]["io_running"] == "Yes"
 
+    # Every node registered itself on the primary; replication told the others.
+    def every_node_listed() -> bool:
+        done = replica3.cli("cluster", "status", "--format", "json", check=False)
+        rows = json.loads(done.stdout or "[]")
+        return done.returncode == 0 and len(rows) == 3
+
+    wait_until(every_node_listed, 15, "cluster status lists three reachable nodes")
+    table = replica3.cli("cluster", "status").stdout
+    assert "node1" in table and "primary" in table and table.count("replica") == 2, table
+
     # No selling rate for 44 yet: 404 on a replica.
     refused = caller(sipps, "uk-before", replica3.node, 1, 1, service="441234567").wait()
     assert refused.successful == 0

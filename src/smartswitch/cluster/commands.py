@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+import time
+import urllib.request
+from typing import Any, TextIO
 
+from smartswitch.cluster.nodes import list_nodes, status_token
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
@@ -36,3 +42,66 @@ def add_replica(config: NodeConfig) -> int:
         return 1
     print(f"replicating from the primary, starting at GTID {gtid}")
     return 0
+
+
+async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
+    """Every registered node's own account of itself (its /cluster/status)."""
+    from smartswitch.store.database import create_engine, database_url, session_factory
+
+    engine = create_engine(database_url(config.data_dir, config.database_url))
+    try:
+        async with session_factory(engine)() as session:
+            nodes = await list_nodes(session)
+    finally:
+        await engine.dispose()
+    token = status_token(config.cluster_secret) if config.cluster_secret else ""
+    rows = await asyncio.gather(*(_ask(node.name, node.http_address, token) for node in nodes))
+    if fmt == "json":
+        json.dump(rows, out, indent=2, default=str)
+        out.write("\n")
+    else:
+        _table(rows, out)
+    return 0 if rows and all(r["reachable"] for r in rows) else 1
+
+
+async def _ask(name: str, http_address: str, token: str) -> dict[str, Any]:
+    def fetch() -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://{http_address}/cluster/status",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=3) as response:
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    try:
+        data = await asyncio.to_thread(fetch)
+    except (OSError, ValueError) as exc:
+        return {"node": name, "reachable": False, "error": str(exc)}
+    return {"reachable": True, **data, "node": name}
+
+
+def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    header = ("node", "role", "reachable", "io/sql", "lag", "outbox", "last delivery", "error")
+    lines = [header]
+    for row in rows:
+        db = row.get("db") or {}
+        last = row.get("last_delivery")
+        lines.append(
+            (
+                str(row["node"]),
+                str(db.get("role", "?")) + (" (read-only)" if row.get("read_only") else ""),
+                "yes" if row["reachable"] else "no",
+                f"{db.get('io_running') or '-'}/{db.get('sql_running') or '-'}",
+                "-" if db.get("lag") is None else f"{db['lag']} s",
+                str(row.get("outbox_depth", "-")),
+                time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
+                str(row.get("error") or db.get("last_error") or row.get("delivery_error") or ""),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+        out.write("\n")

@@ -9,8 +9,40 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smartswitch.store.schema import NodeRow
 
 
 def status_token(cluster_secret: str) -> str:
     """The bearer token nodes present to each other's status endpoint."""
     return hmac.new(cluster_secret.encode(), b"smartswitch-status", hashlib.sha256).hexdigest()
+
+
+async def register_node(
+    session: AsyncSession,
+    name: str,
+    dedicated_ip: str,
+    sip_address: str,
+    http_address: str,
+    shared_ip: str,
+    db_scheme: str,
+) -> None:
+    """Upsert this node's row (the caller commits, on the primary)."""
+    row = await session.scalar(select(NodeRow).where(NodeRow.name == name))
+    if row is None:
+        row = NodeRow(name=name)
+        session.add(row)
+    row.dedicated_ip = dedicated_ip
+    row.sip_address = sip_address
+    row.http_address = http_address
+    row.shared_ip = shared_ip
+    row.db_scheme = db_scheme
+    row.registered_at = datetime.now(UTC)
+
+
+async def list_nodes(session: AsyncSession) -> list[NodeRow]:
+    return list(await session.scalars(select(NodeRow).order_by(NodeRow.name)))

@@ -450,3 +450,20 @@ class ApiTokenRow(Base):
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class NodeRow(Base):
+    """A node of the cluster: configuration like any other, written on the primary by the node
+    itself when it starts, replicated to every node (see smartswitch.cluster.nodes)."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    dedicated_ip: Mapped[str] = mapped_column(String(64), default="")
+    sip_address: Mapped[str] = mapped_column(String(128), default="")
+    http_address: Mapped[str] = mapped_column(String(128), default="")
+    shared_ip: Mapped[str] = mapped_column(String(64), default="")
+    db_scheme: Mapped[str] = mapped_column(String(16), default="single")
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
