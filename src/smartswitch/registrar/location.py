@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from smartswitch.sip.transaction import Address
@@ -80,10 +80,11 @@ class Binding:
     q: float | None = None
     node: str = ""
     """The node that took the REGISTER."""
+    key: str = field(init=False, repr=False, compare=False)
+    """:func:`contact_key` of the contact, computed once (every write and lookup uses it)."""
 
-    @property
-    def key(self) -> str:
-        return contact_key(self.contact)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", contact_key(self.contact))
 
     def expires_in(self, now: float) -> int:
         """Whole seconds left (rounded up), for the Contact ``expires`` parameter."""
