@@ -182,7 +182,9 @@ def _start_background(web: Web) -> None:
 async def bootstrap(web: Web) -> str | None:
     """Create ``admin`` with a one-time password if there is no user at all, and print it once
     (the only secret the node ever logs)."""
-    if not web.has_database:
+    if not web.has_database or web.read_only:
+        # A replica must not write: MariaDB's read_only does not stop root, and a write of
+        # its own would break its replication. The primary makes the first admin.
         return None
     try:
         async with web.sessions() as session, session.begin():
