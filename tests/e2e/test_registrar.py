@@ -26,7 +26,7 @@ from smartswitch.sip.digest import compute_ha1, compute_response, parse_auth_par
 
 from .conftest import CALLER_IP, SippFactory, StartBillingNode
 from .node import Node, node_command
-from .sipp import SCENARIOS, SipMessage, SippResult, expect_final_scenario
+from .sipp import SCENARIOS, SipMessage, SippResult, Transport, expect_final_scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -123,8 +123,9 @@ def phone(
     password: str = "secret",
     *,
     ip: str = PHONE_IP,
-    hold_ms: int = 8000,
+    hold_ms: int = 5000,
     name: str = "phone",
+    transport: Transport = "udp",
 ) -> Future[SippResult]:
     """A phone that registers and stays up ``hold_ms`` to take calls (in a thread: sipp's
     runner waits for it to finish)."""
@@ -133,6 +134,7 @@ def phone(
         node.sip_address,
         "reg_phone",
         ip=ip,
+        transport=transport,
         service=user,
         duration_ms=hold_ms,
         name=name,
@@ -168,14 +170,16 @@ def _shape(message: SipMessage) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- DIDs
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_phone_registers_and_receives_its_did_call(
-    start_billing_node: StartBillingNode, sipp: SippFactory
+    start_billing_node: StartBillingNode, sipp: SippFactory, transport: Transport
 ) -> None:
+    """Over TCP the DID call reaches the phone on the connection its REGISTER came in on."""
     node = start(start_billing_node)
     with ThreadPoolExecutor(1) as pool:
-        alice = phone(sipp, pool, node)
+        alice = phone(sipp, pool, node, transport=transport)
         binding = wait_binding(node, "alice")
-        assert binding["source"].startswith(f"udp:{PHONE_IP}:")
+        assert binding["source"].startswith(f"{transport}:{PHONE_IP}:")
         assert binding["user_agent"] == "sipp-phone"
         assert 590 <= binding["expires_in"] <= 600
 
