@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from smartswitch.billing.accounting import Accounting
 from smartswitch.config import NodeConfig
@@ -73,6 +74,7 @@ class BillingServices:
         self.forwarder = Forwarder(self.outbox, self._deliver, on_delivered=self._delivered)
         self.policy: BillingPolicy | None = None
         self.registrar: RegistrarService | None = None
+        self.local_engine: AsyncEngine | None = None
         self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -93,7 +95,7 @@ class BillingServices:
             algorithms=self.config.digest_algorithms,
         )
         self.registrar = RegistrarService(
-            self.config, authenticator, self.sessions, self.wall_offset
+            self.config, authenticator, await self._node_local_sessions(), self.wall_offset
         )
         await self.registrar.start(views, asyncio.get_running_loop().time())
         self.policy = BillingPolicy(
@@ -119,6 +121,17 @@ class BillingServices:
             self.outbox.depth,
         )
         return self.policy
+
+    async def _node_local_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Where this node keeps what is its own (registrations): its database when it runs
+        alone; in a cluster the embedded SQLite file, since a replica's database must not be
+        written and a node must start while the primary is away."""
+        if self.config.db_scheme == "single":
+            return self.sessions
+        url = database_url(self.config.data_dir)
+        await upgrade_async(url)
+        self.local_engine = create_engine(url)
+        return session_factory(self.local_engine)
 
     async def _deliver(self, batch: Sequence[CdrRecord]) -> int:
         async with self.money_sessions() as session, session.begin():
@@ -185,6 +198,8 @@ class BillingServices:
             await self.registrar.close()  # the last bindings, before the engine goes
         if self.money_engine is not self.engine:
             await self.money_engine.dispose()
+        if self.local_engine is not None:
+            await self.local_engine.dispose()
         await self.engine.dispose()
 
 
