@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from smartswitch.registrar.guard import GuardSettings
-from smartswitch.sip.message import Response
+from smartswitch.sip.errors import SipParseError
+from smartswitch.sip.message import Request, Response, parse_message
 from smartswitch.sip.transaction import Address
 
 from .helpers import (
@@ -361,3 +365,30 @@ def test_a_flood_is_throttled_with_retry_after() -> None:
     # Another source is not affected; the flooding one recovers at the configured rate.
     assert registrar.handle(register(), Address("udp", "192.0.2.99", 5060), T0).status == 401
     assert registrar.handle(register(), PHONE, T0 + 0.2).status == 401
+
+
+# --- never a crash -------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    header=st.sampled_from(["Contact", "Expires", "To", "Authorization", "User-Agent"]),
+    value=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+        max_size=80,
+    ),
+)
+def test_any_header_value_gets_an_answer(header: str, value: str) -> None:
+    registrar = make_registrar()
+    first = registrar.handle(register(), PHONE, T0)
+    request = register(cseq=2, authorization=answer(first))
+    request.headers.set(header, value)
+    request.invalidate()
+    try:
+        data = request.to_bytes()
+        message = parse_message(data)
+    except SipParseError:
+        return  # the transaction layer answers these itself
+    assert isinstance(message, Request)
+    response = registrar.handle(message, PHONE, T0)
+    assert 200 <= response.status < 600
