@@ -122,7 +122,6 @@ class FakeUri:
 class FakeNameAddr:
     user: str
 
-    @property
     def sip_uri(self) -> FakeUri:
         return FakeUri(self.user)
 

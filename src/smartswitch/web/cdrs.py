@@ -141,7 +141,7 @@ async def csv_response(sessions: Sessions, flt: CdrFilter) -> StreamingResponse:
 
 def _user(name_addr: Any) -> str:
     try:
-        return str(name_addr.sip_uri.user or "")
+        return str(name_addr.sip_uri().user or "")
     except Exception:  # an odd URI in a live call must not break the page
         return ""
 

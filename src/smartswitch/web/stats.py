@@ -130,6 +130,7 @@ def svg_chart(
     width: int = 420,
     height: int = 140,
     bars: bool = False,
+    ceiling: float | None = None,
 ) -> str:
     """A small line or bar chart as SVG text; ``points`` are (label, value or None)."""
     pad_l, pad_r, pad_t, pad_b = 40, 8, 22, 20
@@ -137,6 +138,8 @@ def svg_chart(
     values = [v for _, v in points if v is not None]
     top = max(values) if values else 0.0
     top = top * 1.15 if top > 0 else 1.0
+    if ceiling is not None:  # a percentage never needs an axis past 100
+        top = min(top, ceiling)
     n = max(len(points), 1)
     out = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
@@ -207,7 +210,7 @@ def dashboard_charts(sampler: Sampler, buckets: list[Bucket]) -> dict[str, str]:
     return {
         "cps": svg_chart(series(sampler.cps_series()), title="Calls per second"),
         "in_progress": svg_chart(series(sampler.in_progress_series()), title="Calls in progress"),
-        "asr": svg_chart(hours, title="ASR, last hour (%)", unit="%", bars=True),
+        "asr": svg_chart(hours, title="ASR, last hour (%)", unit="%", bars=True, ceiling=100.0),
         "acd": svg_chart(acd, title="ACD, last hour (s)", unit="s", bars=True),
     }
 
