@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     registrations.add_argument("--format", choices=["table", "json"], default="table")
     registrations.add_argument("--url", help="the node's HTTP address (default: http_listen)")
     registrations.add_argument("--config", type=Path, help="TOML node configuration")
+    registrations.add_argument(
+        "--data-dir", type=Path, help="the node's data directory (its local API token)"
+    )
     return parser
 
 
@@ -241,11 +244,14 @@ def _registrations_command(args: argparse.Namespace) -> int:
         fetch,
         print_registrations,
     )
+    from smartswitch.web.security import local_token
 
     config = load_config(args.config)
     url = args.url or base_url(config.http_listen)
+    # The API wants a token: on the node's own machine, the one its data directory implies.
+    token = local_token(args.data_dir or config.data_dir)
     try:
-        data = fetch(url, args.outbound)
+        data = fetch(url, args.outbound, token=token)
     except RegistrationsError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 1

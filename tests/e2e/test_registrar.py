@@ -86,6 +86,8 @@ def registrations(node: Node, outbound: bool = False) -> dict[str, Any]:
         "registrations",
         "--url",
         f"http://{node.http_host}:{node.http_port}",
+        "--data-dir",
+        str(node.data_dir),
         "--format",
         "json",
     ]

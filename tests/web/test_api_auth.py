@@ -126,3 +126,20 @@ def test_users_are_created_by_admins_with_argon2(web: WebEnv) -> None:
     (hash_,) = db.execute("SELECT password_hash FROM users WHERE name='carol'").fetchone()
     assert hash_.startswith("$argon2id$") and password not in hash_
     assert any(u["name"] == "carol" for u in web.get("/api/v1/users").json())
+
+
+def test_registrar_state_needs_a_token_too(web: WebEnv) -> None:
+    from pathlib import Path
+
+    from smartswitch.web.security import local_token
+
+    assert web.client.get("/api/v1/registrations").status_code == 401
+    assert web.get("/api/v1/registrations", role="read-only").status_code == 200
+    # Commands on the node's machine use the token its data directory implies (read-only).
+    token = local_token(Path(web.node.config.data_dir))
+    assert token is not None
+    local = {"Authorization": f"Bearer {token}"}
+    assert web.client.get("/api/v1/registrations", headers=local).status_code == 200
+    assert web.client.post("/api/v1/tariffs", json={"name": "t"}, headers=local).status_code == 403
+    forged = {"Authorization": "Bearer ssl_" + "0" * 64}
+    assert web.client.get("/api/v1/registrations", headers=forged).status_code == 401

@@ -27,10 +27,15 @@ def base_url(http_listen: str) -> str:
     return f"http://{host}:{port}"
 
 
-def fetch(url: str, outbound: bool, timeout: float = 5.0) -> dict[str, Any]:
+def fetch(
+    url: str, outbound: bool, timeout: float = 5.0, token: str | None = None
+) -> dict[str, Any]:
     path = "/api/v1/registrations/outbound" if outbound else "/api/v1/registrations"
+    request = urllib.request.Request(url.rstrip("/") + path)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             data: dict[str, Any] = json.load(response)
             return data
     except (urllib.error.URLError, OSError, ValueError) as exc:

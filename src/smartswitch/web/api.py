@@ -9,8 +9,10 @@ FastAPI uses for its own validation errors).  Money is always a decimal string.
 
 from __future__ import annotations
 
+import hmac
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
@@ -20,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from smartswitch.domain import forms, services, users
 from smartswitch.domain.config import ChangeReport
 from smartswitch.domain.users import User
-from smartswitch.store.schema import AccountRow, PeerRow, RateRow, RouteRow
+from smartswitch.store.schema import AccountRow, PeerRow, RateRow, RouteRow, UserRole
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.context import Web
+from smartswitch.web.security import LOCAL_PREFIX, local_token
 from smartswitch.web.stats import calls_in_progress
 
 SOURCE = "api"
@@ -38,8 +41,14 @@ async def api_user(request: Request) -> User:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "an API token is required", {"WWW-Authenticate": "Bearer"})
+    token = token.strip()
+    if token.startswith(LOCAL_PREFIX):  # a command on the node's machine (read-only)
+        expected = local_token(Path(web.config.data_dir))
+        if expected is not None and hmac.compare_digest(token, expected):
+            return User(0, "local", UserRole.READ_ONLY)
+        raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
     async with web.sessions() as session:
-        user = await users.user_for_token(session, token.strip())
+        user = await users.user_for_token(session, token)
     if user is None:
         raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
     return user

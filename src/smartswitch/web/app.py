@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -72,7 +72,7 @@ def create_app(node: Any) -> FastAPI:
     # Node to node, with the cluster secret's token instead of a login (web/cluster.py).
     app.include_router(cluster_router(node))
     # The registrar's state, read by `smartswitch registrations` (web/registrations.py).
-    app.include_router(registrations_router(node))
+    app.include_router(registrations_router(node), dependencies=[Depends(api.api_user)])
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:

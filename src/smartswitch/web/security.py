@@ -43,6 +43,21 @@ def web_secret(data_dir: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
+LOCAL_PREFIX = "ssl_"
+
+
+def local_token(data_dir: Path) -> str | None:
+    """A read-only API token for commands run on the node's own machine (``smartswitch
+    registrations``): derived from the web secret, so whoever can read the data directory
+    (the node's operator) has it, and nobody else; None before the node made its secret."""
+    path = data_dir / "web.secret"
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return LOCAL_PREFIX + hmac.new(secret, b"local read-only", hashlib.sha256).hexdigest()
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
