@@ -26,10 +26,24 @@ from smartswitch.domain.config import (
     TariffSpec,
     peer_rules,
 )
+from smartswitch.domain.registrar import (
+    DEFAULT_MAX_CONTACTS,
+    DidSpec,
+    RegisterSpec,
+    SubscriberSpec,
+)
 from smartswitch.routing.model import ProfitControl, RouteStrategy
 from smartswitch.store.types import AMOUNT_SCALE
 
-__all__ = ["Fields", "account_spec", "peer_spec", "route_spec", "tariff_spec"]
+__all__ = [
+    "Fields",
+    "account_spec",
+    "did_spec",
+    "peer_spec",
+    "route_spec",
+    "subscriber_spec",
+    "tariff_spec",
+]
 
 T = TypeVar("T")
 
@@ -214,11 +228,11 @@ def peer_spec(source: str, data: Mapping[str, Any], name: str | None = None) -> 
             else form.require("name", f.parse_name)
         ),
         role=lambda: form.require("role", f.parse_role),
-        account=lambda: Ref(form.require("account", f.parse_name), 0, "account"),
+        account=lambda: Ref(form.require("account", f.parse_name), None, "account"),
         tariff=lambda: (
             None
             if _blank(data.get("tariff"))
-            else Ref(form.get("tariff", f.parse_name, ""), 0, "tariff")
+            else Ref(form.get("tariff", f.parse_name, ""), None, "tariff")
         ),
         acl=lambda: _acl(form),
         username=lambda: _optional(form, "username"),
@@ -233,6 +247,8 @@ def peer_spec(source: str, data: Mapping[str, Any], name: str | None = None) -> 
             "profit_control", f.parse_profit_control, ProfitControl.ALLOW_LOSS
         ),
         enabled=lambda: form.get("enabled", f.parse_bool, True),
+        deliver_dids=lambda: form.get("deliver_dids", f.parse_bool, False),
+        register=lambda: _register(form),
     )
     form.check()
     spec = PeerSpec(line=None, path="", role_line=None, acl_line=None, username_line=None, **values)
@@ -265,7 +281,7 @@ def _suppliers(form: Fields) -> list[SupplierSpec]:
             form.error(path, f"supplier {peer!r} is listed twice")
             bad = True
         seen.add(peer)
-        suppliers.append(SupplierSpec(Ref(peer, 0, f"{path}.peer"), priority, weight))
+        suppliers.append(SupplierSpec(Ref(peer, None, f"{path}.peer"), priority, weight))
     if not suppliers and not bad:
         form.error("suppliers", "at least one supplier is required")
         bad = True
@@ -288,3 +304,118 @@ def route_spec(source: str, data: Mapping[str, Any], prefix: str | None = None) 
     )
     form.check()
     return RouteSpec(line=None, path="", **values)
+
+
+def _register(form: Fields) -> RegisterSpec | None:
+    """A peer's ``register``: a JSON object, or the form's register_* fields (empty: none)."""
+    raw = form.data.get("register")
+    if isinstance(raw, Mapping):
+        values = {k: raw.get(k) for k in ("username", "password", "registrar", "expires")}
+    else:
+        values = {
+            k: form.data.get(f"register_{k}")
+            for k in ("username", "password", "registrar", "expires")
+        }
+        if all(_blank(v) for v in values.values()):
+            return None
+    inner = Fields(form.source, values)
+    got = inner.each(
+        username=lambda: inner.require("username", str),
+        password=lambda: inner.require("password", str),
+        registrar=lambda: inner.require("registrar", f.parse_address_text),
+        expires=lambda: inner.get(
+            "expires", lambda t: f.parse_integer(t, minimum=10, maximum=86_400), 3600
+        ),
+    )
+    for issue in inner.issues:
+        form.error(f"register.{issue.path}", issue.message)
+    if inner.issues:
+        raise _Bad
+    return RegisterSpec(**got)
+
+
+def _number(text: str) -> str:
+    if not text:
+        raise ValueError("a number of at least one digit")
+    return f.parse_prefix(text)
+
+
+def _cidrs(form: Fields, name: str) -> list[str]:
+    import ipaddress
+
+    entries: list[str] = []
+    bad = False
+    for index, item in enumerate(form.items(name)):
+        try:
+            entry = str(ipaddress.ip_network(_as_text(item).strip(), strict=True))
+        except ValueError:
+            form.error(
+                f"{name}[{index}]", f"not a network (CIDR) with its host bits zero: {item!r}"
+            )
+            bad = True
+            continue
+        if entry in entries:
+            form.error(f"{name}[{index}]", f"{entry} is listed twice")
+            bad = True
+        entries.append(entry)
+    if bad:
+        raise _Bad
+    return entries
+
+
+def subscriber_spec(
+    source: str, data: Mapping[str, Any], username: str | None = None
+) -> SubscriberSpec:
+    """A subscriber (a phone that registers).  The password is hashed into HA1s by the
+    writer and never stored; left out on an existing subscriber, its hashes stay."""
+    form = Fields(source, data)
+    positive = lambda t: f.parse_integer(t, minimum=1)  # noqa: E731
+    values = form.each(
+        username=lambda: (
+            form.given("username", username, f.parse_name)
+            if username is not None
+            else form.require("username", f.parse_name)
+        ),
+        account=lambda: Ref(form.require("account", f.parse_name), None, "account"),
+        tariff=lambda: (
+            None
+            if _blank(data.get("tariff"))
+            else Ref(form.get("tariff", f.parse_name, ""), None, "tariff")
+        ),
+        password=lambda: _optional(form, "password"),
+        allowed_cidrs=lambda: _cidrs(form, "allowed_cidrs"),
+        max_contacts=lambda: form.get("max_contacts", positive, DEFAULT_MAX_CONTACTS),
+        max_calls=lambda: form.get("max_calls", positive, None),
+        caller_id=lambda: form.get("caller_id", _number, None),
+        enabled=lambda: form.get("enabled", f.parse_bool, True),
+    )
+    form.check()
+    return SubscriberSpec(line=None, path="", ha1_md5=None, ha1_sha256=None, **values)
+
+
+def did_spec(source: str, data: Mapping[str, Any], number: str | None = None) -> DidSpec:
+    form = Fields(source, data)
+    values = form.each(
+        number=lambda: (
+            form.given("number", number, _number)
+            if number is not None
+            else form.require("number", _number)
+        ),
+        subscriber=lambda: (
+            None
+            if _blank(data.get("subscriber"))
+            else Ref(form.get("subscriber", f.parse_name, ""), None, "subscriber")
+        ),
+        peer=lambda: (
+            None
+            if _blank(data.get("peer"))
+            else Ref(form.get("peer", f.parse_name, ""), None, "peer")
+        ),
+        enabled=lambda: form.get("enabled", f.parse_bool, True),
+    )
+    form.check()
+    spec = DidSpec(line=None, path="", **values)
+    if (spec.subscriber is None) == (spec.peer is None):
+        form.error("subscriber", "a DID goes to a subscriber or a peer (one)")
+        form.check()
+    return spec

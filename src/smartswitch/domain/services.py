@@ -37,17 +37,21 @@ from smartswitch.domain.config import (
     TariffSpec,
     apply_change,
 )
+from smartswitch.domain.registrar import DidSpec, SubscriberSpec
 from smartswitch.routing.model import Rate
 from smartswitch.store.cdr_writer import UnknownAccountError, adjust, topup
 from smartswitch.store.schema import (
     AccountRow,
     BalanceChangeRow,
     CdrRow,
+    DidRow,
     PeerRow,
     RateRow,
+    RegistrationRow,
     RouteRow,
     RouteSupplierRow,
     SettingRow,
+    SubscriberRow,
     TariffRow,
 )
 from smartswitch.store.snapshot import bump_config_version
@@ -74,31 +78,49 @@ def invalid(source: str, path: str, message: str) -> ConfigInvalid:
 
 async def save(
     sessions: Sessions,
-    spec: AccountSpec | TariffSpec | PeerSpec | RouteSpec,
+    spec: AccountSpec | TariffSpec | PeerSpec | RouteSpec | SubscriberSpec | DidSpec,
     *,
     source: str,
     actor: str,
     create_only: bool = False,
+    realm: str = "smartswitch",
 ) -> ChangeReport:
-    """Create or update one entity through the provisioning writer."""
-    change = ConfigChange(source, actor)
+    """Create or update one entity through the provisioning writer.  ``realm``: the node's
+    digest realm, which a subscriber's password is hashed for."""
+    change = ConfigChange(source, actor, realm=realm)
     kind = {
         AccountSpec: "accounts",
         TariffSpec: "tariffs",
         PeerSpec: "peers",
         RouteSpec: "routes",
+        SubscriberSpec: "subscribers",
+        DidSpec: "dids",
     }[type(spec)]
     getattr(change, kind).append(spec)
     async with sessions() as session, session.begin():
         if create_only and await _exists(session, spec):
-            label = spec.prefix or "(default)" if isinstance(spec, RouteSpec) else spec.name
+            label = _label(spec)
             raise Conflict(f"{kind[:-1]} {label!r} exists already")
         return await apply_change(session, change)
+
+
+def _label(spec: Any) -> str:
+    if isinstance(spec, RouteSpec):
+        return spec.prefix or "(default)"
+    if isinstance(spec, SubscriberSpec):
+        return str(spec.username)
+    if isinstance(spec, DidSpec):
+        return str(spec.number)
+    return str(spec.name)
 
 
 async def _exists(session: AsyncSession, spec: Any) -> bool:
     if isinstance(spec, RouteSpec):
         query: Any = select(RouteRow.id).where(RouteRow.prefix == spec.prefix)
+    elif isinstance(spec, SubscriberSpec):
+        query = select(SubscriberRow.id).where(SubscriberRow.username == spec.username)
+    elif isinstance(spec, DidSpec):
+        query = select(DidRow.id).where(DidRow.number == spec.number)
     else:
         row: Any = {AccountSpec: AccountRow, TariffSpec: TariffRow, PeerSpec: PeerRow}[type(spec)]
         query = select(row.id).where(row.name == spec.name)
@@ -465,6 +487,76 @@ async def delete_route(sessions: Sessions, prefix: str) -> None:
 async def peer_names(sessions: Sessions) -> dict[int, str]:
     async with sessions() as session:
         return {row[0]: row[1] for row in await session.execute(select(PeerRow.id, PeerRow.name))}
+
+
+# --------------------------------------------------------------------------------------------
+# Subscribers, DIDs, registrations (the registrar's tables)
+
+
+async def list_subscribers(sessions: Sessions) -> list[SubscriberRow]:
+    async with sessions() as session:
+        return list(await session.scalars(select(SubscriberRow).order_by(SubscriberRow.username)))
+
+
+async def get_subscriber(sessions: Sessions, username: str) -> SubscriberRow:
+    async with sessions() as session:
+        row = await session.scalar(select(SubscriberRow).where(SubscriberRow.username == username))
+    if row is None:
+        raise NotFound(f"no subscriber named {username!r}")
+    return row
+
+
+async def delete_subscriber(sessions: Sessions, username: str) -> None:
+    async with sessions() as session, session.begin():
+        row = await session.scalar(select(SubscriberRow).where(SubscriberRow.username == username))
+        if row is None:
+            raise NotFound(f"no subscriber named {username!r}")
+        dids = list(
+            await session.scalars(select(DidRow.number).where(DidRow.subscriber_id == row.id))
+        )
+        if dids:
+            raise Conflict(f"subscriber {username!r} owns the DIDs {', '.join(dids)}")
+        await bump_config_version(session)
+        await session.delete(row)
+
+
+async def list_dids(sessions: Sessions) -> list[DidRow]:
+    async with sessions() as session:
+        return list(await session.scalars(select(DidRow).order_by(DidRow.number)))
+
+
+async def get_did(sessions: Sessions, number: str) -> DidRow:
+    async with sessions() as session:
+        row = await session.scalar(select(DidRow).where(DidRow.number == number))
+    if row is None:
+        raise NotFound(f"no DID {number!r}")
+    return row
+
+
+async def delete_did(sessions: Sessions, number: str) -> None:
+    async with sessions() as session, session.begin():
+        row = await session.scalar(select(DidRow).where(DidRow.number == number))
+        if row is None:
+            raise NotFound(f"no DID {number!r}")
+        await bump_config_version(session)
+        await session.delete(row)
+
+
+async def subscriber_names(sessions: Sessions) -> dict[int, str]:
+    async with sessions() as session:
+        return {
+            row[0]: row[1]
+            for row in await session.execute(select(SubscriberRow.id, SubscriberRow.username))
+        }
+
+
+async def list_registrations(sessions: Sessions, aor: str | None = None) -> list[RegistrationRow]:
+    """The bindings as persisted by the nodes' registrars (each node writes its own)."""
+    async with sessions() as session:
+        query = select(RegistrationRow).order_by(RegistrationRow.aor, RegistrationRow.expires_at)
+        if aor is not None:
+            query = query.where(RegistrationRow.aor == aor)
+        return list(await session.scalars(query))
 
 
 # --------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def _data(model: BaseModel) -> dict[str, Any]:
@@ -142,7 +142,7 @@ async def create_account(request: Request, body: AccountCreate, user: Writer) ->
     web = web_of(request)
     spec = forms.account_spec(SOURCE, _data(body))
     report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
     )
     _changed(request, report)
     return account_out(web, await services.get_account(web.sessions, spec.name))
@@ -158,7 +158,9 @@ async def get_account(request: Request, name: str, user: Reader) -> dict[str, An
 async def put_account(request: Request, name: str, body: AccountIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.account_spec(SOURCE, _data(body), name)
-    report = await services.save(web.sessions, spec, source=SOURCE, actor=user.name)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
     return {
         **_changed(request, report),
         **account_out(web, await services.get_account(web.sessions, name)),
@@ -260,7 +262,7 @@ async def create_tariff(request: Request, body: TariffCreate, user: Writer) -> d
     web = web_of(request)
     spec = forms.tariff_spec(SOURCE, _data(body))
     report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
     )
     _changed(request, report)
     return tariff_out(await services.get_tariff(web.sessions, spec.name))
@@ -275,7 +277,9 @@ async def get_tariff(request: Request, name: str, user: Reader) -> dict[str, Any
 async def put_tariff(request: Request, name: str, body: TariffIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.tariff_spec(SOURCE, _data(body), name)
-    report = await services.save(web.sessions, spec, source=SOURCE, actor=user.name)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
     return {
         **_changed(request, report),
         **tariff_out(await services.get_tariff(web.sessions, name)),
@@ -353,6 +357,13 @@ class RewriteIn(_In):
     replace: str = ""
 
 
+class RegisterIn(_In):
+    username: str
+    password: str = Field(description="never returned")
+    registrar: str = Field(description="HOST[:PORT]")
+    expires: int | None = None
+
+
 class PeerIn(_In):
     role: Literal["customer", "supplier", "both"]
     account: str
@@ -368,6 +379,11 @@ class PeerIn(_In):
     callee_rewrite: list[RewriteIn] | None = None
     profit_control: Literal["allow_loss", "no_loss", "profit_only"] | None = None
     enabled: bool | None = None
+    deliver_dids: bool | None = Field(None, description="INVITEs from it to our DIDs")
+    # "register" would shadow BaseModel.register: the JSON name is an alias.
+    registration: RegisterIn | None = Field(
+        None, alias="register", description="the switch registers with it"
+    )
 
 
 class PeerCreate(PeerIn):
@@ -391,6 +407,14 @@ def peer_out(row: PeerRow, accounts: dict[int, str], tariffs: dict[int, str]) ->
         "callee_rewrite": list(row.callee_rewrite),
         "profit_control": row.profit_control.value,
         "enabled": row.enabled,
+        "deliver_dids": row.deliver_dids,
+        "register": None
+        if row.register_registrar is None
+        else {
+            "username": row.register_username,
+            "registrar": row.register_registrar,
+            "expires": row.register_expires,
+        },
     }
 
 
@@ -401,8 +425,7 @@ async def _names(web: Web) -> tuple[dict[int, str], dict[int, str]]:
 
 
 def _peer_data(body: PeerIn) -> dict[str, Any]:
-    data = body.model_dump(exclude_none=True)
-    return data
+    return body.model_dump(exclude_none=True, by_alias=True)
 
 
 @router.get("/peers")
@@ -417,7 +440,7 @@ async def create_peer(request: Request, body: PeerCreate, user: Writer) -> dict[
     web = web_of(request)
     spec = forms.peer_spec(SOURCE, _peer_data(body))
     report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
     )
     _changed(request, report)
     accounts, tariffs = await _names(web)
@@ -436,7 +459,9 @@ async def put_peer(request: Request, name: str, body: PeerIn, user: Writer) -> d
     """Create or replace the peer: fields left out take their defaults (as in provisioning)."""
     web = web_of(request)
     spec = forms.peer_spec(SOURCE, _peer_data(body), name)
-    report = await services.save(web.sessions, spec, source=SOURCE, actor=user.name)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
     accounts, tariffs = await _names(web)
     return {
         **_changed(request, report),
@@ -506,7 +531,7 @@ async def create_route(request: Request, body: RouteCreate, user: Writer) -> dic
     web = web_of(request)
     spec = forms.route_spec(SOURCE, _route_data(body))
     report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
     )
     _changed(request, report)
     return route_out(
@@ -525,7 +550,9 @@ async def get_route(request: Request, key: str, user: Reader) -> dict[str, Any]:
 async def put_route(request: Request, key: str, body: RouteIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.route_spec(SOURCE, _route_data(body), _prefix_of(key))
-    report = await services.save(web.sessions, spec, source=SOURCE, actor=user.name)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
     row = await services.get_route(web.sessions, spec.prefix)
     return {**_changed(request, report), **route_out(row, await services.peer_names(web.sessions))}
 
@@ -533,6 +560,160 @@ async def put_route(request: Request, key: str, body: RouteIn, user: Writer) -> 
 @router.delete("/routes/{key}", status_code=204)
 async def delete_route(request: Request, key: str, user: Writer) -> Response:
     await services.delete_route(web_of(request).sessions, _prefix_of(key))
+    web_of(request).config_changed()
+    return Response(status_code=204)
+
+
+# --------------------------------------------------------------------------------------------
+# Subscribers and DIDs (the registrar's); registrations are /api/v1/registrations
+
+
+class SubscriberIn(_In):
+    account: str
+    tariff: str | None = Field(None, description="what its outgoing calls cost")
+    password: str | None = Field(
+        None, description="hashed into HA1s for the node's realm, never stored or returned"
+    )
+    allowed_cidrs: list[str] | None = None
+    max_contacts: int | None = None
+    max_calls: int | None = None
+    caller_id: str | None = None
+    enabled: bool | None = None
+
+
+class SubscriberCreate(SubscriberIn):
+    username: str
+
+
+def subscriber_out(row: Any, accounts: dict[int, str], tariffs: dict[int, str]) -> dict[str, Any]:
+    return {
+        "username": row.username,
+        "account": accounts.get(row.account_id),
+        "tariff": None if row.tariff_id is None else tariffs.get(row.tariff_id),
+        "allowed_cidrs": list(row.allowed_cidrs),
+        "max_contacts": row.max_contacts,
+        "max_calls": row.max_calls,
+        "caller_id": row.caller_id,
+        "enabled": row.enabled,
+    }
+
+
+@router.get("/subscribers")
+async def list_subscribers(request: Request, user: Reader) -> list[dict[str, Any]]:
+    web = web_of(request)
+    accounts, tariffs = await _names(web)
+    return [
+        subscriber_out(s, accounts, tariffs) for s in await services.list_subscribers(web.sessions)
+    ]
+
+
+@router.post("/subscribers", status_code=201)
+async def create_subscriber(
+    request: Request, body: SubscriberCreate, user: Writer
+) -> dict[str, Any]:
+    web = web_of(request)
+    spec = forms.subscriber_spec(SOURCE, body.model_dump(exclude_none=True))
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
+    )
+    _changed(request, report)
+    accounts, tariffs = await _names(web)
+    return subscriber_out(
+        await services.get_subscriber(web.sessions, spec.username), accounts, tariffs
+    )
+
+
+@router.get("/subscribers/{username}")
+async def get_subscriber(request: Request, username: str, user: Reader) -> dict[str, Any]:
+    web = web_of(request)
+    accounts, tariffs = await _names(web)
+    return subscriber_out(await services.get_subscriber(web.sessions, username), accounts, tariffs)
+
+
+@router.put("/subscribers/{username}")
+async def put_subscriber(
+    request: Request, username: str, body: SubscriberIn, user: Writer
+) -> dict[str, Any]:
+    """Create or replace; a password left out keeps the stored hashes."""
+    web = web_of(request)
+    spec = forms.subscriber_spec(SOURCE, body.model_dump(exclude_none=True), username)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
+    accounts, tariffs = await _names(web)
+    return {
+        **_changed(request, report),
+        **subscriber_out(await services.get_subscriber(web.sessions, username), accounts, tariffs),
+    }
+
+
+@router.delete("/subscribers/{username}", status_code=204)
+async def delete_subscriber(request: Request, username: str, user: Writer) -> Response:
+    await services.delete_subscriber(web_of(request).sessions, username)
+    web_of(request).config_changed()
+    return Response(status_code=204)
+
+
+class DidIn(_In):
+    subscriber: str | None = Field(None, description="the owner: a subscriber ...")
+    peer: str | None = Field(None, description="... or a peer (one of the two)")
+    enabled: bool | None = None
+
+
+class DidCreate(DidIn):
+    number: str
+
+
+async def _did_out(web: Web, row: Any) -> dict[str, Any]:
+    subscribers = await services.subscriber_names(web.sessions)
+    peers = await services.peer_names(web.sessions)
+    return {
+        "number": row.number,
+        "subscriber": None if row.subscriber_id is None else subscribers.get(row.subscriber_id),
+        "peer": None if row.peer_id is None else peers.get(row.peer_id),
+        "enabled": row.enabled,
+    }
+
+
+@router.get("/dids")
+async def list_dids(request: Request, user: Reader) -> list[dict[str, Any]]:
+    web = web_of(request)
+    return [await _did_out(web, d) for d in await services.list_dids(web.sessions)]
+
+
+@router.post("/dids", status_code=201)
+async def create_did(request: Request, body: DidCreate, user: Writer) -> dict[str, Any]:
+    web = web_of(request)
+    spec = forms.did_spec(SOURCE, body.model_dump(exclude_none=True))
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
+    )
+    _changed(request, report)
+    return await _did_out(web, await services.get_did(web.sessions, spec.number))
+
+
+@router.get("/dids/{number}")
+async def get_did(request: Request, number: str, user: Reader) -> dict[str, Any]:
+    web = web_of(request)
+    return await _did_out(web, await services.get_did(web.sessions, number))
+
+
+@router.put("/dids/{number}")
+async def put_did(request: Request, number: str, body: DidIn, user: Writer) -> dict[str, Any]:
+    web = web_of(request)
+    spec = forms.did_spec(SOURCE, body.model_dump(exclude_none=True), number)
+    report = await services.save(
+        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
+    )
+    return {
+        **_changed(request, report),
+        **await _did_out(web, await services.get_did(web.sessions, number)),
+    }
+
+
+@router.delete("/dids/{number}", status_code=204)
+async def delete_did(request: Request, number: str, user: Writer) -> Response:
+    await services.delete_did(web_of(request).sessions, number)
     web_of(request).config_changed()
     return Response(status_code=204)
 

@@ -73,6 +73,18 @@ class Web:
             return accounting.balance(account_id), accounting.available(account_id)
         return None, None
 
+    @property
+    def realm(self) -> str:
+        return str(getattr(self.config, "sip_realm", "smartswitch"))
+
+    def live_bindings(self) -> list[dict[str, Any]] | None:
+        """This node's registrations now (None when the node has no registrar)."""
+        registrar = getattr(getattr(self.node, "services", None), "registrar", None)
+        if registrar is None:
+            return None
+        result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
+        return result
+
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""
         services = getattr(self.node, "services", None)

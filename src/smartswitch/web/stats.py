@@ -306,13 +306,11 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
 
 
 def _registrations(node: Any) -> int | None:
-    """Registered contacts, once the registrar is part of the node (duck-typed: the registrar
-    keeps a location service with ``len()``)."""
-    for attr in ("registrar", "location"):
-        holder = getattr(node, attr, None)
-        if holder is None:
-            continue
-        location = getattr(holder, "location", holder)
-        with contextlib.suppress(TypeError):
-            return len(location)
+    """Registered contacts in this node's location service (None without a registrar)."""
+    registrar = getattr(getattr(node, "services", None), "registrar", None)
+    location = getattr(registrar, "location", None)
+    if location is None:
+        return None
+    with contextlib.suppress(Exception):  # expired ones are still counted until swept
+        return len(location)
     return None

@@ -8,6 +8,7 @@ pages carry a banner naming the primary.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -307,7 +308,9 @@ async def create_account(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.account_spec(SOURCE, data)
-        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, create_only=True)
+        await services.save(
+            web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
+        )
     except ConfigInvalid as exc:
         return await _accounts(request, user, session, data, _errors(exc))
     except services.Conflict as exc:
@@ -370,7 +373,7 @@ async def update_account(request: Request, name: str) -> Response:
     data["prepaid"] = "true" if data.get("prepaid") else "false"
     try:
         spec = forms.account_spec(SOURCE, data, name)
-        await services.save(web.sessions, spec, source=SOURCE, actor=user.name)
+        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm)
     except ConfigInvalid as exc:
         return await _account(request, user, session, name, values=data, errors=_errors(exc))
     web.config_changed()
@@ -448,7 +451,9 @@ async def create_tariff(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.tariff_spec(SOURCE, data)
-        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, create_only=True)
+        await services.save(
+            web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
+        )
     except ConfigInvalid as exc:
         return await _tariffs(request, user, session, data, _errors(exc))
     except services.Conflict as exc:
@@ -568,7 +573,7 @@ def _peer_values(row: PeerRow, accounts: dict[int, str], tariffs: dict[int, str]
         "tariff": "" if row.tariff_id is None else tariffs.get(row.tariff_id, ""),
         "acl": "\n".join(row.acl),
         "username": row.username or "",
-        "password": row.password or "",
+        "password": "",  # secrets never go back to the browser; empty keeps the stored one
         "address": row.address or "",
         "transport": row.transport,
         "max_calls": row.max_calls or "",
@@ -577,6 +582,11 @@ def _peer_values(row: PeerRow, accounts: dict[int, str], tariffs: dict[int, str]
         "callee_rewrite": "\n".join(f"{r['match']} -> {r['replace']}" for r in row.callee_rewrite),
         "profit_control": row.profit_control.value,
         "enabled": "true" if row.enabled else "",
+        "deliver_dids": "true" if row.deliver_dids else "",
+        "register_registrar": row.register_registrar or "",
+        "register_username": row.register_username or "",
+        "register_password": "",
+        "register_expires": "" if row.register_expires is None else str(row.register_expires),
     }
 
 
@@ -651,11 +661,24 @@ async def save_peer(request: Request) -> Response:
     _writer(request, user)
     existing = str(data.pop("existing", "") or "") or None
     data["enabled"] = "true" if data.get("enabled") else "false"
+    data["deliver_dids"] = "true" if data.get("deliver_dids") else "false"
     web = web_of(request)
+    if existing is not None:  # an empty password field keeps the stored secret
+        with contextlib.suppress(services.NotFound):
+            row = await services.get_peer(web.sessions, existing)
+            if not data.get("password") and data.get("username"):
+                data["password"] = row.password or ""
+            if not data.get("register_password") and data.get("register_registrar"):
+                data["register_password"] = row.register_password or ""
     try:
         spec = forms.peer_spec(SOURCE, data, existing)
         await services.save(
-            web.sessions, spec, source=SOURCE, actor=user.name, create_only=existing is None
+            web.sessions,
+            spec,
+            source=SOURCE,
+            actor=user.name,
+            create_only=existing is None,
+            realm=web.realm,
         )
     except ConfigInvalid as exc:
         return await _peer_form(
@@ -770,7 +793,12 @@ async def save_route(request: Request) -> Response:
     try:
         spec = forms.route_spec(SOURCE, data, prefix)
         await services.save(
-            web.sessions, spec, source=SOURCE, actor=user.name, create_only=existing is None
+            web.sessions,
+            spec,
+            source=SOURCE,
+            actor=user.name,
+            create_only=existing is None,
+            realm=web.realm,
         )
     except ConfigInvalid as exc:
         return await _route_form(
@@ -1016,3 +1044,165 @@ async def change_password(request: Request) -> Response:
     if errors:
         return render(request, "me.html", user, session, errors=errors, status_code=422)
     return _back("/me", "password changed")
+
+
+# --------------------------------------------------------------------------------------------
+# Subscribers (with their registrations) and DIDs
+
+
+@router.get("/subscribers")
+async def subscribers_page(request: Request) -> Response:
+    user, session = await page_user(request)
+    return await _subscribers(request, user, session)
+
+
+async def _subscribers(
+    request: Request,
+    user: User,
+    session: Session,
+    values: Mapping[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    existing: str | None = None,
+) -> Response:
+    web = web_of(request)
+    accounts, tariffs = await _lookups(web)
+    rows = await services.list_subscribers(web.sessions)
+    live = web.live_bindings()
+    by_aor: dict[str, list[dict[str, Any]]] = {}
+    for binding in live or []:
+        by_aor.setdefault(str(binding["aor"]), []).append(binding)
+    return render(
+        request,
+        "subscribers.html",
+        user,
+        session,
+        status_code=422 if errors else 200,
+        subscribers=rows,
+        accounts=accounts,
+        tariffs=tariffs,
+        bindings=by_aor,
+        registrar=live is not None,
+        values=values or {"max_contacts": "5", "enabled": "true"},
+        errors=errors or {},
+        existing=existing,
+        account_names=sorted(accounts.values()),
+        tariff_names=sorted(tariffs.values()),
+    )
+
+
+@router.get("/subscribers/{username}")
+async def subscriber_page(request: Request, username: str) -> Response:
+    user, session = await page_user(request)
+    web = web_of(request)
+    row = await services.get_subscriber(web.sessions, username)
+    accounts, tariffs = await _lookups(web)
+    values = {
+        "username": row.username,
+        "account": accounts.get(row.account_id, ""),
+        "tariff": "" if row.tariff_id is None else tariffs.get(row.tariff_id, ""),
+        "allowed_cidrs": "\n".join(row.allowed_cidrs),
+        "max_contacts": str(row.max_contacts),
+        "max_calls": "" if row.max_calls is None else str(row.max_calls),
+        "caller_id": row.caller_id or "",
+        "enabled": "true" if row.enabled else "",
+    }
+    return await _subscribers(request, user, session, values, existing=username)
+
+
+@router.post("/subscribers")
+async def save_subscriber(request: Request) -> Response:
+    user, session = await page_user(request)
+    data = await _form(request, session)
+    _writer(request, user)
+    existing = str(data.pop("existing", "") or "") or None
+    data["enabled"] = "true" if data.get("enabled") else "false"
+    web = web_of(request)
+    try:
+        spec = forms.subscriber_spec(SOURCE, data, existing)
+        await services.save(
+            web.sessions,
+            spec,
+            source=SOURCE,
+            actor=user.name,
+            create_only=existing is None,
+            realm=web.realm,
+        )
+    except ConfigInvalid as exc:
+        data.pop("password", None)
+        return await _subscribers(request, user, session, data, _errors(exc), existing)
+    except services.Conflict as exc:
+        data.pop("password", None)
+        return await _subscribers(request, user, session, data, {"username": str(exc)}, existing)
+    web.config_changed()
+    return _back("/subscribers", f"subscriber {spec.username} saved")
+
+
+@router.post("/subscribers/{username}/delete")
+async def delete_subscriber(request: Request, username: str) -> Response:
+    user, session = await page_user(request)
+    await _form(request, session)
+    _writer(request, user)
+    try:
+        await services.delete_subscriber(web_of(request).sessions, username)
+    except services.Conflict as exc:
+        return await _subscribers(request, user, session, errors={"_": str(exc)})
+    web_of(request).config_changed()
+    return _back("/subscribers", f"subscriber {username} deleted")
+
+
+@router.get("/dids")
+async def dids_page(request: Request) -> Response:
+    user, session = await page_user(request)
+    return await _dids(request, user, session)
+
+
+async def _dids(
+    request: Request,
+    user: User,
+    session: Session,
+    values: Mapping[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    web = web_of(request)
+    subscribers = await services.subscriber_names(web.sessions)
+    peers = await services.peer_names(web.sessions)
+    return render(
+        request,
+        "dids.html",
+        user,
+        session,
+        status_code=422 if errors else 200,
+        dids=await services.list_dids(web.sessions),
+        subscribers=subscribers,
+        peers=peers,
+        subscriber_names=sorted(subscribers.values()),
+        peer_names=sorted(peers.values()),
+        values=values or {"enabled": "true"},
+        errors=errors or {},
+    )
+
+
+@router.post("/dids")
+async def save_did(request: Request) -> Response:
+    user, session = await page_user(request)
+    data = await _form(request, session)
+    _writer(request, user)
+    data["enabled"] = "true" if data.get("enabled") else "false"
+    web = web_of(request)
+    try:
+        spec = forms.did_spec(SOURCE, data)
+        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm)
+    except ConfigInvalid as exc:
+        return await _dids(request, user, session, data, _errors(exc))
+    web.config_changed()
+    return _back("/dids", f"DID {spec.number} saved")
+
+
+@router.post("/dids/{number}/delete")
+async def delete_did(request: Request, number: str) -> Response:
+    user, session = await page_user(request)
+    await _form(request, session)
+    _writer(request, user)
+    await services.delete_did(web_of(request).sessions, number)
+    web_of(request).config_changed()
+    return _back("/dids", f"DID {number} deleted")
