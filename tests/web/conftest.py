@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,12 +108,31 @@ async def _seed(url: str) -> dict[str, str]:
     return tokens
 
 
+_TEMPLATE: tuple[Path, dict[str, str]] | None = None
+
+
+def _template() -> tuple[Path, dict[str, str]]:
+    """A migrated, seeded database made once per run and copied for each test: migrating and
+    hashing three argon2 passwords for every test would cost seconds each."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        import tempfile
+
+        data = Path(tempfile.mkdtemp(prefix="smartswitch-web-template-")) / "data"
+        url = database_url(data)
+        prepare_schema(url)
+        _TEMPLATE = (data / "smartswitch.db", asyncio.run(_seed(url)))
+    return _TEMPLATE
+
+
 @contextlib.contextmanager
 def make_env(tmp_path: Path) -> Iterator[WebEnv]:
-    url = database_url(tmp_path / "data")
-    prepare_schema(url)
-    tokens = asyncio.run(_seed(url))
-    node = FakeNode(tmp_path / "data", url)
+    template, tokens = _template()
+    data = tmp_path / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, data / "smartswitch.db")
+    url = database_url(data)
+    node = FakeNode(data, url)
     app = create_app(node)
     with TestClient(app, base_url="http://testserver") as client:
         yield WebEnv(client, node, tokens, url)
