@@ -20,6 +20,8 @@ Rules about one entity alone (what a customer needs, how rates may overlap) are 
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,7 +31,6 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from smartswitch.billing.increment import Increment
 from smartswitch.domain import registrar
 from smartswitch.domain.registrar import DidSpec, RegisterSpec, SubscriberSpec
 from smartswitch.routing.acl import AclConflictError, AclIndex
@@ -73,7 +74,7 @@ __all__ = [
 ]
 
 ACTOR = "provisioning"
-_RATE_CHUNK = 2000
+_RATE_CHUNK = 1000
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +243,27 @@ def _rate_key(rate: Rate) -> tuple[Any, ...]:
         rate.free_seconds,
         rate.effective_to,
     )
+
+
+def _rate_rows(tariff_id: int, rates: list[Rate]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tariff_id": tariff_id,
+            "prefix": rate.prefix,
+            "price_per_minute": rate.price_per_minute,
+            "connect_fee": rate.connect_fee,
+            "increment_min": rate.increment.minimum,
+            "increment_step": rate.increment.step,
+            "free_seconds": rate.free_seconds,
+            "effective_from": rate.effective_from,
+            "effective_to": rate.effective_to,
+        }
+        for rate in rates
+    ]
+
+
+def _same_rates(old: list[tuple[Any, ...]], new: list[Rate]) -> bool:
+    return len(old) == len(new) and Counter(old) == Counter(map(_rate_key, new))
 
 
 def _set(row: Any, values: dict[str, Any]) -> bool:
@@ -497,22 +519,27 @@ class ConfigWriter:
             for spec in self.doc.tariffs
             if spec.name in tariffs and spec.rates is not None
         ]
-        current: dict[int, list[Rate]] = {tariff_id: [] for tariff_id in existing_ids}
+        # The rates in the database as comparable tuples (the _rate_key shape), read as plain
+        # columns in partitions: ORM objects for a 50 000-rate tariff would cost seconds of CPU
+        # on the event loop, which a node shares with SIP.
+        current: dict[int, list[tuple[Any, ...]]] = {tariff_id: [] for tariff_id in existing_ids}
         if existing_ids:
-            for rate_row in await session.scalars(
-                select(RateRow).where(RateRow.tariff_id.in_(existing_ids))
-            ):
-                current[rate_row.tariff_id].append(
-                    Rate(
-                        prefix=rate_row.prefix,
-                        price_per_minute=rate_row.price_per_minute,
-                        connect_fee=rate_row.connect_fee,
-                        increment=Increment(rate_row.increment_min, rate_row.increment_step),
-                        free_seconds=rate_row.free_seconds,
-                        effective_from=rate_row.effective_from,
-                        effective_to=rate_row.effective_to,
-                    )
-                )
+            result = await session.stream(
+                select(
+                    RateRow.tariff_id,
+                    RateRow.prefix,
+                    RateRow.effective_from,
+                    RateRow.price_per_minute,
+                    RateRow.connect_fee,
+                    RateRow.increment_min,
+                    RateRow.increment_step,
+                    RateRow.free_seconds,
+                    RateRow.effective_to,
+                ).where(RateRow.tariff_id.in_(existing_ids))
+            )
+            async for partition in result.partitions(_RATE_CHUNK):
+                for r in partition:
+                    current[r[0]].append(tuple(r[1:]))
         for spec in self.doc.tariffs:
             row = tariffs.get(spec.name)
             created = row is None
@@ -522,32 +549,20 @@ class ConfigWriter:
                 await session.flush()
                 tariffs[spec.name] = row
                 changed = True
-                old: list[Rate] = []
+                old: list[tuple[Any, ...]] = []
             else:
                 changed = _set(row, {"currency": spec.currency})
                 old = current.get(row.id, [])
             if spec.rates is None:  # the tariff itself only (the API's PUT of a tariff)
                 self.note("tariffs", spec.name, created, changed)
                 continue
-            wanted = sorted(map(_rate_key, spec.rates), key=repr)
-            if sorted(map(_rate_key, old), key=repr) != wanted:
+            # Compared as multisets (order does not matter), in a thread: CPU for big tariffs.
+            same = await asyncio.to_thread(_same_rates, old, spec.rates)
+            if not same:
                 changed = True
                 if old:
                     await session.execute(delete(RateRow).where(RateRow.tariff_id == row.id))
-                rows = [
-                    {
-                        "tariff_id": row.id,
-                        "prefix": rate.prefix,
-                        "price_per_minute": rate.price_per_minute,
-                        "connect_fee": rate.connect_fee,
-                        "increment_min": rate.increment.minimum,
-                        "increment_step": rate.increment.step,
-                        "free_seconds": rate.free_seconds,
-                        "effective_from": rate.effective_from,
-                        "effective_to": rate.effective_to,
-                    }
-                    for rate in spec.rates
-                ]
+                rows = await asyncio.to_thread(_rate_rows, row.id, spec.rates)
                 # In chunks: binding a whole 50 000-rate tariff at once would hold the event
                 # loop (which also carries SIP) for the whole conversion.
                 for start in range(0, len(rows), _RATE_CHUNK):
