@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -284,25 +283,6 @@ MAX_CSV_ISSUES = 50  # enough to fix a file by; a wholly wrong file would list e
 
 def _time_text(value: datetime | None) -> str:
     return "" if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def rates_to_csv(rows: Sequence[RateRow]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RATE_COLUMNS)
-    for r in rows:
-        writer.writerow(
-            (
-                r.prefix,
-                f"{r.price_per_minute:f}",
-                f"{r.connect_fee:f}",
-                f"{r.increment_min}/{r.increment_step}",
-                r.free_seconds,
-                _time_text(r.effective_from),
-                _time_text(r.effective_to),
-            )
-        )
-    return out.getvalue()
 
 
 async def export_rates(sessions: Sessions, name: str) -> str:
