@@ -115,7 +115,6 @@ class Registrar:
         """Process one REGISTER received from ``source`` at wall-clock ``now``."""
         verdict = self.guard.check(source.host, now)
         if verdict is Verdict.BANNED:
-            self.stats["refused"] += 1
             return self._forbidden(request)
         if verdict is Verdict.THROTTLED:
             self.stats["throttled"] += 1

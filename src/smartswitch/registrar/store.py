@@ -75,6 +75,7 @@ class RegistrationStore:
         self._pending: dict[str, Binding | None] = {}  # row id -> latest state (None: gone)
         self._task: asyncio.Task[None] | None = None
         self.stats = {"written": 0, "deleted": 0, "failures": 0}
+        self._failing = 0  # consecutive failed writes
 
     def on_change(self, change: BindingChange) -> None:
         """A location listener: remember the binding's latest state for the next write."""
@@ -86,16 +87,25 @@ class RegistrationStore:
         return len(self._pending)
 
     async def load(self, now: float) -> list[Binding]:
-        """The bindings this node persisted that are still live at wall-clock ``now``."""
+        """The bindings this node persisted that are still live at wall-clock ``now``.
+
+        Expired rows are deleted on the way; where the database refuses writes (a cluster's
+        read-only replica) that is logged and the node starts all the same."""
         cutoff = _time(now)
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                delete(RegistrationRow).where(
-                    RegistrationRow.node == self.node, RegistrationRow.expires_at <= cutoff
+        try:
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    delete(RegistrationRow).where(
+                        RegistrationRow.node == self.node, RegistrationRow.expires_at <= cutoff
+                    )
                 )
-            )
+        except Exception as exc:
+            log.warning("expired registrations not deleted: %s", exc)
+        async with self.sessions() as session:
             rows = await session.scalars(
-                select(RegistrationRow).where(RegistrationRow.node == self.node)
+                select(RegistrationRow).where(
+                    RegistrationRow.node == self.node, RegistrationRow.expires_at > cutoff
+                )
             )
             return [
                 Binding(
@@ -117,14 +127,17 @@ class RegistrationStore:
         self._task = asyncio.create_task(self._run(), name="registrations-store")
 
     async def _run(self) -> None:
+        delay = self.interval
         while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
+            await asyncio.sleep(delay)
+            # A database that refuses (down, or a read-only replica) is asked less and less
+            # often, up to every 30 s; the changes wait in memory, the newest state winning.
+            delay = self.interval if await self.flush() else min(30.0, delay * 2)
 
-    async def flush(self) -> None:
-        """Write every pending change now, in one transaction; on failure keep them."""
+    async def flush(self) -> bool:
+        """Write every pending change now, in one transaction; on failure keep them (False)."""
         if not self._pending:
-            return
+            return True
         batch = self._pending
         self._pending = {}
         try:
@@ -142,13 +155,19 @@ class RegistrationStore:
                     await session.execute(insert(RegistrationRow), rows)
         except Exception as exc:
             self.stats["failures"] += 1
-            log.warning("registrations not persisted yet (%d kept): %s", len(batch), exc)
+            level = logging.WARNING if self._failing == 0 else logging.DEBUG
+            self._failing += 1
+            log.log(level, "registrations not persisted yet (%d kept): %s", len(batch), exc)
             # Changes made meanwhile are newer than the batch's: they win.
             batch.update(self._pending)
             self._pending = batch
-            return
+            return False
+        if self._failing:
+            log.info("registrations persisted again after %d failed writes", self._failing)
+            self._failing = 0
         self.stats["written"] += len(rows)
         self.stats["deleted"] += len(batch) - len(rows)
+        return True
 
     async def close(self) -> None:
         if self._task is not None:
