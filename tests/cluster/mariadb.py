@@ -262,6 +262,9 @@ class MariaDBInstance:
             "socket": str(self.socket_path),
             "pid-file": str(self.pid_file),
             "log-error": str(self.error_log),
+            # Private temporary tables: servers bootstrapping at the same moment (other test
+            # runs, the bench) otherwise collide on /tmp/#sql-temptable-* names.
+            "tmpdir": str(self.directory / "tmp"),
             "server-id": str(self.server_id),
             # Grants name addresses, never host names: no DNS look-ups, no surprises.
             "skip-name-resolve": None,
@@ -302,11 +305,13 @@ class MariaDBInstance:
 
     def _prepare_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "tmp").mkdir(exist_ok=True)
         if self.run_as not in (None, "root"):
             assert self.run_as is not None
             _check_reachable_by(self.directory, self.run_as)
             uid, gid = _uid_gid(self.run_as)
             os.chown(self.directory, uid, gid)
+            os.chown(self.directory / "tmp", uid, gid)
         self.write_config()
 
     @property
