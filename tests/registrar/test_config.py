@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from smartswitch.config import ConfigError, load_config
+from smartswitch.config import ConfigError, NodeConfig, load_config
 
 
-def _load(tmp_path: Path, text: str) -> object:
+def _load(tmp_path: Path, text: str) -> NodeConfig:
     path = tmp_path / "node.toml"
     path.write_text(text)
     return load_config(path)
@@ -28,10 +28,10 @@ def test_defaults_and_values(tmp_path: Path) -> None:
         'auth_fail_limit = 3\nauth_ban_time = 60\nsource_rate_limit = 0\ndigest_algorithms = ["MD5"]\n'
         "reg_min_expires = 10\nreg_default_expires = 300\n",
     )
-    assert config.auth_fail_limit == 3  # type: ignore[attr-defined]
-    assert config.auth_ban_time == 60.0  # type: ignore[attr-defined]
-    assert config.source_rate_limit == 0.0  # type: ignore[attr-defined]
-    assert config.digest_algorithms == ("MD5",)  # type: ignore[attr-defined]
+    assert config.auth_fail_limit == 3
+    assert config.auth_ban_time == 60.0
+    assert config.source_rate_limit == 0.0
+    assert config.digest_algorithms == ("MD5",)
 
 
 @pytest.mark.parametrize(

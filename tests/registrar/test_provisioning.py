@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smartswitch.provisioning import ProvisioningError, provision_text
-from smartswitch.routing.model import ConfigSnapshot, SupplierRegistration
+from smartswitch.routing.model import SupplierRegistration
 from smartswitch.sip.digest import compute_ha1
 from smartswitch.store.database import create_engine, session_factory
 from smartswitch.store.schema import Base
@@ -79,7 +79,6 @@ def test_subscribers_dids_and_registrar_fields(db_url: str) -> None:
     (report,), snap, dump = _run(db_url, BASE)
     assert report.created["subscribers"] == ["alice", "bob"]
     assert report.created["dids"] == ["15550001000", "15550002000"]
-    snap: ConfigSnapshot
     alice = next(s for s in snap.subscribers.values() if s.username == "alice")
     assert alice.realm == "switch.example"
     assert alice.ha1_md5 == compute_ha1("alice", "switch.example", "correct horse", "MD5")
