@@ -15,7 +15,7 @@ on). The figure reported is the highest passing step, in REGISTER transactions p
 (twice the registrations per second).
 
 The node's source guard is configured off (``source_rate_limit = 0``): every request of the
-bench comes from one address, which the default throttle (20 per second) would rightly slow
+bench comes from one address, which the default throttle (50 per second) would rightly slow
 down. The failure ban stays on (no registration of the bench fails).
 
 Traffic stays on loopback; processes started here are stopped by PID; results go to

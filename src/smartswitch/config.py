@@ -63,8 +63,8 @@ class NodeConfig:
     auth_fail_limit: int = 5  # failed authentications within auth_fail_window ban (0: never)
     auth_fail_window: float = 60.0
     auth_ban_time: float = 300.0
-    source_rate_limit: float = 20.0  # requests/s one source may send through the guard (0: off)
-    source_rate_burst: float = 40.0
+    source_rate_limit: float = 50.0  # requests/s one source may send through the guard (0: off)
+    source_rate_burst: float = 100.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
 

@@ -46,9 +46,9 @@ class GuardSettings:
     """Failed authentications from one address within ``fail_window`` that ban it (0: never)."""
     fail_window: float = 60.0
     ban_time: float = 300.0
-    rate: float = 20.0
+    rate: float = 50.0
     """Requests per second one address may send through the guard (0: no limit)."""
-    burst: float = 40.0
+    burst: float = 100.0
     max_sources: int = 100_000
 
 
