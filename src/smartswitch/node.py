@@ -14,7 +14,8 @@ import uvicorn
 
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.policy import CallPolicy
-from smartswitch.cluster.nodes import register_node
+from smartswitch.cluster.nodes import list_nodes, register_node, status_token
+from smartswitch.cluster.registrations import RegistrationSync
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.config import NodeConfig, parse_hostport
@@ -56,6 +57,7 @@ class Node:
         self.stopping = asyncio.Event()
         self.db_role = DatabaseRole(config.db_scheme, True, "single")
         self._background: list[asyncio.Task[None]] = []
+        self.registration_sync: RegistrationSync | None = None
 
     @property
     def read_only(self) -> bool:
@@ -86,10 +88,24 @@ class Node:
                         shared_ip=config.shared_ip,
                         db_scheme=config.db_scheme,
                     )
-                return
+                break
             except Exception as exc:
                 log.info("node not registered on the primary yet: %s", exc)
                 await asyncio.sleep(2.0)
+        registrar = self.services.registrar
+        if registrar is not None and config.cluster_secret:
+            self.registration_sync = RegistrationSync(
+                config.node_name or config.node_id,
+                registrar.location,
+                self._cluster_nodes,
+                status_token(config.cluster_secret),
+            )
+            self.registration_sync.start()
+
+    async def _cluster_nodes(self) -> list[tuple[str, str]]:
+        assert self.services is not None
+        async with self.services.sessions() as session:
+            return [(n.name, n.http_address) for n in await list_nodes(session)]
 
     async def _watch_role(self) -> None:
         assert self.services is not None
@@ -186,6 +202,8 @@ class Node:
             role_task.cancel()
         for task in self._background:
             task.cancel()
+        if self.registration_sync is not None:
+            await self.registration_sync.close()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")

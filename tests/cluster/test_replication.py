@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
-from e2e.sipp import Sipp, SippOptions, completed_call_ids, free_port
+from e2e.sipp import SCENARIOS, Sipp, SippOptions, completed_call_ids, free_port
 
 from .conftest import MariaDBFactory
 from .mariadb import MariaDBInstance, wait_until
@@ -159,6 +159,7 @@ def cluster(
             "database_url": db.url,
             "primary_database_url": dbs[0].url,
             "cluster_secret": SECRET,
+            "digest_algorithms": ["MD5"],  # what sipp's [authentication] computes
         }
         node = Node(spec)
         node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +197,7 @@ def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: A
         name,
         SippOptions(
             scenario="uac",
-            local_ip=CUSTOMER_IP,
+            local_ip=kw.pop("ip", CUSTOMER_IP),
             local_port=free_port(CUSTOMER_IP),
             remote=node.sip_address,
             service=kw.pop("service", DIALLED),
@@ -322,3 +323,73 @@ def test_node_killed_mid_traffic_loses_no_cdr_of_a_finished_call(
     assert finished <= recorded, sorted(finished - recorded)[:5]
     audit = primary.cli("audit", "--database-url", primary.db.url, check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+PHONE_IP = "127.0.0.22"
+PROVIDER_IP = "127.0.0.23"
+DID = "15550001000"
+
+
+def test_phone_registered_on_one_node_gets_the_did_calls_arriving_on_another(
+    cluster: tuple[list[ClusterNode], Sipp], sipps: Sipps, tmp_path: Path
+) -> None:
+    members, _ = cluster
+    primary, _, node3 = members
+    subscribers = tmp_path / "subscribers.yaml"
+    subscribers.write_text(
+        dump_yaml(
+            {
+                "accounts": [{"name": "alice-acct", "currency": "USD", "balance": "10"}],
+                "peers": [
+                    {
+                        "name": "did-provider",
+                        "role": "supplier",
+                        "account": "carrier",
+                        "address": f"{PROVIDER_IP}:5060",
+                        "acl": [PROVIDER_IP],
+                        "deliver_dids": True,
+                    }
+                ],
+                "subscribers": [
+                    {"username": "alice", "password": "secret", "account": "alice-acct"}
+                ],
+                "dids": [{"number": DID, "subscriber": "alice"}],
+            }
+        )
+    )
+    version = primary.status()["config_version"]
+    primary.cli("provision", str(subscribers))
+    wait_until(partial(config_above, node3, version), 10, "subscribers reach node 3")
+
+    phone = sipps.start(
+        "phone",
+        SippOptions(
+            scenario="reg_phone",
+            local_ip=PHONE_IP,
+            local_port=free_port(PHONE_IP),
+            remote=primary.node.sip_address,  # registers on node 1
+            service="alice",
+            calls=1,
+            duration_ms=8000,
+            timeout_s=40,
+            keys={"expires": "600"},
+            extra=(
+                "-au",
+                "alice",
+                "-ap",
+                "secret",
+                "-oocsf",
+                str(SCENARIOS / "did_phone_answer.xml"),
+            ),
+        ),
+    )
+    time.sleep(2)  # registered on node 1, pushed to the others
+    provider = caller(
+        sipps, "provider", node3.node, 1, 1, service=DID, duration_ms=500, ip=PROVIDER_IP
+    )
+    provider_result = provider.wait(timeout=30)
+    phone_result = phone.wait(timeout=60)
+    assert provider_result.successful == 1, provider_result.describe()
+    invites = phone_result.received_requests("INVITE")
+    assert len(invites) == 1, phone_result.describe()
+    assert DID in (invites[0].header("to") or "")
