@@ -12,7 +12,9 @@ The sweep runs ``rate * --seconds`` registrations per step at increasing ``--rat
 step bounded by ``--step-timeout``; a step passes when sipp exits 0 with every registration
 successful and none failed; the sweep stops at the first failing step (``--keep-going`` to go
 on). The figure reported is the highest passing step, in REGISTER transactions per second
-(twice the registrations per second).
+(twice the registrations per second). Every step registers the same users with the same
+Contact (a fixed port: sipp's own changes from step to step), so later steps refresh the
+bindings of earlier ones instead of piling up to ``max_contacts``.
 
 The node's source guard is configured off (``source_rate_limit = 0``): every request of the
 bench comes from one address, which the default throttle (50 per second) would rightly slow
@@ -60,7 +62,7 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       To: <sip:[field0]@[remote_ip]>
       Call-ID: [call_id]
       CSeq: 1 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Contact: <sip:[field0]@[local_ip]:5060>
       Expires: 3600
       Max-Forwards: 70
       Content-Length: 0
@@ -77,7 +79,7 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       To: <sip:[field0]@[remote_ip]>
       Call-ID: [call_id]
       CSeq: 2 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Contact: <sip:[field0]@[local_ip]:5060>
       [field1]
       Expires: 3600
       Max-Forwards: 70
