@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smartswitch.registrar.location import contact_key
 from smartswitch.routing.model import Peer
@@ -76,7 +76,7 @@ class OutboundTarget:
     peer_id: int
     peer: str
     username: str
-    password: str
+    password: str = field(repr=False)
     domain: str
     """The registrar as written ("host" or "host:port"): Request-URI, From and To host."""
     address: Address

@@ -85,7 +85,7 @@ class SupplierRegistration:
     the supplier's, unknown until it challenges)."""
 
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a log line or a traceback
     registrar: str  # "host", "host:port" or "[v6]:port"
     expires: int = 3600
 
@@ -159,8 +159,8 @@ class Subscriber:
     account_id: int
     tariff_id: int | None
     realm: str
-    ha1_md5: str
-    ha1_sha256: str
+    ha1_md5: str = field(repr=False)  # secrets: never in a log line or a traceback
+    ha1_sha256: str = field(repr=False)
     allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # () = any
     max_contacts: int = 5
     max_calls: int | None = None
