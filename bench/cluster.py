@@ -54,8 +54,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # The harness is the tests' (tests/e2e, tests/cluster): one copy only.
 sys.path.insert(0, str(ROOT / "tests"))
 
+from cluster.harness import (  # noqa: E402
+    CUSTOMER_IP,
+    DIALLED,
+    NODE_IPS,
+    SUPPLIER_IP,
+    provisioning,
+)
 from cluster.mariadb import MariaDBInstance, missing_programs, wait_until  # noqa: E402
-from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command  # noqa: E402
+from e2e.node import Node, NodeSpec, dump_toml, node_command  # noqa: E402
 from e2e.sipp import (  # noqa: E402
     SipMessage,
     Sipp,
@@ -66,63 +73,10 @@ from e2e.sipp import (  # noqa: E402
 )
 from smartswitch.cluster.nodes import status_token  # noqa: E402
 
-# The addresses of tests/cluster/test_replication.py.
-NODE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
-CUSTOMER_IP = "127.0.0.21"
-SUPPLIER_IP = "127.0.0.31"
+# The addresses and configuration of the cluster tests (tests/cluster/harness.py).
 SECRET = "bench-cluster-secret-0123456789"
-DIALLED = "15551234567"
 MARKER = "bench.lag_marker"
 PROBE_RATE = 50  # calls/s of the config probe: its time resolution is 1/50 s
-
-
-def provisioning(supplier_port: int, extra_rates: Sequence[dict[str, str]] = ()) -> str:
-    """The configuration of tests/cluster/test_replication.py, plus ``extra_rates`` to sell.
-
-    A copy, like :class:`Member` (the test's ``ClusterNode``): importing the test module would
-    pull pytest fixtures into the bench, and ``mypy --strict bench`` follows the import into
-    it, which has untyped lambdas. The harness modules proper are imported."""
-    return dump_yaml(
-        {
-            "accounts": [
-                {"name": "acme", "currency": "USD", "balance": "1000.00"},
-                {"name": "carrier", "currency": "USD", "balance": "0"},
-            ],
-            "tariffs": [
-                {
-                    "name": "retail",
-                    "rates": [
-                        {"prefix": "1", "price_per_minute": "0.0100", "increment": "1/1"},
-                        *extra_rates,
-                    ],
-                },
-                {
-                    "name": "buy",
-                    "rates": [
-                        {"prefix": "1", "price_per_minute": "0.0040", "increment": "1/1"},
-                        {"prefix": "44", "price_per_minute": "0.0050", "increment": "1/1"},
-                    ],
-                },
-            ],
-            "peers": [
-                {
-                    "name": "acme-trunk",
-                    "role": "customer",
-                    "account": "acme",
-                    "tariff": "retail",
-                    "acl": [f"{CUSTOMER_IP}/32"],
-                },
-                {
-                    "name": "carrier",
-                    "role": "supplier",
-                    "account": "carrier",
-                    "tariff": "buy",
-                    "address": f"{SUPPLIER_IP}:{supplier_port}",
-                },
-            ],
-            "routes": [{"prefix": "", "strategy": "least_cost", "suppliers": ["carrier"]}],
-        }
-    )
 
 
 # A caller that accepts either outcome: 200 (then ACK, BYE) or 404 (then the ACK of the

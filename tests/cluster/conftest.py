@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from .harness import Sipps
 from .mariadb import GaleraCluster, MariaDBInstance, missing_programs
 
 _TIMINGS: dict[str, float] = {}
@@ -126,3 +127,11 @@ def galera_cluster(_galera_module: GaleraCluster) -> GaleraCluster:
             _TIMINGS[f"galera: node {i} restarted for the next test"] = _galera_module.start_node(i)
     _galera_module.wait_synced()
     return _galera_module
+
+
+@pytest.fixture
+def sipps(tmp_path: Path) -> Iterator[Sipps]:
+    """sipp runs of one test, every one stopped by PID at teardown."""
+    group = Sipps(tmp_path)
+    yield group
+    group.stop_all()

@@ -13,8 +13,7 @@ import pytest
 from e2e.node import Node, NodeSpec, dump_toml
 from e2e.sipp import Sipp, SippOptions, free_port
 
-from .mariadb import GaleraCluster, wait_until
-from .test_replication import (
+from .harness import (
     NODE_IPS,
     SECRET,
     SUPPLIER_IP,
@@ -24,15 +23,9 @@ from .test_replication import (
     caller,
     provisioning,
 )
+from .mariadb import GaleraCluster, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
-
-
-@pytest.fixture
-def sipps(tmp_path: Path) -> Iterator[Sipps]:
-    group = Sipps(tmp_path)
-    yield group
-    group.stop_all()
 
 
 @pytest.fixture

@@ -1,0 +1,141 @@
+"""What the cluster tests (and bench/cluster.py) share: addresses, the configuration they
+provision, a node of the cluster as a test sees it, and sipp runs started by PID."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from e2e.node import Node, dump_yaml, node_command
+from e2e.sipp import Sipp, SippOptions, free_port
+from smartswitch.cluster.nodes import status_token
+
+from .mariadb import MariaDBInstance
+
+NODE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+CUSTOMER_IP = "127.0.0.21"
+SUPPLIER_IP = "127.0.0.31"
+SECRET = "test-cluster-secret-0123456789"
+DIALLED = "15551234567"
+
+
+def provisioning(supplier_port: int, extra_rates: list[dict[str, str]] | None = None) -> str:
+    return dump_yaml(
+        {
+            "accounts": [
+                {"name": "acme", "currency": "USD", "balance": "1000.00"},
+                {"name": "carrier", "currency": "USD", "balance": "0"},
+            ],
+            "tariffs": [
+                {
+                    "name": "retail",
+                    "rates": [
+                        {"prefix": "1", "price_per_minute": "0.0100", "increment": "1/1"},
+                        *(extra_rates or []),
+                    ],
+                },
+                {
+                    "name": "buy",
+                    "rates": [
+                        {"prefix": "1", "price_per_minute": "0.0040", "increment": "1/1"},
+                        {"prefix": "44", "price_per_minute": "0.0050", "increment": "1/1"},
+                    ],
+                },
+            ],
+            "peers": [
+                {
+                    "name": "acme-trunk",
+                    "role": "customer",
+                    "account": "acme",
+                    "tariff": "retail",
+                    "acl": [f"{CUSTOMER_IP}/32"],
+                },
+                {
+                    "name": "carrier",
+                    "role": "supplier",
+                    "account": "carrier",
+                    "tariff": "buy",
+                    "address": f"{SUPPLIER_IP}:{supplier_port}",
+                },
+            ],
+            "routes": [{"prefix": "", "strategy": "least_cost", "suppliers": ["carrier"]}],
+        }
+    )
+
+
+@dataclass
+class ClusterNode:
+    node: Node
+    db: MariaDBInstance
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [*node_command(), *args, "--config", str(self.node.config_path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)}: {done.returncode}\n{done.stderr}")
+        return done
+
+    def status(self) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://{self.node.http_host}:{self.node.http_port}/cluster/status",
+            headers={"Authorization": f"Bearer {status_token(SECRET)}"},
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    def balances(self) -> dict[str, Decimal]:
+        rows = self.db.query("SELECT name, balance FROM accounts", database="smartswitch")
+        return {str(name): Decimal(balance) for name, balance in rows}
+
+
+class Sipps:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Sipp] = []
+
+    def start(self, name: str, options: SippOptions) -> Sipp:
+        proc = Sipp(name, options, self.tmp_path / f"sipp-{name}").start()
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.running:
+                proc.stop()
+
+
+def config_above(member: ClusterNode, version: int) -> bool:
+    return int(member.status()["config_version"]) > version
+
+
+def outbox_empty(member: ClusterNode) -> bool:
+    return int(member.status()["outbox_depth"]) == 0
+
+
+def balances_are(member: ClusterNode, expected: dict[str, Decimal]) -> bool:
+    return member.balances() == expected
+
+
+def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: Any) -> Sipp:
+    return sipps.start(
+        name,
+        SippOptions(
+            scenario="uac",
+            local_ip=kw.pop("ip", CUSTOMER_IP),
+            local_port=free_port(CUSTOMER_IP),
+            remote=node.sip_address,
+            service=kw.pop("service", DIALLED),
+            calls=calls,
+            rate=rate,
+            duration_ms=kw.pop("duration_ms", 1000),
+            timeout_s=kw.pop("timeout_s", 120),
+            recv_timeout_ms=10000,
+            **kw,
+        ),
+    )
