@@ -51,9 +51,18 @@ class Forwarder:
     async def run(self) -> None:
         delay = self.retry_delay
         while True:
-            batch = await self.outbox.read_batch(self.batch_size)
+            # Cleared before the read, not after it: a record made durable while the read
+            # runs sets the event again, so an empty read never sleeps on a waiting record.
+            self.outbox.appended.clear()
+            try:
+                batch = await self.outbox.read_batch(self.batch_size)
+            except Exception as exc:  # the outbox file itself: keep trying, never die
+                log.error("outbox read failed, will retry: %s", exc)
+                self.last_error = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
             if not batch:
-                self.outbox.appended.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.appended.wait(), 1.0)
                 continue
@@ -70,7 +79,12 @@ class Forwarder:
                 log.info("outbox delivery works again")
             self.last_error = None
             delay = self.retry_delay
-            await self.outbox.delete_through([seq for seq, _ in batch])
+            try:
+                await self.outbox.delete_through([seq for seq, _ in batch])
+            except Exception as exc:  # delivered: sent again next time, applied once
+                log.error("outbox delete after delivery failed, will retry: %s", exc)
+                await asyncio.sleep(delay)
+                continue
             self.delivered += len(batch)
             self.last_delivery = time.time()
             if self.on_delivered is not None:

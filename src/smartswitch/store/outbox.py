@@ -103,6 +103,13 @@ class Outbox:
             " id TEXT NOT NULL UNIQUE,"
             " payload TEXT NOT NULL)"
         )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox_rejected ("
+            " seq INTEGER PRIMARY KEY,"
+            " id TEXT NOT NULL,"
+            " payload TEXT NOT NULL,"
+            " error TEXT NOT NULL)"
+        )
         self._conn = conn
         return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
@@ -128,10 +135,12 @@ class Outbox:
         assert conn is not None
         try:
             conn.execute("BEGIN")
+            before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox (id, payload) VALUES (?, ?)",
                 [(record_id, payload) for record_id, payload, _ in batch],
             )
+            inserted = conn.total_changes - before  # an id already there is not a new record
             conn.execute("COMMIT")
         except sqlite3.Error:
             log.exception("outbox write of %d records failed; retrying", len(batch))
@@ -146,7 +155,7 @@ class Outbox:
         callbacks = [done for _, _, done in batch if done is not None]
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._durable, len(batch), callbacks)
+            loop.call_soon_threadsafe(self._durable, inserted, callbacks)
 
     def _durable(self, count: int, callbacks: list[Done]) -> None:
         self.depth += count
@@ -160,8 +169,19 @@ class Outbox:
     # --- draining (the forwarder) ---------------------------------------------------------------
 
     async def read_batch(self, limit: int) -> list[tuple[int, CdrRecord]]:
+        """The oldest ``limit`` records. One that cannot be read back (a payload written by
+        another version, a damaged row) would block every later record for ever: it is moved
+        to the ``outbox_rejected`` table with the reason, for an operator, and logged."""
         rows: list[tuple[int, str]] = await self._run(self._read, limit)
-        return [(seq, record_from_json(payload)) for seq, payload in rows]
+        batch: list[tuple[int, CdrRecord]] = []
+        for seq, payload in rows:
+            try:
+                batch.append((seq, record_from_json(payload)))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("outbox record %d cannot be read (%s): set aside", seq, error)
+                self.depth -= await self._run(self._set_aside, seq, error)
+        return batch
 
     def _read(self, limit: int) -> list[tuple[int, str]]:
         assert self._conn is not None
@@ -169,15 +189,44 @@ class Outbox:
             "SELECT seq, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
 
-    async def delete_through(self, seqs: list[int]) -> None:
-        await self._run(self._delete, seqs)
-        self.depth -= len(seqs)
+    def _set_aside(self, seq: int, error: str) -> int:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO outbox_rejected (seq, id, payload, error)"
+                " SELECT seq, id, payload, ? FROM outbox WHERE seq = ?",
+                (error, seq),
+            )
+            before = conn.total_changes
+            conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            moved = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return moved
 
-    def _delete(self, seqs: list[int]) -> None:
-        assert self._conn is not None
-        self._conn.execute("BEGIN")
-        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-        self._conn.execute("COMMIT")
+    async def delete_through(self, seqs: list[int]) -> None:
+        deleted: int = await self._run(self._delete, seqs)
+        self.depth -= deleted
+
+    def _delete(self, seqs: list[int]) -> int:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        try:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            deleted = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
 
     async def drain_appends(self) -> None:
         """Wait until every record appended so far is durable."""
