@@ -68,9 +68,10 @@ class Accounting:
         self.reserved[account_id] = self.reserved.get(account_id, ZERO) - amount
 
     def charge(self, record_id: str, charges: Iterable[tuple[int, Decimal]]) -> None:
-        """A finished call's amounts, not yet in the stored balances."""
+        """A finished call's amounts, not yet in the stored balances. Once per record: a
+        record id charged again (the same outbox record seen twice) changes nothing."""
         kept = tuple((account_id, amount) for account_id, amount in charges if amount)
-        if not kept:
+        if not kept or record_id in self.pending:
             return
         self.pending[record_id] = kept
         for account_id, amount in kept:
