@@ -550,8 +550,12 @@ class B2BUA:
             except Exception:
                 log.exception("call %s: the policy failed to extend the call", call.id)
         if extra > 0:
+            # From the end of the slice that ran out, not from now: a timer that fires late
+            # (a busy loop) must not lengthen the call by its lateness at every slice.
+            timer = call.duration_timer
+            start = timer.deadline if timer is not None else self.now
             call.duration_timer = self.timers.schedule(
-                self.now + extra, self._max_duration, call, limit
+                start + extra, self._max_duration, call, limit
             )
             return
         log.info("call %s: maximum duration reached", call.id)

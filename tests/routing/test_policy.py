@@ -1,0 +1,764 @@
+"""BillingPolicy driven by hand: a hand-made configuration, INVITEs parsed from bytes, and
+calls ended with the B2BUA's own Call objects. No sockets, no database, no clock but ours."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from smartswitch.b2bua.call import Attempt, Call
+from smartswitch.b2bua.call import HangupSide as CallHangup
+from smartswitch.b2bua.engine import B2BUA
+from smartswitch.b2bua.policy import Rejection, RouteDecision
+from smartswitch.billing.accounting import Accounting
+from smartswitch.billing.increment import Increment
+from smartswitch.routing.model import (
+    Account,
+    AclEntry,
+    ConfigSnapshot,
+    Peer,
+    PeerRole,
+    ProfitControl,
+    Rate,
+    RewriteRule,
+    Route,
+    RouteStrategy,
+    RouteSupplier,
+    Tariff,
+)
+from smartswitch.routing.policy import BillingPolicy, CallContext, SupplierChoice
+from smartswitch.routing.views import ConfigViews
+from smartswitch.sip.digest import DigestAuthenticator, build_authorization
+from smartswitch.sip.message import Request, make_response, parse_message
+from smartswitch.sip.transaction import Address, ServerTransaction
+from smartswitch.store.cdr_writer import CdrRecord
+from smartswitch.store.schema import HangupSide
+
+ACME, CARRIER_A, CARRIER_B, DIALUP = 1, 2, 3, 4  # account ids; peers use the same ids
+RETAIL, BUY_A, BUY_B = 1, 2, 3
+CALLER = Address("udp", "127.0.0.2", 5061)
+STRANGER = Address("udp", "127.0.0.9", 5061)
+WALL_OFFSET = 1_780_000_000.0  # the loop clock starts near 0; wall time = now + offset
+NOW = 1000.0
+REALM = "smartswitch"
+
+
+def _rate(prefix: str, price: str, increment: str = "60/60", fee: str = "0") -> Rate:
+    return Rate(prefix, Decimal(price), Decimal(fee), Increment.parse(increment))
+
+
+def snapshot(
+    *,
+    balance: str = "100",
+    credit: str = "0",
+    retail: tuple[Rate, ...] | None = None,
+    customer: dict[str, object] | None = None,
+    suppliers: dict[int, dict[str, object]] | None = None,
+    strategy: RouteStrategy = RouteStrategy.LEAST_COST,
+    version: int = 1,
+) -> ConfigSnapshot:
+    """The issue's example, with changes."""
+    accounts = {
+        ACME: Account(ACME, "acme", "USD", Decimal(balance), Decimal(credit)),
+        CARRIER_A: Account(CARRIER_A, "carrier-a", "USD", Decimal(0), Decimal(0)),
+        CARRIER_B: Account(CARRIER_B, "carrier-b", "USD", Decimal(0), Decimal(0)),
+        DIALUP: Account(DIALUP, "dialup", "USD", Decimal(5), Decimal(0)),
+    }
+    if retail is None:
+        retail = (_rate("1", "0.0100"), _rate("44", "0.0200", "1/1", "0.0050"))
+    tariffs = {
+        RETAIL: Tariff(RETAIL, "retail", "USD", retail),
+        BUY_A: Tariff(BUY_A, "buy-a", "USD", (_rate("1", "0.0060"),)),
+        BUY_B: Tariff(BUY_B, "buy-b", "USD", (_rate("1", "0.0040"), _rate("44", "0.0100"))),
+    }
+    acme = Peer(
+        ACME,
+        "acme-trunk",
+        PeerRole.CUSTOMER,
+        ACME,
+        RETAIL,
+        acl=(AclEntry(ipaddress.ip_network("127.0.0.2/32")),),
+        max_calls=500,
+    )
+    if customer:
+        acme = replace(acme, **customer)  # type: ignore[arg-type]
+    a = Peer(CARRIER_A, "carrier-a", PeerRole.SUPPLIER, CARRIER_A, BUY_A, address="127.0.0.3:5070")
+    b = Peer(CARRIER_B, "carrier-b", PeerRole.SUPPLIER, CARRIER_B, BUY_B, address="127.0.0.4:5070")
+    for peer_id, changes in (suppliers or {}).items():
+        if peer_id == CARRIER_A:
+            a = replace(a, **changes)  # type: ignore[arg-type]
+        else:
+            b = replace(b, **changes)  # type: ignore[arg-type]
+    dialup = Peer(
+        DIALUP, "dialup-phone", PeerRole.CUSTOMER, DIALUP, RETAIL, username="alice", password="pw"
+    )
+    route = Route(1, "", strategy, (RouteSupplier(CARRIER_A, 0), RouteSupplier(CARRIER_B, 1)))
+    return ConfigSnapshot(
+        version=version,
+        accounts=accounts,
+        peers={p.id: p for p in (acme, a, b, dialup)},
+        tariffs=tariffs,
+        routes=(route,),
+    )
+
+
+class Sink:
+    """The outbox as the policy sees it: records kept, ``done`` called at once."""
+
+    def __init__(self) -> None:
+        self.records: list[CdrRecord] = []
+
+    def append(self, record: CdrRecord, done: Callable[[], None] | None = None) -> None:
+        self.records.append(record)
+        if done is not None:
+            done()
+
+
+def make_policy(
+    snap: ConfigSnapshot | None = None,
+    *,
+    reserve_seconds: int = 300,
+    max_call_duration: float = 3 * 3600.0,
+) -> tuple[BillingPolicy, Accounting, Sink]:
+    snap = snap or snapshot()
+    accounting = Accounting()
+    accounting.load(snap.accounts)
+    sink = Sink()
+    policy = BillingPolicy(
+        ConfigViews.build(snap),
+        accounting,
+        sink,
+        DigestAuthenticator(REALM, b"k" * 32, algorithms=("MD5",)),
+        max_call_duration=max_call_duration,
+        node_name="node1",
+        wall_offset=lambda: WALL_OFFSET,
+        reserve_seconds=reserve_seconds,
+    )
+    return policy, accounting, sink
+
+
+_SEQ = iter(range(1, 10**9))
+
+
+def invite(
+    number: str = "15551234567",
+    *,
+    caller: str = "5550001",
+    proxy_authorization: str | None = None,
+    uri: str | None = None,
+    call_id: str | None = None,
+) -> Request:
+    n = next(_SEQ)
+    uri = uri or f"sip:{number}@127.0.0.1:5060"
+    lines = [
+        f"INVITE {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.2:5061;branch=z9hG4bK-{n}",
+        f"From: <sip:{caller}@127.0.0.2:5061>;tag=f{n}",
+        f"To: <sip:{number}@127.0.0.1:5060>",
+        f"Call-ID: {call_id or f'call-{n}'}",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:caller@127.0.0.2:5061>",
+        "Max-Forwards: 70",
+    ]
+    if proxy_authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy_authorization}")
+    lines.append("Content-Length: 0")
+    message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def routed(
+    policy: BillingPolicy,
+    request: Request | None = None,
+    source: Address = CALLER,
+    now: float = NOW,
+) -> RouteDecision:
+    decision = policy.route(request or invite(), source, now)
+    assert isinstance(decision, RouteDecision), decision
+    return decision
+
+
+def refused(
+    policy: BillingPolicy,
+    request: Request | None = None,
+    source: Address = CALLER,
+    now: float = NOW,
+) -> Rejection:
+    decision = policy.route(request or invite(), source, now)
+    assert isinstance(decision, Rejection), decision
+    return decision
+
+
+def new_call(request: Request, decision: RouteDecision, now: float = NOW) -> Call:
+    tx = ServerTransaction(("branch", "INVITE"), request, CALLER)
+    return Call(
+        id=request.call_id,
+        a_tx=tx,
+        a_request=request,
+        a_tag="a-tag",
+        decision=decision,
+        setup_time=now,
+    )
+
+
+def answer(policy: BillingPolicy, call: Call, index: int = 0, at: float = NOW + 0.5) -> None:
+    """Failed attempts for every destination before ``index`` (503), then ``index`` answers."""
+    started = call.setup_time
+    for n, destination in enumerate(call.decision.destinations[: index + 1]):
+        attempt = Attempt(destination, started)
+        call.attempts.append(attempt)
+        if n < index:
+            attempt.ended, attempt.status, attempt.reason = (
+                started + 0.1,
+                503,
+                "Service Unavailable",
+            )
+            started += 0.1
+        else:
+            attempt.ended, attempt.status, attempt.reason = at, 200, "OK"
+            call.answered_attempt = attempt
+    call.answer_time = at
+    policy.call_answered(call)
+
+
+def end(
+    policy: BillingPolicy,
+    call: Call,
+    at: float,
+    side: CallHangup = CallHangup.CALLER,
+    why: str = "bye",
+    status: int = 200,
+    reason: str = "OK",
+) -> list[str]:
+    """End the call; returns what happened to ``done`` (["done"] once it was called)."""
+    call.end_time = at
+    call.final_status = status
+    call.final_reason = reason
+    call.hangup_side = side
+    call.hangup_reason = why
+    called: list[str] = []
+    policy.call_ended(call, lambda: called.append("done"))
+    return called
+
+
+def wall(now: float) -> datetime:
+    return datetime.fromtimestamp(now + WALL_OFFSET, UTC)
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def test_a_source_in_the_acl_is_the_customer() -> None:
+    policy, _, _ = make_policy()
+    decision = routed(policy)
+    context = decision.context
+    assert isinstance(context, CallContext)
+    assert context.customer.name == "acme-trunk"
+    assert context.account_id == ACME
+
+
+def test_an_unknown_source_gets_403_without_a_challenge_when_nobody_uses_passwords() -> None:
+    snap = snapshot()
+    peers = {k: v for k, v in snap.peers.items() if k != DIALUP}
+    policy, accounting, _ = make_policy(replace(snap, peers=peers))
+    rejection = refused(policy, source=STRANGER)
+    assert (rejection.status, rejection.headers) == (403, ())
+    assert accounting.reserved == {}
+
+
+def test_an_unknown_source_is_challenged_when_customers_use_passwords() -> None:
+    policy, _, _ = make_policy()
+    rejection = refused(policy, source=STRANGER)
+    assert rejection.status == 407
+    names = {name for name, _ in rejection.headers}
+    assert names == {"Proxy-Authenticate"}
+    assert f'realm="{REALM}"' in rejection.headers[0][1]
+
+
+def _authorized(
+    policy: BillingPolicy,
+    username: str = "alice",
+    password: str = "pw",
+    uri: str = "sip:15551234567@127.0.0.1:5060",
+    nc: int = 1,
+) -> str:
+    challenge = refused(policy, source=STRANGER).headers[0][1]
+    return build_authorization(challenge, "INVITE", uri, username, password, nc)
+
+
+def test_digest_credentials_identify_the_customer() -> None:
+    policy, _, _ = make_policy()
+    request = invite(proxy_authorization=_authorized(policy))
+    decision = routed(policy, request, source=STRANGER)
+    assert isinstance(decision.context, CallContext)
+    assert decision.context.customer.name == "dialup-phone"
+    assert decision.context.account_id == DIALUP
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "uri"),
+    [
+        ("alice", "wrong", "sip:15551234567@127.0.0.1:5060"),
+        ("mallory", "pw", "sip:15551234567@127.0.0.1:5060"),
+        # made for another Request-URI: a replayed INVITE to a dearer destination
+        ("alice", "pw", "sip:4420000000@127.0.0.1:5060"),
+    ],
+)
+def test_bad_digest_credentials_get_403(username: str, password: str, uri: str) -> None:
+    policy, accounting, _ = make_policy()
+    request = invite(proxy_authorization=_authorized(policy, username, password, uri))
+    assert refused(policy, request, source=STRANGER).status == 403
+    assert accounting.reserved == {}
+
+
+def test_replayed_digest_credentials_are_challenged_again_as_stale() -> None:
+    policy, _, _ = make_policy()
+    credentials = _authorized(policy)
+    routed(policy, invite(proxy_authorization=credentials), source=STRANGER)
+    again = refused(policy, invite(proxy_authorization=credentials), source=STRANGER)
+    assert again.status == 407
+    assert "stale=true" in again.headers[0][1]
+
+
+def test_a_disabled_customer_is_refused() -> None:
+    # By address: a disabled customer's ACL no longer matches, it is a stranger.
+    policy, _, _ = make_policy(snapshot(customer={"enabled": False}))
+    assert refused(policy).status == 407  # others use passwords: it may try one
+    # By password: authenticated, then refused.
+    snap = snapshot()
+    peers = dict(snap.peers)
+    peers[DIALUP] = replace(peers[DIALUP], enabled=False)
+    policy, accounting, _ = make_policy(replace(snap, peers=peers))
+    request = invite(proxy_authorization=_authorized(policy))
+    rejection = refused(policy, request, source=STRANGER)
+    assert (rejection.status, rejection.reason) == (403, "Forbidden (peer disabled)")
+    assert accounting.reserved == {}
+
+
+# --------------------------------------------------------------------------- authorisation
+
+
+def test_no_rate_is_404_and_no_route_is_404() -> None:
+    policy, _, _ = make_policy()
+    assert refused(policy, invite("9995551234")).status == 404
+    assert "rate" in refused(policy, invite("9995551234")).reason
+
+    snap = snapshot()
+    no_route = replace(snap, routes=(replace(snap.routes[0], prefix="7"),))
+    policy, accounting, _ = make_policy(no_route)
+    rejection = refused(policy)
+    assert (rejection.status, "route" in rejection.reason) == (404, True)
+    assert accounting.reserved == {}
+
+
+@pytest.mark.parametrize("balance", ["0", "0.0099", "-5"])
+def test_a_balance_that_does_not_pay_the_first_increment_is_402(balance: str) -> None:
+    policy, accounting, _ = make_policy(snapshot(balance=balance))
+    rejection = refused(policy)
+    assert rejection.status == 402
+    assert accounting.reserved == {}
+
+
+def test_the_credit_limit_counts_as_money() -> None:
+    policy, _, _ = make_policy(snapshot(balance="0", credit="0.0200"))
+    decision = routed(policy)
+    # 0.0200 at 0.0100/min, 60/60: two whole minutes
+    assert decision.max_duration == 120
+
+
+def test_the_maximum_duration_is_what_the_balance_buys() -> None:
+    policy, accounting, _ = make_policy(
+        snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),))
+    )
+    decision = routed(policy)
+    assert decision.max_duration == 5
+    assert accounting.reserved[ACME] == Decimal("0.0500")
+    assert accounting.available(ACME) == 0
+    # the whole balance is held by the call in progress: a second call cannot start
+    assert refused(policy).status == 402
+
+
+def test_the_first_grant_is_one_slice_and_never_past_the_node_maximum() -> None:
+    policy, accounting, _ = make_policy(reserve_seconds=300)
+    assert routed(policy).max_duration == 300
+    assert accounting.reserved[ACME] == Decimal("0.0500")  # 5 min at 0.0100/min
+    policy, _, _ = make_policy(reserve_seconds=300, max_call_duration=90)
+    assert routed(policy).max_duration == 90
+
+
+def test_reservations_of_calls_in_progress_limit_new_calls() -> None:
+    # 0.0300 pays three 1-minute reservations at most (slices of 60 s)
+    policy, accounting, _ = make_policy(snapshot(balance="0.0300"), reserve_seconds=60)
+    for _ in range(3):
+        routed(policy)
+    assert accounting.available(ACME) == 0
+    assert refused(policy).status == 402
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_concurrent_call_limit_answers_503_with_reason_until_a_call_ends() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"max_calls": 2}))
+    first = invite()
+    decision = routed(policy, first)
+    routed(policy)
+    rejection = refused(policy)
+    assert rejection.status == 503
+    assert rejection.headers == (("Reason", 'SIP;cause=503;text="concurrent call limit reached"'),)
+    end(policy, new_call(first, decision), NOW + 1, status=487, reason="Request Terminated")
+    routed(policy)
+
+
+def test_calls_per_second_limit_answers_503_with_reason() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"max_cps": 2}))
+    routed(policy, now=NOW)
+    routed(policy, now=NOW)
+    rejection = refused(policy, now=NOW + 0.1)
+    assert rejection.status == 503
+    assert "call rate limit" in dict(rejection.headers)["Reason"]
+    routed(policy, now=NOW + 1.0)
+
+
+def test_a_supplier_at_its_concurrent_call_limit_is_skipped() -> None:
+    policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"max_calls": 1}}))
+    request = invite()
+    decision = routed(policy, request)
+    assert [d.label for d in decision.destinations] == ["carrier-b", "carrier-a"]
+    call = new_call(request, decision)
+    answer(policy, call)
+    assert [d.label for d in routed(policy).destinations] == ["carrier-a"]
+    end(policy, call, NOW + 2)
+    assert [d.label for d in routed(policy).destinations] == ["carrier-b", "carrier-a"]
+
+
+def test_suppliers_without_an_address_or_disabled_are_skipped_and_none_left_is_503() -> None:
+    policy, _, _ = make_policy(
+        snapshot(suppliers={CARRIER_A: {"address": None}, CARRIER_B: {"enabled": False}})
+    )
+    rejection = refused(policy)
+    assert rejection.status == 503
+    assert "no supplier" in dict(rejection.headers)["Reason"]
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def test_least_cost_orders_by_buying_rate_and_destinations_carry_the_supplier() -> None:
+    policy, _, _ = make_policy()
+    decision = routed(policy)
+    assert [d.label for d in decision.destinations] == ["carrier-b", "carrier-a"]
+    first = decision.destinations[0]
+    assert first.uri == "sip:15551234567@127.0.0.4:5070"
+    assert first.address == Address("udp", "127.0.0.4", 5070)
+    assert isinstance(first.context, SupplierChoice)
+    assert first.context.rate.price_per_minute == Decimal("0.0040")
+
+
+def test_priority_keeps_the_route_order() -> None:
+    policy, _, _ = make_policy(snapshot(strategy=RouteStrategy.PRIORITY))
+    assert [d.label for d in routed(policy).destinations] == ["carrier-a", "carrier-b"]
+
+
+@pytest.mark.parametrize(
+    ("control", "price", "expected"),
+    [
+        (ProfitControl.ALLOW_LOSS, "0.0050", ["carrier-b", "carrier-a"]),
+        (ProfitControl.NO_LOSS, "0.0050", ["carrier-b"]),
+        (ProfitControl.PROFIT_ONLY, "0.0050", ["carrier-b"]),
+        (ProfitControl.NO_LOSS, "0.0040", ["carrier-b"]),
+        (ProfitControl.PROFIT_ONLY, "0.0040", []),
+        (ProfitControl.NO_LOSS, "0.0030", []),
+    ],
+)
+def test_profit_control(control: ProfitControl, price: str, expected: list[str]) -> None:
+    policy, accounting, _ = make_policy(
+        snapshot(retail=(_rate("1", price),), customer={"profit_control": control})
+    )
+    decision = policy.route(invite(), CALLER, NOW)
+    if expected:
+        assert isinstance(decision, RouteDecision)
+        assert [d.label for d in decision.destinations] == expected
+    else:
+        assert isinstance(decision, Rejection)
+        assert decision.status == 503
+        assert "no supplier" in dict(decision.headers)["Reason"]
+        assert accounting.reserved == {}
+
+
+def test_numbers_are_rewritten_for_the_customer_then_for_the_supplier() -> None:
+    policy, _, _ = make_policy(
+        snapshot(
+            customer={
+                "callee_rewrite": (RewriteRule("^00", ""),),
+                "caller_rewrite": (RewriteRule("^", "+"),),
+            },
+            suppliers={CARRIER_B: {"callee_rewrite": (RewriteRule("^", "777#"),)}},
+        )
+    )
+    request = invite("0015551234567", caller="5550001")
+    decision = routed(policy, request)
+    first = decision.destinations[0]
+    assert first.label == "carrier-b"
+    assert (first.callee, first.caller) == ("777#15551234567", "+5550001")
+    assert first.uri == "sip:777#15551234567@127.0.0.4:5070"
+    context = decision.context
+    assert isinstance(context, CallContext)
+    assert (context.caller, context.callee) == ("5550001", "0015551234567")  # as received
+
+
+def test_a_plus_before_the_number_is_not_part_of_the_prefix() -> None:
+    policy, _, _ = make_policy()
+    decision = routed(policy, invite("+15551234567"))
+    assert isinstance(decision.context, CallContext)
+    assert decision.context.rate.prefix == "1"
+
+
+def test_a_new_configuration_applies_to_new_calls_only() -> None:
+    policy, accounting, sink = make_policy()
+    request = invite()
+    decision = routed(policy, request)
+    call = new_call(request, decision)
+    answer(policy, call)
+    dearer = snapshot(retail=(_rate("1", "0.0500"),), version=2, credit="10")
+    policy.update(ConfigViews.build(dearer))
+    assert accounting.credit[ACME] == Decimal(10)
+    assert accounting.stored[ACME] == Decimal(100), "balances do not come from the config"
+    end(policy, call, NOW + 10)
+    assert sink.records[-1].price == Decimal("0.0100")  # the price it started with
+    later = routed(policy)
+    assert isinstance(later.context, CallContext)
+    assert later.context.rate.price_per_minute == Decimal("0.0500")
+
+
+# --------------------------------------------------------------------------- extension
+
+
+def test_time_is_granted_in_slices_up_to_the_balance() -> None:
+    """0.0500 at 0.6000/min 1/1 with 2 s slices: 2 s, then +2, then +1, then nothing."""
+    policy, accounting, _ = make_policy(
+        snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)), reserve_seconds=2
+    )
+    request = invite()
+    decision = routed(policy, request)
+    assert decision.max_duration == 2
+    assert accounting.reserved[ACME] == Decimal("0.0200")
+    call = new_call(request, decision)
+    answer(policy, call)
+    assert policy.extend_call(call) == 2
+    assert accounting.reserved[ACME] == Decimal("0.0400")
+    assert policy.extend_call(call) == 1
+    assert accounting.reserved[ACME] == Decimal("0.0500")
+    assert accounting.available(ACME) == 0
+    assert policy.extend_call(call) == 0
+    assert accounting.reserved[ACME] == Decimal("0.0500")
+    # cut at 5 s by the switch, its timer 40 ms late: 5 s billed, not 6
+    end(policy, call, NOW + 0.5 + 5.04, side=CallHangup.SWITCH, why="max duration")
+    assert accounting.reserved[ACME] == 0
+    assert accounting.balance(ACME) == 0
+    assert accounting.available(ACME) == 0
+
+
+def test_a_slice_is_not_extended_past_the_node_maximum() -> None:
+    policy, _, _ = make_policy(reserve_seconds=60, max_call_duration=100)
+    request = invite()
+    decision = routed(policy, request)
+    assert decision.max_duration == 60
+    call = new_call(request, decision)
+    answer(policy, call)
+    assert policy.extend_call(call) == 40
+    assert policy.extend_call(call) == 0
+
+
+def test_an_extension_sees_what_other_calls_spent_meanwhile() -> None:
+    policy, accounting, _ = make_policy(
+        snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)), reserve_seconds=2
+    )
+    first_request = invite()
+    first = new_call(first_request, routed(policy, first_request))
+    answer(policy, first)
+    second_request = invite()
+    second = new_call(second_request, routed(policy, second_request))
+    answer(policy, second)
+    # 0.0100 left unreserved: the first call gets 1 s more, the second nothing
+    assert policy.extend_call(first) == 1
+    assert policy.extend_call(second) == 0
+    assert accounting.available(ACME) == 0
+
+
+def test_extend_call_ignores_calls_of_other_policies() -> None:
+    policy, _, _ = make_policy()
+    request = invite()
+    call = new_call(request, RouteDecision((), max_duration=10.0, context=None))
+    assert policy.extend_call(call) == 0.0
+
+
+# --------------------------------------------------------------------------- rating
+
+
+def test_an_answered_call_is_rated_into_one_cdr() -> None:
+    policy, accounting, sink = make_policy()
+    request = invite(call_id="the-call")
+    decision = routed(policy, request)
+    call = new_call(request, decision)
+    answer(policy, call, index=1, at=NOW + 0.7)  # carrier-b 503, carrier-a answers
+    done = end(policy, call, NOW + 0.7 + 61.2, side=CallHangup.CALLEE)
+    assert done == ["done"]
+    [cdr] = sink.records
+    assert cdr.call_id == "the-call"
+    assert cdr.node == "node1"
+    assert (cdr.customer_peer_id, cdr.customer_account_id) == (ACME, ACME)
+    assert (cdr.supplier_peer_id, cdr.supplier_account_id) == (CARRIER_A, CARRIER_A)
+    assert (cdr.caller, cdr.callee, cdr.caller_out, cdr.callee_out) == (
+        "5550001",
+        "15551234567",
+        "5550001",
+        "15551234567",
+    )
+    assert cdr.setup_time == wall(NOW).replace(microsecond=wall(NOW).microsecond // 1000 * 1000)
+    assert cdr.answer_time is not None
+    assert abs((cdr.end_time - cdr.answer_time).total_seconds() - 61.2) < 0.002
+    assert cdr.duration_ms == 61200
+    assert cdr.billed_seconds == 120  # 60/60: 61.2 s -> two minutes
+    assert (cdr.price, cdr.cost, cdr.profit) == (
+        Decimal("0.0200"),
+        Decimal("0.0120"),
+        Decimal("0.0080"),
+    )
+    assert (cdr.sip_code, cdr.sip_reason) == (200, "OK")
+    assert (cdr.hangup_side, cdr.hangup_reason) == (HangupSide.CALLEE, "bye")
+    assert [(a.seq, a.supplier_peer_id, a.sip_code, a.reason) for a in cdr.attempts] == [
+        (1, CARRIER_B, 503, "Service Unavailable"),
+        (2, CARRIER_A, 200, "OK"),
+    ]
+    assert accounting.reserved[ACME] == 0
+    assert accounting.balance(ACME) == Decimal("99.9800")
+    assert accounting.balance(CARRIER_A) == Decimal("-0.0120")
+    assert accounting.pending == {
+        cdr.id: ((ACME, Decimal("0.0200")), (CARRIER_A, Decimal("0.0120")))
+    }
+    assert policy.customer_calls.get(ACME) == 0
+    assert policy.supplier_calls.get(CARRIER_A) == 0
+
+
+def test_an_unanswered_call_costs_nothing_and_keeps_its_attempts() -> None:
+    policy, accounting, sink = make_policy()
+    request = invite()
+    decision = routed(policy, request)
+    call = new_call(request, decision)
+    for destination in decision.destinations:
+        call.attempts.append(Attempt(destination, NOW, NOW + 0.1, 503, "Service Unavailable"))
+    end(
+        policy,
+        call,
+        NOW + 0.3,
+        side=CallHangup.SWITCH,
+        why="no route left",
+        status=503,
+        reason="Service Unavailable",
+    )
+    [cdr] = sink.records
+    assert cdr.answer_time is None
+    assert (cdr.price, cdr.cost, cdr.billed_seconds, cdr.duration_ms) == (
+        Decimal("0.0000"),
+        Decimal("0.0000"),
+        0,
+        0,
+    )
+    assert cdr.supplier_peer_id is None
+    assert [a.sip_code for a in cdr.attempts] == [503, 503]
+    assert accounting.pending == {}
+    assert accounting.available(ACME) == Decimal(100)
+
+
+def test_connect_fee_and_per_second_billing() -> None:
+    policy, _, sink = make_policy()
+    request = invite("447700900123")
+    call = new_call(request, routed(policy, request))
+    answer(policy, call)
+    end(policy, call, NOW + 0.5 + 7.2)
+    # 44: 0.0200/min 1/1 + 0.0050 connect fee; 7.2 s -> 8 s -> 0.0050 + 0.0200*8/60
+    assert sink.records[0].billed_seconds == 8
+    assert sink.records[0].price == Decimal("0.0077")
+
+
+def test_ending_releases_exactly_what_the_call_reserved() -> None:
+    policy, accounting, _ = make_policy(reserve_seconds=2)
+    calls = []
+    for _ in range(5):
+        request = invite()
+        call = new_call(request, routed(policy, request))
+        answer(policy, call)
+        policy.extend_call(call)
+        calls.append(call)
+    for n, call in enumerate(calls):
+        end(policy, call, NOW + 1 + n)
+    assert accounting.reserved[ACME] == 0
+    assert accounting.available(ACME) == Decimal(100) - Decimal("0.0500")  # 5 x 1 minute
+
+
+# --------------------------------------------------------------------------- with the B2BUA
+
+
+def _drive_a_call_through_the_b2bua(
+    policy: BillingPolicy, late: float
+) -> tuple[B2BUA, float, list[tuple[bytes, Address]]]:
+    """INVITE from the customer, 200 from carrier-b; then every timer fires ``late`` seconds
+    after its deadline until the call is over. Returns the B2BUA, the answer time and the
+    messages sent after the answer."""
+    b2bua = B2BUA(policy, {"udp": ("127.0.0.1", 5060), "tcp": ("127.0.0.1", 5060)})
+    layer = b2bua.layer
+    layer.receive(invite().to_bytes(), CALLER, NOW)
+    supplier = Address("udp", "127.0.0.4", 5070)
+    sent = [parse_message(data) for data, dest in layer.outgoing if dest == supplier]
+    layer.outgoing.clear()
+    b_invite = sent[0]
+    assert isinstance(b_invite, Request) and b_invite.method == "INVITE"
+    ok = make_response(b_invite, 200, "OK", "callee-tag")
+    ok.headers.add("Contact", "<sip:carrier-b@127.0.0.4:5070>")
+    answered = NOW + 0.5
+    layer.receive(ok.to_bytes(), supplier, answered)
+    layer.outgoing.clear()
+    after: list[tuple[bytes, Address]] = []
+    for _ in range(200):
+        deadline = b2bua.timers.next_deadline()
+        if not b2bua.calls or deadline is None:
+            break
+        layer.handle_timer(deadline + late)
+        after += layer.outgoing
+        layer.outgoing.clear()
+    return b2bua, answered, after
+
+
+@pytest.mark.parametrize("reserve_seconds", [1, 2, 300])
+def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
+    reserve_seconds: int,
+) -> None:
+    """0.0500 at 0.6000/min buys 5 s. Each slice's timer fires 300 ms late (a busy loop): the
+    extensions must still add up to 5 s after the answer, not to 5 s plus the lateness of
+    every slice (free time for the caller, and a supplier paid for more than we bill)."""
+    policy, accounting, sink = make_policy(
+        snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)),
+        reserve_seconds=reserve_seconds,
+    )
+    b2bua, _answered, after = _drive_a_call_through_the_b2bua(policy, late=0.3)
+
+    assert not b2bua.calls
+    [cdr] = sink.records
+    assert cdr.answer_time is not None
+    lasted = (cdr.end_time - cdr.answer_time).total_seconds()
+    assert 5.0 <= lasted <= 5.0 + 0.3 + 0.002, f"cut after {lasted:.3f} s"
+    assert (cdr.billed_seconds, cdr.price, cdr.hangup_reason) == (
+        5,
+        Decimal("0.0500"),
+        "max duration",
+    )
+    byes = {dest for data, dest in after if data.startswith(b"BYE ")}
+    assert byes == {CALLER, Address("udp", "127.0.0.4", 5070)}
+    assert accounting.balance(ACME) == 0 and accounting.reserved[ACME] == 0
