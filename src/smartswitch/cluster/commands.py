@@ -55,7 +55,7 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     finally:
         await engine.dispose()
     token = status_token(config.cluster_secret) if config.cluster_secret else ""
-    rows = await asyncio.gather(*(_ask(node.name, node.http_address, token) for node in nodes))
+    rows = await asyncio.gather(*(ask_node(node.name, node.http_address, token) for node in nodes))
     if fmt == "json":
         json.dump(rows, out, indent=2, default=str)
         out.write("\n")
@@ -64,7 +64,7 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     return 0 if rows and all(r["reachable"] for r in rows) else 1
 
 
-async def _ask(name: str, http_address: str, token: str) -> dict[str, Any]:
+async def ask_node(name: str, http_address: str, token: str) -> dict[str, Any]:
     def fetch() -> dict[str, Any]:
         request = urllib.request.Request(
             f"http://{http_address}/cluster/status",

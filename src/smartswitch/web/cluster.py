@@ -6,42 +6,68 @@ Not a user page: nodes call it with a bearer token derived from the shared clust
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException
 
-from smartswitch.cluster.nodes import status_token
+from smartswitch.cluster.commands import ask_node
+from smartswitch.cluster.nodes import list_nodes, status_token
 from smartswitch.cluster.registrations import apply_changes, binding_to_dict
 
 
 def node_status(node: Any) -> dict[str, Any]:
     """What this node can tell about itself: role, replication, outbox, balances."""
     services = node.services
+    role = getattr(node, "db_role", None)
     status: dict[str, Any] = {
         "node": node.config.node_name or node.config.node_id,
-        "db": node.db_role.as_dict(),
+        "db": role.as_dict() if role is not None else {},
         "read_only": node.read_only,
         "calls": len(node.b2bua.calls),
     }
-    if services is not None:
-        forwarder = services.forwarder
+    forwarder = getattr(services, "forwarder", None)
+    policy = getattr(services, "policy", None)
+    if forwarder is not None and policy is not None:
         accounting = services.accounting
-        policy = services.policy
-        accounts = policy.views.snapshot.accounts if policy is not None else {}
+        accounts = policy.views.snapshot.accounts
         status.update(
             outbox_depth=services.outbox.depth,
             delivered=forwarder.delivered,
             last_delivery=forwarder.last_delivery,
             delivery_error=forwarder.last_error,
-            config_version=policy.views.version if policy is not None else None,
+            config_version=policy.views.version,
             balances={
                 a.name: str(accounting.balance(a.id).quantize(Decimal("0.0001")))
                 for a in accounts.values()
             },
         )
     return status
+
+
+async def cluster_overview(node: Any) -> list[dict[str, Any]]:
+    """Every node as it reports itself (this one directly, the others over HTTP): the cluster
+    page. A single node, or one without a cluster secret, shows itself alone."""
+    me = {"reachable": True, **node_status(node)}
+    config = node.config
+    if node.services is None or config.db_scheme == "single" or not config.cluster_secret:
+        return [_with_ages(me)]
+    async with node.services.sessions() as session:
+        nodes = await list_nodes(session)
+    token = status_token(config.cluster_secret)
+    name = config.node_name or config.node_id
+    others = [ask_node(n.name, n.http_address, token) for n in nodes if n.name != name]
+    rows = [me, *await asyncio.gather(*others)]
+    return sorted((_with_ages(row) for row in rows), key=lambda row: str(row["node"]))
+
+
+def _with_ages(row: dict[str, Any]) -> dict[str, Any]:
+    last = row.get("last_delivery")
+    row["last_delivery_ago"] = None if last is None else max(0, int(time.time() - last))
+    return row
 
 
 def cluster_router(node: Any) -> APIRouter:

@@ -23,6 +23,7 @@ from smartswitch.domain.config import ConfigInvalid
 from smartswitch.domain.users import User
 from smartswitch.store.schema import PeerRow, RouteRow
 from smartswitch.web import cdrs as cdr_queries
+from smartswitch.web.cluster import cluster_overview
 from smartswitch.web.context import Web
 from smartswitch.web.security import COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_SECONDS, Session
 from smartswitch.web.stats import calls_in_progress, dashboard_charts, last_hour
@@ -244,6 +245,15 @@ async def _dashboard(request: Request) -> dict[str, Any]:
         "hour_asr": (100.0 * answered / attempts) if attempts else None,
         "hour_acd": (talk / 1000.0 / answered) if answered else None,
     }
+
+
+@router.get("/cluster")
+async def cluster_page(request: Request) -> Response:
+    """Nodes, roles, replication state and lag, outbox depth; refreshed by htmx."""
+    user, session = await page_user(request)
+    nodes = await cluster_overview(web_of(request).node)
+    template = "_cluster.html" if request.headers.get("hx-request") else "cluster.html"
+    return render(request, template, user, session, nodes=nodes)
 
 
 @router.get("/calls")
