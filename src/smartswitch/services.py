@@ -17,7 +17,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
@@ -87,7 +86,7 @@ class BillingServices:
         self.accounting.load(snapshot.accounts)
         # Records left in the outbox by an earlier run are charges not delivered yet.
         for _, record in await self.outbox.read_batch(10**9):
-            self.accounting.charge(record.id, _charges(record))
+            self.accounting.charge(record.id, record.charges())
         # One authenticator for REGISTER and INVITE: one nonce replay table.
         authenticator = DigestAuthenticator(
             self.config.sip_realm,
@@ -201,10 +200,3 @@ class BillingServices:
         if self.local_engine is not None:
             await self.local_engine.dispose()
         await self.engine.dispose()
-
-
-def _charges(record: CdrRecord) -> list[tuple[int, Decimal]]:
-    charges: list[tuple[int, Decimal]] = [(record.customer_account_id, record.price)]
-    if record.supplier_account_id is not None:
-        charges.append((record.supplier_account_id, record.cost))
-    return charges

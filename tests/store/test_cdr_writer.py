@@ -232,7 +232,12 @@ def test_writer_batches_and_flushes_on_close(db_url: str) -> None:
         records = [make_cdr(ids, "0.0100", "0.0050") for _ in range(250)]
         for record in records[:150]:
             writer.submit(record)  # never awaits
-        await asyncio.sleep(0.2)
+        # Two batches (100 + 50) within a few flush intervals; polled, not slept, so a busy
+        # machine or a slow MariaDB only makes it slower.
+        for _ in range(200):
+            if writer.written == 150:
+                break
+            await asyncio.sleep(0.05)
         assert writer.written == 150 and writer.pending == 0
         for record in records[150:]:
             writer.submit(record)

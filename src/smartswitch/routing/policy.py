@@ -383,10 +383,7 @@ class BillingPolicy:
             attempts=attempts,
             subscriber_id=context.subscriber_id,
         )
-        charges = [(context.account_id, price.amount)]
-        if supplier is not None:
-            charges.append((supplier.account_id, cost))
-        accounting.charge(record.id, charges)
+        accounting.charge(record.id, record.charges())
         self.sink.append(record, done)
 
 

@@ -145,6 +145,13 @@ class CdrRecord:
     def profit(self) -> Decimal:
         return self.price - self.cost
 
+    def charges(self) -> list[tuple[int, Decimal]]:
+        """The amounts this call takes from accounts: (account id, amount), customer first."""
+        charges = [(self.customer_account_id, self.price)]
+        if self.supplier_account_id is not None:
+            charges.append((self.supplier_account_id, self.cost))
+        return charges
+
 
 # --------------------------------------------------------------------------------------------
 # The database side
