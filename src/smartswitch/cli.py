@@ -272,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into a pager or `head` that stopped reading: not an error.
+        sys.stderr.close()
+        return 0
     except OSError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 1
