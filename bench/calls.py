@@ -9,7 +9,14 @@ Three measurements in one run (bench/README.md tells how to read them):
    ``rate * seconds`` calls within a bounded time; a step passes when sipp
    exits 0 with every call successful and none failed. The sweep
    stops at the first step that does not pass (``--keep-going`` to go on).
-3. **memory**: a fresh node carrying ``--memory-calls`` long calls at once;
+3. **billing**: the same sweep through a node in billing mode (no
+   ``[[route]]``): every call identified by the customer's ACL, authorised
+   against its tariff and balance, routed by least cost to a supplier (the
+   UAS), rated, and its CDR written through the durable outbox. After the
+   sweep every successful call must have its CDR and ``smartswitch audit``
+   must pass. The summary gives billing / lab (issue 3's target: no more than
+   20 % below the lab figure, and at least 500 calls/s).
+4. **memory**: a fresh node carrying ``--memory-calls`` long calls at once;
    its resident memory (VmRSS, summed over its processes) when they are all
    up, minus the idle figure, divided by the number of calls.
 
@@ -32,6 +39,7 @@ import os
 import platform
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,13 +90,25 @@ class Step:
     """Mean INVITE -> 200 time (sipp ResponseTime1, cumulative)."""
     node_calls_after: int | None = None
     """Calls the node still held after the step drained (leak check)."""
+    cdrs: int | None = None
+    """Billing sweep: the CDRs the step added to the node's database (one per call)."""
     note: str = ""
 
     @property
     def passed(self) -> bool:
         # sipp cannot quietly lower the rate (its -l allows every call at
         # once), so a slow node shows as failed calls or a missed timeout.
-        return self.returncode == 0 and self.failed == 0 and self.successful == self.calls
+        # Calls still held by the node also fail the step: sipp's built-in
+        # uac takes any 200 for its BYE's, so when an overloaded node drops
+        # the BYE and resends the INVITE's 200, sipp counts a success while
+        # the call stays up on the node (and, billing on, is never rated).
+        return (
+            self.returncode == 0
+            and self.failed == 0
+            and self.successful == self.calls
+            and self.node_calls_after in (None, 0)
+            and self.cdrs in (None, self.calls)
+        )
 
 
 @dataclass
@@ -172,6 +192,105 @@ def running_node(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Itera
             print(f"warning: node exited with {code}; log: {node.log_path}", file=sys.stderr)
 
 
+#: The billing sweep's provisioning: customer "bench" calls from the caller's address, the
+#: UAS is supplier "uas", least cost; a balance no sweep can spend.
+BILLING_BALANCE = "1000000.0000"
+
+
+def billing_document(uas_address: str) -> dict[str, Any]:
+    return {
+        "accounts": [
+            {"name": "bench", "currency": "USD", "balance": BILLING_BALANCE},
+            {"name": "uas", "currency": "USD", "balance": "0"},
+        ],
+        "tariffs": [
+            {
+                "name": "sell",
+                "rates": [{"prefix": "1", "price_per_minute": "0.0100", "increment": "60/60"}],
+            },
+            {
+                "name": "buy",
+                "rates": [{"prefix": "1", "price_per_minute": "0.0040", "increment": "60/60"}],
+            },
+        ],
+        "peers": [
+            {
+                "name": "bench",
+                "role": "customer",
+                "account": "bench",
+                "tariff": "sell",
+                "acl": [f"{CALLER_IP}/32"],
+            },
+            {
+                "name": "uas",
+                "role": "supplier",
+                "account": "uas",
+                "tariff": "buy",
+                "address": uas_address,
+            },
+        ],
+        "routes": [{"prefix": "", "strategy": "least_cost", "suppliers": ["uas"]}],
+    }
+
+
+def billing_node_config(extra: dict[str, Any]) -> dict[str, Any]:
+    """Billing mode: no [[route]] and no accept_any_source; --config's other keys apply."""
+    config: dict[str, Any] = {"log_level": "warning"}
+    config.update({k: v for k, v in extra.items() if k not in ("route", "accept_any_source")})
+    return config
+
+
+@contextlib.contextmanager
+def running_billing_node(
+    args: argparse.Namespace, workdir: Path, uas_address: str
+) -> Iterator[Node]:
+    spec = NodeSpec(
+        workdir=workdir,
+        sip_host=NODE_IP,
+        config=billing_node_config(args.extra_config),
+        extra_args=shlex.split(args.node_args),
+    )
+    node = Node(spec)
+    node.provision(billing_document(uas_address))
+    node.start()
+    try:
+        yield node
+    finally:
+        code = node.stop()
+        if code != 0:
+            print(f"warning: node exited with {code}; log: {node.log_path}", file=sys.stderr)
+
+
+def count_cdrs(node: Node) -> int:
+    db = sqlite3.connect(f"file:{node.data_dir / 'smartswitch.db'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM cdrs").fetchone()[0])
+    finally:
+        db.close()
+
+
+def wait_cdrs(node: Node, count: int, timeout: float = 15.0) -> int:
+    """The number of CDRs in the node's database once it reaches ``count`` (the outbox
+    drained) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    cdrs = count_cdrs(node)
+    while cdrs < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        cdrs = count_cdrs(node)
+    return cdrs
+
+
+def check_billing(node: Node) -> dict[str, Any]:
+    """After the billing sweep: every CDR and its money, ``smartswitch audit``."""
+    audit = node.audit()
+    return {
+        "cdrs": count_cdrs(node),
+        "audit_exit": audit.returncode,
+        "audit": audit.stdout.strip().splitlines()[-1:] or [audit.stderr.strip()],
+        "ok": audit.returncode == 0,
+    }
+
+
 # --------------------------------------------------------------------------- measurements
 
 
@@ -220,10 +339,18 @@ def run_step(args: argparse.Namespace, label: str, target: str, rate: int, workd
 
 
 def sweep(
-    args: argparse.Namespace, label: str, target: str, workdir: Path, node: Node | None = None
+    args: argparse.Namespace,
+    label: str,
+    target: str,
+    workdir: Path,
+    node: Node | None = None,
+    billing: bool = False,
 ) -> list[Step]:
+    """With ``billing``, each step must also leave one CDR per call in the node's
+    database (counted once the outbox has drained)."""
     steps: list[Step] = []
     for rate in args.rates:
+        before = count_cdrs(node) if billing and node is not None else 0
         step = run_step(args, label, target, rate, workdir)
         if node is not None:
             # Let the last calls end (UAS timewait, BYE retransmissions), then
@@ -233,6 +360,8 @@ def sweep(
                 step.note = f"node died (exit {node.stop()})"
             else:
                 step.node_calls_after = _node_calls(node)
+                if billing:
+                    step.cdrs = wait_cdrs(node, before + step.successful) - before
         else:
             time.sleep(min(args.settle, 1.0))
         steps.append(step)
@@ -296,20 +425,24 @@ def measure_memory(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Mem
 def _step_line(step: Step) -> str:
     response = f"{step.response_ms:7.1f}" if step.response_ms is not None else "      -"
     left = "" if step.node_calls_after in (None, 0) else f" {step.node_calls_after} calls left"
+    if step.cdrs is not None and step.cdrs != step.calls:
+        left += f" {step.cdrs} CDRs"
     verdict = "ok" if step.passed else "FAIL"
     return (
-        f"  {step.target:6} {step.rate:5d} cps  {step.successful:6d}/{step.calls:<6d} ok "
+        f"  {step.target:7} {step.rate:5d} cps  {step.successful:6d}/{step.calls:<6d} ok "
         f"{step.failed:5d} failed  {step.achieved_cps:7.1f} cps  "
         f"{response} ms to 200  {step.retransmissions:5d} retrans  {verdict}"
         f"{left}{' ' + step.note if step.note else ''}"
     )
 
 
-def best_rate(steps: Sequence[Step]) -> int:
-    """The highest rate of the unbroken run of passing steps from the bottom."""
+def best_rate(steps: Sequence[Step], clean: bool = False) -> int:
+    """The highest rate of the unbroken run of passing steps from the bottom; with
+    ``clean``, of steps that also needed no retransmission (every answer within sipp's
+    500 ms timer: the node kept up rather than caught up)."""
     best = 0
     for step in steps:
-        if not step.passed:
+        if not step.passed or (clean and step.retransmissions):
             break
         best = step.rate
     return best
@@ -334,6 +467,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-going", action="store_true", help="do not stop at a failed step")
     parser.add_argument("--no-direct", action="store_true", help="skip sipp -> sipp")
     parser.add_argument("--no-node", action="store_true", help="skip sipp -> node -> sipp")
+    parser.add_argument(
+        "--no-billing", action="store_true", help="skip the sweep through a billing node"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--memory-calls", type=int, default=2000)
     parser.add_argument("--memory-rate", type=float, default=200.0)
@@ -411,6 +547,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 steps = sweep(args, "node", node.sip_address, workdir, node)
             results["node"] = [asdict(s) | {"passed": s.passed} for s in steps]
             results["node_best_cps"] = best_rate(steps)
+            results["node_clean_cps"] = best_rate(steps, clean=True)
+        if not args.no_billing:
+            print("billing: sipp UAC -> smartswitch (ACL, tariff, balance, LCR, CDRs) -> sipp UAS")
+            with running_billing_node(
+                args, workdir / "billing-sweep", f"{CALLEE_IP}:{uas_port}"
+            ) as node:
+                steps = sweep(args, "billing", node.sip_address, workdir, node, billing=True)
+                results["billing_check"] = check_billing(node)
+            results["billing"] = [asdict(s) | {"passed": s.passed} for s in steps]
+            results["billing_best_cps"] = best_rate(steps)
+            results["billing_clean_cps"] = best_rate(steps, clean=True)
+            check = results["billing_check"]
+            print(f"  {check['cdrs']} CDRs in all, {' '.join(check['audit'])}")
         if not args.no_memory:
             print(
                 f"memory: {args.memory_calls} calls of {args.memory_duration_ms} ms "
@@ -437,6 +586,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  node / direct:                          {ratio:.2f}")
         if results["direct_best_cps"] == max(args.rates):
             print("  (the direct sweep passed its top rate: the ceiling is higher still)")
+    if "billing_best_cps" in results:
+        print(f"  sipp -> billing node -> sipp:           {results['billing_best_cps']} calls/s")
+    if results.get("node_best_cps") and "billing_best_cps" in results:
+        ratio = results["billing_best_cps"] / results["node_best_cps"]
+        results["billing_to_lab_ratio"] = round(ratio, 3)
+        target = ratio >= 0.8 and results["billing_best_cps"] >= 500
+        results["billing_target_met"] = target and results["billing_check"]["ok"]
+        print(
+            f"  billing / lab:                          {ratio:.2f} "
+            f"(target >= 0.80 and >= 500 calls/s: {'met' if target else 'NOT met'})"
+        )
+        if results["node_best_cps"] == max(args.rates):
+            print("  (the lab sweep passed its top rate: its ceiling is higher still)")
+        if results.get("node_clean_cps") and results.get("billing_clean_cps") is not None:
+            clean = results["billing_clean_cps"] / results["node_clean_cps"]
+            results["billing_to_lab_clean_ratio"] = round(clean, 3)
+            print(
+                f"  without retransmissions: lab {results['node_clean_cps']}, billing "
+                f"{results['billing_clean_cps']} calls/s, billing / lab {clean:.2f}"
+            )
     if "memory" in results:
         mem = results["memory"]
         per_call = mem["bytes_per_call"]
