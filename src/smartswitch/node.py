@@ -140,7 +140,6 @@ class Node:
         loop = asyncio.get_running_loop()
         config = self.config
         policy: CallPolicy
-        role_task: asyncio.Task[None] | None = None
         if config.route:
             log.warning("lab mode: routing by the [[route]] list of the config, no billing")
             policy = StaticPolicy(config.route, config.accept_any_source)
@@ -148,7 +147,7 @@ class Node:
             self.services = BillingServices(config, lambda: time.time() - loop.time())
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
-            role_task = asyncio.create_task(self._watch_role(), name="role-watch")
+            self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
         self.b2bua = self._build_b2bua(policy)
@@ -198,8 +197,6 @@ class Node:
         server.should_exit = True
         await http_task
         stop_task.cancel()
-        if role_task is not None:
-            role_task.cancel()
         for task in self._background:
             task.cancel()
         if self.registration_sync is not None:
