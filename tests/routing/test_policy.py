@@ -426,6 +426,14 @@ def test_calls_per_second_limit_answers_503_with_reason() -> None:
     routed(policy, now=NOW + 1.0)
 
 
+def test_a_supplier_over_its_call_rate_is_skipped_until_its_bucket_refills() -> None:
+    policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"max_cps": 2}}))
+    labels = [[d.label for d in routed(policy, now=NOW).destinations] for _ in range(3)]
+    # The cheapest supplier takes two calls in this second; the third goes to the next one.
+    assert labels == [["carrier-b", "carrier-a"], ["carrier-b", "carrier-a"], ["carrier-a"]]
+    assert [d.label for d in routed(policy, now=NOW + 1.0).destinations][0] == "carrier-b"
+
+
 def test_a_supplier_at_its_concurrent_call_limit_is_skipped() -> None:
     policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"max_calls": 1}}))
     request = invite()

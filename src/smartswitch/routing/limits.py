@@ -12,13 +12,21 @@ class RateLimiter:
         self._buckets: dict[int, tuple[float, float]] = {}  # key -> (tokens, last time)
 
     def allow(self, key: int, rate: int, now: float) -> bool:
-        tokens, last = self._buckets.get(key, (float(rate), now))
-        tokens = min(float(rate), tokens + (now - last) * rate)
+        """Take a token if there is one."""
+        tokens = self._tokens(key, rate, now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             return False
         self._buckets[key] = (tokens - 1.0, now)
         return True
+
+    def available(self, key: int, rate: int, now: float) -> bool:
+        """Whether :meth:`allow` would let a call through, taking nothing."""
+        return self._tokens(key, rate, now) >= 1.0
+
+    def _tokens(self, key: int, rate: int, now: float) -> float:
+        tokens, last = self._buckets.get(key, (float(rate), now))
+        return min(float(rate), tokens + (now - last) * rate)
 
 
 class CallCounter:

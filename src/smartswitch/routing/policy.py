@@ -98,6 +98,7 @@ class BillingPolicy:
         self.customer_calls = CallCounter()
         self.supplier_calls = CallCounter()
         self.cps = RateLimiter()
+        self.supplier_cps = RateLimiter()
         self._ha1: dict[tuple[str, str, str, str], str] = {}
         # The registrar's: where DID calls to subscribers go, and the defence against guessing
         # that REGISTER and INVITE authentication share (one count per source address).
@@ -246,9 +247,18 @@ class BillingPolicy:
                 and self.supplier_calls.get(supplier.id) >= supplier.max_calls
             ):
                 continue
+            if supplier.max_cps is not None and not self.supplier_cps.available(
+                supplier.id, supplier.max_cps, now
+            ):
+                continue  # over its rate now: the next supplier takes the call
             destinations.append(self._destination(supplier, candidate.rate, caller, callee))
         if not destinations:
             return _busy("no supplier available for this destination")
+        first = destinations[0].context
+        if isinstance(first, SupplierChoice) and first.peer.max_cps is not None:
+            # The first choice gets the call now; a failover later is not counted against
+            # the next supplier's rate (the policy hears of attempts only at the call's end).
+            self.supplier_cps.allow(first.peer.id, first.peer.max_cps, now)
 
         reserved = rate_call(rate, seconds * 1000, answered=True).amount
         self.accounting.reserve(account.id, reserved)
