@@ -431,7 +431,7 @@ def test_a_supplier_over_its_call_rate_is_skipped_until_its_bucket_refills() -> 
     labels = [[d.label for d in routed(policy, now=NOW).destinations] for _ in range(3)]
     # The cheapest supplier takes two calls in this second; the third goes to the next one.
     assert labels == [["carrier-b", "carrier-a"], ["carrier-b", "carrier-a"], ["carrier-a"]]
-    assert [d.label for d in routed(policy, now=NOW + 1.0).destinations][0] == "carrier-b"
+    assert routed(policy, now=NOW + 1.0).destinations[0].label == "carrier-b"
 
 
 def test_a_supplier_at_its_concurrent_call_limit_is_skipped() -> None:
