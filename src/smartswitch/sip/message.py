@@ -7,7 +7,8 @@ asked for, and then cached. Headers we never touch are written out as they came 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.grammar import (
@@ -18,6 +19,8 @@ from smartswitch.sip.grammar import (
     split_values,
 )
 from smartswitch.sip.uri import CSeq, NameAddr, SipUri, Via
+
+T = TypeVar("T")
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -161,6 +164,17 @@ class Headers:
         return len(self._items)
 
 
+def _parse_header(headers: Headers, key: str, name: str, parse: Callable[[str], T]) -> T:
+    """A single-valued header parsed, or the error naming it (missing, or how it is bad)."""
+    value = headers.get(key)
+    if value is None:
+        raise SipParseError(f"missing {name} header")
+    try:
+        return parse(value)
+    except SipParseError as exc:
+        raise SipParseError(f"bad {name} header: {exc.reason}", exc.status) from None
+
+
 class SipMessage:
     """What requests and responses share: headers, body, and cached parsed header values."""
 
@@ -195,37 +209,19 @@ class SipMessage:
     @property
     def cseq(self) -> CSeq:
         if self._cseq is None:
-            value = self.headers.get("cseq")
-            if value is None:
-                raise SipParseError("missing CSeq header")
-            try:
-                self._cseq = CSeq.parse(value)
-            except SipParseError as exc:
-                raise SipParseError(f"bad CSeq header: {exc.reason}", exc.status) from None
+            self._cseq = _parse_header(self.headers, "cseq", "CSeq", CSeq.parse)
         return self._cseq
 
     @property
     def from_(self) -> NameAddr:
         if self._from is None:
-            value = self.headers.get("from")
-            if value is None:
-                raise SipParseError("missing From header")
-            try:
-                self._from = NameAddr.parse(value)
-            except SipParseError as exc:
-                raise SipParseError(f"bad From header: {exc.reason}", exc.status) from None
+            self._from = _parse_header(self.headers, "from", "From", NameAddr.parse)
         return self._from
 
     @property
     def to(self) -> NameAddr:
         if self._to is None:
-            value = self.headers.get("to")
-            if value is None:
-                raise SipParseError("missing To header")
-            try:
-                self._to = NameAddr.parse(value)
-            except SipParseError as exc:
-                raise SipParseError(f"bad To header: {exc.reason}", exc.status) from None
+            self._to = _parse_header(self.headers, "to", "To", NameAddr.parse)
         return self._to
 
     @property
