@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from e2e.node import Node, dump_yaml, node_command
+from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
 from e2e.sipp import Sipp, SippOptions, free_port
 from smartswitch.cluster.nodes import status_token
 
@@ -139,3 +139,41 @@ def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: A
             **kw,
         ),
     )
+
+
+def start_supplier(sipps: Sipps) -> Sipp:
+    """The supplier: a sipp UAS on SUPPLIER_IP answering every call until stopped."""
+    supplier = sipps.start(
+        "supplier",
+        SippOptions(
+            scenario="uas",
+            local_ip=SUPPLIER_IP,
+            local_port=free_port(SUPPLIER_IP),
+            calls=None,
+            timeout_s=300,
+        ),
+    )
+    supplier.wait_until_listening()
+    return supplier
+
+
+def cluster_member(
+    workdir: Path, ip: str, name: str, db: MariaDBInstance, **config: Any
+) -> ClusterNode:
+    """A node on ``ip`` with its own database ``db``, its config file written (not started):
+    the cluster commands read it before the node runs."""
+    spec = NodeSpec(workdir=workdir, sip_host=ip, http_host=ip)
+    spec.config = {
+        "log_level": "info",
+        "node_id": name,
+        "node_name": name,
+        "dedicated_ip": ip,
+        "database_url": db.url,
+        "cluster_secret": SECRET,
+        "digest_algorithms": ["MD5"],  # what sipp's [authentication] computes
+        **config,
+    }
+    node = Node(spec)
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    node.config_path.write_text(dump_toml(spec.config))
+    return ClusterNode(node, db)

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from e2e.node import Node, NodeSpec, dump_toml
-from e2e.sipp import Sipp, SippOptions, free_port
+from e2e.sipp import Sipp
 
 from .harness import (
     NODE_IPS,
-    SECRET,
-    SUPPLIER_IP,
     ClusterNode,
     Sipps,
     balances_are,
     caller,
+    cluster_member,
     provisioning,
+    start_supplier,
 )
 from .mariadb import GaleraCluster, wait_until
 
@@ -32,34 +31,13 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 def galera_nodes(
     tmp_path: Path, galera_cluster: GaleraCluster, sipps: Sipps
 ) -> Iterator[tuple[list[ClusterNode], Sipp]]:
-    supplier = sipps.start(
-        "supplier",
-        SippOptions(
-            scenario="uas",
-            local_ip=SUPPLIER_IP,
-            local_port=free_port(SUPPLIER_IP),
-            calls=None,
-            timeout_s=300,
-        ),
-    )
-    supplier.wait_until_listening()
-    members: list[ClusterNode] = []
-    for i, ip in enumerate(NODE_IPS):
-        db = galera_cluster[i]
-        spec = NodeSpec(workdir=tmp_path / f"node{i + 1}", sip_host=ip, http_host=ip)
-        spec.config = {
-            "log_level": "info",
-            "node_id": f"galera{i + 1}",
-            "node_name": f"galera{i + 1}",
-            "dedicated_ip": ip,
-            "db_scheme": "galera",
-            "database_url": db.url,
-            "cluster_secret": SECRET,
-        }
-        node = Node(spec)
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        node.config_path.write_text(dump_toml(spec.config))
-        members.append(ClusterNode(node, db))
+    supplier = start_supplier(sipps)
+    members = [
+        cluster_member(
+            tmp_path / f"node{i + 1}", ip, f"galera{i + 1}", galera_cluster[i], db_scheme="galera"
+        )
+        for i, ip in enumerate(NODE_IPS)
+    ]
     galera_cluster[0].create_database()
     for i in range(1, 3):
         wait_until(

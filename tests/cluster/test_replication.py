@@ -16,21 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from e2e.node import Node, NodeSpec, dump_toml, dump_yaml
+from e2e.node import dump_yaml
 from e2e.sipp import SCENARIOS, Sipp, SippOptions, completed_call_ids, free_port
 
 from .conftest import MariaDBFactory
 from .harness import (
     NODE_IPS,
-    SECRET,
-    SUPPLIER_IP,
     ClusterNode,
     Sipps,
     balances_are,
     caller,
+    cluster_member,
     config_above,
     outbox_empty,
     provisioning,
+    start_supplier,
 )
 from .mariadb import wait_until
 
@@ -41,36 +41,19 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 def cluster(
     tmp_path: Path, mariadb_factory: MariaDBFactory, sipps: Sipps
 ) -> Iterator[tuple[list[ClusterNode], Sipp]]:
-    supplier = sipps.start(
-        "supplier",
-        SippOptions(
-            scenario="uas",
-            local_ip=SUPPLIER_IP,
-            local_port=free_port(SUPPLIER_IP),
-            calls=None,
-            timeout_s=300,
-        ),
-    )
-    supplier.wait_until_listening()
+    supplier = start_supplier(sipps)
     dbs = [mariadb_factory(f"db{i + 1}", server_id=i + 1) for i in range(3)]
-    members: list[ClusterNode] = []
-    for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True)):
-        spec = NodeSpec(workdir=tmp_path / f"node{i + 1}", sip_host=ip, http_host=ip)
-        spec.config = {
-            "log_level": "info",
-            "node_id": f"node{i + 1}",
-            "node_name": f"node{i + 1}",
-            "dedicated_ip": ip,
-            "db_scheme": "replication",
-            "database_url": db.url,
-            "primary_database_url": dbs[0].url,
-            "cluster_secret": SECRET,
-            "digest_algorithms": ["MD5"],  # what sipp's [authentication] computes
-        }
-        node = Node(spec)
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        node.config_path.write_text(dump_toml(spec.config))
-        members.append(ClusterNode(node, db))
+    members = [
+        cluster_member(
+            tmp_path / f"node{i + 1}",
+            ip,
+            f"node{i + 1}",
+            db,
+            db_scheme="replication",
+            primary_database_url=dbs[0].url,
+        )
+        for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
+    ]
     dbs[0].create_database()
     members[0].cli("cluster", "init-primary")
     document = tmp_path / "provision.yaml"
