@@ -57,6 +57,7 @@ from smartswitch.store.snapshot import bump_config_version
 from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 
 Sessions = async_sessionmaker[AsyncSession]
+Spec = AccountSpec | TariffSpec | PeerSpec | RouteSpec | SubscriberSpec | DidSpec
 
 
 class NotFound(LookupError):
@@ -77,7 +78,7 @@ def invalid(source: str, path: str, message: str) -> ConfigInvalid:
 
 async def save(
     sessions: Sessions,
-    spec: AccountSpec | TariffSpec | PeerSpec | RouteSpec | SubscriberSpec | DidSpec,
+    spec: Spec,
     *,
     source: str,
     actor: str,

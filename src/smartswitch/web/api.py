@@ -141,9 +141,7 @@ async def list_accounts(request: Request, user: Reader) -> list[dict[str, Any]]:
 async def create_account(request: Request, body: AccountCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.account_spec(SOURCE, _data(body))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     return account_out(web, await services.get_account(web.sessions, spec.name))
 
@@ -158,9 +156,7 @@ async def get_account(request: Request, name: str, user: Reader) -> dict[str, An
 async def put_account(request: Request, name: str, body: AccountIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.account_spec(SOURCE, _data(body), name)
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
         **account_out(web, await services.get_account(web.sessions, name)),
@@ -261,9 +257,7 @@ async def list_tariffs(request: Request, user: Reader) -> list[dict[str, Any]]:
 async def create_tariff(request: Request, body: TariffCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.tariff_spec(SOURCE, _data(body))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     return tariff_out(await services.get_tariff(web.sessions, spec.name))
 
@@ -277,9 +271,7 @@ async def get_tariff(request: Request, name: str, user: Reader) -> dict[str, Any
 async def put_tariff(request: Request, name: str, body: TariffIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.tariff_spec(SOURCE, _data(body), name)
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
         **tariff_out(await services.get_tariff(web.sessions, name)),
@@ -439,9 +431,7 @@ async def list_peers(request: Request, user: Reader) -> list[dict[str, Any]]:
 async def create_peer(request: Request, body: PeerCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.peer_spec(SOURCE, _peer_data(body))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     accounts, tariffs = await _names(web)
     return peer_out(await services.get_peer(web.sessions, spec.name), accounts, tariffs)
@@ -459,9 +449,7 @@ async def put_peer(request: Request, name: str, body: PeerIn, user: Writer) -> d
     """Create or replace the peer: fields left out take their defaults (as in provisioning)."""
     web = web_of(request)
     spec = forms.peer_spec(SOURCE, _peer_data(body), name)
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     accounts, tariffs = await _names(web)
     return {
         **_changed(request, report),
@@ -530,9 +518,7 @@ async def list_routes(request: Request, user: Reader) -> list[dict[str, Any]]:
 async def create_route(request: Request, body: RouteCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.route_spec(SOURCE, _route_data(body))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     return route_out(
         await services.get_route(web.sessions, spec.prefix), await services.peer_names(web.sessions)
@@ -550,9 +536,7 @@ async def get_route(request: Request, key: str, user: Reader) -> dict[str, Any]:
 async def put_route(request: Request, key: str, body: RouteIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.route_spec(SOURCE, _route_data(body), _prefix_of(key))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     row = await services.get_route(web.sessions, spec.prefix)
     return {**_changed(request, report), **route_out(row, await services.peer_names(web.sessions))}
 
@@ -613,9 +597,7 @@ async def create_subscriber(
 ) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.subscriber_spec(SOURCE, body.model_dump(exclude_none=True))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     accounts, tariffs = await _names(web)
     return subscriber_out(
@@ -637,9 +619,7 @@ async def put_subscriber(
     """Create or replace; a password left out keeps the stored hashes."""
     web = web_of(request)
     spec = forms.subscriber_spec(SOURCE, body.model_dump(exclude_none=True), username)
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     accounts, tariffs = await _names(web)
     return {
         **_changed(request, report),
@@ -685,9 +665,7 @@ async def list_dids(request: Request, user: Reader) -> list[dict[str, Any]]:
 async def create_did(request: Request, body: DidCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.did_spec(SOURCE, body.model_dump(exclude_none=True))
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     return await _did_out(web, await services.get_did(web.sessions, spec.number))
 
@@ -702,9 +680,7 @@ async def get_did(request: Request, number: str, user: Reader) -> dict[str, Any]
 async def put_did(request: Request, number: str, body: DidIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = forms.did_spec(SOURCE, body.model_dump(exclude_none=True), number)
-    report = await services.save(
-        web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm
-    )
+    report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
         **await _did_out(web, await services.get_did(web.sessions, number)),

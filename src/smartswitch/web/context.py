@@ -12,6 +12,8 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from smartswitch.domain import services
+from smartswitch.domain.config import ChangeReport
 from smartswitch.web.security import LoginLimiter, Signer, web_secret
 from smartswitch.web.stats import Sampler
 
@@ -84,6 +86,20 @@ class Web:
             return None
         result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
         return result
+
+    async def save(
+        self, spec: services.Spec, *, source: str, actor: str, create_only: bool = False
+    ) -> ChangeReport:
+        """One entity saved through the domain layer (as provisioning saves it), subscribers'
+        passwords hashed for this node's realm."""
+        return await services.save(
+            self.sessions,
+            spec,
+            source=source,
+            actor=actor,
+            create_only=create_only,
+            realm=self.realm,
+        )
 
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""

@@ -318,9 +318,7 @@ async def create_account(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.account_spec(SOURCE, data)
-        await services.save(
-            web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-        )
+        await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     except ConfigInvalid as exc:
         return await _accounts(request, user, session, data, _errors(exc))
     except services.Conflict as exc:
@@ -383,7 +381,7 @@ async def update_account(request: Request, name: str) -> Response:
     data["prepaid"] = "true" if data.get("prepaid") else "false"
     try:
         spec = forms.account_spec(SOURCE, data, name)
-        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm)
+        await web.save(spec, source=SOURCE, actor=user.name)
     except ConfigInvalid as exc:
         return await _account(request, user, session, name, values=data, errors=_errors(exc))
     web.config_changed()
@@ -461,9 +459,7 @@ async def create_tariff(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.tariff_spec(SOURCE, data)
-        await services.save(
-            web.sessions, spec, source=SOURCE, actor=user.name, create_only=True, realm=web.realm
-        )
+        await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     except ConfigInvalid as exc:
         return await _tariffs(request, user, session, data, _errors(exc))
     except services.Conflict as exc:
@@ -682,14 +678,7 @@ async def save_peer(request: Request) -> Response:
                 data["register_password"] = row.register_password or ""
     try:
         spec = forms.peer_spec(SOURCE, data, existing)
-        await services.save(
-            web.sessions,
-            spec,
-            source=SOURCE,
-            actor=user.name,
-            create_only=existing is None,
-            realm=web.realm,
-        )
+        await web.save(spec, source=SOURCE, actor=user.name, create_only=existing is None)
     except ConfigInvalid as exc:
         return await _peer_form(
             request, user, session, data, existing=existing, errors=_errors(exc)
@@ -802,14 +791,7 @@ async def save_route(request: Request) -> Response:
     prefix = None if existing is None else ("" if existing == "default" else existing)
     try:
         spec = forms.route_spec(SOURCE, data, prefix)
-        await services.save(
-            web.sessions,
-            spec,
-            source=SOURCE,
-            actor=user.name,
-            create_only=existing is None,
-            realm=web.realm,
-        )
+        await web.save(spec, source=SOURCE, actor=user.name, create_only=existing is None)
     except ConfigInvalid as exc:
         return await _route_form(
             request, user, session, data, existing=existing, errors=_errors(exc)
@@ -1129,14 +1111,7 @@ async def save_subscriber(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.subscriber_spec(SOURCE, data, existing)
-        await services.save(
-            web.sessions,
-            spec,
-            source=SOURCE,
-            actor=user.name,
-            create_only=existing is None,
-            realm=web.realm,
-        )
+        await web.save(spec, source=SOURCE, actor=user.name, create_only=existing is None)
     except ConfigInvalid as exc:
         data.pop("password", None)
         return await _subscribers(request, user, session, data, _errors(exc), existing)
@@ -1201,7 +1176,7 @@ async def save_did(request: Request) -> Response:
     web = web_of(request)
     try:
         spec = forms.did_spec(SOURCE, data)
-        await services.save(web.sessions, spec, source=SOURCE, actor=user.name, realm=web.realm)
+        await web.save(spec, source=SOURCE, actor=user.name)
     except ConfigInvalid as exc:
         return await _dids(request, user, session, data, _errors(exc))
     web.config_changed()
