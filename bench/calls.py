@@ -40,7 +40,6 @@ import platform
 import shlex
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 import tomllib
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The runner is shared with the end-to-end tests (tests/e2e/), one copy only.
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchutil import exit_on_sigterm, git_commit  # noqa: E402
 from e2e.node import Node, NodeError, NodeSpec, route, sip_uri  # noqa: E402
 from e2e.sipp import (  # noqa: E402
     Sipp,
@@ -149,16 +149,6 @@ def _node_calls(node: Node) -> int | None:
     health = _health(node)
     calls = health.get("calls") if health else None
     return calls if isinstance(calls, int) else None
-
-
-def _git_commit() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def node_config(uas_uri: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -487,21 +477,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # Unwind through the finally blocks, which stop the node and sipp by PID;
-    # the default action would leave them running on their own.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = args.out / f"calls-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "started": stamp,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "sipp": sipp_version(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

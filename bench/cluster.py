@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The harness is the tests' (tests/e2e, tests/cluster): one copy only.
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchutil import git_commit  # noqa: E402
 from cluster.harness import (  # noqa: E402
     CUSTOMER_IP,
     DIALLED,
@@ -936,16 +937,6 @@ def measure_config(cluster: Cluster, rounds: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
-def _git_commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
-
-
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1094,7 +1085,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {
         "started": stamp,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "sipp": sipp_version(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchutil import exit_on_sigterm, git_commit  # noqa: E402
 from e2e.node import Node, NodeSpec  # noqa: E402
 from e2e.sipp import Sipp, SippOptions, free_port, sipp_version  # noqa: E402
 
@@ -182,16 +182,6 @@ def _line(step: Step) -> str:
     )
 
 
-def _git_commit() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() or "unknown"
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -209,13 +199,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwind through the finally blocks that stop by PID
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = args.out / f"register-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (workdir / "users.csv").write_text(injection(args.subscribers))
     results: dict[str, Any] = {
         "started": stamp,
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "sipp": sipp_version(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
