@@ -9,7 +9,7 @@
 #   make run SIP_LISTEN=127.0.0.1:5062
 #                                 a flag always wins over the config file
 #   make test                     everything CI checks (.ci/run runs this)
-#   make lint                     ruff check, ruff format --check, mypy
+#   make lint                     ruff check, ruff format --check, mypy, lint-imports
 #   make bench [BENCH_ARGS=...]   call-rate and memory benchmark (bench/README.md)
 #
 # The virtualenv is made on first use and `pip install -e '.[dev]'` runs again
@@ -62,6 +62,7 @@ define lint-steps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e tests/cluster
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartswitch.billing.accounting import Accounting
-from smartswitch.routing.model import Account
+from smartswitch.model.config import Account
 
 ACME, CARRIER = 1, 2
 D = Decimal

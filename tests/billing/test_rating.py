@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartswitch.billing.increment import Increment
 from smartswitch.billing.rating import (
     UNLIMITED_SECONDS,
     Charge,
@@ -22,8 +21,9 @@ from smartswitch.billing.rating import (
     rate_call,
     select_rate,
 )
-from smartswitch.routing.model import Rate, Tariff
-from smartswitch.routing.prefix import PrefixTable
+from smartswitch.model.config import Rate, Tariff
+from smartswitch.model.increment import Increment
+from smartswitch.model.prefix import PrefixTable
 
 D = Decimal
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from smartswitch.store.commands import CDR_FIELDS
+from smartswitch.admin.reports import CDR_FIELDS
 
 from .conftest import (
     CALLEE2_IP,

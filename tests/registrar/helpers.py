@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import itertools
 
+from smartswitch.model.config import Subscriber
 from smartswitch.registrar.guard import GuardSettings, SourceGuard
 from smartswitch.registrar.location import LocationService
 from smartswitch.registrar.registrar import Registrar, RegistrarSettings
-from smartswitch.routing.model import Subscriber
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization, compute_ha1
 from smartswitch.sip.message import Request, Response, parse_message
 from smartswitch.sip.transaction import Address

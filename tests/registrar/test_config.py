@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from smartswitch.config import ConfigError, NodeConfig, load_config
+from smartswitch.runtime.config import ConfigError, NodeConfig, load_config
 
 
 def _load(tmp_path: Path, text: str) -> NodeConfig:

@@ -15,10 +15,8 @@ from typing import Any
 
 from smartswitch.b2bua.engine import B2BUA
 from smartswitch.billing.accounting import Accounting
-from smartswitch.billing.increment import Increment
-from smartswitch.registrar.guard import GuardSettings, SourceGuard
-from smartswitch.registrar.location import Binding, LocationService
-from smartswitch.routing.model import (
+from smartswitch.model.cdr import CdrRecord
+from smartswitch.model.config import (
     Account,
     AclEntry,
     ConfigSnapshot,
@@ -32,12 +30,14 @@ from smartswitch.routing.model import (
     Subscriber,
     Tariff,
 )
+from smartswitch.model.increment import Increment
+from smartswitch.registrar.guard import GuardSettings, SourceGuard
+from smartswitch.registrar.location import Binding, LocationService
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization, compute_ha1
 from smartswitch.sip.message import Request, Response, make_response, parse_message
 from smartswitch.sip.transaction import Address
-from smartswitch.store.cdr_writer import CdrRecord
 
 REALM = "switch.example"
 SWITCH = ("198.51.100.1", 5060)

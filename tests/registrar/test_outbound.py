@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from smartswitch.b2bua.engine import B2BUA
+from smartswitch.model.config import Peer, PeerRole, SupplierRegistration
 from smartswitch.registrar.outbound import (
     OutboundClient,
     OutboundRegistrations,
@@ -17,7 +18,6 @@ from smartswitch.registrar.outbound import (
     OutboundTarget,
     refresh_delay,
 )
-from smartswitch.routing.model import Peer, PeerRole, SupplierRegistration
 from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.message import Request, make_response, parse_message
 from smartswitch.sip.transaction import Address

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smartswitch.provisioning import ProvisioningError, provision_text
-from smartswitch.routing.model import SupplierRegistration
+from smartswitch.admin.provisioning import ProvisioningError, provision_text
+from smartswitch.model.config import SupplierRegistration
 from smartswitch.sip.digest import compute_ha1
 from smartswitch.store.database import create_engine, session_factory
 from smartswitch.store.schema import Base

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smartswitch.model.config import AclEntry, Peer, PeerRole
 from smartswitch.routing.acl import AclConflictError, AclIndex
-from smartswitch.routing.model import AclEntry, Peer, PeerRole
 
 
 def entry(network: str, port: int | None = None) -> AclEntry:

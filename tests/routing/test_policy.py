@@ -12,12 +12,12 @@ from decimal import Decimal
 import pytest
 
 from smartswitch.b2bua.call import Attempt, Call
-from smartswitch.b2bua.call import HangupSide as CallHangup
 from smartswitch.b2bua.engine import B2BUA
-from smartswitch.b2bua.policy import Rejection, RouteDecision
+from smartswitch.b2bua.ports import Rejection, RouteDecision
 from smartswitch.billing.accounting import Accounting
-from smartswitch.billing.increment import Increment
-from smartswitch.routing.model import (
+from smartswitch.model.cdr import CdrRecord, HangupSide
+from smartswitch.model.cdr import HangupSide as CallHangup
+from smartswitch.model.config import (
     Account,
     AclEntry,
     ConfigSnapshot,
@@ -31,13 +31,12 @@ from smartswitch.routing.model import (
     RouteSupplier,
     Tariff,
 )
+from smartswitch.model.increment import Increment
 from smartswitch.routing.policy import BillingPolicy, CallContext, SupplierChoice
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization
 from smartswitch.sip.message import Request, make_response, parse_message
 from smartswitch.sip.transaction import Address, ServerTransaction
-from smartswitch.store.cdr_writer import CdrRecord
-from smartswitch.store.schema import HangupSide
 
 ACME, CARRIER_A, CARRIER_B, DIALUP = 1, 2, 3, 4  # account ids; peers use the same ids
 RETAIL, BUY_A, BUY_B = 1, 2, 3

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartswitch.routing.prefix import DuplicatePrefixError, PrefixTable
+from smartswitch.model.prefix import DuplicatePrefixError, PrefixTable
 
 
 def brute_force(items: dict[str, str], number: str) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from smartswitch.routing.model import (
+from smartswitch.model.config import (
     Peer,
     PeerRole,
     ProfitControl,
@@ -20,7 +20,7 @@ from smartswitch.routing.model import (
     RouteStrategy,
     RouteSupplier,
 )
-from smartswitch.routing.prefix import DuplicatePrefixError
+from smartswitch.model.prefix import DuplicatePrefixError
 from smartswitch.routing.selection import (
     Candidate,
     RewriteError,

@@ -11,11 +11,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smartswitch.store.commands import CDR_FIELDS, export_cdrs, list_accounts
+from smartswitch.admin.reports import CDR_FIELDS, export_cdrs, list_accounts
 from smartswitch.store.database import session_factory
 
 from .helpers import run_with_engine
-from .test_cdr_writer import T0, _apply, _setup, make_cdr
+from .test_ledger import T0, _apply, _setup, make_cdr
 
 
 def test_export_cdrs(db_url: str) -> None:
@@ -70,7 +70,7 @@ def test_export_cdrs(db_url: str) -> None:
 def test_list_accounts(db_url: str) -> None:
     async def scenario(engine: AsyncEngine) -> tuple[str, str]:
         await _setup(engine)
-        from smartswitch.store.cdr_writer import topup
+        from smartswitch.store.ledger import topup
 
         async with session_factory(engine)() as session, session.begin():
             await topup(session, "carrier-b", Decimal("1234.5"), "test")

@@ -17,11 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smartswitch.store.cdr_writer import CdrAttempt, CdrRecord
+from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
+from smartswitch.model.ids import new_ulid
 from smartswitch.store.forwarder import Forwarder
-from smartswitch.store.ids import new_ulid
 from smartswitch.store.outbox import Outbox, record_from_json, record_to_json
-from smartswitch.store.schema import HangupSide
 
 T = TypeVar("T")
 

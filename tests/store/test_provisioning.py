@@ -14,14 +14,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smartswitch.billing.increment import Increment
-from smartswitch.provisioning import (
+from smartswitch.admin.provisioning import (
     ProvisioningError,
     ProvisionReport,
     provision,
     provision_text,
 )
-from smartswitch.routing.model import (
+from smartswitch.model.config import (
     AclEntry,
     ConfigSnapshot,
     PeerRole,
@@ -31,6 +30,7 @@ from smartswitch.routing.model import (
     RouteStrategy,
     RouteSupplier,
 )
+from smartswitch.model.increment import Increment
 from smartswitch.store.database import session_factory
 from smartswitch.store.schema import BalanceChangeKind, BalanceChangeRow, Base
 from smartswitch.store.snapshot import config_version, load_snapshot
@@ -460,7 +460,7 @@ def test_unknown_reference_names_file_line_field_and_changes_nothing(
 )
 def test_file_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
     # Validation of the file alone happens before the database is touched.
-    from smartswitch.provisioning import parse_document
+    from smartswitch.admin.provisioning import parse_document
 
     path = _write(tmp_path, yaml_text)
     with pytest.raises(ProvisioningError) as info:
@@ -469,7 +469,7 @@ def test_file_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
-    from smartswitch.provisioning import parse_document
+    from smartswitch.admin.provisioning import parse_document
 
     text = "accounts:\n  - {name: a, currency: usd, balance: x}\n  - {currency: USD}\n"
     with pytest.raises(ProvisioningError) as info:

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from smartswitch.routing.model import AclEntry
+from smartswitch.model.config import AclEntry
+from smartswitch.model.ids import ULID_LENGTH, UlidGenerator, new_ulid, ulid_time
 from smartswitch.store.database import database_url
-from smartswitch.store.ids import ULID_LENGTH, UlidGenerator, new_ulid, ulid_time
 from smartswitch.store.types import exact_decimal, utc_ms
 from smartswitch.store.values import format_acl_entry, parse_acl_entry, parse_address
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from smartswitch.config import NodeConfig
-from smartswitch.domain import users
+from smartswitch.admin import users
+from smartswitch.runtime.config import NodeConfig
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.web.app import create_app
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from smartswitch.model.cdr import HangupSide
 from smartswitch.store.database import create_engine, session_factory
-from smartswitch.store.schema import CdrRow, HangupSide
+from smartswitch.store.schema import CdrRow
 
 from .conftest import WebEnv
 from .test_api_config import CUSTOMER, SUPPLIER, setup_world

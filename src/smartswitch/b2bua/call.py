@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from smartswitch.b2bua.policy import Destination, RouteDecision
+from smartswitch.b2bua.ports import Destination, RouteDecision
+from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Request
 from smartswitch.sip.timers import Timer
@@ -17,12 +18,6 @@ class CallState(enum.Enum):
     EARLY = "early"  # a provisional response relayed to the caller
     CONNECTED = "connected"
     ENDED = "ended"
-
-
-class HangupSide(enum.StrEnum):
-    CALLER = "caller"
-    CALLEE = "callee"
-    SWITCH = "switch"
 
 
 @dataclass(slots=True)

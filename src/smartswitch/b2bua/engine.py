@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smartswitch.b2bua.call import Attempt, Call, CallState, HangupSide, Leg, PendingRelay
-from smartswitch.b2bua.policy import CallPolicy, Destination, Rejection
+from smartswitch.b2bua.call import Attempt, Call, CallState, Leg, PendingRelay
+from smartswitch.b2bua.ports import CallPolicy, Destination, Rejection
+from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Headers, Request, Response, make_response
 from smartswitch.sip.timers import TimerHeap

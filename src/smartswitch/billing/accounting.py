@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from smartswitch.routing.model import Account
+from smartswitch.model.config import Account
 
 ZERO = Decimal(0)
 

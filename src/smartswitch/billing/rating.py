@@ -1,6 +1,6 @@
 """Rating: what a call costs under a rate, and how long a balance lets a call last.
 
-Pure functions over :class:`~smartswitch.routing.model.Rate`; no IO.  The same
+Pure functions over :class:`~smartswitch.model.config.Rate`; no IO.  The same
 :func:`rate_call` prices the CDR and decrements the balance, and :func:`max_call_seconds` is
 derived exactly from it, so the price written on a CDR, the money taken from the account and
 the duration the switch allowed always agree to the last ten-thousandth.
@@ -35,8 +35,8 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from smartswitch.routing.model import Rate, Tariff
-from smartswitch.routing.prefix import PrefixTable
+from smartswitch.model.config import Rate, Tariff
+from smartswitch.model.prefix import PrefixTable
 
 __all__ = [
     "AMOUNT_QUANTUM",

@@ -7,9 +7,13 @@ registered node for its live state over HTTP, authenticated with the cluster sec
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
+import urllib.request
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,3 +50,19 @@ async def register_node(
 
 async def list_nodes(session: AsyncSession) -> list[NodeRow]:
     return list(await session.scalars(select(NodeRow).order_by(NodeRow.name)))
+
+async def ask_node(name: str, http_address: str, token: str) -> dict[str, Any]:
+    def fetch() -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://{http_address}/cluster/status",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=3) as response:
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    try:
+        data = await asyncio.to_thread(fetch)
+    except (OSError, ValueError) as exc:
+        return {"node": name, "reachable": False, "error": str(exc)}
+    return {"reachable": True, **data, "node": name}

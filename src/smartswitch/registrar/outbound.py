@@ -32,8 +32,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from smartswitch.model.config import Peer
 from smartswitch.registrar.location import contact_key
-from smartswitch.routing.model import Peer
 from smartswitch.sip.digest import (
     DigestError,
     build_authorization,

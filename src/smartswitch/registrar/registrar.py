@@ -36,10 +36,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
+from smartswitch.model.config import Subscriber
 from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LOCAL, Binding, LocationService, contact_key
-from smartswitch.routing.model import Subscriber
-from smartswitch.routing.subscribers import source_allowed
 from smartswitch.sip.digest import DigestAuthenticator, DigestParseError, parse_auth_params
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.grammar import is_digits
@@ -160,7 +159,7 @@ class Registrar:
         if result.username != aor:
             self.stats["refused"] += 1
             return self._response(request, 403, "Forbidden (not your address-of-record)")
-        if not source_allowed(subscriber, source.host):
+        if not subscriber.allows_source(source.host):
             self.stats["refused"] += 1
             return self._response(request, 403, "Forbidden (source address not allowed)")
 

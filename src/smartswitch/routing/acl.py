@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from smartswitch.routing.model import Peer
+from smartswitch.model.config import Peer
 
 __all__ = ["AclConflictError", "AclIndex"]
 

@@ -27,17 +27,16 @@ from datetime import datetime
 from decimal import Decimal
 
 from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
+from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
+from smartswitch.model.cdr import CdrRecord, HangupSide
+from smartswitch.model.config import Did, Peer
+from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.location import LocationService
-from smartswitch.routing.model import Did, Peer
 from smartswitch.routing.selection import rewrite_number
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
-from smartswitch.store.cdr_writer import CdrRecord
-from smartswitch.store.ids import new_ulid
-from smartswitch.store.schema import HangupSide
 
 __all__ = ["DidCallContext", "did_cdr", "route_did"]
 

@@ -19,25 +19,24 @@ from decimal import Decimal
 from typing import Protocol
 
 from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
+from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
+from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
+from smartswitch.model.config import Peer, Rate, Subscriber
+from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LocationService
 from smartswitch.routing.dids import DidCallContext, did_cdr, route_did
 from smartswitch.routing.limits import CallCounter, RateLimiter
-from smartswitch.routing.model import Peer, Rate, Subscriber
 from smartswitch.routing.selection import order_suppliers, rewrite_number
-from smartswitch.routing.subscribers import as_customer, source_allowed
+from smartswitch.routing.subscribers import as_customer
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
-from smartswitch.store.cdr_writer import CdrAttempt, CdrRecord
-from smartswitch.store.ids import new_ulid
-from smartswitch.store.schema import HangupSide
 
 log = logging.getLogger("smartswitch.routing")
 
@@ -168,7 +167,7 @@ class BillingPolicy:
         subscriber = views.subscribers.get(result.username)
         if subscriber is None:
             return Rejection(403, "Forbidden")
-        if not source_allowed(subscriber, source.host):
+        if not subscriber.allows_source(source.host):
             return Rejection(403, "Forbidden (source address not allowed)")
         return subscriber
 

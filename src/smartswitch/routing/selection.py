@@ -1,6 +1,6 @@
 """Route selection: which suppliers a call is offered to, in which order, and number rewriting.
 
-Pure logic over the configuration values of :mod:`smartswitch.routing.model`.  The B2BUA asks
+Pure logic over the configuration values of :mod:`smartswitch.model.config`.  The B2BUA asks
 :class:`RouteTable` for the route of the (rewritten) destination, then :func:`order_suppliers`
 for the failover list, and tries the candidates in that order until one answers.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from smartswitch.routing.model import (
+from smartswitch.model.config import (
     Peer,
     ProfitControl,
     Rate,
@@ -22,7 +22,7 @@ from smartswitch.routing.model import (
     RouteStrategy,
     RouteSupplier,
 )
-from smartswitch.routing.prefix import PrefixTable
+from smartswitch.model.prefix import PrefixTable
 
 __all__ = [
     "Candidate",
@@ -150,7 +150,7 @@ def order_suppliers(
 class RouteTable:
     """The routes of a configuration, found by longest prefix of the destination number.
 
-    Two routes with the same prefix are refused (:class:`~smartswitch.routing.prefix.
+    Two routes with the same prefix are refused (:class:`~smartswitch.model.prefix.
     DuplicatePrefixError`): which one a call takes would be ambiguous.
     """
 

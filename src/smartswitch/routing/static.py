@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.policy import Destination, Rejection, RouteDecision
-from smartswitch.config import StaticRoute
-from smartswitch.routing.prefix import PrefixTable
+from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
+from smartswitch.model.prefix import PrefixTable
 from smartswitch.sip.dialog import uri_address
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
@@ -25,6 +25,14 @@ def destination_uri(callee: str, uri: SipUri) -> str:
     port = f":{uri.port}" if uri.port else ""
     transport = f";transport={uri.transport}" if uri.transport != "udp" else ""
     return f"sip:{callee}@{format_host(uri.host)}{port}{transport}"
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRoute:
+    """Lab routing (``[[route]]``): a prefix to a list of SIP URIs, no billing."""
+
+    prefix: str
+    destinations: tuple[str, ...]
 
 
 class StaticPolicy:

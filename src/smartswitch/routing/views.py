@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smartswitch.billing.rating import TariffIndex
+from smartswitch.model.config import ConfigSnapshot, Did, Peer, Subscriber
 from smartswitch.routing.acl import AclIndex
-from smartswitch.routing.model import ConfigSnapshot, Did, Peer, Subscriber
 from smartswitch.routing.selection import RouteTable
 
 

@@ -4,9 +4,11 @@
 - ``migrations/`` + ``migrate``: Alembic revisions shipped in the package; ``upgrade(url)``.
 - ``database``: URLs, engines (SQLite pragmas, MariaDB pool), session factory.
 - ``snapshot``: the configuration the call path reads, and the version that triggers reloads.
-- ``cdr_writer``: CDRs and money movements, in batches, idempotently; top-ups.
-- ``commands``: operator commands (CDR export, account list).
-- ``ids``: ULIDs; ``values``: ACL and address text.
+- ``ledger``: CDRs and the money they move, in batches, idempotently; top-ups and adjustments.
+- ``outbox`` + ``forwarder``: the node's durable queue of finished calls, drained into the
+  money database.
+- ``values``: ACL and address text.
 
-Provisioning from YAML is :mod:`smartswitch.provisioning`.
+The values stored here are :mod:`smartswitch.model`'s; the operator's reads and writes are
+:mod:`smartswitch.admin`'s.
 """

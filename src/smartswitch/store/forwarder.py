@@ -3,7 +3,7 @@
 One path for normal running and for failure: when that database is unreachable (a cluster's
 primary is down) delivery fails, the outbox grows, and the forwarder keeps retrying with
 back-off; when it is back, the outbox drains without anyone acting. A batch is one transaction
-(:func:`smartswitch.store.cdr_writer.apply_cdrs`, which skips records already there), and its
+(:func:`smartswitch.store.ledger.apply_cdrs`, which skips records already there), and its
 records leave the outbox only after that transaction committed.
 """
 
@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from smartswitch.store.cdr_writer import CdrRecord
+from smartswitch.model.cdr import CdrRecord
 from smartswitch.store.outbox import Outbox
 
 log = logging.getLogger("smartswitch.forwarder")

@@ -26,8 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from smartswitch.store.cdr_writer import CdrAttempt, CdrRecord
-from smartswitch.store.schema import HangupSide
+from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
 
 log = logging.getLogger("smartswitch.outbox")
 

@@ -1,7 +1,7 @@
 """The database schema: one set of tables for SQLite (embedded) and MariaDB (the cluster).
 
 The ORM classes are named ``...Row`` so they never get mixed up with the frozen values of
-:mod:`smartswitch.routing.model` that the call path reads (``store.snapshot`` builds those).
+:mod:`smartswitch.model.config` that the call path reads (``store.snapshot`` builds those).
 
 Two families of tables with different rules:
 
@@ -43,7 +43,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from smartswitch.routing.model import PeerRole, ProfitControl, RouteStrategy
+from smartswitch.model.cdr import HangupSide
+from smartswitch.model.config import PeerRole, ProfitControl, RouteStrategy
 from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE, Money, UtcDateTime
 
 __all__ = [
@@ -90,12 +91,6 @@ MYSQL_TABLE_ARGS: dict[str, Any] = {
 NAME_LENGTH = 64
 PREFIX_LENGTH = 32
 ID_LENGTH = 40  # ULIDs are 26 characters; balance change ids add a suffix
-
-
-class HangupSide(enum.StrEnum):
-    CALLER = "caller"
-    CALLEE = "callee"
-    SWITCH = "switch"
 
 
 class BalanceChangeKind(enum.StrEnum):

@@ -1,6 +1,6 @@
 """Loading the configuration the call path reads, and the version that says when to reload.
 
-A node keeps a :class:`~smartswitch.routing.model.ConfigSnapshot` in memory and polls
+A node keeps a :class:`~smartswitch.model.config.ConfigSnapshot` in memory and polls
 :func:`config_version`; when the number moves it calls :func:`load_snapshot` and swaps the
 snapshot whole.  Every configuration change bumps the version in its own transaction
 (:func:`bump_config_version`), so a snapshot read in one transaction is never half of a change:
@@ -16,8 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from smartswitch.billing.increment import Increment
-from smartswitch.routing.model import (
+from smartswitch.model.config import (
     Account,
     ConfigSnapshot,
     Did,
@@ -30,6 +29,7 @@ from smartswitch.routing.model import (
     SupplierRegistration,
     Tariff,
 )
+from smartswitch.model.increment import Increment
 from smartswitch.store.schema import (
     AccountRow,
     ConfigVersionRow,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from smartswitch.routing.model import AclEntry
+from smartswitch.model.config import AclEntry
 
 __all__ = ["format_acl_entry", "parse_acl_entry", "parse_address", "parse_port"]
 

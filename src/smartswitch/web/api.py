@@ -19,9 +19,9 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartswitch.domain import forms, services, users
-from smartswitch.domain.config import ChangeReport
-from smartswitch.domain.users import User
+from smartswitch.admin import forms, operations, users
+from smartswitch.admin.users import User
+from smartswitch.admin.writer import ChangeReport
 from smartswitch.store.schema import AccountRow, PeerRow, RateRow, RouteRow, UserRole
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.context import Web
@@ -134,7 +134,7 @@ def account_out(web: Web, row: AccountRow) -> dict[str, Any]:
 @router.get("/accounts")
 async def list_accounts(request: Request, user: Reader) -> list[dict[str, Any]]:
     web = web_of(request)
-    return [account_out(web, row) for row in await services.list_accounts(web.sessions)]
+    return [account_out(web, row) for row in await operations.list_accounts(web.sessions)]
 
 
 @router.post("/accounts", status_code=201)
@@ -143,13 +143,13 @@ async def create_account(request: Request, body: AccountCreate, user: Writer) ->
     spec = forms.account_spec(SOURCE, _data(body))
     report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
-    return account_out(web, await services.get_account(web.sessions, spec.name))
+    return account_out(web, await operations.get_account(web.sessions, spec.name))
 
 
 @router.get("/accounts/{name}")
 async def get_account(request: Request, name: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
-    return account_out(web, await services.get_account(web.sessions, name))
+    return account_out(web, await operations.get_account(web.sessions, name))
 
 
 @router.put("/accounts/{name}")
@@ -159,13 +159,13 @@ async def put_account(request: Request, name: str, body: AccountIn, user: Writer
     report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
-        **account_out(web, await services.get_account(web.sessions, name)),
+        **account_out(web, await operations.get_account(web.sessions, name)),
     }
 
 
 @router.delete("/accounts/{name}", status_code=204)
 async def delete_account(request: Request, name: str, user: Writer) -> Response:
-    await services.delete_account(web_of(request).sessions, name)
+    await operations.delete_account(web_of(request).sessions, name)
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -174,7 +174,7 @@ async def _balance(
     request: Request, name: str, kind: str, body: BalanceChangeIn, user: User
 ) -> dict[str, Any]:
     web = web_of(request)
-    balance, change_id = await services.change_balance(
+    balance, change_id = await operations.change_balance(
         web.sessions, name, kind, _data(body), actor=user.name, source=SOURCE
     )
     web.config_changed()  # the node re-reads balances with its next refresh
@@ -205,7 +205,7 @@ async def account_changes(
 ) -> list[dict[str, Any]]:
     """The audit trail of the balance: every change, newest first."""
     web = web_of(request)
-    row = await services.get_account(web.sessions, name)
+    row = await operations.get_account(web.sessions, name)
     return [
         {
             "id": c.id,
@@ -216,7 +216,7 @@ async def account_changes(
             "actor": c.actor,
             "note": c.note,
         }
-        for c in await services.balance_changes(web.sessions, row.id, limit, offset)
+        for c in await operations.balance_changes(web.sessions, row.id, limit, offset)
     ]
 
 
@@ -232,7 +232,7 @@ class TariffCreate(TariffIn):
     name: str
 
 
-def tariff_out(info: services.TariffInfo) -> dict[str, Any]:
+def tariff_out(info: operations.TariffInfo) -> dict[str, Any]:
     return {"name": info.row.name, "currency": info.row.currency, "rates": info.rates}
 
 
@@ -250,7 +250,7 @@ def rate_out(r: RateRow) -> dict[str, Any]:
 
 @router.get("/tariffs")
 async def list_tariffs(request: Request, user: Reader) -> list[dict[str, Any]]:
-    return [tariff_out(i) for i in await services.list_tariffs(web_of(request).sessions)]
+    return [tariff_out(i) for i in await operations.list_tariffs(web_of(request).sessions)]
 
 
 @router.post("/tariffs", status_code=201)
@@ -259,12 +259,12 @@ async def create_tariff(request: Request, body: TariffCreate, user: Writer) -> d
     spec = forms.tariff_spec(SOURCE, _data(body))
     report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
-    return tariff_out(await services.get_tariff(web.sessions, spec.name))
+    return tariff_out(await operations.get_tariff(web.sessions, spec.name))
 
 
 @router.get("/tariffs/{name}")
 async def get_tariff(request: Request, name: str, user: Reader) -> dict[str, Any]:
-    return tariff_out(await services.get_tariff(web_of(request).sessions, name))
+    return tariff_out(await operations.get_tariff(web_of(request).sessions, name))
 
 
 @router.put("/tariffs/{name}")
@@ -274,13 +274,13 @@ async def put_tariff(request: Request, name: str, body: TariffIn, user: Writer) 
     report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
-        **tariff_out(await services.get_tariff(web.sessions, name)),
+        **tariff_out(await operations.get_tariff(web.sessions, name)),
     }
 
 
 @router.delete("/tariffs/{name}", status_code=204)
 async def delete_tariff(request: Request, name: str, user: Writer) -> Response:
-    await services.delete_tariff(web_of(request).sessions, name)
+    await operations.delete_tariff(web_of(request).sessions, name)
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -295,14 +295,14 @@ async def list_rates(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> dict[str, Any]:
     web = web_of(request)
-    info = await services.get_tariff(web.sessions, name)
-    total, rows = await services.list_rates(web.sessions, info.row.id, prefix, limit, offset)
+    info = await operations.get_tariff(web.sessions, name)
+    total, rows = await operations.list_rates(web.sessions, info.row.id, prefix, limit, offset)
     return {"total": total, "rates": [rate_out(r) for r in rows]}
 
 
 @router.get("/tariffs/{name}/rates.csv", response_class=PlainTextResponse)
 async def export_rates(request: Request, name: str, user: Reader) -> Response:
-    text = await services.export_rates(web_of(request).sessions, name)
+    text = await operations.export_rates(web_of(request).sessions, name)
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
@@ -330,7 +330,7 @@ async def import_rates(request: Request, name: str, user: Writer) -> dict[str, A
     except UnicodeDecodeError:
         raise HTTPException(422, "the CSV must be UTF-8 text") from None
     started = time.monotonic()
-    count, report = await services.import_rates(
+    count, report = await operations.import_rates(
         web.sessions, name, text, actor=user.name, source="rates.csv"
     )
     return {
@@ -411,8 +411,8 @@ def peer_out(row: PeerRow, accounts: dict[int, str], tariffs: dict[int, str]) ->
 
 
 async def _names(web: Web) -> tuple[dict[int, str], dict[int, str]]:
-    accounts = {a.id: a.name for a in await services.list_accounts(web.sessions)}
-    tariffs = {t.row.id: t.row.name for t in await services.list_tariffs(web.sessions)}
+    accounts = {a.id: a.name for a in await operations.list_accounts(web.sessions)}
+    tariffs = {t.row.id: t.row.name for t in await operations.list_tariffs(web.sessions)}
     return accounts, tariffs
 
 
@@ -424,7 +424,7 @@ def _peer_data(body: PeerIn) -> dict[str, Any]:
 async def list_peers(request: Request, user: Reader) -> list[dict[str, Any]]:
     web = web_of(request)
     accounts, tariffs = await _names(web)
-    return [peer_out(p, accounts, tariffs) for p in await services.list_peers(web.sessions)]
+    return [peer_out(p, accounts, tariffs) for p in await operations.list_peers(web.sessions)]
 
 
 @router.post("/peers", status_code=201)
@@ -434,14 +434,14 @@ async def create_peer(request: Request, body: PeerCreate, user: Writer) -> dict[
     report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     accounts, tariffs = await _names(web)
-    return peer_out(await services.get_peer(web.sessions, spec.name), accounts, tariffs)
+    return peer_out(await operations.get_peer(web.sessions, spec.name), accounts, tariffs)
 
 
 @router.get("/peers/{name}")
 async def get_peer(request: Request, name: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
     accounts, tariffs = await _names(web)
-    return peer_out(await services.get_peer(web.sessions, name), accounts, tariffs)
+    return peer_out(await operations.get_peer(web.sessions, name), accounts, tariffs)
 
 
 @router.put("/peers/{name}")
@@ -453,13 +453,13 @@ async def put_peer(request: Request, name: str, body: PeerIn, user: Writer) -> d
     accounts, tariffs = await _names(web)
     return {
         **_changed(request, report),
-        **peer_out(await services.get_peer(web.sessions, name), accounts, tariffs),
+        **peer_out(await operations.get_peer(web.sessions, name), accounts, tariffs),
     }
 
 
 @router.delete("/peers/{name}", status_code=204)
 async def delete_peer(request: Request, name: str, user: Writer) -> Response:
-    await services.delete_peer(web_of(request).sessions, name)
+    await operations.delete_peer(web_of(request).sessions, name)
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -510,8 +510,8 @@ def _route_data(body: RouteIn) -> dict[str, Any]:
 @router.get("/routes")
 async def list_routes(request: Request, user: Reader) -> list[dict[str, Any]]:
     web = web_of(request)
-    peers = await services.peer_names(web.sessions)
-    return [route_out(r, peers) for r in await services.list_routes(web.sessions)]
+    peers = await operations.peer_names(web.sessions)
+    return [route_out(r, peers) for r in await operations.list_routes(web.sessions)]
 
 
 @router.post("/routes", status_code=201)
@@ -521,15 +521,16 @@ async def create_route(request: Request, body: RouteCreate, user: Writer) -> dic
     report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
     return route_out(
-        await services.get_route(web.sessions, spec.prefix), await services.peer_names(web.sessions)
+        await operations.get_route(web.sessions, spec.prefix),
+        await operations.peer_names(web.sessions),
     )
 
 
 @router.get("/routes/{key}")
 async def get_route(request: Request, key: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
-    row = await services.get_route(web.sessions, _prefix_of(key))
-    return route_out(row, await services.peer_names(web.sessions))
+    row = await operations.get_route(web.sessions, _prefix_of(key))
+    return route_out(row, await operations.peer_names(web.sessions))
 
 
 @router.put("/routes/{key}")
@@ -537,13 +538,16 @@ async def put_route(request: Request, key: str, body: RouteIn, user: Writer) -> 
     web = web_of(request)
     spec = forms.route_spec(SOURCE, _route_data(body), _prefix_of(key))
     report = await web.save(spec, source=SOURCE, actor=user.name)
-    row = await services.get_route(web.sessions, spec.prefix)
-    return {**_changed(request, report), **route_out(row, await services.peer_names(web.sessions))}
+    row = await operations.get_route(web.sessions, spec.prefix)
+    return {
+        **_changed(request, report),
+        **route_out(row, await operations.peer_names(web.sessions)),
+    }
 
 
 @router.delete("/routes/{key}", status_code=204)
 async def delete_route(request: Request, key: str, user: Writer) -> Response:
-    await services.delete_route(web_of(request).sessions, _prefix_of(key))
+    await operations.delete_route(web_of(request).sessions, _prefix_of(key))
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -587,7 +591,8 @@ async def list_subscribers(request: Request, user: Reader) -> list[dict[str, Any
     web = web_of(request)
     accounts, tariffs = await _names(web)
     return [
-        subscriber_out(s, accounts, tariffs) for s in await services.list_subscribers(web.sessions)
+        subscriber_out(s, accounts, tariffs)
+        for s in await operations.list_subscribers(web.sessions)
     ]
 
 
@@ -601,7 +606,7 @@ async def create_subscriber(
     _changed(request, report)
     accounts, tariffs = await _names(web)
     return subscriber_out(
-        await services.get_subscriber(web.sessions, spec.username), accounts, tariffs
+        await operations.get_subscriber(web.sessions, spec.username), accounts, tariffs
     )
 
 
@@ -609,7 +614,9 @@ async def create_subscriber(
 async def get_subscriber(request: Request, username: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
     accounts, tariffs = await _names(web)
-    return subscriber_out(await services.get_subscriber(web.sessions, username), accounts, tariffs)
+    return subscriber_out(
+        await operations.get_subscriber(web.sessions, username), accounts, tariffs
+    )
 
 
 @router.put("/subscribers/{username}")
@@ -623,13 +630,15 @@ async def put_subscriber(
     accounts, tariffs = await _names(web)
     return {
         **_changed(request, report),
-        **subscriber_out(await services.get_subscriber(web.sessions, username), accounts, tariffs),
+        **subscriber_out(
+            await operations.get_subscriber(web.sessions, username), accounts, tariffs
+        ),
     }
 
 
 @router.delete("/subscribers/{username}", status_code=204)
 async def delete_subscriber(request: Request, username: str, user: Writer) -> Response:
-    await services.delete_subscriber(web_of(request).sessions, username)
+    await operations.delete_subscriber(web_of(request).sessions, username)
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -645,8 +654,8 @@ class DidCreate(DidIn):
 
 
 async def _did_out(web: Web, row: Any) -> dict[str, Any]:
-    subscribers = await services.subscriber_names(web.sessions)
-    peers = await services.peer_names(web.sessions)
+    subscribers = await operations.subscriber_names(web.sessions)
+    peers = await operations.peer_names(web.sessions)
     return {
         "number": row.number,
         "subscriber": None if row.subscriber_id is None else subscribers.get(row.subscriber_id),
@@ -658,7 +667,7 @@ async def _did_out(web: Web, row: Any) -> dict[str, Any]:
 @router.get("/dids")
 async def list_dids(request: Request, user: Reader) -> list[dict[str, Any]]:
     web = web_of(request)
-    return [await _did_out(web, d) for d in await services.list_dids(web.sessions)]
+    return [await _did_out(web, d) for d in await operations.list_dids(web.sessions)]
 
 
 @router.post("/dids", status_code=201)
@@ -667,13 +676,13 @@ async def create_did(request: Request, body: DidCreate, user: Writer) -> dict[st
     spec = forms.did_spec(SOURCE, body.model_dump(exclude_none=True))
     report = await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     _changed(request, report)
-    return await _did_out(web, await services.get_did(web.sessions, spec.number))
+    return await _did_out(web, await operations.get_did(web.sessions, spec.number))
 
 
 @router.get("/dids/{number}")
 async def get_did(request: Request, number: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
-    return await _did_out(web, await services.get_did(web.sessions, number))
+    return await _did_out(web, await operations.get_did(web.sessions, number))
 
 
 @router.put("/dids/{number}")
@@ -683,13 +692,13 @@ async def put_did(request: Request, number: str, body: DidIn, user: Writer) -> d
     report = await web.save(spec, source=SOURCE, actor=user.name)
     return {
         **_changed(request, report),
-        **await _did_out(web, await services.get_did(web.sessions, number)),
+        **await _did_out(web, await operations.get_did(web.sessions, number)),
     }
 
 
 @router.delete("/dids/{number}", status_code=204)
 async def delete_did(request: Request, number: str, user: Writer) -> Response:
-    await services.delete_did(web_of(request).sessions, number)
+    await operations.delete_did(web_of(request).sessions, number)
     web_of(request).config_changed()
     return Response(status_code=204)
 
@@ -704,12 +713,12 @@ class SettingIn(_In):
 
 @router.get("/settings")
 async def get_settings(request: Request, user: Reader) -> dict[str, str]:
-    return await services.get_settings(web_of(request).sessions)
+    return await operations.get_settings(web_of(request).sessions)
 
 
 @router.put("/settings/{name}")
 async def put_setting(request: Request, name: str, body: SettingIn, user: Admin) -> dict[str, str]:
-    value = await services.set_setting(web_of(request).sessions, name, body.value, source=SOURCE)
+    value = await operations.set_setting(web_of(request).sessions, name, body.value, source=SOURCE)
     web_of(request).config_changed()
     return {"name": name, "value": value}
 

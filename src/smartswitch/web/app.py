@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from smartswitch.domain import users
-from smartswitch.domain.config import ConfigInvalid
-from smartswitch.domain.services import Conflict, NotFound
+from smartswitch.admin import users
+from smartswitch.admin.operations import Conflict, NotFound
+from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.web import api, ui
 from smartswitch.web.cluster import cluster_router
 from smartswitch.web.context import HERE, LabMode, Web

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smartswitch.store.commands import CDR_FIELDS, _cdr_dict, _cdr_query
+from smartswitch.admin.reports import CDR_FIELDS, _cdr_dict, _cdr_query
 from smartswitch.store.schema import CdrRow, PeerRow
 from smartswitch.store.types import utc_ms
 

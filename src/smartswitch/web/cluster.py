@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException
 
-from smartswitch.cluster.commands import ask_node
-from smartswitch.cluster.nodes import list_nodes, status_token
+from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
 from smartswitch.cluster.registrations import apply_changes, binding_to_dict
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smartswitch.domain import services
-from smartswitch.domain.config import ChangeReport
+from smartswitch.admin import operations
+from smartswitch.admin.writer import ChangeReport
 from smartswitch.web.security import LoginLimiter, Signer, web_secret
 from smartswitch.web.stats import Sampler
 
@@ -88,11 +88,11 @@ class Web:
         return result
 
     async def save(
-        self, spec: services.Spec, *, source: str, actor: str, create_only: bool = False
+        self, spec: operations.Spec, *, source: str, actor: str, create_only: bool = False
     ) -> ChangeReport:
         """One entity saved through the domain layer (as provisioning saves it), subscribers'
         passwords hashed for this node's realm."""
-        return await services.save(
+        return await operations.save(
             self.sessions,
             spec,
             source=source,

@@ -18,9 +18,9 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from smartswitch.domain import forms, services, users
-from smartswitch.domain.config import ConfigInvalid
-from smartswitch.domain.users import User
+from smartswitch.admin import forms, operations, users
+from smartswitch.admin.users import User
+from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.store.schema import PeerRow, RouteRow
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.cluster import cluster_overview
@@ -293,7 +293,7 @@ async def _accounts(
 ) -> Response:
     web = web_of(request)
     rows = []
-    for row in await services.list_accounts(web.sessions):
+    for row in await operations.list_accounts(web.sessions):
         live, available = web.live_balance(row.id)
         rows.append({"row": row, "live": live, "available": available})
     return render(
@@ -321,7 +321,7 @@ async def create_account(request: Request) -> Response:
         await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     except ConfigInvalid as exc:
         return await _accounts(request, user, session, data, _errors(exc))
-    except services.Conflict as exc:
+    except operations.Conflict as exc:
         return await _accounts(request, user, session, data, {"name": str(exc)})
     web.config_changed()
     return _back(f"/accounts/{quote(spec.name)}", f"account {spec.name} created")
@@ -345,9 +345,9 @@ async def _account(
     balance_errors: dict[str, str] | None = None,
 ) -> Response:
     web = web_of(request)
-    row = await services.get_account(web.sessions, name)
+    row = await operations.get_account(web.sessions, name)
     live, available = web.live_balance(row.id)
-    changes = await services.balance_changes(web.sessions, row.id, limit=100)
+    changes = await operations.balance_changes(web.sessions, row.id, limit=100)
     return render(
         request,
         "account.html",
@@ -376,7 +376,7 @@ async def update_account(request: Request, name: str) -> Response:
     data = await _form(request, session)
     _writer(request, user)
     web = web_of(request)
-    row = await services.get_account(web.sessions, name)
+    row = await operations.get_account(web.sessions, name)
     data["currency"] = row.currency
     data["prepaid"] = "true" if data.get("prepaid") else "false"
     try:
@@ -396,7 +396,7 @@ async def change_balance(request: Request, name: str) -> Response:
     kind = "topup" if data.get("kind") != "adjustment" else "adjustment"
     web = web_of(request)
     try:
-        balance, _ = await services.change_balance(
+        balance, _ = await operations.change_balance(
             web.sessions, name, kind, data, actor=user.name, source=SOURCE
         )
     except ConfigInvalid as exc:
@@ -414,8 +414,8 @@ async def delete_account(request: Request, name: str) -> Response:
     await _form(request, session)
     _writer(request, user)
     try:
-        await services.delete_account(web_of(request).sessions, name)
-    except services.Conflict as exc:
+        await operations.delete_account(web_of(request).sessions, name)
+    except operations.Conflict as exc:
         return await _account(request, user, session, name, errors={"_": str(exc)})
     web_of(request).config_changed()
     return _back("/accounts", f"account {name} deleted")
@@ -438,7 +438,7 @@ async def _tariffs(
     values: Mapping[str, Any] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
-    tariffs = await services.list_tariffs(web_of(request).sessions)
+    tariffs = await operations.list_tariffs(web_of(request).sessions)
     return render(
         request,
         "tariffs.html",
@@ -462,7 +462,7 @@ async def create_tariff(request: Request) -> Response:
         await web.save(spec, source=SOURCE, actor=user.name, create_only=True)
     except ConfigInvalid as exc:
         return await _tariffs(request, user, session, data, _errors(exc))
-    except services.Conflict as exc:
+    except operations.Conflict as exc:
         return await _tariffs(request, user, session, data, {"name": str(exc)})
     web.config_changed()
     return _back(f"/tariffs/{quote(spec.name)}", f"tariff {spec.name} created")
@@ -483,10 +483,10 @@ async def _tariff(
     import_errors: list[str] | None = None,
 ) -> Response:
     web = web_of(request)
-    info = await services.get_tariff(web.sessions, name)
+    info = await operations.get_tariff(web.sessions, name)
     prefix = request.query_params.get("prefix", "")[:32]
     page = _page(request)
-    total, rates = await services.list_rates(
+    total, rates = await operations.list_rates(
         web.sessions, info.row.id, prefix if prefix.isdigit() else "", PAGE, (page - 1) * PAGE
     )
     return render(
@@ -529,7 +529,7 @@ async def import_rates(request: Request, name: str) -> Response:
     web = web_of(request)
     started = time.monotonic()
     try:
-        count, _ = await services.import_rates(
+        count, _ = await operations.import_rates(
             web.sessions, name, text, actor=user.name, source=upload.filename or "rates.csv"
         )
     except ConfigInvalid as exc:
@@ -546,7 +546,7 @@ async def import_rates(request: Request, name: str) -> Response:
 @router.get("/tariffs/{name}/rates.csv")
 async def export_rates(request: Request, name: str) -> Response:
     await page_user(request)
-    text = await services.export_rates(web_of(request).sessions, name)
+    text = await operations.export_rates(web_of(request).sessions, name)
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
@@ -560,8 +560,8 @@ async def delete_tariff(request: Request, name: str) -> Response:
     await _form(request, session)
     _writer(request, user)
     try:
-        await services.delete_tariff(web_of(request).sessions, name)
-    except services.Conflict as exc:
+        await operations.delete_tariff(web_of(request).sessions, name)
+    except operations.Conflict as exc:
         return await _tariff(request, user, session, name, import_errors=[str(exc)])
     web_of(request).config_changed()
     return _back("/tariffs", f"tariff {name} deleted")
@@ -597,8 +597,8 @@ def _peer_values(row: PeerRow, accounts: dict[int, str], tariffs: dict[int, str]
 
 
 async def _lookups(web: Web) -> tuple[dict[int, str], dict[int, str]]:
-    accounts = {a.id: a.name for a in await services.list_accounts(web.sessions)}
-    tariffs = {t.row.id: t.row.name for t in await services.list_tariffs(web.sessions)}
+    accounts = {a.id: a.name for a in await operations.list_accounts(web.sessions)}
+    tariffs = {t.row.id: t.row.name for t in await operations.list_tariffs(web.sessions)}
     return accounts, tariffs
 
 
@@ -607,7 +607,7 @@ async def peers_page(request: Request) -> Response:
     user, session = await page_user(request)
     web = web_of(request)
     accounts, tariffs = await _lookups(web)
-    peers = await services.list_peers(web.sessions)
+    peers = await operations.list_peers(web.sessions)
     return render(
         request, "peers.html", user, session, peers=peers, accounts=accounts, tariffs=tariffs
     )
@@ -653,7 +653,7 @@ async def new_peer(request: Request) -> Response:
 async def peer_page(request: Request, name: str) -> Response:
     user, session = await page_user(request)
     web = web_of(request)
-    row = await services.get_peer(web.sessions, name)
+    row = await operations.get_peer(web.sessions, name)
     accounts, tariffs = await _lookups(web)
     return await _peer_form(
         request, user, session, _peer_values(row, accounts, tariffs), existing=name
@@ -670,8 +670,8 @@ async def save_peer(request: Request) -> Response:
     data["deliver_dids"] = "true" if data.get("deliver_dids") else "false"
     web = web_of(request)
     if existing is not None:  # an empty password field keeps the stored secret
-        with contextlib.suppress(services.NotFound):
-            row = await services.get_peer(web.sessions, existing)
+        with contextlib.suppress(operations.NotFound):
+            row = await operations.get_peer(web.sessions, existing)
             if not data.get("password") and data.get("username"):
                 data["password"] = row.password or ""
             if not data.get("register_password") and data.get("register_registrar"):
@@ -683,7 +683,7 @@ async def save_peer(request: Request) -> Response:
         return await _peer_form(
             request, user, session, data, existing=existing, errors=_errors(exc)
         )
-    except services.Conflict as exc:
+    except operations.Conflict as exc:
         return await _peer_form(
             request, user, session, data, existing=existing, errors={"name": str(exc)}
         )
@@ -697,11 +697,11 @@ async def delete_peer(request: Request, name: str) -> Response:
     data = await _form(request, session)
     _writer(request, user)
     try:
-        await services.delete_peer(web_of(request).sessions, name)
-    except services.Conflict as exc:
+        await operations.delete_peer(web_of(request).sessions, name)
+    except operations.Conflict as exc:
         web = web_of(request)
         accounts, tariffs = await _lookups(web)
-        row = await services.get_peer(web.sessions, name)
+        row = await operations.get_peer(web.sessions, name)
         _ = data
         return await _peer_form(
             request,
@@ -734,8 +734,8 @@ def _route_values(row: RouteRow, peers: dict[int, str]) -> dict[str, Any]:
 async def routes_page(request: Request) -> Response:
     user, session = await page_user(request)
     web = web_of(request)
-    peers = await services.peer_names(web.sessions)
-    routes = await services.list_routes(web.sessions)
+    peers = await operations.peer_names(web.sessions)
+    routes = await operations.list_routes(web.sessions)
     return render(request, "routes.html", user, session, routes=routes, peers=peers)
 
 
@@ -750,7 +750,7 @@ async def _route_form(
 ) -> Response:
     web = web_of(request)
     suppliers = sorted(
-        p.name for p in await services.list_peers(web.sessions) if p.role.value != "customer"
+        p.name for p in await operations.list_peers(web.sessions) if p.role.value != "customer"
     )
     return render(
         request,
@@ -776,8 +776,8 @@ async def route_page(request: Request, key: str) -> Response:
     user, session = await page_user(request)
     web = web_of(request)
     prefix = "" if key == "default" else key
-    row = await services.get_route(web.sessions, prefix)
-    values = _route_values(row, await services.peer_names(web.sessions))
+    row = await operations.get_route(web.sessions, prefix)
+    values = _route_values(row, await operations.peer_names(web.sessions))
     return await _route_form(request, user, session, values, existing=key)
 
 
@@ -796,7 +796,7 @@ async def save_route(request: Request) -> Response:
         return await _route_form(
             request, user, session, data, existing=existing, errors=_errors(exc)
         )
-    except services.Conflict as exc:
+    except operations.Conflict as exc:
         return await _route_form(
             request, user, session, data, existing=existing, errors={"prefix": str(exc)}
         )
@@ -809,7 +809,7 @@ async def delete_route(request: Request, key: str) -> Response:
     user, session = await page_user(request)
     await _form(request, session)
     _writer(request, user)
-    await services.delete_route(web_of(request).sessions, "" if key == "default" else key)
+    await operations.delete_route(web_of(request).sessions, "" if key == "default" else key)
     web_of(request).config_changed()
     return _back("/routes", "route deleted")
 
@@ -819,7 +819,7 @@ async def delete_route(request: Request, key: str) -> Response:
 
 
 def _cdr_filter(request: Request) -> tuple[cdr_queries.CdrFilter, dict[str, str]]:
-    from smartswitch.domain import fields
+    from smartswitch.admin import fields
 
     q = request.query_params
     errors: dict[str, str] = {}
@@ -863,7 +863,7 @@ async def cdrs_page(request: Request) -> Response:
             web_of(request).sessions, flt, PAGE, (page - 1) * PAGE
         )
     web = web_of(request)
-    peers = sorted(p.name for p in await services.list_peers(web.sessions))
+    peers = sorted(p.name for p in await operations.list_peers(web.sessions))
     return render(
         request,
         "cdrs.html",
@@ -907,14 +907,14 @@ async def _settings(
     values: Mapping[str, Any] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
-    current = await services.get_settings(web_of(request).sessions)
+    current = await operations.get_settings(web_of(request).sessions)
     return render(
         request,
         "settings.html",
         user,
         session,
         status_code=422 if errors else 200,
-        settings=[s for s, _ in services.SETTINGS.values()],
+        settings=[s for s, _ in operations.SETTINGS.values()],
         values=values or current,
         errors=errors or {},
     )
@@ -928,14 +928,14 @@ async def save_settings(request: Request) -> Response:
     if not user.is_admin:
         raise HTTPException(403, "only an admin can change settings")
     web = web_of(request)
-    current = await services.get_settings(web.sessions)
+    current = await operations.get_settings(web.sessions)
     errors: dict[str, str] = {}
-    for name in services.SETTINGS:
+    for name in operations.SETTINGS:
         value = str(data.get(name, ""))
         if value == current.get(name):
             continue
         try:
-            await services.set_setting(web.sessions, name, value, source=SOURCE)
+            await operations.set_setting(web.sessions, name, value, source=SOURCE)
         except ConfigInvalid as exc:
             errors[name] = exc.issues[0].message
     if errors:
@@ -1058,7 +1058,7 @@ async def _subscribers(
 ) -> Response:
     web = web_of(request)
     accounts, tariffs = await _lookups(web)
-    rows = await services.list_subscribers(web.sessions)
+    rows = await operations.list_subscribers(web.sessions)
     live = web.live_bindings()
     by_aor: dict[str, list[dict[str, Any]]] = {}
     for binding in live or []:
@@ -1086,7 +1086,7 @@ async def _subscribers(
 async def subscriber_page(request: Request, username: str) -> Response:
     user, session = await page_user(request)
     web = web_of(request)
-    row = await services.get_subscriber(web.sessions, username)
+    row = await operations.get_subscriber(web.sessions, username)
     accounts, tariffs = await _lookups(web)
     values = {
         "username": row.username,
@@ -1115,7 +1115,7 @@ async def save_subscriber(request: Request) -> Response:
     except ConfigInvalid as exc:
         data.pop("password", None)
         return await _subscribers(request, user, session, data, _errors(exc), existing)
-    except services.Conflict as exc:
+    except operations.Conflict as exc:
         data.pop("password", None)
         return await _subscribers(request, user, session, data, {"username": str(exc)}, existing)
     web.config_changed()
@@ -1128,8 +1128,8 @@ async def delete_subscriber(request: Request, username: str) -> Response:
     await _form(request, session)
     _writer(request, user)
     try:
-        await services.delete_subscriber(web_of(request).sessions, username)
-    except services.Conflict as exc:
+        await operations.delete_subscriber(web_of(request).sessions, username)
+    except operations.Conflict as exc:
         return await _subscribers(request, user, session, errors={"_": str(exc)})
     web_of(request).config_changed()
     return _back("/subscribers", f"subscriber {username} deleted")
@@ -1149,15 +1149,15 @@ async def _dids(
     errors: dict[str, str] | None = None,
 ) -> Response:
     web = web_of(request)
-    subscribers = await services.subscriber_names(web.sessions)
-    peers = await services.peer_names(web.sessions)
+    subscribers = await operations.subscriber_names(web.sessions)
+    peers = await operations.peer_names(web.sessions)
     return render(
         request,
         "dids.html",
         user,
         session,
         status_code=422 if errors else 200,
-        dids=await services.list_dids(web.sessions),
+        dids=await operations.list_dids(web.sessions),
         subscribers=subscribers,
         peers=peers,
         subscriber_names=sorted(subscribers.values()),
@@ -1188,6 +1188,6 @@ async def delete_did(request: Request, number: str) -> Response:
     user, session = await page_user(request)
     await _form(request, session)
     _writer(request, user)
-    await services.delete_did(web_of(request).sessions, number)
+    await operations.delete_did(web_of(request).sessions, number)
     web_of(request).config_changed()
     return _back("/dids", f"DID {number} deleted")

@@ -16,7 +16,7 @@
 * When anything changed, ``config_version`` is bumped in the same transaction so every node
   reloads its in-memory views; a run that changes nothing leaves the version alone.
 
-The checks and the upserts are the domain's (:mod:`smartswitch.domain.config`), shared with
+The checks and the upserts are the domain's (:mod:`smartswitch.admin.writer`), shared with
 the REST API and the web UI; this module reads YAML into a :class:`ConfigChange` with the
 line of every field.  The format is documented in ``docs/provisioning.md``; ``examples/provision.yaml`` is a
 working example.
@@ -36,11 +36,10 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from smartswitch.billing.increment import Increment
-from smartswitch.billing.rating import RateError, check_rate
-from smartswitch.domain import fields as domain_fields
-from smartswitch.domain import registrar as domain_registrar
-from smartswitch.domain.config import (
+from smartswitch.admin import fields as domain_fields
+from smartswitch.admin import subscribers as admin_subscribers
+from smartswitch.admin.subscribers import DidSpec, RegisterSpec, SubscriberSpec
+from smartswitch.admin.writer import (
     KINDS,
     AccountSpec,
     ChangeReport,
@@ -55,13 +54,14 @@ from smartswitch.domain.config import (
     TariffSpec,
     peer_rules,
 )
-from smartswitch.domain.registrar import DidSpec, RegisterSpec, SubscriberSpec
-from smartswitch.routing.model import (
+from smartswitch.billing.rating import RateError, check_rate
+from smartswitch.model.config import (
     PeerRole,
     ProfitControl,
     Rate,
     RouteStrategy,
 )
+from smartswitch.model.increment import Increment
 from smartswitch.store.database import session_factory
 from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 
@@ -196,7 +196,7 @@ def _secret(node: Node) -> str:
 
 def _ha1(algorithm: str) -> Callable[[Node], str]:
     def parse(node: Node) -> str:
-        return domain_registrar.parse_ha1(_text(node), algorithm)
+        return admin_subscribers.parse_ha1(_text(node), algorithm)
 
     return parse
 
@@ -557,7 +557,7 @@ class _Reader:
             ),
             allowed_cidrs=lambda: self.cidrs(m.node_of("allowed_cidrs"), f"{path}.allowed_cidrs"),
             max_contacts=lambda: m.get(
-                "max_contacts", positive, domain_registrar.DEFAULT_MAX_CONTACTS
+                "max_contacts", positive, admin_subscribers.DEFAULT_MAX_CONTACTS
             ),
             max_calls=lambda: m.get("max_calls", positive, None),
             caller_id=lambda: m.get("caller_id", _number, None),

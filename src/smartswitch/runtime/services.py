@@ -23,20 +23,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from smartswitch.billing.accounting import Accounting
-from smartswitch.config import NodeConfig
-from smartswitch.registrar.service import RegistrarService
+from smartswitch.model.cdr import CdrRecord
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
+from smartswitch.runtime.config import NodeConfig
+from smartswitch.runtime.registrar import RegistrarService
 from smartswitch.sip.digest import DigestAuthenticator
-from smartswitch.store.cdr_writer import CdrRecord, apply_cdrs
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.store.forwarder import Forwarder
+from smartswitch.store.ledger import apply_cdrs
 from smartswitch.store.migrate import upgrade_async
 from smartswitch.store.outbox import Outbox
 from smartswitch.store.schema import AccountRow, CdrRow
 from smartswitch.store.snapshot import config_version, load_snapshot
 
-log = logging.getLogger("smartswitch.services")
+log = logging.getLogger("smartswitch.runtime.services")
 
 _ID_CHUNK = 500
 

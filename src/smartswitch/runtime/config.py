@@ -12,17 +12,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from smartswitch.routing.static import StaticRoute
+
 
 class ConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class StaticRoute:
-    """Lab routing (``[[route]]``): a prefix to a list of SIP URIs, no billing."""
-
-    prefix: str
-    destinations: tuple[str, ...]
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from smartswitch.billing.increment import Increment
+from smartswitch.model.increment import Increment
 
 
 class PeerRole(enum.StrEnum):
@@ -166,6 +166,19 @@ class Subscriber:
     max_calls: int | None = None
     caller_id: str | None = None  # the number presented on its calls out (else its From user)
     enabled: bool = True
+
+    def allows_source(self, ip: str) -> bool:
+        """Whether ``ip`` is in the subscriber's ``allowed_cidrs`` (no list: every address is)."""
+        networks = self.allowed_cidrs
+        if not networks:
+            return True
+        try:
+            address = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # what a dual-stack socket reports for an IPv4 sender
+        return any(address in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """Specs from submitted fields: a REST API body or a web form, one entity at a time.
 
 The values arrive as JSON values (text, numbers, booleans, lists) or as form text; each is
-checked by the same validators as a provisioning file (:mod:`smartswitch.domain.fields`), and
-the entity rules are the domain's (:func:`~smartswitch.domain.config.peer_rules`).  Every bad
-field is reported at once, as an :class:`~smartswitch.domain.config.Issue` whose ``path`` is the
+checked by the same validators as a provisioning file (:mod:`smartswitch.admin.fields`), and
+the entity rules are the domain's (:func:`~smartswitch.admin.writer.peer_rules`).  Every bad
+field is reported at once, as an :class:`~smartswitch.admin.writer.Issue` whose ``path`` is the
 field's name (``acl[1]``, ``suppliers[0].peer``), in a :class:`ConfigInvalid`.
 """
 
@@ -14,8 +14,14 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from smartswitch.domain import fields as f
-from smartswitch.domain.config import (
+from smartswitch.admin import fields as f
+from smartswitch.admin.subscribers import (
+    DEFAULT_MAX_CONTACTS,
+    DidSpec,
+    RegisterSpec,
+    SubscriberSpec,
+)
+from smartswitch.admin.writer import (
     AccountSpec,
     ConfigInvalid,
     Issue,
@@ -26,13 +32,7 @@ from smartswitch.domain.config import (
     TariffSpec,
     peer_rules,
 )
-from smartswitch.domain.registrar import (
-    DEFAULT_MAX_CONTACTS,
-    DidSpec,
-    RegisterSpec,
-    SubscriberSpec,
-)
-from smartswitch.routing.model import ProfitControl, RouteStrategy
+from smartswitch.model.config import ProfitControl, RouteStrategy
 from smartswitch.store.types import AMOUNT_SCALE
 
 __all__ = [

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from smartswitch.config import ConfigError, NodeConfig, load_config, parse_hostport
+from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
 
 
 def _hostport(text: str) -> str:
@@ -135,7 +135,7 @@ def _run_loop(coro: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from smartswitch.node import Node
+    from smartswitch.runtime.node import Node
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging(config.log_level)
@@ -150,10 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _store_command(args: argparse.Namespace) -> int:
     """The commands that work on the node's database without starting the node."""
-    from smartswitch.audit import run_audit
+    from smartswitch.admin.audit import run_audit
+    from smartswitch.admin.provisioning import ProvisioningError, provision
+    from smartswitch.admin.reports import export_cdrs, list_accounts
     from smartswitch.cluster.role import database_role
-    from smartswitch.provisioning import ProvisioningError, provision
-    from smartswitch.store.commands import export_cdrs, list_accounts
     from smartswitch.store.database import create_engine, database_url
     from smartswitch.store.migrate import upgrade_async
 
@@ -205,8 +205,8 @@ def _store_command(args: argparse.Namespace) -> int:
 
 
 async def _user_add(engine: Any, args: argparse.Namespace) -> int:
-    from smartswitch.domain.config import ConfigInvalid
-    from smartswitch.domain.users import create_user
+    from smartswitch.admin.users import create_user
+    from smartswitch.admin.writer import ConfigInvalid
     from smartswitch.store.database import session_factory
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
@@ -224,7 +224,7 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
-    from smartswitch.cluster import commands
+    from smartswitch.cli import cluster as commands
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging("warning")

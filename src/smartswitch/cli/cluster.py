@@ -9,11 +9,11 @@ import time
 import urllib.request
 from typing import Any, TextIO
 
-from smartswitch.cluster.nodes import list_nodes, status_token
+from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
-from smartswitch.config import NodeConfig
+from smartswitch.runtime.config import NodeConfig
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -63,22 +63,6 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
         _table(rows, out)
     return 0 if rows and all(r["reachable"] for r in rows) else 1
 
-
-async def ask_node(name: str, http_address: str, token: str) -> dict[str, Any]:
-    def fetch() -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://{http_address}/cluster/status",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=3) as response:
-            data: dict[str, Any] = json.loads(response.read())
-        return data
-
-    try:
-        data = await asyncio.to_thread(fetch)
-    except (OSError, ValueError) as exc:
-        return {"node": name, "reachable": False, "error": str(exc)}
-    return {"reachable": True, **data, "node": name}
 
 
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:

@@ -31,17 +31,17 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from smartswitch.domain import registrar
-from smartswitch.domain.registrar import DidSpec, RegisterSpec, SubscriberSpec
-from smartswitch.routing.acl import AclConflictError, AclIndex
-from smartswitch.routing.model import (
+from smartswitch.admin import subscribers
+from smartswitch.admin.subscribers import DidSpec, RegisterSpec, SubscriberSpec
+from smartswitch.model.config import (
     Peer,
     PeerRole,
     ProfitControl,
     Rate,
     RouteStrategy,
 )
-from smartswitch.store.ids import new_ulid
+from smartswitch.model.ids import new_ulid
+from smartswitch.routing.acl import AclConflictError, AclIndex
 from smartswitch.store.schema import (
     AccountRow,
     BalanceChangeKind,
@@ -302,14 +302,14 @@ class ConfigWriter:
             )
         }
         self.validate_against(accounts, tariffs, peers, routes)
-        loaded = await registrar.validate(self, accounts, tariffs, peers)
+        loaded = await subscribers.validate(self, accounts, tariffs, peers)
         self.check()
 
         await self.apply_accounts(accounts)
         await self.apply_tariffs(tariffs)
         await self.apply_peers(peers, accounts, tariffs)
         await self.apply_routes(routes, peers)
-        await registrar.apply(self, loaded, accounts, tariffs, peers)
+        await subscribers.apply(self, loaded, accounts, tariffs, peers)
         if self.report.changed and not self.report.dry_run:
             self.report.config_version = await bump_config_version(session)
         else:
@@ -591,7 +591,7 @@ class ConfigWriter:
                 "callee_rewrite": spec.callee_rewrite,
                 "profit_control": spec.profit_control,
                 "enabled": spec.enabled,
-                **registrar.register_columns(spec),
+                **subscribers.register_columns(spec),
             }
             row = peers.get(spec.name)
             if row is None:
@@ -659,7 +659,7 @@ def peer_rules(spec: PeerSpec) -> list[tuple[str, str]]:
             )
     if spec.role in (PeerRole.SUPPLIER, PeerRole.BOTH) and spec.address is None:
         problems.append(("address", "required for a supplier (where to send calls)"))
-    problems += registrar.peer_rules(spec)
+    problems += subscribers.peer_rules(spec)
     return problems
 
 

@@ -1,6 +1,6 @@
-"""The operations behind the web UI and the REST API, on top of :mod:`smartswitch.domain.config`.
+"""The operations behind the web UI and the REST API, on top of :mod:`smartswitch.admin.writer`.
 
-Writes go through :func:`~smartswitch.domain.config.apply_change` (the provisioning writer:
+Writes go through :func:`~smartswitch.admin.writer.apply_change` (the provisioning writer:
 same checks, same upserts, same version bump) or, for money, through the store's audited
 top-up and adjustment.  Each function opens its own transaction from the sessionmaker.
 
@@ -22,10 +22,9 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from smartswitch.billing.increment import Increment
-from smartswitch.billing.rating import RateError, check_rate
-from smartswitch.domain import fields as f
-from smartswitch.domain.config import (
+from smartswitch.admin import fields as f
+from smartswitch.admin.subscribers import DidSpec, SubscriberSpec
+from smartswitch.admin.writer import (
     AccountSpec,
     ChangeReport,
     ConfigChange,
@@ -36,9 +35,10 @@ from smartswitch.domain.config import (
     TariffSpec,
     apply_change,
 )
-from smartswitch.domain.registrar import DidSpec, SubscriberSpec
-from smartswitch.routing.model import Rate
-from smartswitch.store.cdr_writer import UnknownAccountError, adjust, topup
+from smartswitch.billing.rating import RateError, check_rate
+from smartswitch.model.config import Rate
+from smartswitch.model.increment import Increment
+from smartswitch.store.ledger import UnknownAccountError, adjust, topup
 from smartswitch.store.schema import (
     AccountRow,
     BalanceChangeRow,

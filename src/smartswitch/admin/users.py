@@ -18,8 +18,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smartswitch.domain import fields
-from smartswitch.domain.config import ConfigInvalid, Issue
+from smartswitch.admin import fields
+from smartswitch.admin.writer import ConfigInvalid, Issue
 from smartswitch.store.schema import ApiTokenRow, UserRole, UserRow
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Configuration changes for the registrar: subscribers, DIDs, and the peers' registrar fields.
 
-The part of :class:`~smartswitch.domain.config.ConfigWriter`'s work that concerns the
+The part of :class:`~smartswitch.admin.writer.ConfigWriter`'s work that concerns the
 registrar, kept here so the writer only calls in: :func:`validate` (rules that need the
 database, run with the writer's other checks, before anything is written) and :func:`apply`
 (the upserts, after the peers exist). Front ends (provisioning, API, UI) fill
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from smartswitch.routing.model import PeerRole
+from smartswitch.model.config import PeerRole
 from smartswitch.sip.digest import compute_ha1
 from smartswitch.store.schema import AccountRow, DidRow, PeerRow, SubscriberRow, TariffRow
 
 if TYPE_CHECKING:
-    from smartswitch.domain.config import ConfigWriter, PeerSpec, Ref
+    from smartswitch.admin.writer import ConfigWriter, PeerSpec, Ref
 
 __all__ = [
     "DidSpec",

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from smartswitch.billing.increment import Increment, IncrementError
-from smartswitch.routing.model import PeerRole, ProfitControl, RewriteRule, RouteStrategy
+from smartswitch.model.config import PeerRole, ProfitControl, RewriteRule, RouteStrategy
+from smartswitch.model.increment import Increment, IncrementError
 from smartswitch.routing.selection import RewriteError, check_rewrite_rule
 from smartswitch.store.schema import NAME_LENGTH, PREFIX_LENGTH
 from smartswitch.store.types import exact_decimal, utc_ms

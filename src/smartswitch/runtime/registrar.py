@@ -1,6 +1,6 @@
 """The registrar side of a billing node: the sans-IO pieces wired to the B2BUA and the store.
 
-One object per node, made by :class:`~smartswitch.services.BillingServices`:
+One object per node, made by :class:`~smartswitch.runtime.services.BillingServices`:
 
 * :attr:`location`, :attr:`guard` are handed to the billing policy too (DID calls go to the
   bindings; INVITE digest failures count towards the same bans as REGISTER ones);
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from smartswitch.b2bua.engine import B2BUA
-    from smartswitch.config import NodeConfig
+    from smartswitch.runtime.config import NodeConfig
 
 __all__ = ["RegistrarService"]
 

@@ -3,7 +3,6 @@ written in batches off the call path."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,29 +10,25 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smartswitch.provisioning import provision
-from smartswitch.store.cdr_writer import (
-    CdrAttempt,
-    CdrRecord,
-    CdrWriter,
+from smartswitch.admin.provisioning import provision
+from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
+from smartswitch.model.ids import new_ulid
+from smartswitch.store.database import session_factory
+from smartswitch.store.ledger import (
     UnknownAccountError,
     adjust,
     apply_cdrs,
     topup,
 )
-from smartswitch.store.database import session_factory
-from smartswitch.store.ids import new_ulid
 from smartswitch.store.schema import (
     AccountRow,
     BalanceChangeKind,
     BalanceChangeRow,
     CdrAttemptRow,
     CdrRow,
-    HangupSide,
     PeerRow,
 )
 
@@ -222,93 +217,6 @@ def test_records_are_validated_when_made() -> None:
     record = make_cdr(ids, "1", "0.25", hangup_side="switch")
     assert record.hangup_side is HangupSide.SWITCH and record.profit == Decimal("0.75")
     assert record.end_time.microsecond % 1000 == 0
-
-
-def test_writer_batches_and_flushes_on_close(db_url: str) -> None:
-    async def scenario(engine: AsyncEngine) -> None:
-        ids = await _setup(engine)
-        writer = CdrWriter(engine, batch_size=100, flush_interval=0.01)
-        writer.start()
-        records = [make_cdr(ids, "0.0100", "0.0050") for _ in range(250)]
-        for record in records[:150]:
-            writer.submit(record)  # never awaits
-        # Two batches (100 + 50) within a few flush intervals; polled, not slept, so a busy
-        # machine or a slow MariaDB only makes it slower.
-        for _ in range(200):
-            if writer.written == 150:
-                break
-            await asyncio.sleep(0.05)
-        assert writer.written == 150 and writer.pending == 0
-        for record in records[150:]:
-            writer.submit(record)
-        writer.submit(records[0])  # a duplicate is written once
-        await writer.close()
-        assert writer.written == 250 and writer.pending == 0 and not writer.rejected
-        with pytest.raises(RuntimeError):
-            writer.submit(records[1])
-        balances = await _balances(engine)
-        assert balances["acme"] == Decimal("97.5")
-        assert balances["carrier-a"] == Decimal("-1.25")
-        await _audit(engine)
-
-    run_with_engine(db_url, scenario)
-
-
-def test_close_without_run_writes_everything(tmp_path: Any) -> None:
-    from smartswitch.store.migrate import upgrade
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 's.db'}"
-    upgrade(url)
-
-    async def scenario(engine: AsyncEngine) -> None:
-        ids = await _setup(engine)
-        writer = CdrWriter(engine)
-        for _ in range(3):
-            writer.submit(make_cdr(ids, "1", "0"))
-        await writer.close()
-        assert writer.written == 3
-        assert (await _balances(engine))["acme"] == Decimal("97")
-
-    run_with_engine(url, scenario)
-
-
-def test_writer_retries_while_the_database_is_down_and_sets_aside_bad_records() -> None:
-    ids = dict.fromkeys(
-        (
-            "peer:acme-trunk",
-            "account:acme",
-            "peer:carrier-a",
-            "peer:carrier-b",
-            "account:carrier-a",
-        ),
-        1,
-    )
-    good = [make_cdr(ids, "1", "0") for _ in range(3)]
-    bad = make_cdr(ids, "1", "0", caller="poison")
-    delivered: list[str] = []
-    outage = [2]
-
-    async def deliver(batch: Sequence[CdrRecord]) -> int:
-        if outage[0]:
-            outage[0] -= 1
-            raise sa_exc.OperationalError("INSERT", {}, ConnectionRefusedError("down"))
-        if any(r.caller == "poison" for r in batch):
-            raise sa_exc.IntegrityError("INSERT", {}, ValueError("constraint"))
-        delivered.extend(r.id for r in batch)
-        return len(batch)
-
-    async def scenario() -> CdrWriter:
-        writer = CdrWriter(deliver=deliver, flush_interval=0.001, retry_delay=0.001)
-        writer.start()
-        for record in (good[0], bad, good[1], good[2]):
-            writer.submit(record)
-        await writer.close(timeout=5)
-        return writer
-
-    writer = asyncio.run(scenario())
-    assert outage == [0]
-    assert delivered == [r.id for r in good]  # in order, none lost
-    assert writer.rejected == [bad] and writer.written == 3
 
 
 def test_topup_and_adjust_keep_the_audit_trail(db_url: str) -> None:

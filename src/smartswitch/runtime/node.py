@@ -14,18 +14,18 @@ from collections.abc import Generator
 import uvicorn
 
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
-from smartswitch.b2bua.policy import CallPolicy
+from smartswitch.b2bua.ports import CallPolicy
 from smartswitch.cluster.nodes import list_nodes, register_node, status_token
 from smartswitch.cluster.registrations import RegistrationSync
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
-from smartswitch.config import NodeConfig, parse_hostport
 from smartswitch.routing.static import StaticPolicy
-from smartswitch.services import BillingServices
+from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.services import BillingServices
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
-log = logging.getLogger("smartswitch.node")
+log = logging.getLogger("smartswitch.runtime.node")
 
 
 class _Server(uvicorn.Server):

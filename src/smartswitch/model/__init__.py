@@ -1,0 +1,10 @@
+"""The values every layer shares, at the bottom: standard library only, frozen and slotted.
+
+- ``config``: the configuration the call path reads (Account, Peer, Tariff, Rate, Route,
+  Subscriber, Did) and the whole of it at one version, :class:`ConfigSnapshot`.
+- ``cdr``: a finished call (:class:`CdrRecord`, its attempts) and :class:`HangupSide`.
+- ``increment``: billing increments ("60/60"); ``money``: exact amounts and UTC times.
+- ``prefix``: the longest-prefix table behind rates and routes; ``ids``: ULIDs.
+
+Nothing here imports another smartswitch package: every other package may import this one.
+"""

@@ -1,0 +1,45 @@
+"""Money and time as the whole switch keeps them: exact decimals of a fixed scale, UTC to the
+millisecond.
+
+Amounts (balances, prices of calls) carry 4 decimal places, prices per minute 6; both fit in
+18 digits, the width MariaDB's DECIMAL and the scaled-integer SQLite column hold (see
+:mod:`smartswitch.store.types`). Rounding is the rating code's business, never the store's: a
+value with more places than its scale is refused here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+__all__ = ["AMOUNT_SCALE", "PRECISION", "PRICE_SCALE", "exact_decimal", "utc_ms"]
+
+PRECISION = 18
+AMOUNT_SCALE = 4  # amounts and balances
+PRICE_SCALE = 6  # prices per minute and connect fees
+
+
+def exact_decimal(value: object, scale: int) -> Decimal:
+    """``value`` as a Decimal with at most ``scale`` places, or ValueError.
+
+    Floats are refused outright: a float has already lost the exact value the caller meant.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise ValueError(f"money must be a Decimal or int, not {type(value).__name__}: {value!r}")
+    d = Decimal(value)
+    if not d.is_finite():
+        raise ValueError(f"money must be finite, got {d}")
+    quantum = Decimal(1).scaleb(-scale)
+    if d != d.quantize(quantum):
+        raise ValueError(f"{d:f} has more than {scale} decimal places")
+    if abs(d) >= Decimal(10) ** (PRECISION - scale):
+        raise ValueError(f"{d:f} does not fit in {PRECISION} digits with {scale} decimal places")
+    return d
+
+
+def utc_ms(value: datetime) -> datetime:
+    """``value`` converted to UTC and truncated to milliseconds; naive datetimes are refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {value.isoformat()}")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
