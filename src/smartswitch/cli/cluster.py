@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 import time
-import urllib.request
 from typing import Any, TextIO
 
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
