@@ -63,7 +63,6 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     return 0 if rows and all(r["reachable"] for r in rows) else 1
 
 
-
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
     header = ("node", "role", "reachable", "io/sql", "lag", "outbox", "last delivery", "error")
     lines = [header]
