@@ -11,6 +11,7 @@
 #   make test                     everything CI checks (.ci/run runs this)
 #   make lint                     ruff check, ruff format --check, mypy, lint-imports
 #   make bench [BENCH_ARGS=...]   call-rate and memory benchmark (bench/README.md)
+#   make dist                     build the wheel into dist/ (pip install dist/*.whl)
 #
 # The virtualenv is made on first use and `pip install -e '.[dev]'` runs again
 # whenever pyproject.toml is newer than the last install.
@@ -36,7 +37,7 @@ flag = $(if $(or $(filter command line,$(origin $(1))),$(if $(findstring --confi
 RUN_FLAGS = $(call flag,DATA_DIR,--data-dir) $(call flag,SIP_LISTEN,--sip-listen) \
 	$(call flag,HTTP_LISTEN,--http-listen)
 
-.PHONY: help venv run test lint system-deps bench
+.PHONY: help venv run test lint system-deps bench dist
 
 help:
 	@sed -n '/^#   make/,/^#$$/p' $(MAKEFILE_LIST) | sed 's/^# \{0,1\}//'
@@ -63,7 +64,7 @@ define lint-steps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e tests/cluster
+	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e tests/cluster tests/cli tests/runtime
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef
 
@@ -75,6 +76,11 @@ test: $(STAMP)
 	scripts/install-system-deps.sh
 	$(lint-steps)
 	$(BIN)/pytest
+
+dist: $(STAMP)
+	rm -rf dist build
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/calls.py $(BENCH_ARGS)

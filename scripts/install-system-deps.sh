@@ -20,9 +20,10 @@ DEPS=(
     "mariadbd                  mariadb-server"
     "/usr/lib/galera/libgalera_smm.so galera-4"
     "rsync                     rsync"
+    "keepalived                keepalived"
+    "systemd-analyze           systemd"
     # Later issues add, for example:
     # "rtpengine                 rtpengine-daemon"
-    # "keepalived                keepalived"
     "chromium                  chromium"
 )
 

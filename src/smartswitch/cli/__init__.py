@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=["table", "json"], default="table")
     store_args(status)
 
+    init = sub.add_parser("init", help="write a commented node configuration for this host")
+    init.add_argument(
+        "path", type=Path, nargs="?", default=Path("/etc/smartswitch/node.toml"), help="where"
+    )
+    init.add_argument("--node-name", help="default: this host's name")
+    init.add_argument("--dedicated-ip", help="default: the address this host's name resolves to")
+    init.add_argument("--data-dir", type=Path, help="default: by where the file goes")
+    init.add_argument("--sip-listen", type=_hostport, metavar="HOST:PORT")
+    init.add_argument("--http-listen", type=_hostport, metavar="HOST:PORT")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+
+    units = sub.add_parser("units", help="write the systemd units of this installation")
+    units.add_argument("--dir", type=Path, default=Path("/etc/systemd/system"), dest="directory")
+    units.add_argument("--config", type=Path, default=Path("/etc/smartswitch/node.toml"))
+    units.add_argument("--data-dir", type=Path, default=Path("/var/lib/smartswitch"))
+
     registrations = sub.add_parser(
         "registrations", help="a running node's registrar: bindings, or --outbound to suppliers"
     )
@@ -116,6 +132,14 @@ def _apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
 
 
 def _setup_logging(level: str) -> None:
+    from smartswitch.runtime.systemd import JournalHandler, journal_wanted
+
+    if journal_wanted():
+        # Under systemd: entries with fields (a call's id among them), the journal adds the time.
+        handler: logging.Handler = JournalHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+        return
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -259,9 +283,42 @@ def _registrations_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_command(args: argparse.Namespace) -> int:
+    from smartswitch.cli.setup import default_data_dir, render_config, write_config
+
+    path: Path = args.path
+    text = render_config(
+        node_name=args.node_name,
+        dedicated_ip=args.dedicated_ip,
+        data_dir=args.data_dir or default_data_dir(path),
+        sip_listen=args.sip_listen,
+        http_listen=args.http_listen,
+    )
+    try:
+        write_config(path, text, force=args.force)
+    except FileExistsError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} (mode 600: it holds the cluster secret); start with:")
+    print(f"  smartswitch run --config {path}")
+    return 0
+
+
+def _units_command(args: argparse.Namespace) -> int:
+    from smartswitch.cli.setup import write_units
+
+    for unit in write_units(args.directory, config=args.config, data_dir=args.data_dir):
+        print(f"wrote {unit}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            return _init_command(args)
+        if args.command == "units":
+            return _units_command(args)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "cluster":

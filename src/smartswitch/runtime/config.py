@@ -6,6 +6,7 @@ Every flag of ``smartswitch run`` has a key here. A bad file is refused with its
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -110,8 +111,15 @@ def _fail(path: Path, text: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{where}: {key}: {message}")
 
 
+def _default_data_dir() -> Path:
+    """Under systemd (``StateDirectory=``) the service's state directory, else
+    ``./smartswitch-data`` beside where the node runs (a checkout)."""
+    state = os.environ.get("STATE_DIRECTORY", "")
+    return Path(state.split(":")[0]) if state else Path("smartswitch-data")
+
+
 def load_config(path: Path | None) -> NodeConfig:
-    config = NodeConfig()
+    config = NodeConfig(data_dir=_default_data_dir())
     if path is None:
         return config
     try:
