@@ -34,8 +34,7 @@ from smartswitch.model.increment import Increment
 from smartswitch.store.database import session_factory
 from smartswitch.store.schema import BalanceChangeKind, BalanceChangeRow, Base
 from smartswitch.store.snapshot import config_version, load_snapshot
-
-from .helpers import EXAMPLE, run_with_engine
+from store.helpers import EXAMPLE, run_with_engine
 
 
 async def _snapshot(engine: AsyncEngine) -> ConfigSnapshot:
