@@ -499,16 +499,7 @@ def test_rules_of_each_entity_are_the_writers(
 
     path = _write(tmp_path, yaml_text)
     parse_document(path.read_text(), str(path))
-
-    async def scenario(engine: AsyncEngine) -> None:
-        await provision(engine, EXAMPLE)
-        before = await _dump(engine)
-        with pytest.raises(ProvisioningError) as info:
-            await provision(engine, path)
-        assert f"{path}:{expected}" in str(info.value)
-        assert await _dump(engine) == before
-
-    run_with_engine(db_url, scenario)
+    _refused_after_the_example(db_url, path, expected)
 
 
 def test_a_password_left_out_keeps_the_stored_one(db_url: str) -> None:
@@ -646,7 +637,11 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
 def test_errors_against_the_database_change_nothing(
     db_url: str, tmp_path: Path, yaml_text: str, expected: str
 ) -> None:
-    path = _write(tmp_path, yaml_text)
+    _refused_after_the_example(db_url, _write(tmp_path, yaml_text), expected)
+
+
+def _refused_after_the_example(db_url: str, path: Path, expected: str) -> None:
+    """Provisioning ``path`` over the example fails with ``expected`` and changes nothing."""
 
     async def scenario(engine: AsyncEngine) -> None:
         await provision(engine, EXAMPLE)

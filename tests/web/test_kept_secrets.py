@@ -15,6 +15,8 @@ from .test_ui import login, post_form
 REGISTER = {"username": "sw1", "password": "reg s3cret", "registrar": "198.51.100.9:5060"}
 PEER = {**SUPPLIER, "username": "trunk", "password": "s3cret!", "register": REGISTER}
 SECRETS = ("s3cret!", "reg s3cret")
+# The supplier as the peer page posts it, with a username.
+FORM = {**{k: str(v) for k, v in SUPPLIER.items()}, "username": "trunk"}
 
 
 def _stored(web: WebEnv) -> tuple[Any, ...]:
@@ -38,12 +40,8 @@ def _through_the_page(web: WebEnv) -> Any:
         "/peers/s1",
         "/peers",
         {
+            **FORM,
             "existing": "s1",
-            "role": "supplier",
-            "account": "carrier",
-            "tariff": "buy",
-            "address": SUPPLIER["address"],
-            "username": "trunk",
             "password": "",
             "max_calls": "7",
             "enabled": "true",
@@ -79,20 +77,7 @@ def test_page_and_api_refuse_a_new_username_without_a_password_alike(web: WebEnv
         (["body", "password"], "username and password go together")
     ]
     login(web)
-    page = post_form(
-        web,
-        "/peers/new",
-        "/peers",
-        {
-            "name": "s1",
-            "role": "supplier",
-            "account": "carrier",
-            "tariff": "buy",
-            "address": SUPPLIER["address"],
-            "username": "trunk",
-            "password": "",
-        },
-    )
+    page = post_form(web, "/peers/new", "/peers", {**FORM, "name": "s1", "password": ""})
     assert page.status_code == 422 and "username and password go together" in page.text
 
 

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from smartswitch.admin import fields as f
+from smartswitch.admin.readers import RATE
 from smartswitch.admin.subscribers import DidSpec, SubscriberSpec
 from smartswitch.admin.views import (
     Account,
@@ -72,6 +73,7 @@ from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 __all__ = ["SETTINGS", "Admin", "Conflict", "NotFound", "Setting", "Spec", "parse_rates_csv"]
 
 Sessions = async_sessionmaker[AsyncSession]
+V = TypeVar("V")
 Spec = AccountSpec | TariffSpec | PeerSpec | RouteSpec | SubscriberSpec | DidSpec
 
 _KIND = {
@@ -203,6 +205,18 @@ class Admin:
             await bump_config_version(session)
             await session.delete(row)
         self.on_change()
+
+    async def _views(self, query: Any, view: Callable[[Any, Names], V]) -> list[V]:
+        """The rows ``query`` finds, as views with their references' names."""
+        async with self.sessions() as session:
+            names = await _names(session)
+            return [view(row, names) for row in await session.scalars(query)]
+
+    async def _view(self, query: Any, view: Callable[[Any, Names], V], missing: str) -> V:
+        """The one row ``query`` finds, as a view; :class:`NotFound` saying ``missing``."""
+        for found in await self._views(query, view):
+            return found
+        raise NotFound(missing)
 
     # ---- accounts
 
@@ -378,16 +392,11 @@ class Admin:
     # ---- peers and routes
 
     async def list_peers(self) -> list[PeerView]:
-        async with self.sessions() as session:
-            names = await _names(session)
-            rows = await session.scalars(select(PeerRow).order_by(PeerRow.name))
-            return [PeerView.of(row, names) for row in rows]
+        return await self._views(select(PeerRow).order_by(PeerRow.name), PeerView.of)
 
     async def get_peer(self, name: str) -> PeerView:
-        async with self.sessions() as session:
-            query = select(PeerRow).where(PeerRow.name == name)
-            row = await _one(session, query, f"no peer named {name!r}")
-            return PeerView.of(row, await _names(session))
+        query = select(PeerRow).where(PeerRow.name == name)
+        return await self._view(query, PeerView.of, f"no peer named {name!r}")
 
     async def delete_peer(self, name: str) -> None:
         async def check(session: AsyncSession, row: PeerRow) -> None:
@@ -414,22 +423,13 @@ class Admin:
         )
 
     async def list_routes(self) -> list[RouteView]:
-        async with self.sessions() as session:
-            names = await _names(session)
-            rows = await session.scalars(
-                select(RouteRow).options(selectinload(RouteRow.suppliers)).order_by(RouteRow.prefix)
-            )
-            return [RouteView.of(row, names) for row in rows]
+        query = select(RouteRow).options(selectinload(RouteRow.suppliers))
+        return await self._views(query.order_by(RouteRow.prefix), RouteView.of)
 
     async def get_route(self, prefix: str) -> RouteView:
-        async with self.sessions() as session:
-            query = (
-                select(RouteRow)
-                .options(selectinload(RouteRow.suppliers))
-                .where(RouteRow.prefix == prefix)
-            )
-            row = await _one(session, query, f"no route for prefix {prefix!r}")
-            return RouteView.of(row, await _names(session))
+        query = select(RouteRow).options(selectinload(RouteRow.suppliers))
+        query = query.where(RouteRow.prefix == prefix)
+        return await self._view(query, RouteView.of, f"no route for prefix {prefix!r}")
 
     async def delete_route(self, prefix: str) -> None:
         async def check(session: AsyncSession, row: RouteRow) -> None:
@@ -443,16 +443,12 @@ class Admin:
     # ---- subscribers and DIDs (the registrar's tables)
 
     async def list_subscribers(self) -> list[SubscriberView]:
-        async with self.sessions() as session:
-            names = await _names(session)
-            rows = await session.scalars(select(SubscriberRow).order_by(SubscriberRow.username))
-            return [SubscriberView.of(row, names) for row in rows]
+        query = select(SubscriberRow).order_by(SubscriberRow.username)
+        return await self._views(query, SubscriberView.of)
 
     async def get_subscriber(self, username: str) -> SubscriberView:
-        async with self.sessions() as session:
-            query = select(SubscriberRow).where(SubscriberRow.username == username)
-            row = await _one(session, query, f"no subscriber named {username!r}")
-            return SubscriberView.of(row, await _names(session))
+        query = select(SubscriberRow).where(SubscriberRow.username == username)
+        return await self._view(query, SubscriberView.of, f"no subscriber named {username!r}")
 
     async def delete_subscriber(self, username: str) -> None:
         async def check(session: AsyncSession, row: SubscriberRow) -> None:
@@ -466,16 +462,11 @@ class Admin:
         await self._delete(query, f"no subscriber named {username!r}", check)
 
     async def list_dids(self) -> list[DidView]:
-        async with self.sessions() as session:
-            names = await _names(session)
-            rows = await session.scalars(select(DidRow).order_by(DidRow.number))
-            return [DidView.of(row, names) for row in rows]
+        return await self._views(select(DidRow).order_by(DidRow.number), DidView.of)
 
     async def get_did(self, number: str) -> DidView:
-        async with self.sessions() as session:
-            query = select(DidRow).where(DidRow.number == number)
-            row = await _one(session, query, f"no DID {number!r}")
-            return DidView.of(row, await _names(session))
+        query = select(DidRow).where(DidRow.number == number)
+        return await self._view(query, DidView.of, f"no DID {number!r}")
 
     async def delete_did(self, number: str) -> None:
         async def check(session: AsyncSession, row: DidRow) -> None:
@@ -520,15 +511,7 @@ class Admin:
 
 # ---- rates as CSV
 
-RATE_COLUMNS = (
-    "prefix",
-    "price_per_minute",
-    "connect_fee",
-    "increment",
-    "free_seconds",
-    "effective_from",
-    "effective_to",
-)
+RATE_COLUMNS = tuple(RATE)  # the rate reader's fields
 MAX_CSV_ISSUES = 50  # enough to fix a file by; a wholly wrong file would list every line
 
 

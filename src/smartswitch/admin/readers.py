@@ -19,12 +19,15 @@ from typing import TypeVar
 from smartswitch.admin import fields as f
 from smartswitch.admin.source import (
     Entity,
+    FieldRead,
     Given,
     Invalid,
     Kind,
     Parser,
     each,
-    read_all,
+    optional,
+    read_entity,
+    required,
 )
 from smartswitch.admin.subscribers import (
     DEFAULT_MAX_CONTACTS,
@@ -87,6 +90,11 @@ def _integer(minimum: int = 0, maximum: int | None = f.INT_MAX) -> Parser[int]:
     )
 
 
+def reference(*, required: bool = False) -> FieldRead:
+    """A reference by name to another entity, with where it was written."""
+    return lambda e, name: e.ref(name, NAME, required=required)
+
+
 def _ha1(algorithm: str) -> Parser[str]:
     return Parser(Kind.TEXT, lambda text: parse_ha1(text, algorithm))
 
@@ -117,54 +125,63 @@ POSITIVE = _integer(minimum=1)
 EXPIRES = _integer(minimum=10, maximum=86_400)
 
 
-def _distinct(e: Entity, name: str, parser: Parser[str]) -> list[str]:
+def _distinct(parser: Parser[str]) -> FieldRead:
     """A list of distinct scalars (ACL entries, networks), each reported at its own place."""
-    entries: list[str] = []
-    failed = False
-    for item in e.items(name):
-        try:
-            entry = parser(item)
-            if entry in entries:
-                raise ValueError(f"{entry} is listed twice")
-        except ValueError as exc:
-            item.report(str(exc))
-            failed = True
-            continue
-        assert entry is not None
-        entries.append(entry)
-    if failed:
-        raise Invalid
-    return entries
+
+    def read(e: Entity, name: str) -> list[str]:
+        entries: list[str] = []
+        failed = False
+        for item in e.items(name):
+            try:
+                entry = parser(item)
+                if entry in entries:
+                    raise ValueError(f"{entry} is listed twice")
+            except ValueError as exc:
+                item.report(str(exc))
+                failed = True
+                continue
+            assert entry is not None
+            entries.append(entry)
+        if failed:
+            raise Invalid
+        return entries
+
+    return read
+
+
+def _sub(reader: Callable[[Given], T]) -> FieldRead:
+    """A sub-object (a peer's ``register``), None when not given."""
+    return lambda e, name: reader(e.fields[name]) if e.has(name) else None
 
 
 # ---- accounts and tariffs
 
 
 def account(given: Given) -> AccountSpec:
-    e = Entity(given, ("name", "currency", "balance", "credit_limit", "prepaid"))
-    values = read_all(
-        name=lambda: e.require("name", NAME),
-        currency=lambda: e.require("currency", CURRENCY),
-        balance=lambda: e.get("balance", AMOUNT, Decimal(0)),
-        credit_limit=lambda: e.get("credit_limit", LIMIT, Decimal(0)),
-        prepaid=lambda: e.get("prepaid", BOOL, True),
+    e, values = read_entity(
+        given,
+        name=required(NAME),
+        currency=required(CURRENCY),
+        balance=optional(AMOUNT, Decimal(0)),
+        credit_limit=optional(LIMIT, Decimal(0)),
+        prepaid=optional(BOOL, True),
     )
     return AccountSpec(line=e.line, path=e.path, **values)
 
 
 def tariff(given: Given) -> TariffSpec:
     """A tariff; its rates None when left out (a form's tariff: rates come by CSV)."""
-    e = Entity(given, ("name", "currency", "rates"))
-    values = read_all(
-        name=lambda: e.require("name", NAME),
-        currency=lambda: e.get("currency", CURRENCY, "USD"),
-        rates=lambda: _rates(e) if e.has("rates") else None,
+    e, values = read_entity(
+        given,
+        name=required(NAME),
+        currency=optional(CURRENCY, "USD"),
+        rates=lambda e, name: _rates(e, name) if e.has(name) else None,
     )
     return TariffSpec(line=e.line, path=e.path, currency_line=e.line_of("currency"), **values)
 
 
-def _rates(e: Entity) -> list[Rate]:
-    rates, failed = each(e.items("rates"), rate)
+def _rates(e: Entity, name: str) -> list[Rate]:
+    rates, failed = each(e.items(name), rate)
     seen: dict[tuple[str, datetime | None], int | None] = {}
     for given, value in rates:
         key = (value.prefix, value.effective_from)
@@ -180,28 +197,20 @@ def _rates(e: Entity) -> list[Rate]:
     return [value for _given, value in rates]
 
 
+# A rate's fields (also the columns of a tariff's rates as CSV).
+RATE: dict[str, FieldRead] = {
+    "prefix": required(PREFIX),
+    "price_per_minute": required(PRICE),
+    "connect_fee": optional(PRICE, Decimal(0)),
+    "increment": optional(INCREMENT, Increment(1, 1)),
+    "free_seconds": optional(COUNT, 0),
+    "effective_from": optional(TIME, None),
+    "effective_to": optional(TIME, None),
+}
+
+
 def rate(given: Given) -> tuple[Given, Rate]:
-    e = Entity(
-        given,
-        (
-            "prefix",
-            "price_per_minute",
-            "connect_fee",
-            "increment",
-            "free_seconds",
-            "effective_from",
-            "effective_to",
-        ),
-    )
-    values = read_all(
-        prefix=lambda: e.require("prefix", PREFIX),
-        price_per_minute=lambda: e.require("price_per_minute", PRICE),
-        connect_fee=lambda: e.get("connect_fee", PRICE, Decimal(0)),
-        increment=lambda: e.get("increment", INCREMENT, Increment(1, 1)),
-        free_seconds=lambda: e.get("free_seconds", COUNT, 0),
-        effective_from=lambda: e.get("effective_from", TIME, None),
-        effective_to=lambda: e.get("effective_to", TIME, None),
-    )
+    e, values = read_entity(given, **RATE)
     value = Rate(**values)
     try:
         check_rate(value)  # the rate's own consistency: billing's rule
@@ -220,66 +229,42 @@ def _rewrite_line(line: str) -> dict[str, str]:
     return {"match": match.strip(), "replace": replace.strip()}
 
 
-def _rewrites(e: Entity, name: str) -> list[dict[str, str]]:
-    def rule(item: Given) -> dict[str, str]:
-        r = Entity(item, ("match", "replace"))
-        values = read_all(
-            match=lambda: r.require("match", TEXT),
-            replace=lambda: r.get("replace", TEXT, ""),
-        )
-        try:
-            return f.parse_rewrite(values["match"], values["replace"])
-        except ValueError as exc:
-            item.report(str(exc))
-            raise Invalid from None
+def _rewrite(item: Given) -> dict[str, str]:
+    _e, values = read_entity(item, match=required(TEXT), replace=optional(TEXT, ""))
+    try:
+        return f.parse_rewrite(values["match"], values["replace"])
+    except ValueError as exc:
+        item.report(str(exc))
+        raise Invalid from None
 
-    rules, failed = each(e.items(name, _rewrite_line), rule)
+
+def _rewrites(e: Entity, name: str) -> list[dict[str, str]]:
+    rules, failed = each(e.items(name, _rewrite_line), _rewrite)
     if failed:
         raise Invalid
     return rules
 
 
 def peer(given: Given) -> PeerSpec:
-    e = Entity(
+    e, values = read_entity(
         given,
-        (
-            "name",
-            "role",
-            "account",
-            "tariff",
-            "acl",
-            "username",
-            "password",
-            "address",
-            "transport",
-            "max_calls",
-            "max_cps",
-            "caller_rewrite",
-            "callee_rewrite",
-            "profit_control",
-            "enabled",
-            "deliver_dids",
-            "register",
-        ),
-    )
-    values = read_all(
-        name=lambda: e.require("name", NAME),
-        role=lambda: e.require("role", ROLE),
-        account=lambda: e.ref("account", NAME, required=True),
-        tariff=lambda: e.ref("tariff", NAME),
-        acl=lambda: _distinct(e, "acl", ACL_ENTRY),
-        username=lambda: e.get("username", OPTIONAL_TEXT, None),
-        password=lambda: e.get("password", SECRET, None),
-        address=lambda: e.get("address", ADDRESS, None),
-        transport=lambda: e.get("transport", TRANSPORT, "udp"),
-        max_calls=lambda: e.get("max_calls", POSITIVE, None),
-        max_cps=lambda: e.get("max_cps", POSITIVE, None),
-        caller_rewrite=lambda: _rewrites(e, "caller_rewrite"),
-        callee_rewrite=lambda: _rewrites(e, "callee_rewrite"),
-        profit_control=lambda: e.get("profit_control", PROFIT_CONTROL, ProfitControl.ALLOW_LOSS),
-        enabled=lambda: e.get("enabled", BOOL, True),
-        deliver_dids=lambda: e.get("deliver_dids", BOOL, False),
-        register=lambda: register(e.fields["register"]) if e.has("register") else None,
+        name=required(NAME),
+        role=required(ROLE),
+        account=reference(required=True),
+        tariff=reference(),
+        acl=_distinct(ACL_ENTRY),
+        username=optional(OPTIONAL_TEXT, None),
+        password=optional(SECRET, None),
+        address=optional(ADDRESS, None),
+        transport=optional(TRANSPORT, "udp"),
+        max_calls=optional(POSITIVE, None),
+        max_cps=optional(POSITIVE, None),
+        caller_rewrite=_rewrites,
+        callee_rewrite=_rewrites,
+        profit_control=optional(PROFIT_CONTROL, ProfitControl.ALLOW_LOSS),
+        enabled=optional(BOOL, True),
+        deliver_dids=optional(BOOL, False),
+        register=_sub(register),
     )
     return PeerSpec(
         line=e.line,
@@ -293,12 +278,12 @@ def peer(given: Given) -> PeerSpec:
 
 def register(given: Given) -> RegisterSpec:
     """A peer's ``register``: the switch registers with this supplier."""
-    e = Entity(given, ("username", "password", "registrar", "expires"))
-    values = read_all(
-        username=lambda: e.require("username", TEXT),
-        password=lambda: e.get("password", SECRET, None),
-        registrar=lambda: e.require("registrar", ADDRESS),
-        expires=lambda: e.get("expires", EXPIRES, 3600),
+    e, values = read_entity(
+        given,
+        username=required(TEXT),
+        password=optional(SECRET, None),
+        registrar=required(ADDRESS),
+        expires=optional(EXPIRES, 3600),
     )
     return RegisterSpec(line=e.line, path=e.path, **values)
 
@@ -311,27 +296,29 @@ def _supplier_line(line: str) -> dict[str, str]:
     return dict(zip(("peer", "priority", "weight"), line.split(), strict=False))
 
 
-def _suppliers(e: Entity) -> list[SupplierSpec]:
+def _suppliers(e: Entity, name: str) -> list[SupplierSpec]:
     suppliers: list[SupplierSpec] = []
     seen: dict[str, int | None] = {}
     failed = False
-    for index, item in enumerate(e.items("suppliers", _supplier_line)):
+    for index, item in enumerate(e.items(name, _supplier_line)):
         try:
             supplier = _supplier(item, index)
         except Invalid:
             failed = True
             continue
-        name = supplier.peer.name
-        if name in seen:
-            first = "" if seen[name] is None else f" (first on line {seen[name]})"
-            item.report(f"supplier {name!r} is listed twice{first}")
+        peer = supplier.peer.name
+        if peer in seen:
+            first = "" if seen[peer] is None else f" (first on line {seen[peer]})"
+            item.report(f"supplier {peer!r} is listed twice{first}")
             failed = True
-        seen.setdefault(name, supplier.peer.line)
+        seen.setdefault(peer, supplier.peer.line)
         suppliers.append(supplier)
     if not suppliers and not failed:
-        (e.fields.get("suppliers") or e.given).report(
-            "at least one supplier is required", None if e.has("suppliers") else "suppliers"
-        )
+        message = "at least one supplier is required"
+        if e.has(name):
+            e.fields[name].report(message)
+        else:
+            e.given.report(message, name)
         failed = True
     if failed:
         raise Invalid
@@ -343,28 +330,27 @@ def _supplier(given: Given, index: int) -> SupplierSpec:
     # list, so a plain list is a failover order.
     if given.is_scalar:
         try:
-            return SupplierSpec(
-                Ref(NAME.parse(given.text(Kind.TEXT)), given.line, given.path), index, 1
-            )
+            name = NAME.parse(given.text(Kind.TEXT))
         except ValueError as exc:
             given.report(str(exc))
             raise Invalid from None
-    e = Entity(given, ("peer", "priority", "weight"))
-    values = read_all(
-        peer=lambda: e.ref("peer", NAME, required=True),
-        priority=lambda: e.get("priority", COUNT, index),
-        weight=lambda: e.get("weight", COUNT, 1),
+        return SupplierSpec(Ref(name, given.line, given.path), index, 1)
+    _e, values = read_entity(
+        given,
+        peer=reference(required=True),
+        priority=optional(COUNT, index),
+        weight=optional(COUNT, 1),
     )
     return SupplierSpec(**values)
 
 
 def route(given: Given) -> RouteSpec:
-    e = Entity(given, ("prefix", "strategy", "name", "suppliers"))
-    values = read_all(
-        prefix=lambda: e.require("prefix", PREFIX),
-        strategy=lambda: e.get("strategy", STRATEGY, RouteStrategy.PRIORITY),
-        name=lambda: e.get("name", OPTIONAL_TEXT, None),
-        suppliers=lambda: _suppliers(e),
+    e, values = read_entity(
+        given,
+        prefix=required(PREFIX),
+        strategy=optional(STRATEGY, RouteStrategy.PRIORITY),
+        name=optional(OPTIONAL_TEXT, None),
+        suppliers=_suppliers,
     )
     return RouteSpec(line=e.line, path=e.path, **values)
 
@@ -375,45 +361,30 @@ def route(given: Given) -> RouteSpec:
 def subscriber(given: Given) -> SubscriberSpec:
     """A subscriber (a phone that registers). Its password is hashed by the writer and never
     stored; given already hashed, the HA1s are taken as they are."""
-    e = Entity(
+    e, values = read_entity(
         given,
-        (
-            "username",
-            "password",
-            "ha1_md5",
-            "ha1_sha256",
-            "account",
-            "tariff",
-            "allowed_cidrs",
-            "max_contacts",
-            "max_calls",
-            "caller_id",
-            "enabled",
-        ),
-    )
-    values = read_all(
-        username=lambda: e.require("username", NAME),
-        password=lambda: e.get("password", SECRET, None),
-        ha1_md5=lambda: e.get("ha1_md5", _ha1("MD5"), None),
-        ha1_sha256=lambda: e.get("ha1_sha256", _ha1("SHA-256"), None),
-        account=lambda: e.ref("account", NAME, required=True),
-        tariff=lambda: e.ref("tariff", NAME),
-        allowed_cidrs=lambda: _distinct(e, "allowed_cidrs", CIDR),
-        max_contacts=lambda: e.get("max_contacts", POSITIVE, DEFAULT_MAX_CONTACTS),
-        max_calls=lambda: e.get("max_calls", POSITIVE, None),
-        caller_id=lambda: e.get("caller_id", NUMBER, None),
-        enabled=lambda: e.get("enabled", BOOL, True),
+        username=required(NAME),
+        password=optional(SECRET, None),
+        ha1_md5=optional(_ha1("MD5"), None),
+        ha1_sha256=optional(_ha1("SHA-256"), None),
+        account=reference(required=True),
+        tariff=reference(),
+        allowed_cidrs=_distinct(CIDR),
+        max_contacts=optional(POSITIVE, DEFAULT_MAX_CONTACTS),
+        max_calls=optional(POSITIVE, None),
+        caller_id=optional(NUMBER, None),
+        enabled=optional(BOOL, True),
     )
     return SubscriberSpec(line=e.line, path=e.path, **values)
 
 
 def did(given: Given) -> DidSpec:
-    e = Entity(given, ("number", "subscriber", "peer", "enabled"))
-    values = read_all(
-        number=lambda: e.require("number", NUMBER),
-        subscriber=lambda: e.ref("subscriber", NAME),
-        peer=lambda: e.ref("peer", NAME),
-        enabled=lambda: e.get("enabled", BOOL, True),
+    e, values = read_entity(
+        given,
+        number=required(NUMBER),
+        subscriber=reference(),
+        peer=reference(),
+        enabled=optional(BOOL, True),
     )
     return DidSpec(line=e.line, path=e.path, **values)
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from smartswitch.admin.writer import ConfigInvalid, Issue, Ref
 
 __all__ = [
     "Entity",
+    "FieldRead",
     "Given",
     "Invalid",
     "Issues",
@@ -33,7 +35,10 @@ __all__ = [
     "Parser",
     "each",
     "join",
+    "optional",
     "read_all",
+    "read_entity",
+    "required",
 ]
 
 T = TypeVar("T")
@@ -172,6 +177,26 @@ class Entity:
     def items(self, name: str, line_format: LineFormat | None = None) -> Sequence[Given]:
         field = self.fields.get(name)
         return () if field is None or field.is_null else field.items(line_format)
+
+
+# How an entity's field is read: (the entity, the field's name) -> its value.
+FieldRead = Callable[["Entity", str], Any]
+
+
+def required(parser: Parser[Any]) -> FieldRead:
+    return lambda e, name: e.require(name, parser)
+
+
+def optional(parser: Parser[Any], default: Any) -> FieldRead:
+    """The field, or ``default`` when it is left out."""
+    return lambda e, name: e.get(name, parser, default)
+
+
+def read_entity(given: Given, **fields: FieldRead) -> tuple[Entity, dict[str, Any]]:
+    """An entity of exactly these fields (others are unknown), each read by its reader and
+    every bad one reported; :class:`Invalid` at the end if any was."""
+    e = Entity(given, tuple(fields))
+    return e, read_all(**{name: partial(read, e, name) for name, read in fields.items()})
 
 
 def read_all(**getters: Callable[[], Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from smartswitch.web.pages.common import (
     back,
     checkboxes,
     field_errors,
+    form_page,
     money,
     page_user,
     render,
@@ -48,15 +49,14 @@ async def _accounts(
     for account in await web.admin.list_accounts():
         live, available = web.live_balance(account.id)
         rows.append({"row": account, "live": live, "available": available})
-    return render(
+    return form_page(
         request,
         "accounts.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or {"currency": "USD", "prepaid": "true"},
+        errors,
         accounts=rows,
-        values=values or {"currency": "USD", "prepaid": "true"},
-        errors=errors or {},
         money=money,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -109,6 +110,28 @@ def render(
             **context,
         },
         status_code=status_code,
+    )
+
+
+def form_page(
+    request: Request,
+    template: str,
+    user: User,
+    session: Session,
+    values: Mapping[str, Any],
+    errors: dict[str, str] | None,
+    **context: Any,
+) -> HTMLResponse:
+    """A page with a form: its values, and its errors by field (422 when there are any)."""
+    return render(
+        request,
+        template,
+        user,
+        session,
+        status_code=422 if errors else 200,
+        values=values,
+        errors=errors or {},
+        **context,
     )
 
 

@@ -17,8 +17,8 @@ from smartswitch.web.pages.common import (
     back,
     checkboxes,
     field_errors,
+    form_page,
     page_user,
-    render,
     writer_form,
 )
 from smartswitch.web.security import Session
@@ -42,17 +42,16 @@ async def _dids(
 ) -> Response:
     admin = admin_of(request)
     names = await admin.names()
-    return render(
+    return form_page(
         request,
         "dids.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or {"enabled": "true"},
+        errors,
         dids=await admin.list_dids(),
         subscriber_names=sorted(names.subscribers.values()),
         peer_names=sorted(names.peers.values()),
-        values=values or {"enabled": "true"},
-        errors=errors or {},
     )
 
 

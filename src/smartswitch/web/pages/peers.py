@@ -20,6 +20,7 @@ from smartswitch.web.pages.common import (
     checkboxes,
     existing_key,
     field_errors,
+    form_page,
     page_user,
     render,
     writer_form,
@@ -79,15 +80,14 @@ async def _peer_form(
     errors: dict[str, str] | None = None,
 ) -> Response:
     names = await admin_of(request).names()
-    return render(
+    return form_page(
         request,
         "peer_form.html",
         user,
         session,
-        status_code=422 if errors else 200,
-        values=values,
+        values,
+        errors,
         existing=existing,
-        errors=errors or {},
         account_names=sorted(names.accounts.values()),
         tariff_names=sorted(names.tariffs.values()),
     )

@@ -19,6 +19,7 @@ from smartswitch.web.pages.common import (
     back,
     existing_key,
     field_errors,
+    form_page,
     page_user,
     render,
     writer_form,
@@ -55,15 +56,14 @@ async def _route_form(
     errors: dict[str, str] | None = None,
 ) -> Response:
     peers = await admin_of(request).list_peers()
-    return render(
+    return form_page(
         request,
         "route_form.html",
         user,
         session,
-        status_code=422 if errors else 200,
-        values=values,
+        values,
+        errors,
         existing=existing,
-        errors=errors or {},
         supplier_names=sorted(p.name for p in peers if p.role.value != "customer"),
     )
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from smartswitch.admin.operations import SETTINGS
 from smartswitch.admin.users import User
 from smartswitch.admin.writer import ConfigInvalid
-from smartswitch.web.pages.common import SOURCE, back, page_user, render, writer_form
+from smartswitch.web.pages.common import SOURCE, back, form_page, page_user, writer_form
 from smartswitch.web.security import Session
 from smartswitch.web.shared import admin_of
 
@@ -32,15 +32,14 @@ async def _settings(
     errors: dict[str, str] | None = None,
 ) -> Response:
     current = await admin_of(request).get_settings()
-    return render(
+    return form_page(
         request,
         "settings.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or current,
+        errors,
         settings=[s for s, _ in SETTINGS.values()],
-        values=values or current,
-        errors=errors or {},
     )
 
 

@@ -19,8 +19,8 @@ from smartswitch.web.pages.common import (
     checkboxes,
     existing_key,
     field_errors,
+    form_page,
     page_user,
-    render,
     writer_form,
 )
 from smartswitch.web.security import Session
@@ -49,17 +49,16 @@ async def _subscribers(
     by_aor: dict[str, list[dict[str, Any]]] = {}
     for binding in live or []:
         by_aor.setdefault(str(binding["aor"]), []).append(binding)
-    return render(
+    return form_page(
         request,
         "subscribers.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or {"max_contacts": "5", "enabled": "true"},
+        errors,
         subscribers=await web.admin.list_subscribers(),
         bindings=by_aor,
         registrar=live is not None,
-        values=values or {"max_contacts": "5", "enabled": "true"},
-        errors=errors or {},
         existing=existing,
         account_names=sorted(names.accounts.values()),
         tariff_names=sorted(names.tariffs.values()),

@@ -20,6 +20,7 @@ from smartswitch.web.pages.common import (
     SOURCE,
     back,
     field_errors,
+    form_page,
     money,
     page_number,
     page_user,
@@ -45,15 +46,14 @@ async def _tariffs(
     values: Mapping[str, Any] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
-    return render(
+    return form_page(
         request,
         "tariffs.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or {"currency": "USD"},
+        errors,
         tariffs=await admin_of(request).list_tariffs(),
-        values=values or {"currency": "USD"},
-        errors=errors or {},
     )
 
 

@@ -14,6 +14,7 @@ from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.web.pages.common import (
     back,
     field_errors,
+    form_page,
     page_user,
     posted,
     render,
@@ -43,16 +44,15 @@ async def _users(
         raise HTTPException(403, "only an admin can manage users")
     async with web_of(request).sessions() as db:
         rows = await users.list_users(db)
-    return render(
+    return form_page(
         request,
         "users.html",
         user,
         session,
-        status_code=422 if errors else 200,
+        values or {"role": "operator"},
+        errors,
         users=rows,
         roles=users.ROLES,
-        values=values or {"role": "operator"},
-        errors=errors or {},
         created=created,
     )
 
