@@ -15,7 +15,7 @@ subscriber, the stored hashes stay (a file need not hold the passwords once set)
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -32,9 +32,11 @@ __all__ = [
     "RegisterSpec",
     "SubscriberSpec",
     "apply",
+    "did_rules",
     "parse_ha1",
     "peer_rules",
     "register_columns",
+    "subscriber_rules",
     "validate",
 ]
 
@@ -47,9 +49,11 @@ class RegisterSpec:
     """A peer's ``register`` block: the switch registers with this supplier."""
 
     username: str
-    password: str
+    password: str | None = field(repr=False)  # None: keep the stored one
     registrar: str  # host, host:port, [v6]:port
     expires: int = 3600
+    line: int | None = None
+    path: str = "register"
 
 
 @dataclass(slots=True)
@@ -59,9 +63,9 @@ class SubscriberSpec:
     username: str
     account: Ref
     tariff: Ref | None
-    password: str | None
-    ha1_md5: str | None
-    ha1_sha256: str | None
+    password: str | None = field(repr=False)  # None: keep the stored hashes
+    ha1_md5: str | None = field(repr=False)
+    ha1_sha256: str | None = field(repr=False)
     allowed_cidrs: list[str]
     max_contacts: int
     max_calls: int | None
@@ -95,6 +99,22 @@ def peer_rules(spec: PeerSpec) -> list[tuple[str, str]]:
     if spec.register is not None and spec.role not in (PeerRole.SUPPLIER, PeerRole.BOTH):
         problems.append(("register", "only a supplier (role supplier or both) is registered with"))
     return problems
+
+
+def subscriber_rules(spec: SubscriberSpec) -> list[tuple[str, str]]:
+    """What a subscriber's secrets must be, as (field, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    if spec.password is not None and (spec.ha1_md5 or spec.ha1_sha256):
+        problems.append(("password", "give a password or its HA1s, not both"))
+    if (spec.ha1_md5 is None) != (spec.ha1_sha256 is None):
+        problems.append(("ha1_md5", "ha1_md5 and ha1_sha256 go together"))
+    return problems
+
+
+def did_rules(spec: DidSpec) -> list[tuple[str, str]]:
+    if (spec.subscriber is None) == (spec.peer is None):
+        return [("subscriber", "a DID goes to a subscriber or a peer (one)")]
+    return []
 
 
 def register_columns(spec: PeerSpec) -> dict[str, Any]:

@@ -19,10 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smartswitch.admin import fields
+from smartswitch.admin.views import UserView
 from smartswitch.admin.writer import ConfigInvalid, Issue
 from smartswitch.store.schema import ApiTokenRow, UserRole, UserRow
 
 __all__ = [
+    "LOCAL_READER",
     "ROLES",
     "TOKEN_PREFIX",
     "User",
@@ -60,6 +62,10 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == UserRole.ADMIN
+
+
+# A command on the node's own machine, with the node's local token: it may read.
+LOCAL_READER = User(0, "local", UserRole.READ_ONLY)
 
 
 def _user(row: UserRow) -> User:
@@ -168,8 +174,10 @@ async def ensure_first_admin(session: AsyncSession) -> str | None:
     return password
 
 
-async def list_users(session: AsyncSession) -> list[UserRow]:
-    return list(await session.scalars(select(UserRow).order_by(UserRow.name)))
+async def list_users(session: AsyncSession) -> list[UserView]:
+    return [
+        UserView.of(row) for row in await session.scalars(select(UserRow).order_by(UserRow.name))
+    ]
 
 
 async def set_password(session: AsyncSession, user_id: int, password: str) -> None:

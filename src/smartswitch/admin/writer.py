@@ -1,21 +1,23 @@
-"""Configuration changes: the validation and idempotent upserts behind every writer.
+"""Configuration changes: the rules and idempotent upserts behind every writer.
 
 ``smartswitch provision`` (a YAML file), the REST API and the web UI all describe what they
-want as a :class:`ConfigChange` (specs of accounts, tariffs, peers and routes, each with the
-place it was written: a file line and field path, or a form field), and :class:`ConfigWriter`
-applies it in the caller's transaction:
+want as a :class:`ConfigChange` (specs of accounts, tariffs, peers, routes, subscribers and
+DIDs, each with the place it was written: a file line and field path, or a form field; the
+readers of :mod:`.readers` make them), and :class:`ConfigWriter` applies it in the caller's
+transaction:
 
-* every rule that needs the database (unknown references, currencies that must agree, digest
-  usernames unique, ACLs that would make a source ambiguous, a customer left as a route's
-  supplier) is checked first, and any problem raises :class:`ConfigInvalid` listing all of them
-  with nothing written;
+* secrets left out are kept (:meth:`ConfigWriter.keep_stored_secrets`): an empty or omitted
+  password of a peer, of a peer's registration or of a subscriber leaves the stored one, from
+  whichever front door the change comes;
+* the rules of each entity on its own (what a customer needs, a DID's one owner, a
+  subscriber's password or hashes) are checked, then every rule that needs the database
+  (unknown references, currencies that must agree, digest usernames unique, ACLs that would
+  make a source ambiguous, a customer left as a route's supplier); any problem raises
+  :class:`ConfigInvalid` listing all of them with nothing written;
 * entities are matched by name (routes by prefix) and created or updated; a tariff's rates and
   a route's suppliers are replaced whole when given;
 * when anything changed, ``config_version`` is bumped in the same transaction, so every node
   reloads its in-memory views.
-
-Rules about one entity alone (what a customer needs, how rates may overlap) are here too
-(:func:`peer_rules`), so each front end reports them at its own place.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "SupplierSpec",
     "TariffSpec",
     "apply_change",
+    "field_path",
     "peer_rules",
 ]
 
@@ -93,6 +96,11 @@ class Issue:
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+def field_path(path: str, name: str) -> str:
+    """``name`` inside ``path`` (``peers[0]`` + ``acl``; a form's fields have no prefix)."""
+    return f"{path}.{name}" if path else name
 
 
 class ConfigInvalid(Exception):
@@ -184,7 +192,7 @@ class PeerSpec:
     acl_line: int | None
     username: str | None
     username_line: int | None
-    password: str | None
+    password: str | None = field(repr=False)  # None: keep the stored one (when a username)
     address: str | None
     transport: str
     max_calls: int | None
@@ -193,7 +201,7 @@ class PeerSpec:
     callee_rewrite: list[dict[str, str]]
     profit_control: ProfitControl
     enabled: bool
-    # The registrar's (domain/registrar.py): DIDs it may deliver; the switch registers with it.
+    # The registrar's (admin/subscribers.py): DIDs it may deliver; the switch registers with it.
     deliver_dids: bool = False
     register: RegisterSpec | None = None
 
@@ -301,6 +309,9 @@ class ConfigWriter:
                 select(RouteRow).options(selectinload(RouteRow.suppliers))
             )
         }
+        self.keep_stored_secrets(peers)
+        self.check_rules()
+        self.check()  # an entity wrong on its own: its references need not be looked at
         self.validate_against(accounts, tariffs, peers, routes)
         loaded = await subscribers.validate(self, accounts, tariffs, peers)
         self.check()
@@ -314,6 +325,41 @@ class ConfigWriter:
             self.report.config_version = await bump_config_version(session)
         else:
             self.report.config_version = await config_version(session)
+
+    # ---- each entity on its own
+
+    def keep_stored_secrets(self, peers: dict[str, PeerRow]) -> None:
+        """The secrets rule of every front door: a password left out or empty keeps the stored
+        one. A peer's digest password stays while it keeps a username (a peer without one has
+        none); its registration password stays while it registers. (A subscriber's hashes
+        stay likewise: :func:`.subscribers.apply` writes them only from a new password.)
+
+        The specs are completed in place, so that the rules below see the secrets as they
+        will be."""
+        for spec in self.doc.peers:
+            row = peers.get(spec.name)
+            if row is None:
+                continue
+            if spec.password is None and spec.username is not None:
+                spec.password = row.password
+            if spec.register is not None and spec.register.password is None:
+                spec.register.password = row.register_password
+
+    def check_rules(self) -> None:
+        """The rules about each entity alone (no database), reported at the entity."""
+        doc = self.doc
+        for peer in doc.peers:
+            for name, message in peer_rules(peer):
+                self.error(peer.line, field_path(peer.path, name), message)
+            if peer.register is not None and peer.register.password is None:
+                register = peer.register
+                self.error(register.line, field_path(register.path, "password"), "required")
+        for sub in doc.subscribers:
+            for name, message in subscribers.subscriber_rules(sub):
+                self.error(sub.line, field_path(sub.path, name), message)
+        for did in doc.dids:
+            for name, message in subscribers.did_rules(did):
+                self.error(did.line, field_path(did.path, name), message)
 
     # ---- validation that needs what is already in the database
 

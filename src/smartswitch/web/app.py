@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from smartswitch.admin import users
 from smartswitch.admin.operations import Conflict, NotFound
 from smartswitch.admin.writer import ConfigInvalid
-from smartswitch.web import api, ui
+from smartswitch.web import api, pages
 from smartswitch.web.cluster import cluster_router
 from smartswitch.web.context import HERE, LabMode, Web
 from smartswitch.web.registrations import registrations_router
@@ -76,15 +76,15 @@ def create_app(node: Any) -> FastAPI:
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        await ui.page_user(request)  # behind the login like every page
+        await pages.page_user(request)  # behind the login like every page
         return JSONResponse(app.openapi())
 
     @app.get("/api/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        await ui.page_user(request)
+        await pages.page_user(request)
         return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="smartswitch API")
 
-    app.include_router(ui.router)
+    app.include_router(pages.router)
 
     @app.exception_handler(ConfigInvalid)
     async def invalid(request: Request, exc: ConfigInvalid) -> Response:
@@ -122,9 +122,9 @@ def create_app(node: Any) -> FastAPI:
             status_code=503,
         )
 
-    @app.exception_handler(ui.LoginRequired)
-    async def login_required(request: Request, exc: ui.LoginRequired) -> Response:
-        return ui.to_login(request)
+    @app.exception_handler(pages.LoginRequired)
+    async def login_required(request: Request, exc: pages.LoginRequired) -> Response:
+        return pages.to_login(request)
 
     _start_background(web)
     return app
@@ -143,9 +143,9 @@ async def _error(request: Request, status: int, message: str) -> Response:
         return JSONResponse({"detail": message}, status_code=status)
     found = None
     with contextlib.suppress(Exception):
-        found = await ui._session_user(request)
+        found = await pages.session_user(request)
     user, session = found if found is not None else (None, None)
-    return ui.render(
+    return pages.render(
         request,
         "error.html",
         user,

@@ -12,8 +12,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smartswitch.admin import operations
-from smartswitch.admin.writer import ChangeReport
+from smartswitch.admin.operations import Admin
 from smartswitch.web.security import LoginLimiter, Signer, web_secret
 from smartswitch.web.stats import Sampler
 
@@ -87,19 +86,11 @@ class Web:
         result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
         return result
 
-    async def save(
-        self, spec: operations.Spec, *, source: str, actor: str, create_only: bool = False
-    ) -> ChangeReport:
-        """One entity saved through the domain layer (as provisioning saves it), subscribers'
-        passwords hashed for this node's realm."""
-        return await operations.save(
-            self.sessions,
-            spec,
-            source=source,
-            actor=actor,
-            create_only=create_only,
-            realm=self.realm,
-        )
+    @property
+    def admin(self) -> Admin:
+        """The admin operations on this node's database: subscribers' passwords hashed for the
+        node's realm, and :meth:`config_changed` called after every committed change."""
+        return Admin(self.sessions, realm=self.realm, on_change=self.config_changed)
 
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""

@@ -34,8 +34,7 @@ from smartswitch.model.increment import Increment
 from smartswitch.store.database import session_factory
 from smartswitch.store.schema import BalanceChangeKind, BalanceChangeRow, Base
 from smartswitch.store.snapshot import config_version, load_snapshot
-
-from .helpers import EXAMPLE, run_with_engine
+from store.helpers import EXAMPLE, run_with_engine
 
 
 async def _snapshot(engine: AsyncEngine) -> ConfigSnapshot:
@@ -362,34 +361,10 @@ def test_unknown_reference_names_file_line_field_and_changes_nothing(
                 role: customer
                 account: a
                 tariff: t
-            """,
-            "2: peers[0].acl: a customer needs an acl or a username and password",
-        ),
-        (
-            """
-            peers:
-              - {name: p, role: customer, account: a, acl: ["10.0.0.0/8"]}
-            """,
-            "2: peers[0].tariff: required for a customer",
-        ),
-        (
-            """
-            peers:
-              - name: p
-                role: customer
-                account: a
-                tariff: t
                 acl:
                   - 10.0.0.1/8
             """,
             "7: peers[0].acl[0]: '10.0.0.1/8' has host bits set",
-        ),
-        (
-            """
-            peers:
-              - {name: p, role: supplier, account: a}
-            """,
-            "2: peers[0].address: required for a supplier",
         ),
         (
             """
@@ -415,13 +390,6 @@ def test_unknown_reference_names_file_line_field_and_changes_nothing(
               - {name: p, role: supplier, account: a, address: h, max_calls: 0}
             """,
             "2: peers[0].max_calls: must be at least 1, got 0",
-        ),
-        (
-            """
-            peers:
-              - {name: p, role: supplier, account: a, address: h, username: u}
-            """,
-            "2: peers[0].password: username and password go together",
         ),
         (
             """
@@ -466,6 +434,114 @@ def test_file_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
     with pytest.raises(ProvisioningError) as info:
         parse_document(path.read_text(), str(path))
     assert f"{path}:{expected}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            """
+            peers:
+              - name: p
+                role: customer
+                account: acme
+                tariff: retail
+            """,
+            "2: peers[0].acl: a customer needs an acl or a username and password",
+        ),
+        (
+            """
+            peers:
+              - {name: p, role: customer, account: acme, acl: ["10.0.0.0/8"]}
+            """,
+            "2: peers[0].tariff: required for a customer",
+        ),
+        (
+            """
+            peers:
+              - {name: p, role: supplier, account: acme}
+            """,
+            "2: peers[0].address: required for a supplier",
+        ),
+        (
+            """
+            peers:
+              - {name: p, role: supplier, account: acme, address: h, username: u}
+            """,
+            "2: peers[0].password: username and password go together",
+        ),
+        (
+            """
+            peers:
+              - {name: p, role: supplier, account: acme, address: h, password: pw}
+            """,
+            "2: peers[0].username: username and password go together",
+        ),
+        (
+            """
+            peers:
+              - name: p
+                role: supplier
+                account: acme
+                address: h
+                register: {username: u, registrar: h}
+            """,
+            "6: peers[0].register.password: required",
+        ),
+    ],
+)
+def test_rules_of_each_entity_are_the_writers(
+    db_url: str, tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    # The file reads well; the writer's rules (a peer's role, its secrets) refuse it, at the
+    # entity's line, before looking anything up, and change nothing.
+    from smartswitch.admin.provisioning import parse_document
+
+    path = _write(tmp_path, yaml_text)
+    parse_document(path.read_text(), str(path))
+    _refused_after_the_example(db_url, path, expected)
+
+
+def test_a_password_left_out_keeps_the_stored_one(db_url: str) -> None:
+    # The same rule as the UI's and the API's: a file need not hold the secrets once set.
+    first = """
+    accounts: [{name: a, currency: USD}]
+    peers:
+      - name: s
+        role: supplier
+        account: a
+        address: h
+        username: u
+        password: pw1
+        register: {username: r, password: rpw1, registrar: h}
+    """
+    later = """
+    peers:
+      - {name: s, role: supplier, account: a, address: h, username: u2, password: "",
+         register: {username: r2, registrar: h}}
+    """
+    dropped = """
+    peers:
+      - {name: s, role: supplier, account: a, address: h}
+    """
+
+    async def scenario(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+        peers = []
+        for text in (first, later, dropped):
+            await provision_text(engine, textwrap.dedent(text))
+            snap = await _snapshot(engine)
+            (peer,) = snap.peers.values()
+            register = peer.register
+            peers.append(
+                (peer.username, peer.password, register and (register.username, register.password))
+            )
+        return peers
+
+    assert run_with_engine(db_url, scenario) == [
+        ("u", "pw1", ("r", "rpw1")),
+        ("u2", "pw1", ("r2", "rpw1")),
+        (None, None, None),  # no username, no password; no registration
+    ]
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
@@ -561,7 +637,11 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
 def test_errors_against_the_database_change_nothing(
     db_url: str, tmp_path: Path, yaml_text: str, expected: str
 ) -> None:
-    path = _write(tmp_path, yaml_text)
+    _refused_after_the_example(db_url, _write(tmp_path, yaml_text), expected)
+
+
+def _refused_after_the_example(db_url: str, path: Path, expected: str) -> None:
+    """Provisioning ``path`` over the example fails with ``expected`` and changes nothing."""
 
     async def scenario(engine: AsyncEngine) -> None:
         await provision(engine, EXAMPLE)

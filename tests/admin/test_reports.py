@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smartswitch.admin.reports import CDR_FIELDS, export_cdrs, list_accounts
 from smartswitch.store.database import session_factory
-
-from .helpers import run_with_engine
-from .test_ledger import T0, _apply, _setup, make_cdr
+from store.helpers import run_with_engine
+from store.test_ledger import T0, _apply, _setup, make_cdr
 
 
 def test_export_cdrs(db_url: str) -> None:

@@ -1,0 +1,61 @@
+"""``/api/v1/cdrs``, ``/api/v1/calls`` and ``/api/v1/status``: the calls, done and in progress."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from smartswitch.web import cdrs as cdr_queries
+from smartswitch.web.api.common import Reader, Writer
+from smartswitch.web.shared import web_of
+from smartswitch.web.stats import calls_in_progress
+
+router = APIRouter()
+
+CdrQuery = Annotated[cdr_queries.CdrFilter, Depends(cdr_queries.api_filter)]
+
+
+@router.get("/cdrs")
+async def list_cdrs(
+    request: Request,
+    user: Reader,
+    flt: CdrQuery,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> dict[str, Any]:
+    """CDRs newest first, filtered by time range, peer (customer or supplier), number
+    (caller or callee contains it) and SIP code."""
+    total, rows = await cdr_queries.query(web_of(request).sessions, flt, limit, offset)
+    return {"total": total, "cdrs": rows}
+
+
+@router.get("/cdrs.csv", response_class=PlainTextResponse)
+async def export_cdrs(request: Request, user: Reader, flt: CdrQuery) -> Response:
+    return await cdr_queries.csv_response(web_of(request).sessions, flt)
+
+
+@router.get("/calls")
+async def list_calls(request: Request, user: Reader) -> list[dict[str, Any]]:
+    return cdr_queries.calls_in_progress_list(web_of(request).node)
+
+
+@router.delete("/calls/{key}", status_code=204)
+async def hangup_call(request: Request, key: str, user: Writer) -> Response:
+    """Hang the call up (BYE to both sides, or CANCEL/503 before the answer)."""
+    if not cdr_queries.hangup(web_of(request).node, key):
+        raise HTTPException(404, f"no call {key!r} in progress")
+    return Response(status_code=204)
+
+
+@router.get("/status")
+async def status(request: Request, user: Reader) -> dict[str, Any]:
+    web = web_of(request)
+    return {
+        "node": web.config.node_id,
+        "read_only": web.read_only,
+        "primary": web.primary if web.read_only else None,
+        "calls_in_progress": calls_in_progress(web.node),
+        "calls_per_second": round(web.sampler.cps(), 3),
+    }

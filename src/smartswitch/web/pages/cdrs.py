@@ -1,0 +1,84 @@
+"""The CDR pages: filters, pages of results, CSV."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from smartswitch.admin import fields
+from smartswitch.web import cdrs as cdr_queries
+from smartswitch.web.pages.common import PAGE, page_number, page_user, render
+from smartswitch.web.shared import admin_of, web_of
+
+router = APIRouter()
+
+
+def _cdr_filter(request: Request) -> tuple[cdr_queries.CdrFilter, dict[str, str]]:
+    q = request.query_params
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for name in ("since", "until"):
+        text = q.get(name, "").strip()
+        if text:
+            try:
+                values[name] = fields.parse_datetime(text)
+            except ValueError as exc:
+                errors[name] = str(exc)
+    code = q.get("sip_code", "").strip()
+    if code:
+        try:
+            values["sip_code"] = fields.parse_integer(code, minimum=100, maximum=699)
+        except ValueError as exc:
+            errors["sip_code"] = str(exc)
+    peer = q.get("peer", "").strip()[:64]
+    number = q.get("number", "").strip()[:64]
+    return (
+        cdr_queries.CdrFilter(
+            values.get("since"),
+            values.get("until"),
+            peer or None,
+            number or None,
+            values.get("sip_code"),
+        ),
+        errors,
+    )
+
+
+@router.get("/cdrs")
+async def cdrs_page(request: Request) -> Response:
+    user, session = await page_user(request)
+    flt, errors = _cdr_filter(request)
+    page = page_number(request)
+    total: int = 0
+    rows: list[dict[str, Any]] = []
+    if not errors:
+        total, rows = await cdr_queries.query(
+            web_of(request).sessions, flt, PAGE, (page - 1) * PAGE
+        )
+    peers = sorted(p.name for p in await admin_of(request).list_peers())
+    return render(
+        request,
+        "cdrs.html",
+        user,
+        session,
+        status_code=422 if errors else 200,
+        cdrs=rows,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE)),
+        query=dict(request.query_params),
+        filter_qs=flt.query_string(),
+        errors=errors,
+        peer_names=peers,
+    )
+
+
+@router.get("/cdrs.csv")
+async def cdrs_csv(request: Request) -> Response:
+    await page_user(request)
+    flt, errors = _cdr_filter(request)
+    if errors:
+        raise HTTPException(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    return await cdr_queries.csv_response(web_of(request).sessions, flt)
