@@ -20,6 +20,7 @@ DEPS=(
     "mariadbd                  mariadb-server"
     "/usr/lib/galera/libgalera_smm.so galera-4"
     "rsync                     rsync"
+    "tshark                    tshark"
     # Later issues add, for example:
     # "rtpengine                 rtpengine-daemon"
     # "keepalived                keepalived"
