@@ -6,6 +6,8 @@ these only ever appear inside files)."""
 
 from __future__ import annotations
 
+import zlib
+
 from smartswitch.capture.pcap import CapturedMessage
 
 A_CALL_ID = "a84b4c76e66710@caller.example"
@@ -51,8 +53,8 @@ class _Leg:
         self.transport = transport
         self.from_user = from_user
         self.to_user = to_user
-        self.from_tag = f"ft{abs(hash(call_id)) % 10_000}"
-        self.to_tag = f"tt{abs(hash(call_id)) % 10_000}"
+        self.from_tag = f"ft{zlib.crc32(call_id.encode()) % 10_000}"
+        self.to_tag = f"tt{zlib.crc32(call_id.encode()) % 10_000}"
 
     def _sdp(self, host: str, rtp: int) -> str:
         return _SDP.format(ipv="IP6" if ":" in host else "IP4", host=host, rtp=rtp)
