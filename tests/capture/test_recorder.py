@@ -231,6 +231,7 @@ def test_policy_changes_apply_to_new_calls() -> None:
         (b"SIP/2.0 200 OK\nVia: x\nCall-ID: lf-only\n\n", b"lf-only"),
         (b"SIP/2.0 200 OK\r\nCall-ID: unterminated", b"unterminated"),
         (b"SIP/2.0 200 OK\r\nVia: x\r\n\r\nCall-ID: in-the-body\r\n", None),
+        (b"SIP/2.0 200 OK\r\ni: head\r\n\r\nx\r\nCall-ID: body\r\n", b"head"),
         (b"SIP/2.0 200 OK\r\nVia: i: not-a-header\r\n\r\n", None),
         (b"SIP/2.0 200 OK\r\nCall-ID: \r\n\r\n", None),
         (b"", None),

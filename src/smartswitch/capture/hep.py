@@ -56,6 +56,7 @@ __all__ = [
     "HepMessage",
     "decode",
     "encode",
+    "encode_fields",
 ]
 
 HEP3_MAGIC = b"HEP3"
@@ -87,12 +88,12 @@ CHUNK_CORRELATION_ID = 0x0011
 
 _CONTROL = struct.Struct("!4sH")
 _CHUNK = struct.Struct("!HHH")
-# The fixed part after the control header: family, ip protocol, source port, destination
-# port, seconds, microseconds, protocol type, capture id; 73 bytes with the control header.
-_FIXED = struct.Struct("!HHHB HHHB HHHH HHHH HHHI HHHI HHHB HHHI")
-_FIXED_LENGTH = _CONTROL.size + _FIXED.size
-_IP4_PAIR = struct.Struct("!HHH4sHHH4s")
-_IP6_PAIR = struct.Struct("!HHH16sHHH16s")
+# Everything up to the variable chunks, in one struct: the control header, then family, ip
+# protocol, source port, destination port, seconds, microseconds, protocol type, capture id,
+# source and destination address.
+_FIXED = "!4sH HHHB HHHB HHHH HHHH HHHI HHHI HHHB HHHI"
+_HEAD4 = struct.Struct(_FIXED + " HHH4s HHH4s")
+_HEAD6 = struct.Struct(_FIXED + " HHH16s HHH16s")
 _MAX_LENGTH = 0xFFFF
 
 # Size of the value of each fixed-size generic chunk: a decoder must refuse other sizes.
@@ -158,13 +159,23 @@ class HepMessage:
         return self.seconds + self.microseconds / 1_000_000
 
 
-def _packed(host: str, family: int) -> bytes:
-    try:
-        if family == AF_INET6:
-            return socket.inet_pton(socket.AF_INET6, host.partition("%")[0].strip("[]"))
-        return socket.inet_pton(socket.AF_INET, host)
-    except OSError:
-        raise HepError(f"not an IP address: {host!r}") from None
+_ADDRESSES: dict[str, bytes] = {}  # inet_pton results: a node talks to a bounded set of peers
+
+
+def _packed(host: str) -> bytes:
+    packed = _ADDRESSES.get(host)
+    if packed is None:
+        try:
+            if ":" in host:
+                packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0].strip("[]"))
+            else:
+                packed = socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            raise HepError(f"not an IP address: {host!r}") from None
+        if len(_ADDRESSES) >= 4096:
+            _ADDRESSES.clear()
+        _ADDRESSES[host] = packed
+    return packed
 
 
 def _variable(type_id: int, value: bytes) -> bytes:
@@ -173,42 +184,72 @@ def _variable(type_id: int, value: bytes) -> bytes:
 
 def encode(message: HepMessage) -> bytes:
     """The HEP3 packet carrying ``message`` (chunk order: see the module docstring)."""
-    family = message.family
-    if (":" in message.dst[0]) != (family == AF_INET6):
+    return encode_fields(
+        message.src,
+        message.dst,
+        message.payload,
+        message.seconds,
+        message.microseconds,
+        message.capture_id,
+        message.ip_protocol,
+        message.correlation_id,
+        message.auth_key,
+        message.proto_type,
+        message.extra,
+    )
+
+
+def encode_fields(
+    src: Address,
+    dst: Address,
+    payload: bytes,
+    seconds: int,
+    microseconds: int,
+    capture_id: int,
+    ip_protocol: int = IPPROTO_UDP,
+    correlation_id: bytes | None = None,
+    auth_key: bytes | None = None,
+    proto_type: int = PROTO_SIP,
+    extra: tuple[tuple[int, int, bytes], ...] = (),
+) -> bytes:
+    """:func:`encode` without making a :class:`HepMessage` first (the sender's path, once per
+    captured message on the event loop)."""
+    ipv6 = ":" in src[0]
+    if ipv6 != (":" in dst[0]):
         raise HepError("source and destination are not in the same address family")
-    if not 0 <= message.capture_id <= 0xFFFFFFFF:
+    if not 0 <= capture_id <= 0xFFFFFFFF:
         raise HepError("the capture id is a uint32")
-    fixed = _FIXED.pack(
-        *(0, CHUNK_IP_FAMILY, 7, family),
-        *(0, CHUNK_IP_PROTO, 7, message.ip_protocol),
-        *(0, CHUNK_SRC_PORT, 8, message.src[1]),
-        *(0, CHUNK_DST_PORT, 8, message.dst[1]),
-        *(0, CHUNK_TIME_SEC, 10, message.seconds),
-        *(0, CHUNK_TIME_USEC, 10, message.microseconds),
-        *(0, CHUNK_PROTO_TYPE, 7, message.proto_type),
-        *(0, CHUNK_CAPTURE_ID, 10, message.capture_id),
-    )
-    src = _packed(message.src[0], family)
-    dst = _packed(message.dst[0], family)
-    if family == AF_INET6:
-        addresses = _IP6_PAIR.pack(0, CHUNK_IPV6_SRC, 22, src, 0, CHUNK_IPV6_DST, 22, dst)
+    tail = []
+    if auth_key is not None:
+        tail.append(_variable(CHUNK_AUTH_KEY, auth_key))
+    if correlation_id is not None:
+        tail.append(_variable(CHUNK_CORRELATION_ID, correlation_id))
+    for vendor, type_id, value in extra:
+        tail.append(_CHUNK.pack(vendor, type_id, _CHUNK.size + len(value)) + value)
+    tail.append(_CHUNK.pack(0, CHUNK_PAYLOAD, _CHUNK.size + len(payload)))
+    tail.append(payload)
+    if ipv6:
+        head, family, address_type, address_length = _HEAD6, AF_INET6, CHUNK_IPV6_SRC, 22
     else:
-        addresses = _IP4_PAIR.pack(0, CHUNK_IPV4_SRC, 10, src, 0, CHUNK_IPV4_DST, 10, dst)
-    parts = [b"", fixed, addresses]
-    if message.auth_key is not None:
-        parts.append(_variable(CHUNK_AUTH_KEY, message.auth_key))
-    if message.correlation_id is not None:
-        parts.append(_variable(CHUNK_CORRELATION_ID, message.correlation_id))
-    parts.extend(
-        _CHUNK.pack(vendor, type_id, _CHUNK.size + len(value)) + value
-        for vendor, type_id, value in message.extra
-    )
-    parts.append(_variable(CHUNK_PAYLOAD, message.payload))
-    total = sum(map(len, parts)) + _CONTROL.size
+        head, family, address_type, address_length = _HEAD4, AF_INET, CHUNK_IPV4_SRC, 10
+    total = head.size + sum(map(len, tail))
     if total > _MAX_LENGTH:
         raise HepError(f"a HEP3 packet holds at most {_MAX_LENGTH} bytes, this one {total}")
-    parts[0] = _CONTROL.pack(HEP3_MAGIC, total)
-    return b"".join(parts)
+    # fmt: off
+    return head.pack(
+        HEP3_MAGIC, total,
+        0, CHUNK_IP_FAMILY, 7, family,
+        0, CHUNK_IP_PROTO, 7, ip_protocol,
+        0, CHUNK_SRC_PORT, 8, src[1],
+        0, CHUNK_DST_PORT, 8, dst[1],
+        0, CHUNK_TIME_SEC, 10, seconds,
+        0, CHUNK_TIME_USEC, 10, microseconds,
+        0, CHUNK_PROTO_TYPE, 7, proto_type,
+        0, CHUNK_CAPTURE_ID, 10, capture_id,
+        0, address_type, address_length, _packed(src[0]),
+        0, address_type + 1, address_length, _packed(dst[0]),
+    ) + b"".join(tail)
+    # fmt: on
 
 
 def decode(data: bytes) -> HepMessage:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 
-from smartswitch.capture.hep import IPPROTO_TCP, IPPROTO_UDP, HepError, HepMessage, encode
+from smartswitch.capture.hep import IPPROTO_TCP, IPPROTO_UDP, HepError, encode_fields
 
 __all__ = ["HepSender"]
 
@@ -49,18 +49,16 @@ class HepSender:
         micros = round(wall_time * 1_000_000)
         seconds, micros = divmod(micros, 1_000_000)
         try:
-            packet = encode(
-                HepMessage(
-                    src=src,
-                    dst=dst,
-                    payload=data,
-                    seconds=seconds,
-                    microseconds=micros,
-                    capture_id=self.capture_id,
-                    ip_protocol=IPPROTO_UDP if transport == "udp" else IPPROTO_TCP,
-                    correlation_id=correlation_id,
-                    auth_key=self.auth_key,
-                )
+            packet = encode_fields(
+                src,
+                dst,
+                data,
+                seconds,
+                micros,
+                self.capture_id,
+                IPPROTO_UDP if transport == "udp" else IPPROTO_TCP,
+                correlation_id,
+                self.auth_key,
             )
             self._socket.send(packet)
         except (OSError, HepError):
