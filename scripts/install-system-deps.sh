@@ -21,6 +21,7 @@ DEPS=(
     "/usr/lib/galera/libgalera_smm.so galera-4"
     "rsync                     rsync"
     "tshark                    tshark"
+    "sngrep                    sngrep"
     # Later issues add, for example:
     # "rtpengine                 rtpengine-daemon"
     # "keepalived                keepalived"

@@ -27,7 +27,7 @@ from smartswitch.capture.pcap import pcap_bytes
 
 from .calls import A_CALL_ID, two_leg_call
 from .test_pcap import expected_rows
-from .tools import SNGREP, needs_sngrep, needs_tshark, tshark_fields
+from .tools import KAMAILIO, SNGREP, needs_kamailio, needs_sngrep, needs_tshark, tshark_fields
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "hep"
 
@@ -304,3 +304,114 @@ def test_sngrep_decodes_what_we_send(tmp_path: Path) -> None:
     assert rows == expected_rows(False)
     times = [float(row[0]) for row in tshark_fields(out, "frame.time_epoch")]
     assert times == pytest.approx([wire.time for wire in two_leg_call("udp")], abs=1e-6)
+
+
+KAMAILIO_CONFIG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children=1
+listen=udp:127.0.0.1:{sip_port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "siptrace.so"
+modparam("siptrace", "trace_to_database", 0)
+modparam("siptrace", "trace_on", 1)
+modparam("siptrace", "hep_mode_on", 1)
+modparam("siptrace", "hep_version", 3)
+modparam("siptrace", "hep_capture_id", {capture_id})
+request_route {{
+    sip_trace("sip:127.0.0.1:{hep_port}", "corr-$ci");
+    sl_send_reply("200", "OK");
+}}
+"""
+KAMAILIO_CAPTURE_ID = 0x12345678  # its modparam is a signed int: the high bit stays clear
+
+
+def kamailio_hep(tmp_path: Path) -> tuple[bytes, bytes, tuple[str, int], int]:
+    """Kamailio (siptrace, HEP3) receives the INVITE of the synthetic call over UDP and sends it
+    to us as HEP3 with the correlation id ``corr-<Call-ID>``.  Returns the HEP packet, the
+    INVITE (its Via names the port it is sent from, where Kamailio answers), the address it
+    was sent from and Kamailio's SIP port."""
+    assert KAMAILIO is not None
+    modules = sorted(Path("/usr/lib").glob("*/kamailio/modules/siptrace.so"))
+    if not modules:
+        pytest.skip("kamailio's siptrace module is not installed")
+    sip_port = free_udp_port()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        client.bind(("127.0.0.2", 0))
+        client.settimeout(10)
+        config = tmp_path / "kamailio.cfg"
+        config.write_text(
+            KAMAILIO_CONFIG.format(
+                sip_port=sip_port,
+                modules=modules[0].parent,
+                capture_id=KAMAILIO_CAPTURE_ID,
+                hep_port=collector.getsockname()[1],
+            )
+        )
+        log = (tmp_path / "kamailio.log").open("wb")
+        process = subprocess.Popen(
+            [KAMAILIO, "-f", str(config), "-D", "-E", "-Y", str(tmp_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:  # listening once the port is taken
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    try:
+                        probe.bind(("127.0.0.1", sip_port))
+                    except OSError as exc:
+                        assert exc.errno == errno.EADDRINUSE
+                        break
+                assert process.poll() is None, (tmp_path / "kamailio.log").read_text()
+                assert time.monotonic() < deadline, "kamailio did not start listening"
+                time.sleep(0.02)
+            via = f"SIP/2.0/UDP 127.0.0.2:{client.getsockname()[1]};".encode()
+            data = two_leg_call("udp")[0].data.replace(b"SIP/2.0/UDP 127.0.0.2:5061;", via)
+            client.sendto(data, ("127.0.0.1", sip_port))
+            assert client.recv(65_536).startswith(b"SIP/2.0 200")
+            packet = collector.recv(65_536)
+        finally:
+            process.terminate()
+            process.wait(15)
+            log.close()
+        return packet, data, client.getsockname(), sip_port
+
+
+def check_kamailio_packet(
+    packet: bytes, data: bytes, source: tuple[str, int], sip_port: int
+) -> HepMessage:
+    message = decode(packet)
+    assert (message.src, message.dst) == (source, ("127.0.0.1", sip_port))
+    assert message.payload == data
+    assert message.capture_id == KAMAILIO_CAPTURE_ID
+    assert message.correlation_id == b"corr-" + A_CALL_ID.encode()
+    assert (message.ip_protocol, message.family, message.extra) == (IPPROTO_UDP, AF_INET, ())
+    return message
+
+
+def test_packets_kamailio_sent_decode() -> None:
+    """A known packet from Kamailio 5.6's siptrace (chunks in its own order, with a correlation
+    id and a capture id that uses the whole uint32 field), kept as a vector file."""
+    header, packet = (VECTORS / "kamailio-5.6-siptrace.hex").read_text().splitlines()[-2:]
+    source, sip_port, data = header.split()
+    host, port = source.rsplit(":", 1)
+    check_kamailio_packet(
+        bytes.fromhex(packet), bytes.fromhex(data), (host, int(port)), int(sip_port)
+    )
+
+
+@needs_kamailio
+def test_kamailio_sends_packets_the_decoder_reads(tmp_path: Path) -> None:
+    before = time.time()
+    packet, data, source, sip_port = kamailio_hep(tmp_path)
+    message = check_kamailio_packet(packet, data, source, sip_port)
+    assert before - 1 <= message.time <= time.time() + 1

@@ -10,11 +10,15 @@ import pytest
 
 TSHARK = shutil.which("tshark")
 SNGREP = shutil.which("sngrep")
+KAMAILIO = shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin:/sbin")
 
 needs_tshark = pytest.mark.skipif(
     TSHARK is None, reason="tshark is not installed (scripts/install-system-deps.sh)"
 )
-needs_sngrep = pytest.mark.skipif(SNGREP is None, reason="sngrep is not installed (apt sngrep)")
+needs_sngrep = pytest.mark.skipif(
+    SNGREP is None, reason="sngrep is not installed (scripts/install-system-deps.sh)"
+)
+needs_kamailio = pytest.mark.skipif(KAMAILIO is None, reason="kamailio is not installed (apt)")
 
 
 def tshark_fields(
