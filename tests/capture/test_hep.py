@@ -8,7 +8,7 @@ import errno
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from smartswitch.capture.hep import (
 from smartswitch.capture.pcap import pcap_bytes
 
 from .calls import A_CALL_ID, two_leg_call
-from .test_pcap import expected_rows
+from .test_pcap import expected_rows, sip_rows
 from .tools import KAMAILIO, SNGREP, needs_kamailio, needs_sngrep, needs_tshark, tshark_fields
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "hep"
@@ -241,6 +241,25 @@ def test_sngrep_sends_packets_the_decoder_reads(tmp_path: Path) -> None:
     check_sngrep_packets(packets, 4321)
 
 
+def wait_until_listening(
+    process: subprocess.Popen[bytes], port: int, why: str | Callable[[], str]
+) -> None:
+    """Wait until ``process`` has bound UDP 127.0.0.1:``port`` (binding it ourselves fails);
+    ``why`` says what went wrong if it exits first."""
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                assert exc.errno == errno.EADDRINUSE
+                return
+        if process.poll() is not None:
+            pytest.fail(f"exited: {why if isinstance(why, str) else why()}")
+        assert time.monotonic() < deadline, f"port {port} not bound"
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def sngrep_listening(tmp_path: Path, port: int, out: Path) -> Iterator[None]:
     """sngrep receiving HEP3 on 127.0.0.1:port and writing what it decodes to ``out``, told to
@@ -253,17 +272,7 @@ def sngrep_listening(tmp_path: Path, port: int, out: Path) -> Iterator[None]:
         [*command, "-O", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:  # listening once the port is taken
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError as exc:
-                    assert exc.errno == errno.EADDRINUSE
-                    break
-            assert process.poll() is None, "sngrep exited"
-            assert time.monotonic() < deadline, "sngrep did not start listening"
-            time.sleep(0.02)
+        wait_until_listening(process, port, "sngrep")
         yield
     finally:
         process.terminate()
@@ -295,9 +304,7 @@ def test_sngrep_decodes_what_we_send(tmp_path: Path) -> None:
         rows: list[list[str]] = []
         while time.monotonic() < deadline:
             if out.exists() and out.stat().st_size > 24:
-                rows = tshark_fields(
-                    out, "ip.src", "udp.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID"
-                )
+                rows = sip_rows(out)
                 if len(rows) >= 14:
                     break
             time.sleep(0.05)
@@ -363,17 +370,7 @@ def kamailio_hep(tmp_path: Path) -> tuple[bytes, bytes, tuple[str, int], int]:
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 15
-            while True:  # listening once the port is taken
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    try:
-                        probe.bind(("127.0.0.1", sip_port))
-                    except OSError as exc:
-                        assert exc.errno == errno.EADDRINUSE
-                        break
-                assert process.poll() is None, (tmp_path / "kamailio.log").read_text()
-                assert time.monotonic() < deadline, "kamailio did not start listening"
-                time.sleep(0.02)
+            wait_until_listening(process, sip_port, (tmp_path / "kamailio.log").read_text)
             via = f"SIP/2.0/UDP 127.0.0.2:{client.getsockname()[1]};".encode()
             data = two_leg_call("udp")[0].data.replace(b"SIP/2.0/UDP 127.0.0.2:5061;", via)
             client.sendto(data, ("127.0.0.1", sip_port))

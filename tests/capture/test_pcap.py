@@ -55,38 +55,30 @@ def write(tmp_path: Path, messages: list[CapturedMessage], max_segment: int = 65
     return path
 
 
-@needs_tshark
-@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
-def test_tshark_reads_both_legs_over_udp(tmp_path: Path, ipv6: bool) -> None:
-    path = write(tmp_path, two_leg_call("udp", ipv6))
+def sip_rows(path: Path, transport: str = "udp", ipv6: bool = False) -> list[list[str]]:
+    """What tshark says of each SIP message: source address and port, method, status,
+    Call-ID (as :func:`expected_rows`)."""
     ip = "ipv6" if ipv6 else "ip"
-    rows = tshark_fields(
-        path, f"{ip}.src", "udp.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID"
-    )
-    assert rows == expected_rows(ipv6)
+    fields = (f"{ip}.src", f"{transport}.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID")
+    return tshark_fields(path, *fields)
 
 
 @needs_tshark
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
-def test_tshark_reads_both_legs_over_tcp(tmp_path: Path, ipv6: bool) -> None:
-    path = write(tmp_path, two_leg_call("tcp", ipv6))
-    ip = "ipv6" if ipv6 else "ip"
-    rows = tshark_fields(
-        path, f"{ip}.src", "tcp.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID"
-    )
-    assert rows == expected_rows(ipv6)
-    # Two TCP streams: the A leg's connection and the B leg's.
-    streams = {row[0] for row in tshark_fields(path, "tcp.stream", display_filter="tcp")}
-    assert streams == {"0", "1"}
+def test_tshark_reads_both_legs(tmp_path: Path, transport: str, ipv6: bool) -> None:
+    path = write(tmp_path, two_leg_call(transport, ipv6))
+    assert sip_rows(path, transport, ipv6) == expected_rows(ipv6)
+    if transport == "tcp":
+        # Two TCP streams: the A leg's connection and the B leg's.
+        streams = {row[0] for row in tshark_fields(path, "tcp.stream", display_filter="tcp")}
+        assert streams == {"0", "1"}
 
 
 @needs_tshark
 def test_tshark_reassembles_a_message_split_over_segments(tmp_path: Path) -> None:
     path = write(tmp_path, two_leg_call("tcp"), max_segment=100)
-    rows = tshark_fields(
-        path, "ip.src", "tcp.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID"
-    )
-    assert rows == expected_rows(False)
+    assert sip_rows(path, "tcp") == expected_rows(False)
     counts = [int(row[0]) for row in tshark_fields(path, "tcp.segment.count")]
     assert len(counts) == 14 and all(count > 1 for count in counts)
     # No gaps, overlaps or unseen acknowledgements in the made-up streams.

@@ -23,9 +23,9 @@ from smartswitch.capture.writer import CaptureWriter, relative_path
 from smartswitch.model.ids import new_ulid, ulid_time
 
 from .calls import A_CALL_ID, two_leg_call
-from .test_pcap import expected_rows
+from .test_pcap import expected_rows, sip_rows
 from .test_recorder import play
-from .tools import needs_tshark, tshark_fields
+from .tools import needs_tshark
 
 
 def job(name: str, messages: list[CapturedMessage] | None = None) -> CaptureJob:
@@ -68,9 +68,7 @@ def test_the_threads_file_holds_both_legs(tmp_path: Path) -> None:
     finally:
         writer.stop()
     assert written == [tmp_path / relative_path(cdr_id)]
-    rows = tshark_fields(
-        written[0], "ip.src", "udp.srcport", "sip.Method", "sip.Status-Code", "sip.Call-ID"
-    )
+    rows = sip_rows(written[0])
     assert rows == expected_rows(False)
     assert [p.name for p in tmp_path.rglob("*")] == [
         *(str(part) for part in relative_path(cdr_id).parts)

@@ -49,13 +49,14 @@ __all__ = [
     "CaptureSink",
     "CaptureStats",
     "HepSink",
+    "WireRecord",
     "call_id_of",
 ]
 
 Address = tuple[str, int]
-# What message() stores per message: a plain tuple costs a fraction of a dataclass; the writer
-# thread turns it into a CapturedMessage.
-_Wire = tuple[float, str, Address, Address, bytes]
+# What message() stores per message, (wall time, transport, src, dst, bytes): a plain tuple
+# costs a fraction of a dataclass; the writer thread turns it into a CapturedMessage.
+WireRecord = tuple[float, str, Address, Address, bytes]
 
 
 class CaptureMode(enum.StrEnum):
@@ -95,7 +96,7 @@ class CaptureJob:
     name: str
     correlation_id: str
     """The A leg's Call-ID."""
-    messages: tuple[_Wire, ...]
+    messages: tuple[WireRecord, ...]
 
     def captured(self) -> list[CapturedMessage]:
         """The messages in the order they crossed the wire (a stable sort by time: the
@@ -197,7 +198,7 @@ class _Call:
         self.captured = captured  # False: tentative (waiting for a selected supplier)
         self.file = file  # a pcap file is wanted (False while the sink is in error)
         self.legs: list[bytes] = [correlation]
-        self.messages: list[_Wire] = []
+        self.messages: list[WireRecord] = []
         self.name: str | None = None
         self.due = 0.0
 

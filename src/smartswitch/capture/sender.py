@@ -20,7 +20,10 @@ Address = tuple[str, int]
 
 class HepSender:
     """Sends messages as HEP3 to ``host:port`` with capture agent id ``capture_id`` (a uint32
-    naming this node in Homer) and, when the collector wants one, ``auth_key``."""
+    naming this node in Homer) and, when the collector wants one, ``auth_key``.
+
+    ``host`` is resolved once, here (a name blocks while it is looked up: make the sender
+    when the node starts or its settings change, not on the call path)."""
 
     def __init__(
         self, host: str, port: int, capture_id: int, auth_key: bytes | None = None
