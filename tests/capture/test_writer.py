@@ -218,6 +218,13 @@ def test_a_full_directory(tmp_path: Path) -> None:
         assert writer.write(job("after")) == mount / "after.pcap"
 
 
+def test_a_name_that_cannot_be_a_file_is_dropped_not_an_error(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path)
+    assert writer.write(job("../escape")) is None
+    assert (writer.error, writer.messages_dropped, writer.write_errors) == (None, 14, 0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_callback_failure_does_not_stop_the_thread(tmp_path: Path) -> None:
     def broken(path: Path) -> None:
         raise RuntimeError("the file sync is down")

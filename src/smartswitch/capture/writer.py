@@ -143,7 +143,12 @@ class CaptureWriter:
         if self.error is not None and not (self._clock() >= self._retry_at and self.probe()):
             self._dropped_here += len(job.messages)
             return None
-        path = self.directory / relative_path(job.name)
+        try:
+            path = self.directory / relative_path(job.name)
+        except ValueError:
+            log.error("capture: %r cannot name a file; the call is not written", job.name)
+            self._dropped_here += len(job.messages)
+            return None
         skipped: list[CapturedMessage] = []
         data = pcap_bytes(job.captured(), skipped=skipped)
         self._dropped_here += len(skipped)
