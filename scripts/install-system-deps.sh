@@ -22,8 +22,9 @@ DEPS=(
     "rsync                     rsync"
     "keepalived                keepalived"
     "systemd-analyze           systemd"
-    # Later issues add, for example:
-    # "rtpengine                 rtpengine-daemon"
+    "tshark                    tshark"
+    "sngrep                    sngrep"
+    "rtpengine                 rtpengine-daemon"
     "chromium                  chromium"
 )
 
