@@ -20,8 +20,8 @@ DEPS=(
     "mariadbd                  mariadb-server"
     "/usr/lib/galera/libgalera_smm.so galera-4"
     "rsync                     rsync"
+    "rtpengine                 rtpengine-daemon"
     # Later issues add, for example:
-    # "rtpengine                 rtpengine-daemon"
     # "keepalived                keepalived"
     "chromium                  chromium"
 )
