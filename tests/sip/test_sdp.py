@@ -358,6 +358,15 @@ def test_set_connection_direction_and_origin_version() -> None:
     assert reread.endpoint(reread.media[0]).address == "203.0.113.5"
 
 
+def test_remove_attributes_at_both_levels() -> None:
+    sd = parse("chrome_webrtc_offer")
+    sd.remove_attributes("group")
+    sd.media[0].remove_attributes("candidate")
+    assert not sd.has("group") and sd.has("msid-semantic")
+    assert not sd.media[0].has("candidate") and sd.media[0].has("ice-ufrag")
+    assert b"a=candidate" not in bytes(sd) and b"a=group" not in bytes(sd)
+
+
 def test_media_connection_goes_after_media_title() -> None:
     media = Media("audio", 1000, "RTP/AVP", ["0"], [Field("i", "voice"), Attribute("sendrecv")])
     media.connection = Connection("IP4", "192.0.2.1")

@@ -277,9 +277,45 @@ class MediaEndpoint:
 # Sections
 
 
+class _Section:
+    """What a session and a media section both have: their lines in order, with the c= and
+    a= lines read and edited through these accessors."""
+
+    __slots__ = ()
+    lines: list[Line]
+    _LEADING = ""  # the field types RFC 8866 places before c= in this section
+
+    @property
+    def connection(self) -> Connection | None:
+        return _first(self.lines, Connection)
+
+    @connection.setter
+    def connection(self, value: Connection | None) -> None:
+        _set_connection(self.lines, value, leading=self._LEADING)
+
+    @property
+    def attributes(self) -> list[Attribute]:
+        return [line for line in self.lines if isinstance(line, Attribute)]
+
+    def attribute(self, name: str) -> str | None:
+        """The value of the first ``a=name:value`` (None if absent or a flag)."""
+        return _attribute(self.lines, name)
+
+    def has(self, name: str) -> bool:
+        """``a=name`` is present (as a flag or with a value)."""
+        return any(isinstance(line, Attribute) and line.name == name for line in self.lines)
+
+    def remove_attributes(self, name: str) -> None:
+        self.lines[:] = [
+            line for line in self.lines if not (isinstance(line, Attribute) and line.name == name)
+        ]
+
+
 @dataclass(slots=True)
-class Media:
+class Media(_Section):
     """``m=<media> <port>[/<number of ports>] <proto> <fmt> ...`` and the lines under it."""
+
+    _LEADING = "i"
 
     kind: str
     port: int
@@ -306,33 +342,6 @@ class Media:
     def disabled(self) -> bool:
         """Port 0: a stream rejected or disabled (RFC 3264 sections 6 and 8.2)."""
         return self.port == 0
-
-    # Connection, attributes -----------------------------------------------------------------
-
-    @property
-    def connection(self) -> Connection | None:
-        return _first(self.lines, Connection)
-
-    @connection.setter
-    def connection(self, value: Connection | None) -> None:
-        _set_connection(self.lines, value, leading="i")
-
-    @property
-    def attributes(self) -> list[Attribute]:
-        return [line for line in self.lines if isinstance(line, Attribute)]
-
-    def attribute(self, name: str) -> str | None:
-        """The value of the first ``a=name:value`` (None if absent or a flag)."""
-        return _attribute(self.lines, name)
-
-    def has(self, name: str) -> bool:
-        """``a=name`` is present (as a flag or with a value)."""
-        return any(isinstance(line, Attribute) and line.name == name for line in self.lines)
-
-    def remove_attributes(self, name: str) -> None:
-        self.lines = [
-            line for line in self.lines if not (isinstance(line, Attribute) and line.name == name)
-        ]
 
     @property
     def direction(self) -> str | None:
@@ -421,8 +430,10 @@ class Media:
 
 
 @dataclass(slots=True)
-class SessionDescription:
+class SessionDescription(_Section):
     """A whole SDP: ``v=``, ``o=``, ``s=``, the other session lines in order, the media."""
+
+    _LEADING = "iuep"
 
     origin: Origin
     name: str = "-"
@@ -450,26 +461,6 @@ class SessionDescription:
 
     def copy(self) -> SessionDescription:
         return copy.deepcopy(self)
-
-    # Session-level lines ---------------------------------------------------------------------
-
-    @property
-    def connection(self) -> Connection | None:
-        return _first(self.lines, Connection)
-
-    @connection.setter
-    def connection(self, value: Connection | None) -> None:
-        _set_connection(self.lines, value, leading="iuep")
-
-    @property
-    def attributes(self) -> list[Attribute]:
-        return [line for line in self.lines if isinstance(line, Attribute)]
-
-    def attribute(self, name: str) -> str | None:
-        return _attribute(self.lines, name)
-
-    def has(self, name: str) -> bool:
-        return any(isinstance(line, Attribute) and line.name == name for line in self.lines)
 
     # What each media resolves to -------------------------------------------------------------
 
