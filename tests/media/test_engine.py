@@ -192,7 +192,7 @@ def test_a_dead_relay_fails_over_then_comes_back(
         victim.process.wait()
         started = time.monotonic()
         await engine.offer(CallRef("failover", "a"), sdp(*CALLER))
-        assert time.monotonic() - started < 0.6  # one relay's tries (2 x 0.2 s), then the next
+        assert time.monotonic() - started < 1.0  # one relay's tries (2 x 0.2 s), then the next
         assert engine.relay_of("failover") == "small"
         down = next(s for s in engine.status() if s.name == "victim")
         assert not down.up and down.last_error is not None and down.timeouts == 1

@@ -298,7 +298,7 @@ def test_silence_is_media_unavailable_in_bounded_time_and_counted() -> None:
         return elapsed, list(ng.stats.samples())
 
     elapsed, samples = asyncio.run(scenario())
-    assert 0.55 <= elapsed < 1.0
+    assert 0.55 <= elapsed < 1.5  # 3 x 0.2 s, and slack for a busy machine
     assert samples == [
         ("requests", "offer", 1),
         ("retransmissions", "offer", 2),
