@@ -86,7 +86,8 @@ def test_status_after_start(relays: dict[str, Rtpengine]) -> None:
     assert status[0].address == "127.0.77.2:22222" and status[0].last_error == "not pinged yet"
     assert "no answer after 2 tries" in (status[2].last_error or "")
     assert status[2].timeouts == 1 and status[0].requests == 1
-    assert [(c.name, c.up) for c in changes] == [("big", True), ("small", True)]
+    # the first pings go out together: their answers come in either order
+    assert sorted((c.name, c.up) for c in changes) == [("big", True), ("small", True)]
 
 
 def test_new_calls_are_spread_by_weight_and_stay_where_they_landed(
@@ -221,7 +222,8 @@ def test_a_dead_relay_fails_over_then_comes_back(
         )
     finally:
         victim.stop()
-    assert changes == [("victim", True), ("small", True), ("victim", False), ("victim", True)]
+    assert sorted(changes[:2]) == [("small", True), ("victim", True)]  # the first pings
+    assert changes[2:] == [("victim", False), ("victim", True)]
 
 
 def test_a_lost_relay_hands_back_its_calls(relays: dict[str, Rtpengine], tmp_path: Path) -> None:
