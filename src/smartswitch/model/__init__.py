@@ -4,6 +4,7 @@
   Subscriber, Did) and the whole of it at one version, :class:`ConfigSnapshot`.
 - ``cdr``: a finished call (:class:`CdrRecord`, its attempts) and :class:`HangupSide`.
 - ``increment``: billing increments ("60/60"); ``money``: exact amounts and UTC times.
+- ``media``: what the call path and the media relay exchange (options, counters, failures).
 - ``prefix``: the longest-prefix table behind rates and routes; ``ids``: ULIDs.
 
 Nothing here imports another smartswitch package: every other package may import this one.
