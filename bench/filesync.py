@@ -116,6 +116,7 @@ class Bench:
         self.closed: dict[str, float] = {}  # file name -> wall time of its add()
         self.verified: dict[tuple[str, str], float] = {}  # (peer, name) -> delay
         self.outage: tuple[float, float] | None = None  # wall times node 3 went down, up
+        self.background: set[asyncio.Task[None]] = set()  # node 3's stop and restart
 
     async def peers(self) -> list[RsyncPeer]:
         return self.members
@@ -140,6 +141,8 @@ class Bench:
         self.syncs[name] = sync
 
     async def stop_all(self) -> None:
+        for task in self.background:
+            await task
         for sync in self.syncs.values():
             await sync.stop()
         self.syncs.clear()
@@ -157,9 +160,9 @@ class Bench:
         for i in range(total):
             at = start + i / args.rate
             if args.outage and self.outage is None and i / args.rate >= outage_at:
-                await self.syncs.pop("n3").stop()
                 self.outage = (time.time(), 0.0)
-                loop.call_later(args.outage, lambda: asyncio.ensure_future(self.restart_n3()))
+                self.background.add(asyncio.create_task(self.syncs.pop("n3").stop()))
+                loop.call_later(args.outage, self.restart_later)
             delay = at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -170,6 +173,9 @@ class Bench:
             self.closed[name] = time.time()
             origin.add(directory / name)
         return directory
+
+    def restart_later(self) -> None:
+        self.background.add(asyncio.create_task(self.restart_n3()))
 
     async def restart_n3(self) -> None:
         await self.start("n3")
