@@ -35,7 +35,6 @@ import platform
 import random
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,19 +48,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from benchutil import exit_on_sigterm, git_commit  # noqa: E402
+from cluster.mariadb import free_port  # noqa: E402
 from smartswitch.cluster.filesync import FileSync, FileSyncSettings, RsyncPeer  # noqa: E402
 
 ADDRESSES = {"n1": "127.0.0.61", "n2": "127.0.0.62", "n3": "127.0.0.63"}
 SECRET = "bench-cluster-secret"
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def rsync_version() -> str:

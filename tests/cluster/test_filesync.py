@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,8 @@ from smartswitch.cluster.filesync import (
     scan_origin,
 )
 from smartswitch.cluster.rsyncd import DaemonFiles, render_config, rsync_password
+
+from .mariadb import free_port
 
 T = TypeVar("T")
 
@@ -164,13 +165,6 @@ class Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Cluster:
