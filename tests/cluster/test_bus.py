@@ -1,14 +1,31 @@
-"""The cluster bus: signing and its refusals (sans-IO)."""
+"""The cluster bus: signing and its refusals (sans-IO), the router and the client (in process,
+through httpx's ASGI transport: no sockets). Real servers: test_membership.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from smartswitch.cluster.bus import (
+    PATHS,
+    BadAnswer,
+    BusClient,
+    MessageError,
+    Peer,
+    PeerFailed,
+    PeerRefused,
+    PeerTimeout,
+    PeerUnreachable,
+)
+from smartswitch.cluster.endpoints import bus_router, cluster_router, metrics_text
+from smartswitch.cluster.membership import Membership
 from smartswitch.cluster.signing import (
     HEADER_BODY,
     HEADER_FROM,
@@ -20,6 +37,7 @@ from smartswitch.cluster.signing import (
     BusAuthError,
     NonceCache,
     Refusal,
+    SignedRequest,
     Signer,
     Verifier,
     canonical_request,
@@ -293,3 +311,187 @@ def test_an_answer_is_signed_for_its_request() -> None:
     with pytest.raises(BusAuthError) as caught:
         signer.check_response(headers, 200, {}, answer)
     assert caught.value.reason is Refusal.MISSING
+
+
+# --- over HTTP, in process ------------------------------------------------------------------
+
+
+class Served:
+    """A node2 app with the cluster router; handlers record what reached them."""
+
+    def __init__(self, clock: Callable[[], float] = lambda: NOW) -> None:
+        self.verifier = Verifier("node2", KEY)
+        self.reached: list[SignedRequest] = []
+        self.clock = clock
+
+        async def echo(request: SignedRequest) -> Any:
+            self.reached.append(request)
+            return {"from": request.sender, "got": request.json()}
+
+        async def slow(request: SignedRequest) -> Any:
+            await asyncio.sleep(5)
+
+        async def picky(request: SignedRequest) -> Any:
+            raise MessageError(422, "no thanks")
+
+        app = FastAPI()
+        app.include_router(
+            cluster_router(
+                self.verifier,
+                status=lambda: {"node": "node2", "calls": 7},
+                extra={("POST", "/cluster/echo"): echo, ("POST", "/cluster/slow"): slow},
+                clock=clock,
+            )
+        )
+        app.include_router(
+            bus_router(self.verifier, {("POST", "/cluster/picky"): picky}, clock=clock)
+        )
+        self.app = app
+
+    def client(self, secret: str = SECRET, clock: Callable[[], float] = lambda: NOW) -> BusClient:
+        signer = Signer("node1", derive_key(secret))
+        return BusClient(signer, clock=clock, transport=httpx.ASGITransport(app=self.app))
+
+
+NODE2 = Peer("node2", "node2.test")
+
+
+def run(coroutine: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coroutine())
+
+
+def test_the_client_and_the_router_exchange_signed_json() -> None:
+    served = Served()
+
+    async def scenario() -> None:
+        async with served.client() as client:
+            assert await client.get(NODE2, PATHS.status) == {"node": "node2", "calls": 7}
+            answer = await client.post(NODE2, "/cluster/echo", {"a": [1, 2]})
+            assert answer == {"from": "node1", "got": {"a": [1, 2]}}
+            with pytest.raises(PeerFailed) as failed:
+                await client.post(NODE2, PATHS.heartbeat, {})  # no heartbeater here
+            assert failed.value.status == 409
+            with pytest.raises(PeerFailed) as failed:
+                await client.post(NODE2, "/cluster/picky", {})
+            assert (failed.value.status, failed.value.detail) == (422, "422 no thanks")
+
+    run(scenario)
+    assert served.verifier.accepted == 4
+
+
+def test_a_refused_request_is_answered_401_with_its_reason() -> None:
+    served = Served()
+
+    async def scenario() -> None:
+        async with served.client(secret="wrong") as client:
+            with pytest.raises(PeerRefused) as caught:
+                await client.post(NODE2, "/cluster/echo", {})
+            assert caught.value.reason == "forged"
+        async with served.client(clock=lambda: NOW - 31) as client:
+            with pytest.raises(PeerRefused) as caught:
+                await client.post(NODE2, "/cluster/echo", {})
+            assert caught.value.reason == "stale"
+
+    run(scenario)
+    assert served.reached == []
+    assert served.verifier.refused == {Refusal.FORGED: 1, Refusal.STALE: 1}
+    text = metrics_text(served.verifier)
+    assert 'smartswitch_cluster_bus_requests_refused_total{reason="forged"} 1' in text
+    assert 'smartswitch_cluster_bus_requests_refused_total{reason="stale"} 1' in text
+    assert 'smartswitch_cluster_bus_requests_refused_total{reason="replayed"} 0' in text
+
+
+def test_the_body_of_a_refused_request_is_never_read() -> None:
+    """Straight ASGI: a request whose headers fail is answered without one receive()."""
+    served = Served()
+    received: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append("body")
+        return {"type": "http.request", "body": b"not json at all", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def scope(headers: dict[str, str]) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/cluster/echo",
+            "raw_path": b"/cluster/echo",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+
+    forged = {**signed(b"not json at all", path="/cluster/echo")}
+    forged[HEADER_SIGNATURE] = _flip(forged[HEADER_SIGNATURE])
+    asyncio.run(served.app(scope(forged), receive, send))
+    assert sent[0]["status"] == 401
+    assert json.loads(sent[1]["body"]) == {"detail": "forged"}
+    assert received == []
+    assert served.reached == []
+
+
+def test_a_replayed_request_gets_401_over_http() -> None:
+    served = Served()
+    body = b'{"n":1}'
+    headers = {**signed(body, path="/cluster/echo"), "Content-Type": "application/json"}
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=served.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node2.test") as http:
+            first = await http.post("/cluster/echo", content=body, headers=headers)
+            again = await http.post("/cluster/echo", content=body, headers=headers)
+            altered = await http.post(
+                "/cluster/echo", content=b'{"n":2}', headers=signed(body, path="/cluster/echo")
+            )
+        assert first.status_code == 200
+        assert (again.status_code, again.json()) == (401, {"detail": "replayed"})
+        assert (altered.status_code, altered.json()) == (401, {"detail": "altered"})
+
+    run(scenario)
+    assert len(served.reached) == 1
+
+
+def test_an_unsigned_or_tampered_answer_is_not_trusted() -> None:
+    async def liar(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"bindings": []}'})
+
+    async def scenario() -> None:
+        signer = Signer("node1", KEY)
+        transport = httpx.ASGITransport(app=liar)
+        async with BusClient(signer, clock=lambda: NOW, transport=transport) as client:
+            with pytest.raises(BadAnswer, match="not signed"):
+                await client.get(NODE2, PATHS.registrations)
+
+    run(scenario)
+
+
+def test_transport_failures_are_typed() -> None:
+    served = Served()
+
+    async def scenario() -> None:
+        async with served.client() as client:
+            with pytest.raises(PeerTimeout):
+                await client.post(NODE2, "/cluster/slow", {}, timeout=0.05)
+        async with BusClient(Signer("node1", KEY), connect_timeout=0.5) as client:
+            with pytest.raises(PeerUnreachable):
+                await client.get(Peer("node2", "127.0.0.1:9"), PATHS.status)  # discard port
+
+    run(scenario)
+
+
+def test_metrics_list_each_node_up_or_down() -> None:
+    membership = Membership(interval=1.0)
+    membership.expect(["node1", "node2"])
+    text = metrics_text(Verifier("node2", KEY), membership, now=0.0)
+    assert 'smartswitch_cluster_node_up{node="node1"} 0' in text
+    assert "smartswitch_cluster_bus_nonces 0" in text
