@@ -17,7 +17,9 @@ from fastapi import FastAPI
 from smartswitch.cluster.bus import BusClient, Peer
 from smartswitch.cluster.endpoints import cluster_router
 from smartswitch.cluster.membership import Heartbeat, Heartbeater, Membership
+from smartswitch.cluster.registrations import RegistrationSync
 from smartswitch.cluster.signing import Signer, Verifier, derive_key
+from smartswitch.registrar.location import LocationService
 
 SECRET = "test-cluster-secret-0123456789"
 KEY = derive_key(SECRET)
@@ -53,6 +55,9 @@ class BusNode:
         self.port = free_port(host)
         self.interval = interval
         self.nodes = nodes  # the whole cluster, this node included
+        self.location = LocationService()
+        self.sync_registrations = False
+        self.registrations: RegistrationSync | None = None
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -84,12 +89,17 @@ class BusNode:
         self.client = BusClient(Signer(self.name, KEY), timeout=1.0, connect_timeout=0.5)
         self.membership = Membership(interval=self.interval)
         self.heartbeater = Heartbeater(self.membership, self.client, self.heartbeat, self.peers)
+        if self.sync_registrations:
+            self.registrations = RegistrationSync(
+                self.name, self.location, self.peers, self.client, retry=self.interval
+            )
         app = FastAPI()
         app.include_router(
             cluster_router(
                 self.verifier,
                 heartbeater=self.heartbeater,
                 status=lambda: {"node": self.name},
+                registrations=self.registrations,
             )
         )
         config = uvicorn.Config(
@@ -100,9 +110,14 @@ class BusNode:
         server = self._server
         await until(lambda: server.started, within=5)
         self.heartbeater.start()
+        if self.registrations is not None:
+            self.registrations.start()
 
     async def stop(self) -> None:
         await self.heartbeater.close()
+        if self.registrations is not None:
+            await self.registrations.close()
+            self.location.listeners.remove(self.registrations.on_change)
         assert self._server is not None and self._serving is not None
         self._server.should_exit = True
         await asyncio.wait_for(self._serving, 5)

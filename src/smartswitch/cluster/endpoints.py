@@ -10,6 +10,7 @@ raw body); the handler's result is answered as JSON with a signature bound to th
         verifier,
         heartbeater=heartbeater,              # POST /cluster/heartbeat, GET /cluster/members
         status=lambda: node_status(node),     # GET /cluster/status
+        registrations=registration_sync,      # GET and POST /cluster/registrations
     )
     app.include_router(router)
 
@@ -36,6 +37,7 @@ from smartswitch.cluster.signing import BusAuthError, Refusal, SignedRequest, Ve
 
 if TYPE_CHECKING:
     from smartswitch.cluster.membership import Heartbeater, Membership
+    from smartswitch.cluster.registrations import RegistrationSync
 
 __all__ = ["Handler", "bus_router", "cluster_router", "metrics_text", "request_target"]
 
@@ -110,6 +112,7 @@ def cluster_router(
     *,
     heartbeater: Heartbeater | None = None,
     status: Status | None = None,
+    registrations: RegistrationSync | None = None,
     extra: Mapping[tuple[str, str], Handler] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
@@ -127,6 +130,12 @@ def cluster_router(
         ),
         ("GET", PATHS.members): heartbeater.members if heartbeater else _not_served("members"),
         ("GET", PATHS.status): node_status if status else _not_served("status"),
+        ("GET", PATHS.registrations): (
+            registrations.serve_own if registrations else _not_served("registrations")
+        ),
+        ("POST", PATHS.registrations): (
+            registrations.take if registrations else _not_served("registrations")
+        ),
         **(extra or {}),
     }
     return bus_router(verifier, routes, clock=clock)
