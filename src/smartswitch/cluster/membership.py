@@ -287,7 +287,9 @@ class Heartbeater:
     """Sends this node's heartbeat every interval and takes the others' (:meth:`receive`).
 
     ``own()`` returns this node's current figures as a :class:`Heartbeat`; ``sent_at``,
-    ``started_at`` and ``seq`` are stamped here. ``peers()`` is asked every ``refresh`` seconds
+    ``started_at`` and ``seq`` are stamped here. A send is bounded by ``timeout`` (by default
+    ``down_after``: a heartbeat delivered late still keeps this node up over there, and the
+    next one to that peer waits for it, so nothing piles up). ``peers()`` is asked every ``refresh`` seconds
     in the background (it may read the database: a slow or failing answer keeps the last list
     and never delays a beat). Send failures are kept by peer in :attr:`send_errors` until the
     next success.
@@ -310,7 +312,7 @@ class Heartbeater:
         self.own = own
         self.peers_source = peers
         self.interval = membership.interval
-        self.timeout = 0.8 * self.interval if timeout is None else timeout
+        self.timeout = membership.down_after if timeout is None else timeout
         self.refresh = refresh
         self.clock = clock
         self.wall = wall
