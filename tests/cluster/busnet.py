@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,6 +44,51 @@ async def until(condition: Callable[[], bool], within: float, step: float = 0.01
     return time.monotonic() - start
 
 
+def sample_heartbeat(node: str, **changes: Any) -> Heartbeat:
+    heartbeat = Heartbeat(
+        node=node,
+        dedicated_ip="10.0.0.12",
+        http_address="10.0.0.12:8080",
+        sip_address="10.0.0.12:5060",
+        alive=True,
+        calls=40,
+        cps=2.5,
+        capacity=500,
+        outbox_depth=3,
+        version="0.1.0",
+        schema="7f3a",
+        db_role="replica",
+        sent_at=1_700_000_000.5,
+        started_at=1_699_999_000.0,
+        seq=1,
+        extra={"reservations": {"acme": "1.20"}},
+    )
+    return dataclasses.replace(heartbeat, **changes)
+
+
+def cluster(count: int, interval: float) -> list[BusNode]:
+    """Nodes node1..nodeN on 127.0.0.31.., each knowing all of them."""
+    nodes: list[BusNode] = []
+    nodes += [
+        BusNode(f"node{i}", f"127.0.0.{30 + i}", interval, nodes) for i in range(1, count + 1)
+    ]
+    return nodes
+
+
+@contextlib.asynccontextmanager
+async def running(nodes: list[BusNode]) -> AsyncIterator[None]:
+    """The nodes started, and stopped at the end whatever happened (a node the test stopped
+    and did not restart included)."""
+    try:
+        for node in nodes:
+            await node.start()
+        yield
+    finally:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                await node.stop()
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -69,19 +116,11 @@ class BusNode:
         return [node.peer for node in self.nodes]
 
     def heartbeat(self) -> Heartbeat:
-        return Heartbeat(
-            node=self.name,
+        return sample_heartbeat(
+            self.name,
             dedicated_ip=self.host,
             http_address=f"{self.host}:{self.port}",
             sip_address=f"{self.host}:5060",
-            alive=True,
-            calls=3,
-            cps=1.5,
-            capacity=100,
-            outbox_depth=0,
-            version="test",
-            schema="head",
-            db_role="replica",
         )
 
     async def start(self) -> None:

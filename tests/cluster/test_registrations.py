@@ -4,7 +4,6 @@ start, pushed at once, caught up after a node was away; only the signer's bindin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from smartswitch.cluster.bus import PATHS
@@ -12,7 +11,7 @@ from smartswitch.cluster.registrations import binding_to_dict
 from smartswitch.registrar.location import Binding, LocationService
 from smartswitch.sip.transaction import Address
 
-from .busnet import BusNode, until
+from .busnet import BusNode, cluster, running, until
 
 INTERVAL = 0.2
 
@@ -38,15 +37,12 @@ def has(node: BusNode | LocationService, user: str) -> bool:
 
 def test_bindings_cross_the_bus_both_ways_and_catch_up_after_an_absence() -> None:
     async def scenario() -> None:
-        nodes: list[BusNode] = []
-        nodes += [BusNode(f"node{i}", f"127.0.0.3{i}", INTERVAL, nodes) for i in (1, 2)]
+        nodes = cluster(2, INTERVAL)
         a, b = nodes
         for node in nodes:
             node.sync_registrations = True
         a.location.apply(binding("alice", "node1"))  # taken before the cluster saw it
-        try:
-            for node in nodes:
-                await node.start()
+        async with running(nodes):
             await until(lambda: has(b, "alice"), within=3)  # b pulled it at start
 
             a.location.apply(binding("bob", "node1"))
@@ -70,10 +66,6 @@ def test_bindings_cross_the_bus_both_ways_and_catch_up_after_an_absence() -> Non
             await b.start()
             await until(lambda: has(b, "dave") and not sync.behind, within=3)
             assert all(sum(n.verifier.refused.values()) == 0 for n in nodes)
-        finally:
-            for node in nodes:
-                with contextlib.suppress(Exception):
-                    await node.stop()
 
     asyncio.run(scenario())
 
