@@ -162,10 +162,12 @@ class FakeBus:
     def __init__(self, hang: set[str]) -> None:
         self.hang = hang
         self.sent: list[tuple[str, float]] = []
+        self.alive: list[tuple[str, bool]] = []
 
     async def post(self, peer: Peer, path: str, payload: Any, *, timeout: float | None) -> Any:
         assert path == PATHS.heartbeat
         self.sent.append((peer.name, time.monotonic()))
+        self.alive.append((peer.name, payload["alive"]))
         if peer.name in self.hang:
             await asyncio.sleep(3600)
         return {"ok": True}
@@ -206,6 +208,26 @@ def test_a_dead_peer_never_delays_the_others_nor_piles_up_requests() -> None:
         assert membership.node("node3", time.monotonic()).heartbeat is None
 
     asyncio.run(scenario())
+
+
+def test_a_node_stopped_on_purpose_says_farewell() -> None:
+    bus = FakeBus(hang=set())
+
+    async def peers() -> list[Peer]:
+        return [Peer("node2", "b:1"), Peer("node3", "c:1")]
+
+    async def scenario() -> Membership:
+        membership = Membership(interval=0.05)
+        heartbeater = Heartbeater(membership, cast(BusClient, bus), own, peers)
+        heartbeater.start()
+        await until(lambda: len(bus.sent) >= 2, within=3)
+        await heartbeater.close(farewell=True)
+        return membership
+
+    membership = asyncio.run(scenario())
+    assert sorted(bus.alive[-2:]) == [("node2", False), ("node3", False)]
+    assert all(alive for _, alive in bus.alive[:-2])
+    assert not membership.node("node1", time.monotonic()).up
 
 
 def test_the_heartbeat_handler_takes_only_a_nodes_own_heartbeat() -> None:

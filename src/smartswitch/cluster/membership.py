@@ -328,8 +328,10 @@ class Heartbeater:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="heartbeater")
 
-    async def close(self) -> None:
-        """Stop sending (the others see this node down after ``misses`` intervals)."""
+    async def close(self, farewell: bool = False) -> None:
+        """Stop sending: the others see this node down after ``misses`` intervals. With
+        ``farewell``, first one last heartbeat saying it is not alive goes to every peer
+        (within one interval), so a node stopped on purpose is down everywhere at once."""
         tasks = [t for t in (self._task, self._refreshing, *self._sending.values()) if t]
         for task in tasks:
             task.cancel()
@@ -338,6 +340,11 @@ class Heartbeater:
                 await task
         self._task = self._refreshing = None
         self._sending.clear()
+        if farewell:
+            heartbeat = self._stamp(alive=False)
+            self.membership.heard(heartbeat, self.clock())
+            payload = heartbeat.to_json()
+            await asyncio.gather(*(self._send(p, payload, self.interval) for p in self.peers))
 
     async def receive(self, request: SignedRequest) -> dict[str, Any]:
         """The bus handler of :data:`PATHS.heartbeat <smartswitch.cluster.bus.PATHS>`."""
@@ -357,12 +364,7 @@ class Heartbeater:
 
     def beat(self, now: float) -> Heartbeat:
         """Take our own heartbeat and send it to every peer not still busy with the last."""
-        self._seq += 1
-        heartbeat = dataclasses.replace(
-            self.own(), sent_at=self.wall(), started_at=self.started_at, seq=self._seq
-        )
-        if heartbeat.node != self.node:
-            raise ValueError(f"own() gave {heartbeat.node!r}'s heartbeat; this is {self.node!r}")
+        heartbeat = self._stamp()
         self.membership.heard(heartbeat, now)
         payload = heartbeat.to_json()
         for peer in self.peers:
@@ -372,6 +374,19 @@ class Heartbeater:
             self._sending[peer.name] = asyncio.create_task(
                 self._send(peer, payload), name=f"heartbeat-to-{peer.name}"
             )
+        return heartbeat
+
+    def _stamp(self, **changes: Any) -> Heartbeat:
+        self._seq += 1
+        heartbeat = dataclasses.replace(
+            self.own(),
+            sent_at=self.wall(),
+            started_at=self.started_at,
+            seq=self._seq,
+            **changes,
+        )
+        if heartbeat.node != self.node:
+            raise ValueError(f"own() gave {heartbeat.node!r}'s heartbeat; this is {self.node!r}")
         return heartbeat
 
     async def refresh_peers(self) -> None:
@@ -409,9 +424,13 @@ class Heartbeater:
             wake = min(next_beat, next_refresh, math.inf if deadline is None else deadline)
             await asyncio.sleep(max(0.001, wake - self.clock()))
 
-    async def _send(self, peer: Peer, payload: dict[str, Any]) -> None:
+    async def _send(
+        self, peer: Peer, payload: dict[str, Any], timeout: float | None = None
+    ) -> None:
         try:
-            await self.client.post(peer, PATHS.heartbeat, payload, timeout=self.timeout)
+            await self.client.post(
+                peer, PATHS.heartbeat, payload, timeout=self.timeout if timeout is None else timeout
+            )
         except BusError as exc:
             if self.send_errors.get(peer.name) is None:
                 log.info("heartbeats to %s fail: %s", peer.name, exc.detail)
