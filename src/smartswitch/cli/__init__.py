@@ -145,6 +145,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: the cluster bus makes one per peer each second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _run_loop(coro: object) -> None:

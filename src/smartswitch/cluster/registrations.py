@@ -6,18 +6,23 @@ is pushed at once to every other node (batched per loop turn); a node that start
 push could not reach, gets the full set: pushes to it carry every binding of ours until one
 succeeds, and a starting node pulls every other node's bindings. Expiry needs no message:
 bindings carry their wall-clock expiry and every node drops them on time.
+
+Both directions travel on the cluster bus (``PATHS.registrations``): pushes are signed
+``POST``s taken by :meth:`RegistrationSync.take`, pulls signed ``GET``s answered by
+:meth:`RegistrationSync.serve_own` with a signed answer. A node accepts only bindings owned by
+the node that signed the request (or the answer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import urllib.request
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+from smartswitch.cluster.bus import PATHS, BusError, MessageError, Peer, Peers
+from smartswitch.cluster.nodes import BearerClient
+from smartswitch.cluster.signing import SignedRequest
 from smartswitch.registrar.location import (
     LOCAL,
     Binding,
@@ -29,7 +34,18 @@ from smartswitch.sip.transaction import Address
 
 log = logging.getLogger("smartswitch.cluster.registrations")
 
-Peers = Callable[[], Awaitable[list[tuple[str, str]]]]  # (node name, http address), not us
+
+class BusTransport(Protocol):
+    """What the sync needs of a bus client (:class:`~smartswitch.cluster.bus.BusClient`)."""
+
+    @property
+    def node(self) -> str: ...
+
+    async def get(self, peer: Peer, path: str, *, timeout: float | None = None) -> Any: ...
+
+    async def post(
+        self, peer: Peer, path: str, payload: Any, *, timeout: float | None = None
+    ) -> Any: ...
 
 
 def binding_to_dict(binding: Binding) -> dict[str, Any]:
@@ -79,15 +95,46 @@ def apply_changes(location: LocationService, sender: str, changes: list[dict[str
 
 
 class RegistrationSync:
-    def __init__(self, node_name: str, location: LocationService, peers: Peers, token: str):
+    """Pushes this node's binding changes to the other nodes and takes theirs.
+
+    ``bus`` is the node's :class:`~smartswitch.cluster.bus.BusClient`; ``timeout`` bounds
+    each push and pull, and peers that missed a push are tried again every ``retry`` seconds
+    (or with the next change).
+
+    A string for ``bus`` is the transitional bearer token (``nodes.status_token``), for a node
+    whose web layer does not mount :func:`~smartswitch.cluster.endpoints.cluster_router` yet;
+    it goes with that token once the runtime passes the bus client.
+    """
+
+    def __init__(
+        self,
+        node_name: str,
+        location: LocationService,
+        peers: Peers,
+        bus: BusTransport | str,
+        *,
+        timeout: float = 3.0,
+        retry: float = 5.0,
+    ):
         self.node_name = node_name
         self.location = location
         self.peers = peers
-        self.token = token
+        self.timeout = timeout
+        self.retry = retry
+        self._owned: BearerClient | None = None
+        if isinstance(bus, str):
+            self._owned = BearerClient(node_name, bus)
+            bus = self._owned
+        self.bus: BusTransport = bus
         self._changes: list[dict[str, Any]] = []
         self._stale: set[str] = set()  # peers that missed a push: they get everything next
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def behind(self) -> frozenset[str]:
+        """The nodes that missed a push: the next one to each carries all our bindings."""
+        return frozenset(self._stale)
 
     def own_bindings(self) -> list[Binding]:
         return [b for b in self.location.bindings() if b.node == self.node_name]
@@ -112,65 +159,80 @@ class RegistrationSync:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._owned is not None:
+            await self._owned.aclose()
+
+    async def serve_own(self, request: SignedRequest) -> dict[str, Any]:
+        """Bus handler, ``GET PATHS.registrations``: the bindings this node took, for a node
+        that (re)joins."""
+        return {
+            "node": self.node_name,
+            "bindings": [binding_to_dict(b) for b in self.own_bindings()],
+        }
+
+    async def take(self, request: SignedRequest) -> dict[str, Any]:
+        """Bus handler, ``POST PATHS.registrations``: the signing node's binding changes."""
+        try:
+            payload = request.json()
+            if payload.get("node", request.sender) != request.sender:
+                raise MessageError(403, "a node sends only its own bindings")
+            applied = apply_changes(self.location, request.sender, list(payload["changes"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MessageError(422, f"bad registration changes: {exc}") from None
+        return {"applied": applied}
 
     async def _run(self) -> None:
         peers = await self._peers()
-        self._stale.update(name for name, _ in peers)  # a (re)starting node pushes all it has
-        for name, address in peers:
-            await self._pull(name, address)
+        self._stale.update(peer.name for peer in peers)  # a (re)starting node pushes all
+        await asyncio.gather(*(self._pull(peer) for peer in peers))
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 5.0)
+                await asyncio.wait_for(self._wake.wait(), self.retry)
             self._wake.clear()
             changes, self._changes = self._changes, []
-            peers = await self._peers()
             if not changes and not self._stale:
                 continue
+            peers = await self._peers()
             everything = [
                 {"kind": ChangeKind.SET.value, "binding": binding_to_dict(b)}
                 for b in self.own_bindings()
             ]
-            for name, address in peers:
-                body = everything if name in self._stale else changes
-                if not body:
-                    continue
-                if await self._push(address, body):
-                    self._stale.discard(name)
+            bodies = [(p, everything if p.name in self._stale else changes) for p in peers]
+            sent = await asyncio.gather(*(self._push(p, body) for p, body in bodies if body))
+            for peer, ok in zip((p for p, body in bodies if body), sent, strict=True):
+                if ok:
+                    self._stale.discard(peer.name)
                 else:
-                    self._stale.add(name)
+                    self._stale.add(peer.name)
 
-    async def _peers(self) -> list[tuple[str, str]]:
+    async def _peers(self) -> list[Peer]:
         try:
-            return [(n, a) for n, a in await self.peers() if n != self.node_name]
+            return [Peer(*p) for p in await self.peers() if p[0] != self.node_name]
         except Exception as exc:
             log.info("cannot list the cluster's nodes: %s", exc)
             return []
 
-    def _request(self, address: str, body: bytes | None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://{address}/cluster/registrations",
-            data=body,
-            method="POST" if body is not None else "GET",
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=3) as response:
-            data: dict[str, Any] = json.loads(response.read())
-        return data
-
-    async def _push(self, address: str, changes: list[dict[str, Any]]) -> bool:
-        body = json.dumps({"node": self.node_name, "changes": changes}).encode()
+    async def _push(self, peer: Peer, changes: list[dict[str, Any]]) -> bool:
+        payload = {"node": self.node_name, "changes": changes}
         try:
-            await asyncio.to_thread(self._request, address, body)
-        except (OSError, ValueError) as exc:
-            log.info("registrations not pushed to %s: %s", address, exc)
+            await self.bus.post(peer, PATHS.registrations, payload, timeout=self.timeout)
+        except BusError as exc:
+            log.info("registrations not pushed to %s: %s", peer.name, exc.detail)
             return False
         return True
 
-    async def _pull(self, name: str, address: str) -> None:
+    async def _pull(self, peer: Peer) -> None:
         try:
-            data = await asyncio.to_thread(self._request, address, None)
-        except (OSError, ValueError) as exc:
-            log.info("registrations not pulled from %s: %s", name, exc)
+            data = await self.bus.get(peer, PATHS.registrations, timeout=self.timeout)
+            bindings = list(data["bindings"])
+        except BusError as exc:
+            log.info("registrations not pulled from %s: %s", peer.name, exc.detail)
             return
-        changes = [{"kind": ChangeKind.SET.value, "binding": b} for b in data.get("bindings", [])]
-        apply_changes(self.location, str(data.get("node", name)), changes)
+        except (KeyError, TypeError) as exc:
+            log.info("registrations from %s unreadable: %s", peer.name, exc)
+            return
+        changes = [{"kind": ChangeKind.SET.value, "binding": b} for b in bindings]
+        try:
+            apply_changes(self.location, peer.name, changes)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.info("registrations from %s unreadable: %s", peer.name, exc)
