@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from smartswitch.b2bua.engine import B2BUA
+from smartswitch.b2bua.application import SipApplication
 from smartswitch.billing.accounting import Accounting
 from smartswitch.model.cdr import CdrRecord
 from smartswitch.model.config import (
@@ -124,8 +124,9 @@ class World:
             location=self.location,
             guard=self.guard,
         )
-        self.b2bua = B2BUA(self.policy, {"udp": SWITCH})
-        self.layer = self.b2bua.layer
+        sip = SipApplication(self.policy, {"udp": SWITCH})
+        self.b2bua = sip.b2bua
+        self.layer = sip.layer
         self.now = 10.0
 
     def bind(self, contact: str, source: Address, registered_at: float = 0.0) -> None:

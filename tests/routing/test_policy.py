@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.call import Attempt, Call
 from smartswitch.b2bua.engine import B2BUA
 from smartswitch.b2bua.ports import Rejection, RouteDecision
@@ -719,8 +720,8 @@ def _drive_a_call_through_the_b2bua(
     """INVITE from the customer, 200 from carrier-b; then every timer fires ``late`` seconds
     after its deadline until the call is over. Returns the B2BUA, the answer time and the
     messages sent after the answer."""
-    b2bua = B2BUA(policy, {"udp": ("127.0.0.1", 5060), "tcp": ("127.0.0.1", 5060)})
-    layer = b2bua.layer
+    sip = SipApplication(policy, {"udp": ("127.0.0.1", 5060), "tcp": ("127.0.0.1", 5060)})
+    b2bua, layer = sip.b2bua, sip.layer
     layer.receive(invite().to_bytes(), CALLER, NOW)
     supplier = Address("udp", "127.0.0.4", 5070)
     sent = [parse_message(data) for data, dest in layer.outgoing if dest == supplier]

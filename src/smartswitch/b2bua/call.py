@@ -10,7 +10,7 @@ from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Request
 from smartswitch.sip.timers import Timer
-from smartswitch.sip.transaction import ClientTransaction, ServerTransaction
+from smartswitch.sip.transaction import Address, ClientTransaction, ServerTransaction
 
 
 class CallState(enum.Enum):
@@ -36,19 +36,16 @@ class Leg:
     call: Call
     side: str  # "a" or "b"
     dialog: Dialog
-    ack: tuple[bytes, object] | None = None  # our ACK of its 2xx, re-sent on retransmissions
+    ack: tuple[bytes, Address] | None = None  # our ACK of its 2xx, re-sent on retransmissions
     pinging: bool = False  # an in-dialog OPTIONS of ours is waiting for its answer
 
 
-@dataclass(slots=True)
-class PendingRelay:
-    """An in-dialog request we passed from one leg to the other, awaiting its answer."""
+@dataclass(frozen=True, slots=True)
+class PendingAck:
+    """A re-INVITE's 2xx we relayed: its ACK goes on to ``to_leg`` with our CSeq there."""
 
-    call: Call
-    server_tx: ServerTransaction | None  # None for requests the switch itself started
-    from_leg: Leg | None
     to_leg: Leg
-    method: str
+    cseq: int
 
 
 @dataclass(slots=True)
@@ -81,7 +78,8 @@ class Call:
     duration_timer: Timer | None = None
     ping_timer: Timer | None = None
     deferred_b_ack: bool = False  # delayed offer: B's ACK carries the caller's answer
-    pending_acks: dict[tuple[str, int], tuple[Leg, PendingRelay, int]] = field(default_factory=dict)
+    # By the side the re-INVITE came from and its CSeq there.
+    pending_acks: dict[tuple[str, int], PendingAck] = field(default_factory=dict)
 
     @property
     def attempt(self) -> Attempt | None:

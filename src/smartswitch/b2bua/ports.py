@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from smartswitch.sip.message import Request
+from smartswitch.sip.message import Request, Response
 from smartswitch.sip.transaction import Address
 
 if TYPE_CHECKING:
@@ -67,3 +67,10 @@ class CallPolicy(Protocol):
 
         ``done`` must be called once the CDR is durable: the B2BUA holds back the messages
         that tell the parties the call ended until then."""
+
+
+class Registrations(Protocol):
+    """The registrar, as the SIP application hands it REGISTERs."""
+
+    def register(self, request: Request, source: Address, now: float) -> Response:
+        """The response to a REGISTER received from ``source`` at ``now`` (the loop's clock)."""
