@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from smartswitch.b2bua.ports import Destination, RouteDecision
+from smartswitch.b2bua.ports import CallAttempt, CallSession, CallSummary, Destination
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Request
@@ -24,11 +24,23 @@ class CallState(enum.Enum):
 class Attempt:
     """One destination tried for the call."""
 
+    index: int  # the destination's place in the session's destinations
     destination: Destination
     started: float
     ended: float | None = None
     status: int | None = None
     reason: str = ""
+
+    def freeze(self, now: float) -> CallAttempt:
+        """The attempt as the policy sees it; one still going counts as ended at ``now``."""
+        return CallAttempt(
+            self.index,
+            self.destination,
+            self.started,
+            self.ended if self.ended is not None else now,
+            self.status or 0,
+            self.reason,
+        )
 
 
 @dataclass(slots=True)
@@ -54,7 +66,7 @@ class Call:
     a_tx: ServerTransaction
     a_request: Request
     a_tag: str
-    decision: RouteDecision
+    session: CallSession
     setup_time: float
     state: CallState = CallState.CALLING
     a_leg: Leg | None = None
@@ -88,14 +100,24 @@ class Call:
             return self.answered_attempt
         return self.attempts[-1] if self.attempts else None
 
-    @property
-    def duration(self) -> float:
-        """Seconds of answered time (0 for an unanswered call)."""
-        if self.answer_time is None:
-            return 0.0
-        end = self.end_time if self.end_time is not None else self.answer_time
-        return max(0.0, end - self.answer_time)
-
-    @property
-    def answered_destination(self) -> Destination | None:
-        return self.answered_attempt.destination if self.answered_attempt else None
+    def summary(self) -> CallSummary:
+        """The call, frozen, for the policy: at its end, or as far as it went."""
+        end = self.end_time if self.end_time is not None else self.setup_time
+        attempts = tuple(a.freeze(end) for a in self.attempts)
+        answered = next(
+            (f for a, f in zip(self.attempts, attempts, strict=True) if a is self.answered_attempt),
+            None,
+        )
+        return CallSummary(
+            call_id=self.id,
+            setup_time=self.setup_time,
+            ringing_time=self.ringing_time,
+            answer_time=self.answer_time,
+            end_time=end,
+            status=self.final_status or 0,
+            reason=self.final_reason,
+            hangup_side=self.hangup_side or HangupSide.SWITCH,
+            hangup_reason=self.hangup_reason,
+            attempts=attempts,
+            answered=answered,
+        )

@@ -176,13 +176,13 @@ class B2BUA:
         if not request.headers.get("contact"):
             self._respond(tx, 400, now, "Bad Request (missing Contact)")
             return
-        decision = self.policy.route(request, tx.source, now)
+        session = self.policy.route(request, tx.source, now)
         self.stats["calls"] += 1
-        if isinstance(decision, Rejection):
+        if isinstance(session, Rejection):
             self.stats["rejected"] += 1
-            log.info("call %s: rejected %s %s", request.call_id, decision.status, decision.reason)
-            response = make_response(request, decision.status, decision.reason, self.ids.next())
-            for name, value in decision.headers:
+            log.info("call %s: rejected %s %s", request.call_id, session.status, session.reason)
+            response = make_response(request, session.status, session.reason, self.ids.next())
+            for name, value in session.headers:
                 response.headers.add(name, value)
             self.layer.respond(tx, response, now)
             return
@@ -191,7 +191,7 @@ class B2BUA:
             a_tx=tx,
             a_request=request,
             a_tag=self.ids.next(),
-            decision=decision,
+            session=session,
             setup_time=now,
         )
         tx.owner = _CallInvites(self, call)
@@ -204,11 +204,11 @@ class B2BUA:
         return f"{call.id};{call.a_tag}"
 
     def _next_attempt(self, call: Call, now: float) -> None:
-        destinations = call.decision.destinations
-        if call.decision.fork and call.attempt_index < 0:
+        destinations = call.session.destinations
+        if call.session.fork and call.attempt_index < 0:
             call.attempt_index = len(destinations) - 1
-            for dest in destinations:
-                self._start_attempt(call, dest, now)
+            for index in range(len(destinations)):
+                self._start_attempt(call, index, now)
         else:
             call.attempt_index += 1
             if call.attempt_index >= len(destinations):
@@ -217,7 +217,7 @@ class B2BUA:
                     call, 503, "Service Unavailable", HangupSide.SWITCH, "no route left", now
                 )
                 return
-            self._start_attempt(call, destinations[call.attempt_index], now)
+            self._start_attempt(call, call.attempt_index, now)
         call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
@@ -225,8 +225,9 @@ class B2BUA:
             now + self.settings.no_answer_timeout, self._no_answer, call, len(call.attempts)
         )
 
-    def _start_attempt(self, call: Call, dest: Destination, now: float) -> None:
-        attempt = Attempt(dest, now)
+    def _start_attempt(self, call: Call, index: int, now: float) -> None:
+        dest = call.session.destinations[index]
+        attempt = Attempt(index, dest, now)
         call.attempts.append(attempt)
         call.b_call_id = self.ids.next()
         call.b_tag = self.ids.next()
@@ -330,19 +331,25 @@ class B2BUA:
                 counts[1] += 1
             call.b_tx = tx
             self._cancel_pending(call, now)  # the other forks lost
-            self._connect(call, tx, response, now)
+            self._connect(call, tx, response, attempt, now)
         else:
             self._attempt_failed(call, status, response.reason, now)
 
-    def _connect(self, call: Call, tx: ClientTransaction, response: Response, now: float) -> None:
+    def _connect(
+        self,
+        call: Call,
+        tx: ClientTransaction,
+        response: Response,
+        attempt: Attempt,
+        now: float,
+    ) -> None:
         call.state = CallState.CONNECTED
         call.answer_time = now
         self.stats["answered"] += 1
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
         b_dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
-        answered = call.answered_destination
-        if tx.dest.reliable or (answered is not None and answered.flow):
+        if tx.dest.reliable or attempt.destination.flow:
             b_dialog.flow = tx.dest  # a TCP connection, or a phone behind NAT (its binding)
         call.b_leg = Leg(call, "b", b_dialog)
         self.dialogs[(b_dialog.call_id, b_dialog.local_tag)] = call.b_leg
@@ -367,23 +374,19 @@ class B2BUA:
         self.layer.respond(call.a_tx, ok, now)
 
         try:
-            self.policy.call_answered(call)
+            call.session.answered(attempt.freeze(now))
         except Exception:
             log.exception("call %s: the policy failed on answer", call.id)
         limit = self.settings.max_call_duration
         granted = limit
-        if call.decision.max_duration is not None:
-            granted = min(limit, call.decision.max_duration)
+        if call.session.max_duration is not None:
+            granted = min(limit, call.session.max_duration)
         call.duration_timer = self.timers.schedule(now + granted, self._max_duration, call, limit)
         if self.settings.dialog_ping_interval > 0:
             call.ping_timer = self.timers.schedule(
                 now + self.settings.dialog_ping_interval, self._ping, call
             )
-        log.info(
-            "call %s: answered by %s",
-            call.id,
-            call.attempt.destination.label if call.attempt else "",
-        )
+        log.info("call %s: answered by %s", call.id, attempt.destination.label)
 
     def _ack_b(self, call: Call, caller_ack: Request | None) -> None:
         leg = call.b_leg
@@ -408,7 +411,7 @@ class B2BUA:
     def _attempt_failed(self, call: Call, status: int, reason: str, now: float) -> None:
         if call.state is CallState.ENDED or call.pending:
             return  # other forks are still out: wait for them
-        if call.decision.fork:
+        if call.session.fork:
             status, reason = _best_fork_answer(call)
             self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected", now)
             return
@@ -519,7 +522,7 @@ class B2BUA:
         extra = 0.0
         if call.answer_time is not None and now - call.answer_time < limit:
             try:
-                extra = self.policy.extend_call(call)
+                extra = call.session.extend(now)
             except Exception:
                 log.exception("call %s: the policy failed to extend the call", call.id)
         if extra > 0:
@@ -592,7 +595,7 @@ class B2BUA:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
         done = _Completion(finish, now, self.resume)
         try:
-            self.policy.call_ended(call, done)
+            call.session.ended(call.summary(), done)
         except Exception:
             log.exception("call %s: the policy failed to close the call", call.id)
             done()
