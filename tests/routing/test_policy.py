@@ -12,8 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from smartswitch.b2bua.application import SipApplication
-from smartswitch.b2bua.engine import B2BUA
+from b2bua.harness import Switch
 from smartswitch.b2bua.ports import CallAttempt, CallSummary, Rejection
 from smartswitch.billing.accounting import Accounting
 from smartswitch.model.cdr import CdrRecord, HangupSide
@@ -36,13 +35,14 @@ from smartswitch.model.increment import Increment
 from smartswitch.routing.policy import BillingCall, BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization
-from smartswitch.sip.message import Request, make_response, parse_message
+from smartswitch.sip.message import Request, Response, make_response, parse_message
 from smartswitch.sip.transaction import Address
 
 ACME, CARRIER_A, CARRIER_B, DIALUP = 1, 2, 3, 4  # account ids; peers use the same ids
 RETAIL, BUY_A, BUY_B = 1, 2, 3
 CALLER = Address("udp", "127.0.0.2", 5061)
 STRANGER = Address("udp", "127.0.0.9", 5061)
+CARRIER_B_ADDRESS = Address("udp", "127.0.0.4", 5070)
 WALL_OFFSET = 1_780_000_000.0  # the loop clock starts near 0; wall time = now + offset
 NOW = 1000.0
 REALM = "smartswitch"
@@ -707,32 +707,21 @@ def test_ending_releases_exactly_what_the_call_reserved() -> None:
 
 def _drive_a_call_through_the_b2bua(
     policy: BillingPolicy, late: float
-) -> tuple[B2BUA, float, list[tuple[bytes, Address]]]:
+) -> tuple[Switch, list[tuple[Request | Response, Address]]]:
     """INVITE from the customer, 200 from carrier-b; then every timer fires ``late`` seconds
-    after its deadline until the call is over. Returns the B2BUA, the answer time and the
-    messages sent after the answer."""
-    sip = SipApplication(policy, {"udp": ("127.0.0.1", 5060), "tcp": ("127.0.0.1", 5060)})
-    b2bua, layer = sip.b2bua, sip.layer
-    layer.receive(invite().to_bytes(), CALLER, NOW)
-    supplier = Address("udp", "127.0.0.4", 5070)
-    sent = [parse_message(data) for data, dest in layer.outgoing if dest == supplier]
-    layer.outgoing.clear()
-    b_invite = sent[0]
-    assert isinstance(b_invite, Request) and b_invite.method == "INVITE"
+    after its deadline for a minute. Returns the switch and the messages sent after the
+    answer."""
+    switch = Switch(policy)
+    switch.now = NOW
+    switch.receive(invite().to_bytes(), CALLER)
+    b_invite = switch.request(CARRIER_B_ADDRESS, "INVITE")
     ok = make_response(b_invite, 200, "OK", "callee-tag")
     ok.headers.add("Contact", "<sip:carrier-b@127.0.0.4:5070>")
-    answered = NOW + 0.5
-    layer.receive(ok.to_bytes(), supplier, answered)
-    layer.outgoing.clear()
-    after: list[tuple[bytes, Address]] = []
-    for _ in range(200):
-        deadline = b2bua.timers.next_deadline()
-        if not b2bua.calls or deadline is None:
-            break
-        layer.handle_timer(deadline + late)
-        after += layer.outgoing
-        layer.outgoing.clear()
-    return b2bua, answered, after
+    switch.now = NOW + 0.5
+    switch.receive(ok.to_bytes(), CARRIER_B_ADDRESS)
+    switch.take_all()
+    switch.advance(NOW + 60, late=late)
+    return switch, switch.take_all()
 
 
 @pytest.mark.parametrize("reserve_seconds", [1, 2, 300])
@@ -746,9 +735,9 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
         snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)),
         reserve_seconds=reserve_seconds,
     )
-    b2bua, _answered, after = _drive_a_call_through_the_b2bua(policy, late=0.3)
+    switch, after = _drive_a_call_through_the_b2bua(policy, late=0.3)
 
-    assert not b2bua.calls
+    assert not switch.b2bua.calls
     [cdr] = sink.records
     assert cdr.answer_time is not None
     lasted = (cdr.end_time - cdr.answer_time).total_seconds()
@@ -758,6 +747,8 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
         Decimal("0.0500"),
         "max duration",
     )
-    byes = {dest for data, dest in after if data.startswith(b"BYE ")}
-    assert byes == {CALLER, Address("udp", "127.0.0.4", 5070)}
+    byes = {
+        dest for message, dest in after if isinstance(message, Request) and message.method == "BYE"
+    }
+    assert byes == {CALLER, CARRIER_B_ADDRESS}
     assert accounting.balance(ACME) == 0 and accounting.reserved[ACME] == 0
