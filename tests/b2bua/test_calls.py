@@ -106,6 +106,8 @@ def test_reinvite_from_the_caller_is_relayed_and_its_ack_follows_with_the_callee
     ack = switch.request(BOB, "ACK")
     assert (ack.cseq.number, ack.cseq.method) == (2, "ACK")
     assert (ack.to.tag, ack.from_.tag) == (bob.tag, out.from_.tag)
+    switch.advance(64 * T1)
+    assert switch.take_all() == []  # the ACKed 200 is not sent again (RFC 3261 13.3.1.4)
 
 
 def test_reinvite_from_the_callee_is_relayed_and_its_ack_follows_with_the_callers_cseq() -> None:
@@ -123,6 +125,23 @@ def test_reinvite_from_the_callee_is_relayed_and_its_ack_follows_with_the_caller
     bob.ack(ok)
     ack = switch.request(ALICE, "ACK")
     assert (ack.cseq.number, ack.to.tag) == (1, alice.tag)
+    switch.advance(64 * T1)
+    assert switch.take_all() == []
+
+
+def test_a_relayed_reinvite_200_is_resent_until_its_ack() -> None:
+    switch, _, alice, bob, _ = _setup()
+    connect(switch, alice, bob)
+    alice.request("INVITE", SDP)
+    switch.take(ALICE)
+    bob.answer(switch.request(BOB, "INVITE"), 200, ANSWER)
+    ok = switch.final(ALICE)
+    switch.advance(switch.now + 2 * T1)  # the 200 lost: sent again at T1, then 2*T1 later
+    assert switch.responses(ALICE) == [200]
+    alice.ack(ok)
+    assert switch.request(BOB, "ACK").cseq.number == 2
+    switch.advance(64 * T1)
+    assert switch.take_all() == []
 
 
 def test_reinvite_refused_by_the_other_side_is_relayed() -> None:

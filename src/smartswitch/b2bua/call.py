@@ -54,8 +54,10 @@ class Leg:
 
 @dataclass(frozen=True, slots=True)
 class PendingAck:
-    """A re-INVITE's 2xx we relayed: its ACK goes on to ``to_leg`` with our CSeq there."""
+    """A re-INVITE's 2xx we relayed: its ACK ends the 2xx's retransmission in ``server_tx``
+    and goes on to ``to_leg`` with our CSeq there."""
 
+    server_tx: ServerTransaction
     to_leg: Leg
     cseq: int
 

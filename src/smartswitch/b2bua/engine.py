@@ -126,6 +126,7 @@ class B2BUA:
             return
         pending = call.pending_acks.pop((leg.side, number), None)
         if pending is not None:
+            self.layer.ack_received(pending.server_tx, now)  # 13.3.1.4: stop resending the 2xx
             ack = pending.to_leg.dialog.create_request("ACK", cseq=pending.cseq)
             self._copy_headers(request, ack)
             ack.body = request.body
@@ -509,7 +510,7 @@ class B2BUA:
             )
             if relay.from_leg is not None:
                 key = (relay.from_leg.side, request.cseq.number)
-                call.pending_acks[key] = PendingAck(relay.to_leg, tx.request.cseq.number)
+                call.pending_acks[key] = PendingAck(server_tx, relay.to_leg, tx.request.cseq.number)
         self.layer.respond(server_tx, out, now)
         if status == 481 and call.state is CallState.CONNECTED:
             self._hangup(call, HangupSide.SWITCH, "dialog gone", now, skip=relay.to_leg)
