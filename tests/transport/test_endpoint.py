@@ -8,12 +8,12 @@ with a deadline; nothing sleeps for a fixed time.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
 
+from e2e.sipp import free_port  # a port free for both UDP and TCP
 from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.ports import Rejection
 from smartswitch.sip.framing import StreamFramer
@@ -49,23 +49,8 @@ class CountingLoop:
         return [h for h in self.armed if not h.cancelled() and h.when() > self._loop.time()]
 
 
-def _free_port() -> int:
-    """A port free for both UDP and TCP on loopback."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
-
-
 async def _switch() -> tuple[SipEndpoint, SipApplication, CountingLoop]:
-    port = _free_port()
+    port = free_port(HOST)
     sip = SipApplication(NoCalls(), {"udp": (HOST, port), "tcp": (HOST, port)})
     loop = CountingLoop(asyncio.get_running_loop())
     endpoint = SipEndpoint(sip.layer, cast(asyncio.AbstractEventLoop, loop))
@@ -257,7 +242,7 @@ def test_one_call_at_is_armed_for_the_earliest_timer_and_re_armed_when_it_fires(
 def test_a_tcp_destination_that_refuses_fails_its_transaction_at_once() -> None:
     async def test() -> None:
         endpoint, sip, _ = await _switch()
-        closed = Address("tcp", HOST, _free_port())
+        closed = Address("tcp", HOST, free_port(HOST))
         owner = Owner()
         _send(endpoint, sip, _request("OPTIONS", closed, 1), closed, owner)
         assert await asyncio.wait_for(owner.outcome, WAIT) == 408  # long before Timer F

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
 
 from smartswitch.b2bua.ports import CallAttempt, CallSummary, Destination, Rejection
 from smartswitch.model.cdr import CdrRecord
 from smartswitch.model.config import Did, Peer
-from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.location import LocationService
 from smartswitch.routing.records import CallRecords
 from smartswitch.routing.selection import rewrite_number
@@ -40,8 +38,6 @@ from smartswitch.sip.uri import SipUri, format_host
 __all__ = ["DidCall", "route_did"]
 
 log = logging.getLogger("smartswitch.routing")
-
-ZERO = Decimal("0.0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,34 +69,22 @@ class DidCall:
         self.records.keep(self.record(summary), done)
 
     def record(self, summary: CallSummary) -> CdrRecord:
-        """The CDR of the finished call, not rated."""
-        wall = self.records.wall
-        last = summary.last_attempt
-        return CdrRecord(
-            id=new_ulid(),
-            call_id=summary.call_id,
-            node=self.records.node,
+        """The CDR of the finished call, not rated: the owner as the customer, the provider
+        that delivered the call as the supplier."""
+        record = self.records.unrated(
+            summary,
             customer_peer_id=self.owner_peer_id,
             customer_account_id=self.owner_account_id,
+            subscriber_id=self.subscriber_id,
             caller=self.caller,
             callee=self.callee,
-            caller_out=last.destination.caller if last else self.caller,
-            callee_out=last.destination.callee if last else self.did.number,
-            setup_time=wall(summary.setup_time),
-            answer_time=wall(summary.answer_time) if summary.answer_time is not None else None,
-            end_time=wall(summary.end_time),
-            duration_ms=round(summary.duration * 1000),
-            billed_seconds=0,
-            price=ZERO,
-            cost=ZERO,
+            callee_out=self.did.number,
             currency=self.currency,
-            sip_code=summary.status,
-            sip_reason=summary.reason,
-            hangup_side=summary.hangup_side,
-            hangup_reason=summary.hangup_reason,
+        )
+        return replace(
+            record,
             supplier_peer_id=self.delivering.id,
             supplier_account_id=self.delivering.account_id,
-            subscriber_id=self.subscriber_id,
         )
 
 

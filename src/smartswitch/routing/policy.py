@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from smartswitch.b2bua.ports import (
@@ -27,12 +27,11 @@ from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
 from smartswitch.model.cdr import CdrAttempt, CdrRecord
 from smartswitch.model.config import Peer, Rate, Subscriber
-from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LocationService
 from smartswitch.routing.dids import route_did
 from smartswitch.routing.limits import CallCounter, RateLimiter
-from smartswitch.routing.records import CallRecords, CallSink
+from smartswitch.routing.records import ZERO, CallRecords, CallSink
 from smartswitch.routing.selection import order_suppliers, rewrite_number
 from smartswitch.routing.subscribers import as_customer
 from smartswitch.routing.views import ConfigViews
@@ -355,56 +354,48 @@ class BillingCall:
     def record(self, summary: CallSummary) -> CdrRecord:
         """The call rated: the customer pays the selling rate, we owe the answering supplier
         its buying rate, for the same answered duration."""
-        wall = self.policy.records.wall
+        records = self.policy.records
+        record = records.unrated(
+            summary,
+            customer_peer_id=self.customer.id if self.subscriber_id is None else 0,
+            customer_account_id=self.account_id,
+            subscriber_id=self.subscriber_id,
+            caller=self.caller,
+            callee=self.callee,
+            callee_out=self.callee,
+            currency=self.currency,
+        )
         answered = summary.answer_time is not None
         # The switch cuts the call at max_seconds; the timer firing a few ms late must not
         # bill one more increment than was reserved.
-        duration_ms = min(round(summary.duration * 1000), self.max_seconds * 1000)
+        duration_ms = min(record.duration_ms, self.max_seconds * 1000)
         price = rate_call(self.rate, duration_ms, answered=answered)
         supplier: Peer | None = None
-        cost = Decimal("0.0000")
+        cost = ZERO
         if summary.answered is not None:
             choice = self.suppliers[summary.answered.index]
             supplier = choice.peer
             cost = rate_call(choice.rate, duration_ms, answered=answered).amount
-        last = summary.last_attempt
         attempts = tuple(
             CdrAttempt(
                 seq=n,
                 supplier_peer_id=self.suppliers[a.index].peer.id,
                 sip_code=a.status,
                 reason=a.reason,
-                start_time=wall(a.started),
-                end_time=wall(a.ended),
+                start_time=records.wall(a.started),
+                end_time=records.wall(a.ended),
             )
             for n, a in enumerate(summary.attempts, 1)
         )
-        return CdrRecord(
-            id=new_ulid(),
-            call_id=summary.call_id,
-            node=self.policy.records.node,
-            customer_peer_id=self.customer.id if self.subscriber_id is None else 0,
-            customer_account_id=self.account_id,
-            caller=self.caller,
-            callee=self.callee,
-            caller_out=last.destination.caller if last else self.caller,
-            callee_out=last.destination.callee if last else self.callee,
-            setup_time=wall(summary.setup_time),
-            answer_time=wall(summary.answer_time) if summary.answer_time is not None else None,
-            end_time=wall(summary.end_time),
+        return replace(
+            record,
             duration_ms=duration_ms,
             billed_seconds=price.billed_seconds,
             price=price.amount,
             cost=cost,
-            currency=self.currency,
-            sip_code=summary.status,
-            sip_reason=summary.reason,
-            hangup_side=summary.hangup_side,
-            hangup_reason=summary.hangup_reason,
             supplier_peer_id=supplier.id if supplier else None,
             supplier_account_id=supplier.account_id if supplier else None,
             attempts=attempts,
-            subscriber_id=self.subscriber_id,
         )
 
 
