@@ -116,9 +116,10 @@ class Switch:
         self.sent: list[tuple[Message, Address]] = []
         # The transport's part: work that starts outside any input (a CDR made durable
         # later) runs at the test's clock, and what it sends is collected like the rest.
-        self.b2bua.resume = self._resume
+        self.b2bua.resume = self.run
 
-    def _resume(self, work: Callable[[float], None]) -> None:
+    def run(self, work: Callable[[float], object]) -> None:
+        """Run ``work`` at :attr:`now` outside any input, as the transport's ``run`` does."""
         work(self.now)
         self._collect()
 

@@ -102,7 +102,8 @@ class SipEndpoint:
 
     def run(self, work: Callable[[float], None]) -> None:
         """Run ``work`` that starts outside any network or timer callback (a call's CDR made
-        durable, an operator's hang-up): with the loop's time, then send what it queued."""
+        durable, a TCP connection that failed): with the loop's time, then send what it
+        queued."""
         work(self.loop.time())
         self.flush()
 
