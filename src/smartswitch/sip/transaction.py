@@ -4,16 +4,19 @@ Theory of operation
 -------------------
 
 :class:`TransactionLayer` is fed messages with :meth:`~TransactionLayer.receive` (a datagram,
-or a message framed off a stream) and the passing of time with
-:meth:`~TransactionLayer.handle_timer`; its user sends through
+or a message framed off a stream), the passing of time with
+:meth:`~TransactionLayer.handle_timer` and the transport's failures with
+:meth:`~TransactionLayer.transport_error`; its user sends through
 :meth:`~TransactionLayer.send_request`, :meth:`~TransactionLayer.send_cancel` and
-:meth:`~TransactionLayer.respond`. Every one of these entry points takes ``now``: the layer
-never reads a clock, so every timer path runs in tests without sleeping. It matches each
+:meth:`~TransactionLayer.respond`, and reports the ACK of a 2xx with
+:meth:`~TransactionLayer.ack_received`. Every one of these entry points takes ``now``: the
+layer never reads a clock, so every timer path runs in tests without sleeping. It matches each
 message to a transaction (17.1.3, 17.2.3), moves that transaction's state machine, and tells
-its :class:`TransactionUser` what the user must see. What it wants sent is appended to
-``outgoing`` as ``(bytes, Address)``; the transport drains that list after each call. Timers
-live in one :class:`~smartswitch.sip.timers.TimerHeap`, for which the transport keeps a single
-``call_at`` armed.
+its :class:`TransactionUser` what the user must see; a transaction carries the user's typed
+owner (:class:`ClientOwner`, :class:`ServerOwner`) for the user to hand those events on. What
+the layer wants sent is appended to ``outgoing`` as ``(bytes, Address)``; the transport drains
+that list after each call. Timers live in one :class:`~smartswitch.sip.timers.TimerHeap`, for
+which the transport keeps a single ``call_at`` armed.
 
 There are four machines (:class:`Machine`), one per figure of RFC 3261 17 (5 to 8, with the
 Accepted state of RFC 6026 in figures 5 and 7). Everything that can happen to a transaction is
