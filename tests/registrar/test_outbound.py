@@ -97,7 +97,7 @@ def _state(client: OutboundClient) -> OutboundState:
 
 
 def _setup(**register: Any) -> tuple[SipApplication, Registrar, OutboundClient]:
-    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
+    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})
     target = OutboundTarget.of(_peer(**register))
     assert target is not None
     client = OutboundClient(target, sip.layer, retry_min=5, retry_max=60)
@@ -230,7 +230,7 @@ def test_stop_unregisters() -> None:
 
 
 def test_manager_follows_the_configuration() -> None:
-    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
+    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})
     manager = OutboundRegistrations(sip.layer)
     peer = _peer()
     manager.reconcile([peer], 1000.0)
