@@ -202,17 +202,14 @@ class Phone:
 
     def call(self, callee: str = "15551234567", body: bytes = SDP) -> Request:
         """An INVITE to the switch (no body: a delayed offer)."""
-        headers = Headers()
-        for name, value in (
-            ("From", f"<sip:{self.user}@{self.address.host}>;tag={self.tag}"),
-            ("To", f"<sip:{callee}@{SWITCH.host}>"),
-            ("Call-ID", f"call-{self.user}@{self.address.host}"),
-            ("CSeq", "1 INVITE"),
+        invite = new_request(
+            "INVITE",
+            f"sip:{callee}@{SWITCH.host}",
+            f"<sip:{self.user}@{self.address.host}>;tag={self.tag}",
+            f"<sip:{callee}@{SWITCH.host}>",
+            f"call-{self.user}@{self.address.host}",
             ("Contact", self.contact),
-            ("Max-Forwards", "70"),
-        ):
-            headers.add(name, value)
-        invite = Request("INVITE", f"sip:{callee}@{SWITCH.host}", headers)
+        )
         _with_body(invite, body)
         self.invite = self.send(invite)
         return self.invite
@@ -275,6 +272,24 @@ class Phone:
             self.dialog = Dialog.as_uas(request, self.tag, self.contact)
         self.switch.receive(response.to_bytes(), self.address)
         return response
+
+
+def new_request(
+    method: str, uri: str, from_: str, to: str, call_id: str, *extra: tuple[str, str]
+) -> Request:
+    """A request outside any dialog, as a UA starts it (its Via is the sender's to add):
+    From (with its tag) and To as given, CSeq 1, Max-Forwards 70, then ``extra`` headers."""
+    headers = Headers()
+    for name, value in (
+        ("From", from_),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", f"1 {method}"),
+        ("Max-Forwards", "70"),
+        *extra,
+    ):
+        headers.add(name, value)
+    return Request(method, uri, headers)
 
 
 def _with_body(message: Message, body: bytes) -> None:

@@ -3,10 +3,10 @@ owner, and what it answers itself."""
 
 from __future__ import annotations
 
-from smartswitch.sip.message import Headers, Request, Response, make_response
+from smartswitch.sip.message import Request, Response, make_response
 from smartswitch.sip.transaction import Address, ClientTransaction
 
-from .harness import ALICE, BOB, SWITCH, Calls, Phone, Switch
+from .harness import ALICE, BOB, SWITCH, Calls, Phone, Switch, new_request
 
 
 class Registrar:
@@ -32,17 +32,16 @@ class Owner:
 
 
 def _outside_a_dialog(phone: Phone, method: str) -> Request:
-    headers = Headers()
-    for name, value in (
-        ("From", f"<sip:{phone.user}@{phone.address.host}>;tag=t"),
-        ("To", f"<sip:{phone.user}@{SWITCH.host}>"),
-        ("Call-ID", f"{method.lower()}@{phone.address.host}"),
-        ("CSeq", f"1 {method}"),
-        ("Contact", phone.contact),
-        ("Max-Forwards", "70"),
-    ):
-        headers.add(name, value)
-    return phone.send(Request(method, f"sip:{SWITCH.host}", headers))
+    return phone.send(
+        new_request(
+            method,
+            f"sip:{SWITCH.host}",
+            f"<sip:{phone.user}@{phone.address.host}>;tag=t",
+            f"<sip:{phone.user}@{SWITCH.host}>",
+            f"{method.lower()}@{phone.address.host}",
+            ("Contact", phone.contact),
+        )
+    )
 
 
 def test_register_goes_to_the_registrar_once_one_is_attached() -> None:
@@ -75,16 +74,13 @@ def test_requests_the_application_answers_itself() -> None:
 
 
 def _probe(n: int) -> Request:
-    headers = Headers()
-    for name, value in (
-        ("From", f"<sip:switch@{SWITCH.host}>;tag=s{n}"),
-        ("To", f"<sip:bob@{BOB.host}>"),
-        ("Call-ID", f"probe{n}@{SWITCH.host}"),
-        ("CSeq", "1 OPTIONS"),
-        ("Max-Forwards", "70"),
-    ):
-        headers.add(name, value)
-    return Request("OPTIONS", f"sip:bob@{BOB.host}", headers)
+    return new_request(
+        "OPTIONS",
+        f"sip:bob@{BOB.host}",
+        f"<sip:switch@{SWITCH.host}>;tag=s{n}",
+        f"<sip:bob@{BOB.host}>",
+        f"probe{n}@{SWITCH.host}",
+    )
 
 
 def test_answers_and_timeouts_go_to_the_transactions_owner() -> None:

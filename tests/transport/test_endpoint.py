@@ -13,11 +13,12 @@ from typing import Any, cast
 
 import pytest
 
+from b2bua.harness import new_request
 from e2e.sipp import free_port  # a port free for both UDP and TCP
 from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.ports import Rejection
 from smartswitch.sip.framing import StreamFramer
-from smartswitch.sip.message import Headers, Request, Response, parse_message
+from smartswitch.sip.message import Request, Response, parse_message
 from smartswitch.sip.transaction import T1, Address, ClientTransaction
 from smartswitch.transport.endpoint import SipEndpoint, message_kind
 
@@ -113,16 +114,13 @@ class Owner:
 
 
 def _request(method: str, dest: Address, n: int) -> Request:
-    headers = Headers()
-    for name, value in (
-        ("From", f"<sip:switch@{HOST}>;tag=s{n}"),
-        ("To", f"<sip:peer@{dest.host}>"),
-        ("Call-ID", f"out-{n}@{HOST}"),
-        ("CSeq", f"1 {method}"),
-        ("Max-Forwards", "70"),
-    ):
-        headers.add(name, value)
-    return Request(method, f"sip:peer@{dest.host}:{dest.port}", headers)
+    return new_request(
+        method,
+        f"sip:peer@{dest.host}:{dest.port}",
+        f"<sip:switch@{HOST}>;tag=s{n}",
+        f"<sip:peer@{dest.host}>",
+        f"out-{n}@{HOST}",
+    )
 
 
 def _send(
