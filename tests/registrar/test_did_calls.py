@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from smartswitch.b2bua.engine import B2BUA
+from b2bua.harness import Switch
 from smartswitch.billing.accounting import Accounting
 from smartswitch.model.cdr import CdrRecord
 from smartswitch.model.config import (
@@ -36,11 +36,10 @@ from smartswitch.registrar.location import Binding, LocationService
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization, compute_ha1
-from smartswitch.sip.message import Request, Response, make_response, parse_message
+from smartswitch.sip.message import Request, Response, make_response
 from smartswitch.sip.transaction import Address
 
 REALM = "switch.example"
-SWITCH = ("198.51.100.1", 5060)
 PROVIDER = Address("udp", "203.0.113.9", 5060)
 CARRIER = Address("udp", "203.0.113.20", 5060)
 PHONE_A = Address("udp", "192.0.2.10", 41000)
@@ -124,9 +123,17 @@ class World:
             location=self.location,
             guard=self.guard,
         )
-        self.b2bua = B2BUA(self.policy, {"udp": SWITCH})
-        self.layer = self.b2bua.layer
+        self.switch = Switch(self.policy)
+        self.b2bua = self.switch.b2bua
         self.now = 10.0
+
+    @property
+    def now(self) -> float:
+        return self.switch.now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.switch.now = value
 
     def bind(self, contact: str, source: Address, registered_at: float = 0.0) -> None:
         self.location.apply(
@@ -142,15 +149,10 @@ class World:
         )
 
     def send(self, data: str | bytes, source: Address) -> None:
-        raw = data.encode() if isinstance(data, str) else data
-        self.layer.receive(raw, source, self.now)
+        self.switch.receive(data.encode() if isinstance(data, str) else data, source)
 
     def out(self) -> list[tuple[Request | Response, Address]]:
-        messages = []
-        for data, dest in self.layer.drain():
-            message = parse_message(data)
-            messages.append((message, dest))
-        return messages
+        return self.switch.take_all()
 
     def answer(self, request: Request, status: int, source: Address, tag: str) -> None:
         response = make_response(request, status, None, tag)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smartswitch.b2bua.engine import B2BUA
+from smartswitch.b2bua.application import SipApplication
 from smartswitch.model.config import Peer, PeerRole, SupplierRegistration
 from smartswitch.registrar.outbound import (
     OutboundClient,
@@ -54,9 +54,8 @@ def _peer(**register: Any) -> Peer:
 class Registrar:
     """The supplier's side: challenges, checks credentials, answers with a script."""
 
-    def __init__(self, b2bua: B2BUA) -> None:
-        self.b2bua = b2bua
-        self.layer = b2bua.layer
+    def __init__(self, sip: SipApplication) -> None:
+        self.layer = sip.layer
         self.auth = DigestAuthenticator(REALM, b"supplier-secret-0123456789", algorithms=("MD5",))
         self.received: list[Request] = []
 
@@ -97,18 +96,17 @@ def _state(client: OutboundClient) -> OutboundState:
     return client.state  # a call, so that mypy does not narrow the attribute between steps
 
 
-def _setup(**register: Any) -> tuple[B2BUA, Registrar, OutboundClient]:
-    b2bua = B2BUA(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
+def _setup(**register: Any) -> tuple[SipApplication, Registrar, OutboundClient]:
+    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})
     target = OutboundTarget.of(_peer(**register))
     assert target is not None
-    client = OutboundClient(target, b2bua.layer, retry_min=5, retry_max=60)
-    b2bua.layer.now = 1000.0
-    return b2bua, Registrar(b2bua), client
+    client = OutboundClient(target, sip.layer, retry_min=5, retry_max=60)
+    return sip, Registrar(sip), client
 
 
 def test_challenge_answered_then_registered_and_refreshed_before_expiry() -> None:
-    b2bua, registrar, client = _setup()
-    client.start()
+    sip, registrar, client = _setup()
+    client.start(1000.0)
     first = registrar.take()
     assert first.headers.get("expires") == "120"
     assert first.headers.get("contact") == "<sip:trunk1@198.51.100.1:5060>"
@@ -121,34 +119,34 @@ def test_challenge_answered_then_registered_and_refreshed_before_expiry() -> Non
     assert _state(client) is OutboundState.REGISTERING
     registrar.ok(second, 1000.0, 120)
     assert _state(client) is OutboundState.REGISTERED
-    status = client.status()
+    status = client.status(1000.0)
     assert (status.registered_for, status.next_action_in) == (120, refresh_delay(120)) == (120, 90)
 
     # Nothing is sent before the refresh time ...
-    b2bua.layer.handle_timer(1089.9)
-    assert b2bua.layer.drain() == []
+    sip.layer.handle_timer(1089.9)
+    assert sip.layer.drain() == []
     # ... then a refresh, with credentials already (the nonce's next nc), same Call-ID.
-    b2bua.layer.handle_timer(1090.0)
+    sip.layer.handle_timer(1090.0)
     refresh = registrar.take()
     assert refresh.call_id == first.call_id and refresh.cseq.number == second.cseq.number + 1
     assert registrar.verify(refresh, 1090.0)
     assert "nc=00000002" in (refresh.headers.get("authorization") or "")
     registrar.ok(refresh, 1090.0, 120)
-    assert client.status().registered_for == 120
+    assert client.status(1090.0).registered_for == 120
 
 
 def test_granted_expires_is_what_the_registrar_says() -> None:
-    _b2bua, registrar, client = _setup(expires=3600)
-    client.start()
+    _sip, registrar, client = _setup(expires=3600)
+    client.start(1000.0)
     request = registrar.take()
     registrar.ok(request, 1000.0, 600)  # the registrar cut it to 600
-    assert client.status().registered_for == 600
-    assert client.status().next_action_in == 570  # 30 s before the end
+    assert client.status(1000.0).registered_for == 600
+    assert client.status(1000.0).next_action_in == 570  # 30 s before the end
 
 
 def test_wrong_password_backs_off_doubling() -> None:
-    b2bua, registrar, client = _setup(password="wrong")
-    client.start()
+    sip, registrar, client = _setup(password="wrong")
+    client.start(1000.0)
     now = 1000.0
     delays = []
     for _ in range(5):
@@ -157,20 +155,20 @@ def test_wrong_password_backs_off_doubling() -> None:
         assert not registrar.verify(answered, now)
         registrar.challenge(answered, now)  # refused: challenged again, not stale
         assert _state(client) is OutboundState.FAILED
-        delay = client.status().next_action_in
+        delay = client.status(now).next_action_in
         assert delay is not None
         delays.append(delay)
-        assert b2bua.layer.drain() == []  # no third attempt at once
+        assert sip.layer.drain() == []  # no third attempt at once
         now += delay
-        b2bua.layer.handle_timer(now)
+        sip.layer.handle_timer(now)
     assert delays == [5, 10, 20, 40, 60]  # capped at retry_max
     assert client.failures == 5
-    assert client.status().last_status == 401
+    assert client.status(now).last_status == 401
 
 
 def test_stale_challenge_is_answered_again() -> None:
-    _b2bua, registrar, client = _setup()
-    client.start()
+    _sip, registrar, client = _setup()
+    client.start(1000.0)
     registrar.challenge(registrar.take(), 1000.0)
     answered = registrar.take()
     registrar.challenge(answered, 1000.0, stale=True)
@@ -181,26 +179,26 @@ def test_stale_challenge_is_answered_again() -> None:
 
 
 def test_timeout_retries_later_and_success_resets_the_count() -> None:
-    b2bua, registrar, client = _setup()
-    client.start()
+    sip, registrar, client = _setup()
+    client.start(1000.0)
     registrar.take()
     # UDP retransmissions (Timer E), then Timer F: no answer at all.
     now = 1000.0
     while client.state is not OutboundState.FAILED:
         now += 0.5
-        b2bua.layer.handle_timer(now)
-        b2bua.layer.drain()
+        sip.layer.handle_timer(now)
+        sip.layer.drain()
     assert now == 1032.0  # 64 * T1
-    assert client.status().last_status == 408
-    assert client.status().next_action_in == 5
-    b2bua.layer.handle_timer(now + 5)
+    assert client.status(now).last_status == 408
+    assert client.status(now).next_action_in == 5
+    sip.layer.handle_timer(now + 5)
     registrar.ok(registrar.take(), now + 5, 120)
     assert (_state(client), client.failures) == (OutboundState.REGISTERED, 0)
 
 
 def test_interval_too_brief_asks_again_with_min_expires() -> None:
-    _b2bua, registrar, client = _setup(expires=30)
-    client.start()
+    _sip, registrar, client = _setup(expires=30)
+    client.start(1000.0)
     registrar.answer(registrar.take(), 423, 1000.0, Min_Expires="300")
     again = registrar.take()
     assert again.headers.get("expires") == "300"
@@ -209,42 +207,40 @@ def test_interval_too_brief_asks_again_with_min_expires() -> None:
 
 
 def test_retry_after_is_honoured() -> None:
-    _b2bua, registrar, client = _setup()
-    client.start()
+    _sip, registrar, client = _setup()
+    client.start(1000.0)
     registrar.answer(registrar.take(), 503, 1000.0, Retry_After="45")
-    assert client.status().next_action_in == 45
+    assert client.status(1000.0).next_action_in == 45
 
 
 def test_stop_unregisters() -> None:
-    b2bua, registrar, client = _setup()
-    client.start()
+    sip, registrar, client = _setup()
+    client.start(1000.0)
     registrar.challenge(registrar.take(), 1000.0)
     registrar.ok(registrar.take(), 1000.0, 120)
-    b2bua.layer.now = 1010.0
-    client.stop()
+    client.stop(1010.0)
     bye = registrar.take()
     assert bye.headers.get("expires") == "0"
     assert registrar.verify(bye, 1010.0)
     assert _state(client) is OutboundState.UNREGISTERING
     registrar.answer(bye, 200, 1010.0)
     assert _state(client) is OutboundState.STOPPED
-    b2bua.layer.handle_timer(5000.0)
-    assert b2bua.layer.drain() == []  # no refresh after stop
+    sip.layer.handle_timer(5000.0)
+    assert sip.layer.drain() == []  # no refresh after stop
 
 
 def test_manager_follows_the_configuration() -> None:
-    b2bua = B2BUA(_NoCalls(), {"udp": ("198.51.100.1", 5060)})  # type: ignore[arg-type]
-    b2bua.layer.now = 1000.0
-    manager = OutboundRegistrations(b2bua.layer)
+    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})
+    manager = OutboundRegistrations(sip.layer)
     peer = _peer()
-    manager.reconcile([peer])
-    assert [s.peer for s in manager.statuses()] == ["carrier"]
-    assert len(b2bua.layer.drain()) == 1
-    manager.reconcile([peer])  # unchanged: nothing restarted
-    assert b2bua.layer.drain() == []
-    manager.reconcile([_peer(expires=600)])  # changed: a new client
-    assert len(b2bua.layer.drain()) == 1
-    manager.reconcile([])
-    assert manager.statuses() == []
-    status_text = repr(manager.statuses())
+    manager.reconcile([peer], 1000.0)
+    assert [s.peer for s in manager.statuses(1000.0)] == ["carrier"]
+    assert len(sip.layer.drain()) == 1
+    manager.reconcile([peer], 1000.0)  # unchanged: nothing restarted
+    assert sip.layer.drain() == []
+    manager.reconcile([_peer(expires=600)], 1000.0)  # changed: a new client
+    assert len(sip.layer.drain()) == 1
+    manager.reconcile([], 1000.0)
+    assert manager.statuses(1000.0) == []
+    status_text = repr(manager.statuses(1000.0))
     assert PASSWORD not in status_text

@@ -1,19 +1,19 @@
-"""BillingPolicy driven by hand: a hand-made configuration, INVITEs parsed from bytes, and
-calls ended with the B2BUA's own Call objects. No sockets, no database, no clock but ours."""
+"""BillingPolicy driven by hand: a hand-made configuration, INVITEs parsed from bytes, and its
+sessions told what the B2BUA would tell them (the attempts, the answer, the call's summary).
+No sockets, no database, no clock but ours."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from smartswitch.b2bua.call import Attempt, Call
-from smartswitch.b2bua.engine import B2BUA
-from smartswitch.b2bua.ports import Rejection, RouteDecision
+from b2bua.harness import Switch
+from smartswitch.b2bua.ports import CallAttempt, CallSummary, Rejection
 from smartswitch.billing.accounting import Accounting
 from smartswitch.model.cdr import CdrRecord, HangupSide
 from smartswitch.model.cdr import HangupSide as CallHangup
@@ -32,16 +32,17 @@ from smartswitch.model.config import (
     Tariff,
 )
 from smartswitch.model.increment import Increment
-from smartswitch.routing.policy import BillingPolicy, CallContext, SupplierChoice
+from smartswitch.routing.policy import BillingCall, BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization
-from smartswitch.sip.message import Request, make_response, parse_message
-from smartswitch.sip.transaction import Address, ServerTransaction
+from smartswitch.sip.message import Request, Response, make_response, parse_message
+from smartswitch.sip.transaction import Address
 
 ACME, CARRIER_A, CARRIER_B, DIALUP = 1, 2, 3, 4  # account ids; peers use the same ids
 RETAIL, BUY_A, BUY_B = 1, 2, 3
 CALLER = Address("udp", "127.0.0.2", 5061)
 STRANGER = Address("udp", "127.0.0.9", 5061)
+CARRIER_B_ADDRESS = Address("udp", "127.0.0.4", 5070)
 WALL_OFFSET = 1_780_000_000.0  # the loop clock starts near 0; wall time = now + offset
 NOW = 1000.0
 REALM = "smartswitch"
@@ -177,10 +178,10 @@ def routed(
     request: Request | None = None,
     source: Address = CALLER,
     now: float = NOW,
-) -> RouteDecision:
-    decision = policy.route(request or invite(), source, now)
-    assert isinstance(decision, RouteDecision), decision
-    return decision
+) -> BillingCall:
+    session = policy.route(request or invite(), source, now)
+    assert isinstance(session, BillingCall), session
+    return session
 
 
 def refused(
@@ -189,45 +190,43 @@ def refused(
     source: Address = CALLER,
     now: float = NOW,
 ) -> Rejection:
-    decision = policy.route(request or invite(), source, now)
-    assert isinstance(decision, Rejection), decision
-    return decision
+    rejection = policy.route(request or invite(), source, now)
+    assert isinstance(rejection, Rejection), rejection
+    return rejection
 
 
-def new_call(request: Request, decision: RouteDecision, now: float = NOW) -> Call:
-    tx = ServerTransaction(("branch", "INVITE"), request, CALLER)
-    return Call(
-        id=request.call_id,
-        a_tx=tx,
-        a_request=request,
-        a_tag="a-tag",
-        decision=decision,
-        setup_time=now,
-    )
+@dataclass
+class Call:
+    """What the B2BUA would tell a session of its call, told by hand: attempts, an answer,
+    then the call's summary."""
+
+    session: BillingCall
+    call_id: str
+    setup_time: float = NOW
+    attempts: list[CallAttempt] = field(default_factory=list)
+    answered: CallAttempt | None = None
 
 
-def answer(policy: BillingPolicy, call: Call, index: int = 0, at: float = NOW + 0.5) -> None:
+def new_call(request: Request, session: BillingCall, now: float = NOW) -> Call:
+    return Call(session, request.call_id, now)
+
+
+def answer(call: Call, index: int = 0, at: float = NOW + 0.5) -> None:
     """Failed attempts for every destination before ``index`` (503), then ``index`` answers."""
     started = call.setup_time
-    for n, destination in enumerate(call.decision.destinations[: index + 1]):
-        attempt = Attempt(destination, started)
-        call.attempts.append(attempt)
+    for n, destination in enumerate(call.session.destinations[: index + 1]):
         if n < index:
-            attempt.ended, attempt.status, attempt.reason = (
-                started + 0.1,
-                503,
-                "Service Unavailable",
-            )
+            failed = CallAttempt(n, destination, started, started + 0.1, 503, "Service Unavailable")
+            call.attempts.append(failed)
             started += 0.1
         else:
-            attempt.ended, attempt.status, attempt.reason = at, 200, "OK"
-            call.answered_attempt = attempt
-    call.answer_time = at
-    policy.call_answered(call)
+            call.answered = CallAttempt(n, destination, started, at, 200, "OK")
+            call.attempts.append(call.answered)
+    assert call.answered is not None
+    call.session.answered(call.answered)
 
 
 def end(
-    policy: BillingPolicy,
     call: Call,
     at: float,
     side: CallHangup = CallHangup.CALLER,
@@ -236,13 +235,21 @@ def end(
     reason: str = "OK",
 ) -> list[str]:
     """End the call; returns what happened to ``done`` (["done"] once it was called)."""
-    call.end_time = at
-    call.final_status = status
-    call.final_reason = reason
-    call.hangup_side = side
-    call.hangup_reason = why
+    summary = CallSummary(
+        call_id=call.call_id,
+        setup_time=call.setup_time,
+        ringing_time=None,
+        answer_time=call.answered.ended if call.answered is not None else None,
+        end_time=at,
+        status=status,
+        reason=reason,
+        hangup_side=side,
+        hangup_reason=why,
+        attempts=tuple(call.attempts),
+        answered=call.answered,
+    )
     called: list[str] = []
-    policy.call_ended(call, lambda: called.append("done"))
+    call.session.ended(summary, lambda: called.append("done"))
     return called
 
 
@@ -255,11 +262,9 @@ def wall(now: float) -> datetime:
 
 def test_a_source_in_the_acl_is_the_customer() -> None:
     policy, _, _ = make_policy()
-    decision = routed(policy)
-    context = decision.context
-    assert isinstance(context, CallContext)
-    assert context.customer.name == "acme-trunk"
-    assert context.account_id == ACME
+    session = routed(policy)
+    assert session.customer.name == "acme-trunk"
+    assert session.account_id == ACME
 
 
 def test_an_unknown_source_gets_403_without_a_challenge_when_nobody_uses_passwords() -> None:
@@ -294,10 +299,9 @@ def _authorized(
 def test_digest_credentials_identify_the_customer() -> None:
     policy, _, _ = make_policy()
     request = invite(proxy_authorization=_authorized(policy))
-    decision = routed(policy, request, source=STRANGER)
-    assert isinstance(decision.context, CallContext)
-    assert decision.context.customer.name == "dialup-phone"
-    assert decision.context.account_id == DIALUP
+    session = routed(policy, request, source=STRANGER)
+    assert session.customer.name == "dialup-phone"
+    assert session.account_id == DIALUP
 
 
 @pytest.mark.parametrize(
@@ -366,17 +370,17 @@ def test_a_balance_that_does_not_pay_the_first_increment_is_402(balance: str) ->
 
 def test_the_credit_limit_counts_as_money() -> None:
     policy, _, _ = make_policy(snapshot(balance="0", credit="0.0200"))
-    decision = routed(policy)
+    session = routed(policy)
     # 0.0200 at 0.0100/min, 60/60: two whole minutes
-    assert decision.max_duration == 120
+    assert session.max_duration == 120
 
 
 def test_the_maximum_duration_is_what_the_balance_buys() -> None:
     policy, accounting, _ = make_policy(
         snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),))
     )
-    decision = routed(policy)
-    assert decision.max_duration == 5
+    session = routed(policy)
+    assert session.max_duration == 5
     assert accounting.reserved[ACME] == Decimal("0.0500")
     assert accounting.available(ACME) == 0
     # the whole balance is held by the call in progress: a second call cannot start
@@ -406,12 +410,12 @@ def test_reservations_of_calls_in_progress_limit_new_calls() -> None:
 def test_concurrent_call_limit_answers_503_with_reason_until_a_call_ends() -> None:
     policy, _, _ = make_policy(snapshot(customer={"max_calls": 2}))
     first = invite()
-    decision = routed(policy, first)
+    session = routed(policy, first)
     routed(policy)
     rejection = refused(policy)
     assert rejection.status == 503
     assert rejection.headers == (("Reason", 'SIP;cause=503;text="concurrent call limit reached"'),)
-    end(policy, new_call(first, decision), NOW + 1, status=487, reason="Request Terminated")
+    end(new_call(first, session), NOW + 1, status=487, reason="Request Terminated")
     routed(policy)
 
 
@@ -436,12 +440,12 @@ def test_a_supplier_over_its_call_rate_is_skipped_until_its_bucket_refills() -> 
 def test_a_supplier_at_its_concurrent_call_limit_is_skipped() -> None:
     policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"max_calls": 1}}))
     request = invite()
-    decision = routed(policy, request)
-    assert [d.label for d in decision.destinations] == ["carrier-b", "carrier-a"]
-    call = new_call(request, decision)
-    answer(policy, call)
+    session = routed(policy, request)
+    assert [d.label for d in session.destinations] == ["carrier-b", "carrier-a"]
+    call = new_call(request, session)
+    answer(call)
     assert [d.label for d in routed(policy).destinations] == ["carrier-a"]
-    end(policy, call, NOW + 2)
+    end(call, NOW + 2)
     assert [d.label for d in routed(policy).destinations] == ["carrier-b", "carrier-a"]
 
 
@@ -459,13 +463,13 @@ def test_suppliers_without_an_address_or_disabled_are_skipped_and_none_left_is_5
 
 def test_least_cost_orders_by_buying_rate_and_destinations_carry_the_supplier() -> None:
     policy, _, _ = make_policy()
-    decision = routed(policy)
-    assert [d.label for d in decision.destinations] == ["carrier-b", "carrier-a"]
-    first = decision.destinations[0]
+    session = routed(policy)
+    assert [d.label for d in session.destinations] == ["carrier-b", "carrier-a"]
+    first = session.destinations[0]
     assert first.uri == "sip:15551234567@127.0.0.4:5070"
     assert first.address == Address("udp", "127.0.0.4", 5070)
-    assert isinstance(first.context, SupplierChoice)
-    assert first.context.rate.price_per_minute == Decimal("0.0040")
+    assert session.suppliers[0].peer.name == "carrier-b"
+    assert session.suppliers[0].rate.price_per_minute == Decimal("0.0040")
 
 
 def test_priority_keeps_the_route_order() -> None:
@@ -488,14 +492,14 @@ def test_profit_control(control: ProfitControl, price: str, expected: list[str])
     policy, accounting, _ = make_policy(
         snapshot(retail=(_rate("1", price),), customer={"profit_control": control})
     )
-    decision = policy.route(invite(), CALLER, NOW)
+    session = policy.route(invite(), CALLER, NOW)
     if expected:
-        assert isinstance(decision, RouteDecision)
-        assert [d.label for d in decision.destinations] == expected
+        assert isinstance(session, BillingCall)
+        assert [d.label for d in session.destinations] == expected
     else:
-        assert isinstance(decision, Rejection)
-        assert decision.status == 503
-        assert "no supplier" in dict(decision.headers)["Reason"]
+        assert isinstance(session, Rejection)
+        assert session.status == 503
+        assert "no supplier" in dict(session.headers)["Reason"]
         assert accounting.reserved == {}
 
 
@@ -510,38 +514,32 @@ def test_numbers_are_rewritten_for_the_customer_then_for_the_supplier() -> None:
         )
     )
     request = invite("0015551234567", caller="5550001")
-    decision = routed(policy, request)
-    first = decision.destinations[0]
+    session = routed(policy, request)
+    first = session.destinations[0]
     assert first.label == "carrier-b"
     assert (first.callee, first.caller) == ("777#15551234567", "+5550001")
     assert first.uri == "sip:777#15551234567@127.0.0.4:5070"
-    context = decision.context
-    assert isinstance(context, CallContext)
-    assert (context.caller, context.callee) == ("5550001", "0015551234567")  # as received
+    assert (session.caller, session.callee) == ("5550001", "0015551234567")  # as received
 
 
 def test_a_plus_before_the_number_is_not_part_of_the_prefix() -> None:
     policy, _, _ = make_policy()
-    decision = routed(policy, invite("+15551234567"))
-    assert isinstance(decision.context, CallContext)
-    assert decision.context.rate.prefix == "1"
+    assert routed(policy, invite("+15551234567")).rate.prefix == "1"
 
 
 def test_a_new_configuration_applies_to_new_calls_only() -> None:
     policy, accounting, sink = make_policy()
     request = invite()
-    decision = routed(policy, request)
-    call = new_call(request, decision)
-    answer(policy, call)
+    session = routed(policy, request)
+    call = new_call(request, session)
+    answer(call)
     dearer = snapshot(retail=(_rate("1", "0.0500"),), version=2, credit="10")
     policy.update(ConfigViews.build(dearer))
     assert accounting.credit[ACME] == Decimal(10)
     assert accounting.stored[ACME] == Decimal(100), "balances do not come from the config"
-    end(policy, call, NOW + 10)
+    end(call, NOW + 10)
     assert sink.records[-1].price == Decimal("0.0100")  # the price it started with
-    later = routed(policy)
-    assert isinstance(later.context, CallContext)
-    assert later.context.rate.price_per_minute == Decimal("0.0500")
+    assert routed(policy).rate.price_per_minute == Decimal("0.0500")
 
 
 # --------------------------------------------------------------------------- extension
@@ -553,20 +551,20 @@ def test_time_is_granted_in_slices_up_to_the_balance() -> None:
         snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)), reserve_seconds=2
     )
     request = invite()
-    decision = routed(policy, request)
-    assert decision.max_duration == 2
+    session = routed(policy, request)
+    assert session.max_duration == 2
     assert accounting.reserved[ACME] == Decimal("0.0200")
-    call = new_call(request, decision)
-    answer(policy, call)
-    assert policy.extend_call(call) == 2
+    call = new_call(request, session)
+    answer(call)
+    assert call.session.extend(NOW) == 2
     assert accounting.reserved[ACME] == Decimal("0.0400")
-    assert policy.extend_call(call) == 1
+    assert call.session.extend(NOW) == 1
     assert accounting.reserved[ACME] == Decimal("0.0500")
     assert accounting.available(ACME) == 0
-    assert policy.extend_call(call) == 0
+    assert call.session.extend(NOW) == 0
     assert accounting.reserved[ACME] == Decimal("0.0500")
     # cut at 5 s by the switch, its timer 40 ms late: 5 s billed, not 6
-    end(policy, call, NOW + 0.5 + 5.04, side=CallHangup.SWITCH, why="max duration")
+    end(call, NOW + 0.5 + 5.04, side=CallHangup.SWITCH, why="max duration")
     assert accounting.reserved[ACME] == 0
     assert accounting.balance(ACME) == 0
     assert accounting.available(ACME) == 0
@@ -575,12 +573,12 @@ def test_time_is_granted_in_slices_up_to_the_balance() -> None:
 def test_a_slice_is_not_extended_past_the_node_maximum() -> None:
     policy, _, _ = make_policy(reserve_seconds=60, max_call_duration=100)
     request = invite()
-    decision = routed(policy, request)
-    assert decision.max_duration == 60
-    call = new_call(request, decision)
-    answer(policy, call)
-    assert policy.extend_call(call) == 40
-    assert policy.extend_call(call) == 0
+    session = routed(policy, request)
+    assert session.max_duration == 60
+    call = new_call(request, session)
+    answer(call)
+    assert call.session.extend(NOW) == 40
+    assert call.session.extend(NOW) == 0
 
 
 def test_an_extension_sees_what_other_calls_spent_meanwhile() -> None:
@@ -589,21 +587,14 @@ def test_an_extension_sees_what_other_calls_spent_meanwhile() -> None:
     )
     first_request = invite()
     first = new_call(first_request, routed(policy, first_request))
-    answer(policy, first)
+    answer(first)
     second_request = invite()
     second = new_call(second_request, routed(policy, second_request))
-    answer(policy, second)
+    answer(second)
     # 0.0100 left unreserved: the first call gets 1 s more, the second nothing
-    assert policy.extend_call(first) == 1
-    assert policy.extend_call(second) == 0
+    assert first.session.extend(NOW) == 1
+    assert second.session.extend(NOW) == 0
     assert accounting.available(ACME) == 0
-
-
-def test_extend_call_ignores_calls_of_other_policies() -> None:
-    policy, _, _ = make_policy()
-    request = invite()
-    call = new_call(request, RouteDecision((), max_duration=10.0, context=None))
-    assert policy.extend_call(call) == 0.0
 
 
 # --------------------------------------------------------------------------- rating
@@ -612,10 +603,10 @@ def test_extend_call_ignores_calls_of_other_policies() -> None:
 def test_an_answered_call_is_rated_into_one_cdr() -> None:
     policy, accounting, sink = make_policy()
     request = invite(call_id="the-call")
-    decision = routed(policy, request)
-    call = new_call(request, decision)
-    answer(policy, call, index=1, at=NOW + 0.7)  # carrier-b 503, carrier-a answers
-    done = end(policy, call, NOW + 0.7 + 61.2, side=CallHangup.CALLEE)
+    session = routed(policy, request)
+    call = new_call(request, session)
+    answer(call, index=1, at=NOW + 0.7)  # carrier-b 503, carrier-a answers
+    done = end(call, NOW + 0.7 + 61.2, side=CallHangup.CALLEE)
     assert done == ["done"]
     [cdr] = sink.records
     assert cdr.call_id == "the-call"
@@ -657,12 +648,13 @@ def test_an_answered_call_is_rated_into_one_cdr() -> None:
 def test_an_unanswered_call_costs_nothing_and_keeps_its_attempts() -> None:
     policy, accounting, sink = make_policy()
     request = invite()
-    decision = routed(policy, request)
-    call = new_call(request, decision)
-    for destination in decision.destinations:
-        call.attempts.append(Attempt(destination, NOW, NOW + 0.1, 503, "Service Unavailable"))
+    session = routed(policy, request)
+    call = new_call(request, session)
+    for n, destination in enumerate(session.destinations):
+        call.attempts.append(
+            CallAttempt(n, destination, NOW, NOW + 0.1, 503, "Service Unavailable")
+        )
     end(
-        policy,
         call,
         NOW + 0.3,
         side=CallHangup.SWITCH,
@@ -688,8 +680,8 @@ def test_connect_fee_and_per_second_billing() -> None:
     policy, _, sink = make_policy()
     request = invite("447700900123")
     call = new_call(request, routed(policy, request))
-    answer(policy, call)
-    end(policy, call, NOW + 0.5 + 7.2)
+    answer(call)
+    end(call, NOW + 0.5 + 7.2)
     # 44: 0.0200/min 1/1 + 0.0050 connect fee; 7.2 s -> 8 s -> 0.0050 + 0.0200*8/60
     assert sink.records[0].billed_seconds == 8
     assert sink.records[0].price == Decimal("0.0077")
@@ -701,11 +693,11 @@ def test_ending_releases_exactly_what_the_call_reserved() -> None:
     for _ in range(5):
         request = invite()
         call = new_call(request, routed(policy, request))
-        answer(policy, call)
-        policy.extend_call(call)
+        answer(call)
+        call.session.extend(NOW)
         calls.append(call)
     for n, call in enumerate(calls):
-        end(policy, call, NOW + 1 + n)
+        end(call, NOW + 1 + n)
     assert accounting.reserved[ACME] == 0
     assert accounting.available(ACME) == Decimal(100) - Decimal("0.0500")  # 5 x 1 minute
 
@@ -715,32 +707,21 @@ def test_ending_releases_exactly_what_the_call_reserved() -> None:
 
 def _drive_a_call_through_the_b2bua(
     policy: BillingPolicy, late: float
-) -> tuple[B2BUA, float, list[tuple[bytes, Address]]]:
+) -> tuple[Switch, list[tuple[Request | Response, Address]]]:
     """INVITE from the customer, 200 from carrier-b; then every timer fires ``late`` seconds
-    after its deadline until the call is over. Returns the B2BUA, the answer time and the
-    messages sent after the answer."""
-    b2bua = B2BUA(policy, {"udp": ("127.0.0.1", 5060), "tcp": ("127.0.0.1", 5060)})
-    layer = b2bua.layer
-    layer.receive(invite().to_bytes(), CALLER, NOW)
-    supplier = Address("udp", "127.0.0.4", 5070)
-    sent = [parse_message(data) for data, dest in layer.outgoing if dest == supplier]
-    layer.outgoing.clear()
-    b_invite = sent[0]
-    assert isinstance(b_invite, Request) and b_invite.method == "INVITE"
+    after its deadline for a minute. Returns the switch and the messages sent after the
+    answer."""
+    switch = Switch(policy)
+    switch.now = NOW
+    switch.receive(invite().to_bytes(), CALLER)
+    b_invite = switch.request(CARRIER_B_ADDRESS, "INVITE")
     ok = make_response(b_invite, 200, "OK", "callee-tag")
     ok.headers.add("Contact", "<sip:carrier-b@127.0.0.4:5070>")
-    answered = NOW + 0.5
-    layer.receive(ok.to_bytes(), supplier, answered)
-    layer.outgoing.clear()
-    after: list[tuple[bytes, Address]] = []
-    for _ in range(200):
-        deadline = b2bua.timers.next_deadline()
-        if not b2bua.calls or deadline is None:
-            break
-        layer.handle_timer(deadline + late)
-        after += layer.outgoing
-        layer.outgoing.clear()
-    return b2bua, answered, after
+    switch.now = NOW + 0.5
+    switch.receive(ok.to_bytes(), CARRIER_B_ADDRESS)
+    switch.take_all()
+    switch.advance(NOW + 60, late=late)
+    return switch, switch.take_all()
 
 
 @pytest.mark.parametrize("reserve_seconds", [1, 2, 300])
@@ -754,9 +735,9 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
         snapshot(balance="0.0500", retail=(_rate("1", "0.6000", "1/1"),)),
         reserve_seconds=reserve_seconds,
     )
-    b2bua, _answered, after = _drive_a_call_through_the_b2bua(policy, late=0.3)
+    switch, after = _drive_a_call_through_the_b2bua(policy, late=0.3)
 
-    assert not b2bua.calls
+    assert not switch.b2bua.calls
     [cdr] = sink.records
     assert cdr.answer_time is not None
     lasted = (cdr.end_time - cdr.answer_time).total_seconds()
@@ -766,6 +747,8 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
         Decimal("0.0500"),
         "max duration",
     )
-    byes = {dest for data, dest in after if data.startswith(b"BYE ")}
-    assert byes == {CALLER, Address("udp", "127.0.0.4", 5070)}
+    byes = {
+        dest for message, dest in after if isinstance(message, Request) and message.method == "BYE"
+    }
+    assert byes == {CALLER, CARRIER_B_ADDRESS}
     assert accounting.balance(ACME) == 0 and accounting.reserved[ACME] == 0

@@ -212,22 +212,22 @@ def test_dialog_between_two_layers() -> None:
             self.responses: list[Response] = []
             self.acks: list[Request] = []
 
-        def on_request(self, tx: ServerTransaction, request: Request) -> None:
+        def on_request(self, tx: ServerTransaction, request: Request, now: float) -> None:
             self.requests.append((tx, request))
 
-        def on_ack(self, request: Request, source: Address) -> None:
+        def on_ack(self, request: Request, source: Address, now: float) -> None:
             self.acks.append(request)
 
-        def on_cancel(self, invite_tx: ServerTransaction) -> None:
+        def on_cancel(self, invite_tx: ServerTransaction, now: float) -> None:
             raise AssertionError("no CANCEL here")
 
-        def on_response(self, tx: object, response: Response) -> None:
+        def on_response(self, tx: object, response: Response, now: float) -> None:
             self.responses.append(response)
 
-        def on_timeout(self, tx: object) -> None:
+        def on_timeout(self, tx: object, now: float) -> None:
             raise AssertionError("no timeout here")
 
-        def on_ack_timeout(self, tx: object) -> None:
+        def on_ack_timeout(self, tx: object, now: float) -> None:
             raise AssertionError("no ACK timeout here")
 
     a_user, b_user = User(), User()
@@ -253,13 +253,13 @@ def test_dialog_between_two_layers() -> None:
             ("Contact", "<sip:alice@192.0.2.1:5070>"),
         ]
     )
-    invite_tx = a.send_request(Request("INVITE", "sip:bob@192.0.2.2", headers), callee)
+    invite_tx = a.send_request(Request("INVITE", "sip:bob@192.0.2.2", headers), callee, 0.0)
     deliver()
     ((server_tx, invite),) = b_user.requests
     b_dialog = Dialog.as_uas(invite, "b1", "<sip:bob@192.0.2.2>")
     ok = make_response(invite, 200, to_tag="b1")
     ok.headers.add("Contact", b_dialog.local_contact)
-    b.respond(server_tx, ok)
+    b.respond(server_tx, ok, 0.0)
     deliver()
     answer = a_user.responses[-1]
     assert answer.status == 200
@@ -271,10 +271,10 @@ def test_dialog_between_two_layers() -> None:
     deliver()
     (ack,) = b_user.acks
     assert (ack.to.tag, ack.from_.tag, ack.cseq.number) == ("b1", "a1", 1)
-    b.ack_received(server_tx)
+    b.ack_received(server_tx, 0.0)
 
     # BYE from the caller: the callee finds its dialog by Call-ID and tags.
-    a.send_request(a_dialog.create_request("BYE"), a_dialog.next_hop())
+    a.send_request(a_dialog.create_request("BYE"), a_dialog.next_hop(), 0.0)
     deliver()
     bye_tx, bye = b_user.requests[-1]
     assert (bye.call_id, bye.to.tag, bye.from_.tag) == (
@@ -283,12 +283,12 @@ def test_dialog_between_two_layers() -> None:
         b_dialog.remote_tag,
     )
     assert b_dialog.remote_seq is not None and bye.cseq.number > b_dialog.remote_seq
-    b.respond(bye_tx, make_response(bye, 200))
+    b.respond(bye_tx, make_response(bye, 200), 0.0)
     deliver()
     assert [r.status for r in a_user.responses][-1] == 200
 
     # And the other way: the callee's requests go to the caller's Contact.
-    b.send_request(b_dialog.create_request("INFO"), b_dialog.next_hop())
+    b.send_request(b_dialog.create_request("INFO"), b_dialog.next_hop(), 0.0)
     deliver()
     _, info = a_user.requests[-1]
     assert info.method == "INFO"

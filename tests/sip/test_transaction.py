@@ -31,6 +31,7 @@ from smartswitch.sip.transaction import (
     ClientTransaction,
     IdGenerator,
     ServerTransaction,
+    State,
     TransactionLayer,
 )
 
@@ -56,29 +57,29 @@ class Recorder:
     """A TransactionUser that writes down what it is told, and may act on it."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
-    on_request_do: Callable[[ServerTransaction, Request], None] | None = None
-    on_ack_do: Callable[[Request, Address], None] | None = None
+    on_request_do: Callable[[ServerTransaction, Request, float], None] | None = None
+    on_ack_do: Callable[[Request, Address, float], None] | None = None
 
-    def on_request(self, tx: ServerTransaction, request: Request) -> None:
+    def on_request(self, tx: ServerTransaction, request: Request, now: float) -> None:
         self.events.append(("request", tx, request))
         if self.on_request_do is not None:
-            self.on_request_do(tx, request)
+            self.on_request_do(tx, request, now)
 
-    def on_ack(self, request: Request, source: Address) -> None:
+    def on_ack(self, request: Request, source: Address, now: float) -> None:
         self.events.append(("ack", request, source))
         if self.on_ack_do is not None:
-            self.on_ack_do(request, source)
+            self.on_ack_do(request, source, now)
 
-    def on_cancel(self, invite_tx: ServerTransaction) -> None:
+    def on_cancel(self, invite_tx: ServerTransaction, now: float) -> None:
         self.events.append(("cancel", invite_tx))
 
-    def on_response(self, tx: ClientTransaction, response: Response) -> None:
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
         self.events.append(("response", tx, response))
 
-    def on_timeout(self, tx: ClientTransaction) -> None:
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         self.events.append(("timeout", tx))
 
-    def on_ack_timeout(self, tx: ServerTransaction) -> None:
+    def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None:
         self.events.append(("ack_timeout", tx))
 
     def kinds(self) -> list[str]:
@@ -90,6 +91,11 @@ class Recorder:
 
     def statuses(self) -> list[int]:
         return [e[2].status for e in self.events if e[0] == "response"]
+
+
+def state(tx: ClientTransaction | ServerTransaction) -> State:
+    """The state now (a call, so that mypy does not narrow the attribute between steps)."""
+    return tx.state
 
 
 def make_layer(host: str = "192.0.2.2", port: int = 5060) -> tuple[TransactionLayer, Recorder]:
@@ -153,7 +159,7 @@ def only_raw(layer: TransactionLayer, dest: Address) -> RawResponse:
 def advance(layer: TransactionLayer, until: float) -> list[tuple[float, list[bytes]]]:
     """Fire every timer due up to ``until``; return (time, bytes sent) for each that sent."""
     fired: list[tuple[float, list[bytes]]] = []
-    while (deadline := layer.get_timer()) is not None and deadline <= until:
+    while (deadline := layer.timers.next_deadline()) is not None and deadline <= until:
         layer.handle_timer(deadline)
         out = layer.drain()
         if out:
@@ -220,7 +226,7 @@ def start_client(
     method: str = "INVITE", dest: Address = UAS, route: str | None = None
 ) -> tuple[TransactionLayer, Recorder, ClientTransaction, bytes]:
     layer, user = make_layer("192.0.2.1")
-    tx = layer.send_request(new_request(method, route=route), dest)
+    tx = layer.send_request(new_request(method, route=route), dest, 0.0)
     ((data, to),) = layer.drain()
     assert to == dest
     return layer, user, tx, data
@@ -247,7 +253,7 @@ def test_client_invite_is_sent_with_our_via() -> None:
     assert (via.transport, via.host, via.port) == ("UDP", "192.0.2.1", 5060)
     assert via.branch == tx.branch and tx.branch.startswith(MAGIC_COOKIE)
     assert "rport" in via.params
-    assert tx.state == "calling"
+    assert tx.state is State.CALLING
     assert layer.client[tx.key] is tx
 
 
@@ -258,9 +264,9 @@ def test_client_invite_retransmits_on_timer_a_until_timer_b() -> None:
     assert all(out == [data] for _, out in fired)  # the same bytes each time
     assert user.kinds() == ["timeout"]
     assert user.events[0][1] is tx
-    assert tx.state == "terminated"
+    assert tx.state is State.TERMINATED
     assert tx.key not in layer.client
-    assert layer.get_timer() is None
+    assert layer.timers.next_deadline() is None
 
 
 def test_client_invite_timer_b_fires_at_64_t1() -> None:
@@ -275,7 +281,7 @@ def test_client_invite_stops_retransmitting_on_1xx() -> None:
     layer, user, tx, data = start_client()
     assert [t for t, _ in advance(layer, 1.0)] == [0.5]
     layer.receive(answer(data, 100, to_tag=None), UAS, 1.2)
-    assert tx.state == "proceeding"
+    assert tx.state is State.PROCEEDING
     assert user.statuses() == [100]
     # No more retransmissions, and no Timer B in Proceeding: the user's own timer (or a
     # CANCEL) ends a call that rings forever.
@@ -291,7 +297,7 @@ def test_client_invite_error_response_is_acked_inside_the_transaction() -> None:
     layer.receive(answer(data, 180), UAS, 0.1)
     busy = answer(data, 486)
     layer.receive(busy, UAS, 0.2)
-    assert tx.state == "completed"
+    assert tx.state is State.COMPLETED
     assert user.statuses() == [180, 486]
     ack, dest = only(layer)
     assert dest == UAS
@@ -316,7 +322,7 @@ def test_client_invite_error_response_is_acked_inside_the_transaction() -> None:
     assert advance(layer, 0.2 + 32 - 0.01) == []
     assert tx.key in layer.client
     advance(layer, 0.2 + 32)
-    assert tx.key not in layer.client and tx.state == "terminated"
+    assert tx.key not in layer.client and state(tx) is State.TERMINATED
     layer.receive(busy, UAS, 40.0)
     assert layer.drain() == []  # a stray now
 
@@ -325,7 +331,7 @@ def test_client_invite_2xx_goes_to_accepted_and_retransmissions_reach_the_user()
     layer, user, tx, data = start_client()
     ok = answer(data, 200)
     layer.receive(ok, UAS, 0.3)
-    assert tx.state == "accepted"
+    assert tx.state is State.ACCEPTED
     assert user.statuses() == [200]
     assert layer.drain() == []  # the ACK of a 2xx is the user's (13.2.2.4), not ours
     assert advance(layer, 10.0) == []  # and no more INVITE retransmissions
@@ -344,7 +350,7 @@ def test_client_invite_2xx_after_1xx() -> None:
     layer.receive(answer(data, 183), UAS, 0.1)
     layer.receive(answer(data, 200), UAS, 5.0)
     assert user.statuses() == [183, 200]
-    assert tx.state == "accepted"
+    assert tx.state is State.ACCEPTED
 
 
 def test_client_invite_over_tcp_never_retransmits() -> None:
@@ -361,8 +367,8 @@ def test_client_invite_over_tcp_timer_d_is_zero() -> None:
     layer.receive(answer(data, 603), UAS_TCP, 1.0)
     ack, dest = only(layer)
     assert isinstance(ack, Request) and ack.method == "ACK" and dest == UAS_TCP
-    assert tx.state == "completed"
-    assert layer.get_timer() == 1.0  # Timer D: due at once
+    assert tx.state is State.COMPLETED
+    assert layer.timers.next_deadline() == 1.0  # Timer D: due at once
     layer.handle_timer(1.0)
     assert tx.key not in layer.client
     assert user.statuses() == [603]
@@ -374,7 +380,7 @@ def test_unrelated_responses_are_dropped() -> None:
     layer.receive(answer(data.replace(tx.branch.encode(), b"z9hG4bKother"), 200), UAS, 0.1)
     layer.receive(answer(data, 200).replace(b" INVITE\r\n", b" BYE\r\n"), UAS, 0.1)
     assert user.kinds() == []
-    assert tx.state == "calling"
+    assert tx.state is State.CALLING
 
 
 def test_rfc4475_bcast_response_is_dropped_as_stray() -> None:
@@ -385,10 +391,10 @@ def test_rfc4475_bcast_response_is_dropped_as_stray() -> None:
 
 def test_transport_error_fails_the_transactions_to_that_destination() -> None:
     layer, user = make_layer("192.0.2.1")
-    one = layer.send_request(new_request(), UAS)
-    other = layer.send_request(new_request("OPTIONS"), Address("udp", "192.0.2.9", 5060))
+    one = layer.send_request(new_request(), UAS, 0.0)
+    other = layer.send_request(new_request("OPTIONS"), Address("udp", "192.0.2.9", 5060), 0.0)
     layer.drain()
-    layer.transport_error(UAS)
+    layer.transport_error(UAS, 0.0)
     assert user.kinds() == ["timeout"] and user.events[0][1] is one
     assert one.key not in layer.client and other.key in layer.client
     assert advance(layer, 0.5) != []  # the other one still retransmits
@@ -400,7 +406,7 @@ def test_transport_error_fails_the_transactions_to_that_destination() -> None:
 
 def test_client_non_invite_timer_e_doubles_up_to_t2_until_timer_f() -> None:
     layer, user, tx, data = start_client("OPTIONS")
-    assert tx.state == "trying"
+    assert tx.state is State.TRYING
     fired = advance(layer, 40.0)
     assert [t for t, _ in fired] == TIMER_E
     assert all(out == [data] for _, out in fired)
@@ -412,7 +418,7 @@ def test_client_non_invite_in_proceeding_retransmits_every_t2() -> None:
     layer, user, tx, data = start_client("BYE")
     advance(layer, 1.0)  # sent at 0.5
     layer.receive(answer(data, 100, to_tag=None), UAS, 1.0)
-    assert tx.state == "proceeding"
+    assert tx.state is State.PROCEEDING
     fired = advance(layer, 40.0)
     # E was due at 1.5; from there it is T2 (17.1.2.2), and F still ends it at 64*T1.
     assert [t for t, _ in fired] == [1.5 + n * T2 for n in range(8)]
@@ -423,7 +429,7 @@ def test_client_non_invite_final_response_then_timer_k() -> None:
     layer, user, tx, data = start_client("OPTIONS")
     ok = answer(data, 200)
     layer.receive(ok, UAS, 0.7)
-    assert tx.state == "completed" and user.statuses() == [200]
+    assert tx.state is State.COMPLETED and user.statuses() == [200]
     layer.receive(ok, UAS, 1.0)  # a retransmission is absorbed
     assert user.statuses() == [200]
     assert layer.drain() == []  # nothing is ever acknowledged for a non-INVITE
@@ -437,21 +443,21 @@ def test_client_non_invite_over_tcp() -> None:
     assert advance(layer, 20.0) == []  # no Timer E on a reliable transport
     layer.receive(answer(data, 401), UAS_TCP, 20.0)
     assert user.statuses() == [401]
-    assert layer.get_timer() == 20.0  # Timer K is zero
+    assert layer.timers.next_deadline() == 20.0  # Timer K is zero
     layer.handle_timer(20.0)
     assert tx.key not in layer.client
 
 
 def test_cancel_is_sent_only_once_a_provisional_arrived() -> None:
     layer, user, tx, data = start_client(route="<sip:p.example.com;lr>")
-    assert layer.send_cancel(tx) is None  # 9.1: not before a provisional response
+    assert layer.send_cancel(tx, 0.0) is None  # 9.1: not before a provisional response
     layer.receive(answer(data, 180), UAS, 0.2)
-    cancel_tx = layer.send_cancel(tx)
+    cancel_tx = layer.send_cancel(tx, 0.2)
     assert cancel_tx is not None
     cancel = only_request(layer)
     invite = parse_message(data)
     assert cancel.method == "CANCEL"
-    assert cancel.uri == invite.uri
+    assert isinstance(invite, Request) and cancel.uri == invite.uri
     assert [str(v) for v in cancel.vias] == [str(invite.top_via)]  # the INVITE's branch
     assert (cancel.cseq.number, cancel.cseq.method) == (invite.cseq.number, "CANCEL")
     assert cancel.to.tag is None  # the INVITE's To, not the provisional's
@@ -475,7 +481,7 @@ def test_server_invite_answers_100_trying_at_once() -> None:
     assert trying.to.tag is None
     assert trying.call_id == "call-1@192.0.2.1"
     assert trying.top_via.branch == "z9hG4bKuac1"
-    assert tx.state == "proceeding" and not tx.answered
+    assert tx.state is State.PROCEEDING and not tx.answered
     assert tx.source == UAC and tx.request.method == "INVITE"
 
 
@@ -484,7 +490,7 @@ def test_retransmitted_invite_gets_the_last_response_again() -> None:
     first_100 = layer.drain()
     layer.receive(incoming(), UAC, 0.5)
     assert layer.drain() == first_100
-    layer.respond(tx, make_response(tx.request, 180, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 180, to_tag="t1"), 0.5)
     ringing = layer.drain()
     layer.receive(incoming(), UAC, 1.0)
     assert layer.drain() == ringing
@@ -494,16 +500,16 @@ def test_retransmitted_invite_gets_the_last_response_again() -> None:
 def test_server_invite_error_response_retransmitted_on_timer_g_until_ack() -> None:
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.0)
     busy = layer.drain()
-    assert tx.state == "completed" and tx.answered
+    assert tx.state is State.COMPLETED and tx.answered
     fired = advance(layer, 12.0)
     assert [t for t, _ in fired] == TIMER_E[:5]  # Timer G: T1, doubling, capped at T2
     assert all(out == [data for data, _ in busy] for _, out in fired)
     # The ACK (same branch as the INVITE: 17.1.1.3) confirms it; nobody else hears of it.
     ack = incoming("ACK", to_tag="t1", cseq_method="ACK")
     layer.receive(ack, UAC, 12.0)
-    assert tx.state == "confirmed"
+    assert state(tx) is State.CONFIRMED
     assert user.kinds() == ["request"]
     assert advance(layer, 12.0 + T4 - 0.01) == []
     # Confirmed absorbs ACKs and INVITE retransmissions alike.
@@ -517,7 +523,7 @@ def test_server_invite_error_response_retransmitted_on_timer_g_until_ack() -> No
 def test_retransmitted_invite_in_completed_gets_the_final_again() -> None:
     layer, _, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 404, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 404, to_tag="t1"), 0.0)
     not_found = layer.drain()
     layer.receive(incoming(), UAC, 0.2)
     assert layer.drain() == not_found
@@ -526,7 +532,7 @@ def test_retransmitted_invite_in_completed_gets_the_final_again() -> None:
 def test_server_invite_timer_h_gives_up_waiting_for_the_ack() -> None:
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 480, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 480, to_tag="t1"), 0.0)
     layer.drain()
     fired = advance(layer, 40.0)
     assert [t for t, _ in fired] == TIMER_E
@@ -537,12 +543,12 @@ def test_server_invite_timer_h_gives_up_waiting_for_the_ack() -> None:
 def test_server_invite_over_tcp_sends_the_final_once_and_i_is_zero() -> None:
     layer, _, tx = start_server(incoming(transport="TCP"), source=UAC_TCP)
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.0)
     assert len(layer.drain()) == 1
     assert advance(layer, 20.0) == []
     layer.receive(incoming("ACK", to_tag="t1", cseq_method="ACK", transport="TCP"), UAC_TCP, 20.0)
-    assert tx.state == "confirmed"
-    assert layer.get_timer() == 20.0
+    assert tx.state is State.CONFIRMED
+    assert layer.timers.next_deadline() == 20.0
     layer.handle_timer(20.0)
     assert tx.key not in layer.server
 
@@ -550,15 +556,15 @@ def test_server_invite_over_tcp_sends_the_final_once_and_i_is_zero() -> None:
 def test_server_2xx_is_retransmitted_until_the_user_reports_the_ack() -> None:
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     ok = [data for data, _ in layer.drain()]
-    assert tx.state == "accepted"
+    assert tx.state is State.ACCEPTED
     fired = advance(layer, 8.0)
     assert [t for t, _ in fired] == TIMER_E[:4]  # 13.3.1.4: T1 doubling up to T2
     assert all(out == ok for _, out in fired)
     # The ACK of a 2xx has its own branch (a transaction of its own): the user gets it.
     ack = incoming("ACK", branch="z9hG4bKack2xx", to_tag="t1", cseq_method="ACK")
-    user.on_ack_do = lambda request, source: layer.ack_received(tx)
+    user.on_ack_do = lambda request, source, now: layer.ack_received(tx, now)
     layer.receive(ack, UAC, 8.0)
     kind, request, source = user.events[-1]
     assert kind == "ack" and source == UAC
@@ -571,7 +577,7 @@ def test_server_2xx_is_retransmitted_until_the_user_reports_the_ack() -> None:
 def test_server_2xx_never_acked_ends_in_on_ack_timeout() -> None:
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     layer.drain()
     fired = advance(layer, 64 * T1)
     assert [t for t, _ in fired] == TIMER_E
@@ -585,16 +591,16 @@ def test_retransmitted_invite_in_accepted_is_absorbed_even_after_the_ack() -> No
     still in flight when the ACK arrived must not become a new call."""
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     layer.drain()
     layer.receive(incoming(), UAC, 0.1)
     assert layer.drain() == []
-    layer.ack_received(tx)
+    layer.ack_received(tx, 0.1)
     assert advance(layer, 1.0) == []  # the 2xx is no longer retransmitted
     layer.receive(incoming(), UAC, 1.0)
     assert layer.drain() == []
     assert user.kinds() == ["request"]
-    layer.ack_received(tx)  # a second report is harmless
+    layer.ack_received(tx, 1.0)  # a second report is harmless
     advance(layer, 64 * T1)  # Timer L, counted from the 2xx
     assert tx.key not in layer.server
     assert user.kinds() == ["request"]
@@ -603,7 +609,7 @@ def test_retransmitted_invite_in_accepted_is_absorbed_even_after_the_ack() -> No
 def test_server_2xx_over_tcp_is_not_retransmitted() -> None:
     layer, user, tx = start_server(incoming(transport="TCP"), source=UAC_TCP)
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     assert len(layer.drain()) == 1
     assert advance(layer, 64 * T1) == []
     assert user.kinds() == ["request", "ack_timeout"]
@@ -612,9 +618,9 @@ def test_server_2xx_over_tcp_is_not_retransmitted() -> None:
 def test_responses_after_the_final_are_ignored() -> None:
     layer, _, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.0)
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     assert layer.drain() == []
     assert tx.last_response is not None and tx.last_response.status == 486
 
@@ -624,7 +630,7 @@ def test_ack_before_any_final_response_is_ignored() -> None:
     layer.drain()
     layer.receive(incoming("ACK", cseq_method="ACK"), UAC, 0.1)
     assert layer.drain() == [] and user.kinds() == ["request"]
-    assert tx.state == "proceeding"
+    assert tx.state is State.PROCEEDING
 
 
 def test_ack_matching_nothing_goes_to_the_user() -> None:
@@ -641,12 +647,12 @@ def test_ack_matching_nothing_goes_to_the_user() -> None:
 def test_server_non_invite() -> None:
     layer, user, tx = start_server(incoming("OPTIONS"))
     assert layer.drain() == []  # no automatic 100 for a non-INVITE
-    assert tx.state == "trying"
+    assert tx.state is State.TRYING
     layer.receive(incoming("OPTIONS"), UAC, 0.3)  # before any answer: absorbed
     assert layer.drain() == []
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.3)
     ok = layer.drain()
-    assert tx.state == "completed"
+    assert state(tx) is State.COMPLETED
     layer.receive(incoming("OPTIONS"), UAC, 1.0)
     assert layer.drain() == ok
     assert user.kinds() == ["request"]
@@ -660,17 +666,17 @@ def test_server_non_invite() -> None:
 
 def test_server_non_invite_provisional_is_resent_on_retransmission() -> None:
     layer, _, tx = start_server(incoming("BYE", to_tag="t1"))
-    layer.respond(tx, make_response(tx.request, 100))
+    layer.respond(tx, make_response(tx.request, 100), 0.0)
     trying = layer.drain()
-    assert tx.state == "proceeding"
+    assert tx.state is State.PROCEEDING
     layer.receive(incoming("BYE", to_tag="t1"), UAC, 0.5)
     assert layer.drain() == trying
 
 
 def test_server_non_invite_over_tcp_timer_j_is_zero() -> None:
     layer, _, tx = start_server(incoming("OPTIONS", transport="TCP"), source=UAC_TCP)
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
-    assert layer.get_timer() == 0.0
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
+    assert layer.timers.next_deadline() == 0.0
     layer.handle_timer(0.0)
     assert tx.key not in layer.server
 
@@ -689,7 +695,7 @@ def test_cancel_of_a_pending_invite() -> None:
     assert user.kinds() == ["request", "cancel"]
     assert user.events[-1][1] is invite_tx
     # The INVITE is still the user's to answer, with 487 (and the layer lets it).
-    layer.respond(invite_tx, make_response(invite_tx.request, 487, to_tag="t1"))
+    layer.respond(invite_tx, make_response(invite_tx.request, 487, to_tag="t1"), 1.0)
     assert only_response(layer).status == 487
     # A retransmitted CANCEL gets its 200 again, and the user is not told twice.
     layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 1.5)
@@ -716,7 +722,7 @@ def test_cancel_with_another_branch_matches_nothing() -> None:
 def test_cancel_after_the_final_response_changes_nothing() -> None:
     layer, user, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
     layer.drain()
     layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 0.2)
     assert only_response(layer).status == 200  # the CANCEL is answered...
@@ -813,7 +819,11 @@ def test_malformed_response_is_dropped_silently(name: str) -> None:
 def test_a_fault_found_by_the_user_is_answered_with_its_status() -> None:
     """Headers are parsed when asked for: a fault found then is still a precise answer."""
     layer, user = make_layer()
-    user.on_request_do = lambda tx, request: request.contacts()  # type: ignore[func-returns-value]
+
+    def read_contacts(tx: ServerTransaction, request: Request, now: float) -> None:
+        request.contacts()
+
+    user.on_request_do = read_contacts
     data = (VECTORS / "bad" / "rfc4475_regbadct.sip").read_bytes()
     layer.receive(data, UAC, 0.0)
     response = only_response(layer)
@@ -828,7 +838,7 @@ def test_a_fault_found_by_the_user_is_answered_with_its_status() -> None:
 def test_a_416_found_by_the_user() -> None:
     layer, user = make_layer()
 
-    def read_uri(tx: ServerTransaction, request: Request) -> None:
+    def read_uri(tx: ServerTransaction, request: Request, now: float) -> None:
         request.sip_uri  # noqa: B018
 
     user.on_request_do = read_uri
@@ -839,7 +849,7 @@ def test_a_416_found_by_the_user() -> None:
 def test_a_bug_in_the_user_is_a_500_not_an_exception() -> None:
     layer, user = make_layer()
 
-    def broken(tx: ServerTransaction, request: Request) -> None:
+    def broken(tx: ServerTransaction, request: Request, now: float) -> None:
         raise RuntimeError("bug")
 
     user.on_request_do = broken
@@ -864,7 +874,7 @@ def test_a_failure_while_answering_a_failure_does_not_escape(
 ) -> None:
     layer, user = make_layer()
 
-    def broken(tx: ServerTransaction, request: Request) -> None:
+    def broken(tx: ServerTransaction, request: Request, now: float) -> None:
         raise RuntimeError("bug")
 
     def make_response_broken(*args: object, **kwargs: object) -> Response:
@@ -879,7 +889,7 @@ def test_a_failure_while_answering_a_failure_does_not_escape(
 def test_a_bug_in_a_timer_callback_does_not_escape() -> None:
     layer, _ = make_layer()
 
-    def broken() -> None:
+    def broken(now: float) -> None:
         raise RuntimeError("bug")
 
     layer.timers.schedule(1.0, broken)
@@ -893,12 +903,12 @@ class ReadsEverything(Recorder):
         super().__init__()
         self.layer_ref = layer_ref
 
-    def on_request(self, tx: ServerTransaction, request: Request) -> None:
-        super().on_request(tx, request)
+    def on_request(self, tx: ServerTransaction, request: Request, now: float) -> None:
+        super().on_request(tx, request, now)
         request.contacts()
         request.sip_uri  # noqa: B018
         request.to.sip_uri()
-        self.layer_ref[0].respond(tx, make_response(request, 200, to_tag="t"))
+        self.layer_ref[0].respond(tx, make_response(request, 200, to_tag="t"), now)
 
 
 def _seeds() -> list[bytes]:
@@ -996,13 +1006,13 @@ def test_rfc2543_invite_matching() -> None:
     layer.receive(cancel, source, 1.0)
     assert only_response(layer).status == 200
     assert user.kinds() == ["request", "cancel"]
-    layer.respond(tx, make_response(tx.request, 487, to_tag="t1"))
+    layer.respond(tx, make_response(tx.request, 487, to_tag="t1"), 1.0)
     layer.drain()
     # And so is the ACK of the 487: same Call-ID, CSeq number and Via; the To now has our tag.
     ack = data.split(b"\r\n\r\n")[0].replace(b"INVITE sip:", b"ACK sip:", 1)
     ack = ack.replace(b"56 INVITE", b"56 ACK").replace(b"user=phone\r\n", b"user=phone;tag=t1\r\n")
     layer.receive(ack + b"\r\nContent-Length: 0\r\n\r\n", source, 2.0)
-    assert tx.state == "confirmed"
+    assert tx.state is State.CONFIRMED
     assert user.kinds() == ["request", "cancel"]
 
 
@@ -1017,7 +1027,7 @@ def test_rfc4475_badbranch_is_matched_as_a_branch() -> None:
     data = (VECTORS / "bad" / "rfc4475_badbranch.sip").read_bytes()
     layer, _, tx = start_server(data)
     assert tx.key[0] == "z9hG4bK"
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t"))
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t"), 0.0)
     ok = layer.drain()
     layer.receive(data, UAC, 0.5)
     assert layer.drain() == ok
@@ -1054,7 +1064,11 @@ class Pair:
     def run_until(self, until: float) -> None:
         self.flush()
         while True:
-            deadlines = [t for t in (self.uac.get_timer(), self.uas.get_timer()) if t is not None]
+            deadlines = [
+                t
+                for t in (self.uac.timers.next_deadline(), self.uas.timers.next_deadline())
+                if t is not None
+            ]
             if not deadlines or min(deadlines) > until:
                 break
             self.now = min(deadlines)
@@ -1077,12 +1091,12 @@ def test_pair_invite_answered() -> None:
     pair = client_and_server()
     uas = pair.uas
 
-    def answer_call(tx: ServerTransaction, request: Request) -> None:
-        uas.respond(tx, make_response(request, 180, to_tag="callee"))
-        uas.respond(tx, make_response(request, 200, to_tag="callee"))
+    def answer_call(tx: ServerTransaction, request: Request, now: float) -> None:
+        uas.respond(tx, make_response(request, 180, to_tag="callee"), now)
+        uas.respond(tx, make_response(request, 200, to_tag="callee"), now)
 
     pair.uas_user.on_request_do = answer_call
-    pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.uac.send_request(new_request(), pair.uas_addr, pair.now)
     pair.flush()
     assert pair.log == [
         "INVITE sip:bob@192.0.2.2 SIP/2.0",
@@ -1098,7 +1112,7 @@ def test_pair_invite_answered() -> None:
         ack.headers.add(name, ok.headers.get(name) or tx.request.headers.get(name) or "")
     ack.headers.add("CSeq", f"{tx.request.cseq.number} ACK")
     server_tx = pair.uas_user.events[0][1]
-    pair.uas_user.on_ack_do = lambda request, source: uas.ack_received(server_tx)
+    pair.uas_user.on_ack_do = lambda request, source, now: uas.ack_received(server_tx, now)
     pair.uac.send_stateless(ack, pair.uas_addr)
     pair.run_until(100.0)
     assert pair.log[4:] == ["ACK sip:bob@192.0.2.2 SIP/2.0"]  # and no 2xx retransmission
@@ -1109,10 +1123,10 @@ def test_pair_invite_answered() -> None:
 
 def test_pair_invite_refused_is_acked_hop_by_hop() -> None:
     pair = client_and_server()
-    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
-        tx, make_response(request, 486, to_tag="callee")
+    pair.uas_user.on_request_do = lambda tx, request, now: pair.uas.respond(
+        tx, make_response(request, 486, to_tag="callee"), now
     )
-    tx = pair.uac.send_request(new_request(), pair.uas_addr)
+    tx = pair.uac.send_request(new_request(), pair.uas_addr, pair.now)
     pair.run_until(0.1)
     assert pair.log == [
         "INVITE sip:bob@192.0.2.2 SIP/2.0",
@@ -1121,7 +1135,7 @@ def test_pair_invite_refused_is_acked_hop_by_hop() -> None:
         "ACK sip:bob@192.0.2.2 SIP/2.0",
     ]
     server_tx = pair.uas_user.events[0][1]
-    assert (tx.state, server_tx.state) == ("completed", "confirmed")
+    assert (tx.state, server_tx.state) == (State.COMPLETED, State.CONFIRMED)
     assert pair.uas_user.kinds() == ["request"]  # the ACK stayed in the transaction layer
     pair.run_until(100.0)
     assert len(pair.log) == 4
@@ -1131,19 +1145,19 @@ def test_pair_invite_refused_is_acked_hop_by_hop() -> None:
 def test_pair_cancel() -> None:
     pair = client_and_server()
     uas = pair.uas
-    pair.uas_user.on_request_do = lambda tx, request: uas.respond(
-        tx, make_response(request, 180, to_tag="callee")
+    pair.uas_user.on_request_do = lambda tx, request, now: uas.respond(
+        tx, make_response(request, 180, to_tag="callee"), now
     )
-    invite_tx = pair.uac.send_request(new_request(), pair.uas_addr)
+    invite_tx = pair.uac.send_request(new_request(), pair.uas_addr, pair.now)
     pair.run_until(1.0)
-    cancel_tx = pair.uac.send_cancel(invite_tx)
+    cancel_tx = pair.uac.send_cancel(invite_tx, pair.now)
     assert cancel_tx is not None
 
-    def on_cancel(server_tx: ServerTransaction) -> None:
-        Recorder.on_cancel(pair.uas_user, server_tx)
-        uas.respond(server_tx, make_response(server_tx.request, 487, to_tag="callee"))
+    def on_cancel(server_tx: ServerTransaction, now: float) -> None:
+        Recorder.on_cancel(pair.uas_user, server_tx, now)
+        uas.respond(server_tx, make_response(server_tx.request, 487, to_tag="callee"), now)
 
-    pair.uas_user.on_cancel = on_cancel  # type: ignore[method-assign]
+    pair.uas_user.on_cancel = on_cancel  # type: ignore[method-assign, assignment]
     pair.run_until(100.0)
     assert pair.log[3:] == [
         "CANCEL sip:bob@192.0.2.2 SIP/2.0",
@@ -1168,10 +1182,10 @@ def test_pair_lost_datagrams_are_recovered_by_retransmission() -> None:
         return False
 
     pair.drop = drop
-    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
-        tx, make_response(request, 200, to_tag="callee")
+    pair.uas_user.on_request_do = lambda tx, request, now: pair.uas.respond(
+        tx, make_response(request, 200, to_tag="callee"), now
     )
-    pair.uac.send_request(new_request("OPTIONS"), pair.uas_addr)
+    pair.uac.send_request(new_request("OPTIONS"), pair.uas_addr, pair.now)
     pair.run_until(100.0)
     # OPTIONS lost, resent at T1; its 200 lost twice, resent each time the OPTIONS is.
     assert pair.log == [
@@ -1198,10 +1212,10 @@ def test_pair_lost_2xx_is_retransmitted_by_the_server() -> None:
         return False
 
     pair.drop = drop
-    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
-        tx, make_response(request, 200, to_tag="callee")
+    pair.uas_user.on_request_do = lambda tx, request, now: pair.uas.respond(
+        tx, make_response(request, 200, to_tag="callee"), now
     )
-    pair.uac.send_request(new_request(), pair.uas_addr)
+    pair.uac.send_request(new_request(), pair.uas_addr, pair.now)
     pair.run_until(0.5)
     assert pair.log == [
         "INVITE sip:bob@192.0.2.2 SIP/2.0",
@@ -1214,11 +1228,11 @@ def test_pair_lost_2xx_is_retransmitted_by_the_server() -> None:
 
 def test_pair_over_tcp_sends_everything_once() -> None:
     pair = client_and_server("tcp")
-    pair.uas_user.on_request_do = lambda tx, request: pair.uas.respond(
-        tx, make_response(request, 486, to_tag="callee")
+    pair.uas_user.on_request_do = lambda tx, request, now: pair.uas.respond(
+        tx, make_response(request, 486, to_tag="callee"), now
     )
-    pair.uac.send_request(new_request(), pair.uas_addr)
-    pair.uac.send_request(new_request("OPTIONS", cseq=2), pair.uas_addr)
+    pair.uac.send_request(new_request(), pair.uas_addr, pair.now)
+    pair.uac.send_request(new_request("OPTIONS", cseq=2), pair.uas_addr, pair.now)
     pair.run_until(100.0)
     assert pair.log == [
         "INVITE sip:bob@192.0.2.2 SIP/2.0",
@@ -1237,16 +1251,20 @@ def test_pair_over_tcp_sends_everything_once() -> None:
 
 def test_timer_heap() -> None:
     heap = TimerHeap()
-    fired: list[str] = []
-    heap.schedule(2.0, fired.append, "b")
-    first = heap.schedule(1.0, fired.append, "a")
-    heap.schedule(2.0, fired.append, "c")  # same deadline: in the order scheduled
-    cancelled = heap.schedule(0.5, fired.append, "x")
+    fired: list[tuple[float, str]] = []
+
+    def record(now: float, name: str) -> None:
+        fired.append((now, name))
+
+    heap.schedule(2.0, record, "b")
+    first = heap.schedule(1.0, record, "a")
+    heap.schedule(2.0, record, "c")  # same deadline: in the order scheduled
+    cancelled = heap.schedule(0.5, record, "x")
     cancelled.cancel()
     assert heap.next_deadline() == 1.0  # cancelled timers are skipped
     assert heap.run_due(0.9) == 0
     assert heap.run_due(2.0) == 3
-    assert fired == ["a", "b", "c"]
+    assert fired == [(2.0, "a"), (2.0, "b"), (2.0, "c")]  # each told the time it runs at
     assert first.cancelled  # a fired timer cannot fire again
     assert heap.next_deadline() is None and len(heap) == 0
 
@@ -1255,7 +1273,7 @@ def test_timer_heap_callbacks_may_schedule_more() -> None:
     heap = TimerHeap()
     fired: list[float] = []
 
-    def again(n: int) -> None:
+    def again(now: float, n: int) -> None:
         fired.append(n)
         if n < 3:
             heap.schedule(5.0, again, n + 1)  # due now: runs in the same run_due
@@ -1286,3 +1304,34 @@ def test_timer_values_are_rfc_3261_defaults() -> None:
 def test_parse_errors_carry_their_status() -> None:
     assert SipParseError("x").status == 400
     assert SipParseError("x", 416).status == 416
+
+
+def test_every_timer_a_state_arms_is_an_event_of_that_state() -> None:
+    """The tables agree: a timer armed on entering a state has a transition in that state's
+    row, and in the row of a state entered from it that keeps it running."""
+    for (machine, state), timers in transaction.STATE_TIMERS.items():
+        events = {timers.retransmit, timers.deadline} - {None}
+        rows = transaction.TRANSITIONS[machine]
+        keeping = [
+            kept
+            for m, kept in transaction.KEEPS_TIMERS
+            if m is machine and any(next_state is kept for next_state, _ in rows[state].values())
+        ]
+        for row_state in [state, *keeping]:
+            assert events <= rows[row_state].keys(), (machine, row_state)
+
+
+def test_terminated_has_no_row_and_every_row_is_reachable() -> None:
+    starts = {
+        transaction.Machine.CLIENT_INVITE: State.CALLING,
+        transaction.Machine.CLIENT_NON_INVITE: State.TRYING,
+        transaction.Machine.SERVER_INVITE: State.PROCEEDING,
+        transaction.Machine.SERVER_NON_INVITE: State.TRYING,
+    }
+    for machine, rows in transaction.TRANSITIONS.items():
+        assert State.TERMINATED not in rows
+        reached = {starts[machine]}
+        for row in rows.values():
+            reached |= {state for state, _ in row.values()}
+        assert set(rows) <= reached, machine
+        assert State.TERMINATED in reached, machine

@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from smartswitch.b2bua.ports import Destination, RouteDecision
+from smartswitch.b2bua.ports import CallAttempt, CallSession, CallSummary, Destination
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Request
 from smartswitch.sip.timers import Timer
-from smartswitch.sip.transaction import ClientTransaction, ServerTransaction
+from smartswitch.sip.transaction import Address, ClientTransaction, ServerTransaction
 
 
 class CallState(enum.Enum):
@@ -24,11 +24,23 @@ class CallState(enum.Enum):
 class Attempt:
     """One destination tried for the call."""
 
+    index: int  # the destination's place in the session's destinations
     destination: Destination
     started: float
     ended: float | None = None
     status: int | None = None
     reason: str = ""
+
+    def freeze(self, now: float) -> CallAttempt:
+        """The attempt as the policy sees it; one still going counts as ended at ``now``."""
+        return CallAttempt(
+            self.index,
+            self.destination,
+            self.started,
+            self.ended if self.ended is not None else now,
+            self.status or 0,
+            self.reason,
+        )
 
 
 @dataclass(slots=True)
@@ -36,19 +48,18 @@ class Leg:
     call: Call
     side: str  # "a" or "b"
     dialog: Dialog
-    ack: tuple[bytes, object] | None = None  # our ACK of its 2xx, re-sent on retransmissions
+    ack: tuple[bytes, Address] | None = None  # our ACK of its 2xx, re-sent on retransmissions
     pinging: bool = False  # an in-dialog OPTIONS of ours is waiting for its answer
 
 
-@dataclass(slots=True)
-class PendingRelay:
-    """An in-dialog request we passed from one leg to the other, awaiting its answer."""
+@dataclass(frozen=True, slots=True)
+class PendingAck:
+    """A re-INVITE's 2xx we relayed: its ACK ends the 2xx's retransmission in ``server_tx``
+    and goes on to ``to_leg`` with our CSeq there."""
 
-    call: Call
-    server_tx: ServerTransaction | None  # None for requests the switch itself started
-    from_leg: Leg | None
+    server_tx: ServerTransaction
     to_leg: Leg
-    method: str
+    cseq: int
 
 
 @dataclass(slots=True)
@@ -57,7 +68,7 @@ class Call:
     a_tx: ServerTransaction
     a_request: Request
     a_tag: str
-    decision: RouteDecision
+    session: CallSession
     setup_time: float
     state: CallState = CallState.CALLING
     a_leg: Leg | None = None
@@ -81,7 +92,8 @@ class Call:
     duration_timer: Timer | None = None
     ping_timer: Timer | None = None
     deferred_b_ack: bool = False  # delayed offer: B's ACK carries the caller's answer
-    pending_acks: dict[tuple[str, int], tuple[Leg, PendingRelay, int]] = field(default_factory=dict)
+    # By the side the re-INVITE came from and its CSeq there.
+    pending_acks: dict[tuple[str, int], PendingAck] = field(default_factory=dict)
 
     @property
     def attempt(self) -> Attempt | None:
@@ -90,14 +102,24 @@ class Call:
             return self.answered_attempt
         return self.attempts[-1] if self.attempts else None
 
-    @property
-    def duration(self) -> float:
-        """Seconds of answered time (0 for an unanswered call)."""
-        if self.answer_time is None:
-            return 0.0
-        end = self.end_time if self.end_time is not None else self.answer_time
-        return max(0.0, end - self.answer_time)
-
-    @property
-    def answered_destination(self) -> Destination | None:
-        return self.answered_attempt.destination if self.answered_attempt else None
+    def summary(self) -> CallSummary:
+        """The call, frozen, for the policy: at its end, or as far as it went."""
+        end = self.end_time if self.end_time is not None else self.setup_time
+        attempts = tuple(a.freeze(end) for a in self.attempts)
+        answered = next(
+            (f for a, f in zip(self.attempts, attempts, strict=True) if a is self.answered_attempt),
+            None,
+        )
+        return CallSummary(
+            call_id=self.id,
+            setup_time=self.setup_time,
+            ringing_time=self.ringing_time,
+            answer_time=self.answer_time,
+            end_time=end,
+            status=self.final_status or 0,
+            reason=self.final_reason,
+            hangup_side=self.hangup_side or HangupSide.SWITCH,
+            hangup_reason=self.hangup_reason,
+            attempts=attempts,
+            answered=answered,
+        )

@@ -12,17 +12,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smartswitch.b2bua.call import Attempt, Call, CallState, Leg, PendingRelay
+from smartswitch.b2bua.call import Attempt, Call, CallState, Leg, PendingAck
 from smartswitch.b2bua.ports import CallPolicy, Destination, Rejection
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Headers, Request, Response, make_response
-from smartswitch.sip.timers import TimerHeap
 from smartswitch.sip.transaction import (
     Address,
     ClientTransaction,
-    IdGenerator,
     ServerTransaction,
+    State,
     TransactionLayer,
 )
 from smartswitch.sip.uri import format_host
@@ -51,7 +50,10 @@ RELAYED_HEADERS = (
     "reason",
 )
 RELAYED_RESPONSE_HEADERS = ("content-type", "content-disposition", "content-encoding", "allow")
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, MESSAGE"
+
+Resume = Callable[[Callable[[float], None]], None]
+"""Runs work that starts outside any input (a CDR made durable later): calls it with the
+time, then sends what it queued. The transport's (:meth:`SipEndpoint.run`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,66 +65,53 @@ class B2buaSettings:
 
 
 class B2BUA:
-    """The transaction user that turns incoming INVITEs into bridged calls."""
+    """Turns INVITEs into bridged calls: the calls' part of the node's
+    :class:`~smartswitch.b2bua.application.SipApplication`, which hands it INVITEs, in-dialog
+    requests and ACKs. It sends through ``layer`` and keeps its timers in the layer's heap.
+
+    Time is passed in: every entry point (:meth:`invite`, :meth:`in_dialog`, :meth:`ack`,
+    :meth:`hangup`, :meth:`shutdown`, the callbacks of its transactions and timers) takes the
+    ``now`` it runs at, and hands it on to the layer.
+    """
 
     def __init__(
         self,
         policy: CallPolicy,
-        local: dict[str, tuple[str, int]],
+        layer: TransactionLayer,
         settings: B2buaSettings | None = None,
-        timers: TimerHeap | None = None,
-        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.policy = policy
         self.settings = settings or B2buaSettings()
-        self.ids = IdGenerator()
-        self.layer = TransactionLayer(self, local, timers, self.ids)
-        self.timers = self.layer.timers
+        self.layer = layer
+        self.ids = layer.ids
+        self.timers = layer.timers
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID ... and the A tag
         self.dialogs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) -> leg
-        self.wall_clock = wall_clock
-        self.request_handlers: dict[str, Callable[[ServerTransaction, Request], None]] = {}
-        # Set by the transport: the loop's clock, and a way to send what was queued outside a
-        # network or timer callback (CDR durability callbacks).
+        self.resume: Resume = _cannot_resume
+        # The loop's clock, set by the node: for readers outside the call path (the web UI's
+        # call ages and hang-ups); the B2BUA itself never reads it.
         self.clock: Callable[[], float] | None = None
-        self.wakeup: Callable[[], None] = lambda: None
         self.stats = {"calls": 0, "answered": 0, "rejected": 0}
         # [attempts, answers] by destination label (the supplier peer's name), for /metrics.
         self.label_stats: dict[str, list[int]] = {}
 
     @property
     def now(self) -> float:
+        """The time of the latest input, for status readers."""
         return self.layer.now
 
-    # --- TransactionUser ------------------------------------------------------------------------
+    # --- what the SIP application hands over ----------------------------------------------------
 
-    def on_request(self, tx: ServerTransaction, request: Request) -> None:
-        method = request.method
-        to_tag = request.to.tag
-        if to_tag:
-            leg = self.dialogs.get((request.call_id, to_tag))
-            if leg is None:
-                self._respond(tx, 481)
-            else:
-                self._in_dialog_request(leg, tx, request)
-            return
-        if method == "INVITE":
-            self._new_call(tx, request)
-        elif method == "OPTIONS":
-            response = make_response(request, 200, None, self.ids.next())
-            response.headers.add("Allow", ALLOW)
-            response.headers.add("Accept", "application/sdp")
-            self.layer.respond(tx, response)
-        elif method in self.request_handlers:
-            self.request_handlers[method](tx, request)
-        elif method in ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER"):
-            self._respond(tx, 481)
+    def in_dialog(self, tx: ServerTransaction, request: Request, now: float) -> None:
+        """A request with a To tag: within one of our calls' dialogs, or 481."""
+        leg = self.dialogs.get((request.call_id, request.to.tag or ""))
+        if leg is None:
+            self._respond(tx, 481, now)
         else:
-            response = make_response(request, 405, None, self.ids.next())
-            response.headers.add("Allow", ALLOW)
-            self.layer.respond(tx, response)
+            self._in_dialog_request(leg, tx, request, now)
 
-    def on_ack(self, request: Request, source: Address) -> None:
+    def ack(self, request: Request, source: Address, now: float) -> None:
+        """An ACK matching no transaction: of a 2xx we relayed, end to end."""
         to_tag = request.to.tag
         leg = self.dialogs.get((request.call_id, to_tag)) if to_tag else None
         if leg is None:
@@ -130,134 +119,116 @@ class B2BUA:
         call = leg.call
         number = request.cseq.number
         if leg.side == "a" and number == call.a_request.cseq.number:
-            self.layer.ack_received(call.a_tx)
+            self.layer.ack_received(call.a_tx, now)
             if call.deferred_b_ack and call.b_leg is not None:
                 call.deferred_b_ack = False
                 self._ack_b(call, request)
             return
         pending = call.pending_acks.pop((leg.side, number), None)
         if pending is not None:
-            other, _relay, out_cseq = pending
-            ack = other.dialog.create_request("ACK", cseq=out_cseq)
+            self.layer.ack_received(pending.server_tx, now)  # 13.3.1.4: stop resending the 2xx
+            ack = pending.to_leg.dialog.create_request("ACK", cseq=pending.cseq)
             self._copy_headers(request, ack)
             ack.body = request.body
-            dest = other.dialog.next_hop()
-            self.layer.send_stateless(ack, dest)
+            self.layer.send_stateless(ack, pending.to_leg.dialog.next_hop())
 
-    def on_cancel(self, invite_tx: ServerTransaction) -> None:
-        call = invite_tx.owner
-        if not isinstance(call, Call) or call.state is CallState.ENDED:
+    # --- what a call's transactions report ------------------------------------------------------
+
+    def _caller_cancelled(self, call: Call, now: float) -> None:
+        if call.state is CallState.ENDED:
             return
         log.info("call %s: cancelled by the caller", call.id)
         call.cancelled = True
-        self._cancel_b(call)
-        self._fail_call(call, 487, "Request Terminated", HangupSide.CALLER, "cancel")
+        self._cancel_b(call, now)
+        self._fail_call(call, 487, "Request Terminated", HangupSide.CALLER, "cancel", now)
 
-    def on_response(self, tx: ClientTransaction, response: Response) -> None:
-        owner = tx.owner
-        if isinstance(owner, Call):
-            if tx.request.method == "INVITE":
-                self._b_invite_response(owner, tx, response)
-        elif isinstance(owner, PendingRelay):
-            self._relay_response(owner, tx, response)
-        else:
-            handler = getattr(owner, "handle_response", None)
-            if handler is not None:
-                handler(tx, response)
-
-    def on_timeout(self, tx: ClientTransaction) -> None:
-        owner = tx.owner
-        if isinstance(owner, Call):
-            attempt = owner.pending.pop(tx, None)
-            if tx.request.method == "INVITE" and attempt is not None:
-                attempt.ended = self.now
-                attempt.status = 408
-                attempt.reason = "Request Timeout"
-                self._attempt_failed(owner, 408, "Request Timeout")
-        elif isinstance(owner, PendingRelay):
-            if owner.server_tx is not None and not owner.server_tx.answered:
-                self._respond(owner.server_tx, 408)
-            owner.to_leg.pinging = False
-            call = owner.call
-            if owner.method != "BYE" and call.state is CallState.CONNECTED:
-                log.info(
-                    "call %s: %s to leg %s timed out", call.id, owner.method, owner.to_leg.side
-                )
-                # The silent leg gets a BYE too: it may only have lost a few packets.
-                self._hangup(call, HangupSide.SWITCH, "leg not responding")
-        else:
-            handler = getattr(owner, "handle_timeout", None)
-            if handler is not None:
-                handler(tx)
-
-    def on_ack_timeout(self, tx: ServerTransaction) -> None:
-        call = tx.owner
-        if isinstance(call, Call) and call.state is CallState.CONNECTED:
+    def _caller_never_acked(self, call: Call, now: float) -> None:
+        if call.state is CallState.CONNECTED:
             log.info("call %s: no ACK from the caller", call.id)
-            self._hangup(call, HangupSide.SWITCH, "no ACK")
+            self._hangup(call, HangupSide.SWITCH, "no ACK", now)
+
+    def _b_invite_timeout(self, call: Call, tx: ClientTransaction, now: float) -> None:
+        attempt = call.pending.pop(tx, None)
+        if attempt is not None:
+            attempt.ended = now
+            attempt.status = 408
+            attempt.reason = "Request Timeout"
+            self._attempt_failed(call, 408, "Request Timeout", now)
+
+    def _relay_timeout(self, relay: _Relay, now: float) -> None:
+        if relay.server_tx is not None and not relay.server_tx.answered:
+            self._respond(relay.server_tx, 408, now)
+        relay.to_leg.pinging = False
+        call = relay.call
+        if relay.method != "BYE" and call.state is CallState.CONNECTED:
+            log.info("call %s: %s to leg %s timed out", call.id, relay.method, relay.to_leg.side)
+            # The silent leg gets a BYE too: it may only have lost a few packets.
+            self._hangup(call, HangupSide.SWITCH, "leg not responding", now)
 
     # --- starting a call ------------------------------------------------------------------------
 
-    def _new_call(self, tx: ServerTransaction, request: Request) -> None:
+    def invite(self, tx: ServerTransaction, request: Request, now: float) -> None:
+        """An INVITE outside any dialog: a new call, or its refusal."""
         max_forwards = request.headers.get("max-forwards")
         if max_forwards is not None and int(max_forwards) == 0:
-            self._respond(tx, 483)
+            self._respond(tx, 483, now)
             return
         request.sip_uri  # noqa: B018 - 416 for a URI scheme we cannot route
         if not request.headers.get("contact"):
-            self._respond(tx, 400, "Bad Request (missing Contact)")
+            self._respond(tx, 400, now, "Bad Request (missing Contact)")
             return
-        decision = self.policy.route(request, tx.source, self.now)
+        session = self.policy.route(request, tx.source, now)
         self.stats["calls"] += 1
-        if isinstance(decision, Rejection):
+        if isinstance(session, Rejection):
             self.stats["rejected"] += 1
-            log.info("call %s: rejected %s %s", request.call_id, decision.status, decision.reason)
-            response = make_response(request, decision.status, decision.reason, self.ids.next())
-            for name, value in decision.headers:
+            log.info("call %s: rejected %s %s", request.call_id, session.status, session.reason)
+            response = make_response(request, session.status, session.reason, self.ids.next())
+            for name, value in session.headers:
                 response.headers.add(name, value)
-            self.layer.respond(tx, response)
+            self.layer.respond(tx, response, now)
             return
         call = Call(
             id=request.call_id,
             a_tx=tx,
             a_request=request,
             a_tag=self.ids.next(),
-            decision=decision,
-            setup_time=self.now,
+            session=session,
+            setup_time=now,
         )
-        tx.owner = call
+        tx.owner = _CallInvites(self, call)
         self.calls[self._call_key(call)] = call
         log.info("call %s: from %s to %s", call.id, tx.source.host, request.uri)
-        self._next_attempt(call)
+        self._next_attempt(call, now)
 
     @staticmethod
     def _call_key(call: Call) -> str:
         return f"{call.id};{call.a_tag}"
 
-    def _next_attempt(self, call: Call) -> None:
-        destinations = call.decision.destinations
-        if call.decision.fork and call.attempt_index < 0:
+    def _next_attempt(self, call: Call, now: float) -> None:
+        destinations = call.session.destinations
+        if call.session.fork and call.attempt_index < 0:
             call.attempt_index = len(destinations) - 1
-            for dest in destinations:
-                self._start_attempt(call, dest)
+            for index in range(len(destinations)):
+                self._start_attempt(call, index, now)
         else:
             call.attempt_index += 1
             if call.attempt_index >= len(destinations):
                 call.attempt_index = len(destinations) - 1
                 self._fail_call(
-                    call, 503, "Service Unavailable", HangupSide.SWITCH, "no route left"
+                    call, 503, "Service Unavailable", HangupSide.SWITCH, "no route left", now
                 )
                 return
-            self._start_attempt(call, destinations[call.attempt_index])
+            self._start_attempt(call, call.attempt_index, now)
         call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
         call.no_answer_timer = self.timers.schedule(
-            self.now + self.settings.no_answer_timeout, self._no_answer, call, len(call.attempts)
+            now + self.settings.no_answer_timeout, self._no_answer, call, len(call.attempts)
         )
 
-    def _start_attempt(self, call: Call, dest: Destination) -> None:
-        attempt = Attempt(dest, self.now)
+    def _start_attempt(self, call: Call, index: int, now: float) -> None:
+        dest = call.session.destinations[index]
+        attempt = Attempt(index, dest, now)
         call.attempts.append(attempt)
         call.b_call_id = self.ids.next()
         call.b_tag = self.ids.next()
@@ -267,7 +238,7 @@ class B2BUA:
         if counts is None:
             counts = self.label_stats[dest.label] = [0, 0]
         counts[0] += 1
-        tx = self.layer.send_request(invite, dest.address, owner=call)
+        tx = self.layer.send_request(invite, dest.address, now, owner=_CallInvites(self, call))
         call.pending[tx] = attempt
 
     def _contact(self, peer: Address) -> str:
@@ -320,37 +291,38 @@ class B2BUA:
 
     # --- the B leg's answers --------------------------------------------------------------------
 
-    def _b_invite_response(self, call: Call, tx: ClientTransaction, response: Response) -> None:
+    def _b_invite_response(
+        self, call: Call, tx: ClientTransaction, response: Response, now: float
+    ) -> None:
         status = response.status
         if tx is call.b_tx and 200 <= status < 300:
             # A retransmitted 2xx: our ACK was lost.
             if call.b_leg is not None and call.b_leg.ack is not None:
-                data, dest = call.b_leg.ack
-                self.layer.outgoing.append((data, dest))  # type: ignore[arg-type]
+                self.layer.outgoing.append(call.b_leg.ack)
             return
         attempt = call.pending.get(tx)
         if attempt is None or call.state is CallState.ENDED or call.cancelled:
             # An abandoned attempt, or one answered after the caller gave up: close it.
             if 200 <= status < 300:
-                self._ack_and_bye_stray(tx, response)
-            elif 100 < status < 200 and tx.state == "proceeding":
-                self.layer.send_cancel(tx)
+                self._ack_and_bye_stray(tx, response, now)
+            elif 100 < status < 200 and tx.state is State.PROCEEDING:
+                self.layer.send_cancel(tx, now)
             return
         if status < 200:
             if status == 100:
                 return
             if call.ringing_time is None:
-                call.ringing_time = self.now
+                call.ringing_time = now
             call.state = CallState.EARLY
             relay = make_response(call.a_request, status, response.reason, call.a_tag)
             self._echo_record_route(call.a_request, relay)
             relay.headers.add("Contact", self._contact(call.a_tx.source))
             self._copy_headers(response, relay)
             relay.body = response.body
-            self.layer.respond(call.a_tx, relay)
+            self.layer.respond(call.a_tx, relay, now)
             return
         del call.pending[tx]
-        attempt.ended = self.now
+        attempt.ended = now
         attempt.status = status
         attempt.reason = response.reason
         if status < 300:
@@ -359,21 +331,26 @@ class B2BUA:
             if counts is not None:
                 counts[1] += 1
             call.b_tx = tx
-            self._cancel_pending(call)  # the other forks lost
-            self._connect(call, tx, response)
+            self._cancel_pending(call, now)  # the other forks lost
+            self._connect(call, tx, response, attempt, now)
         else:
-            self._attempt_failed(call, status, response.reason)
+            self._attempt_failed(call, status, response.reason, now)
 
-    def _connect(self, call: Call, tx: ClientTransaction, response: Response) -> None:
-        now = self.now
+    def _connect(
+        self,
+        call: Call,
+        tx: ClientTransaction,
+        response: Response,
+        attempt: Attempt,
+        now: float,
+    ) -> None:
         call.state = CallState.CONNECTED
         call.answer_time = now
         self.stats["answered"] += 1
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
         b_dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
-        answered = call.answered_destination
-        if tx.dest.reliable or (answered is not None and answered.flow):
+        if tx.dest.reliable or attempt.destination.flow:
             b_dialog.flow = tx.dest  # a TCP connection, or a phone behind NAT (its binding)
         call.b_leg = Leg(call, "b", b_dialog)
         self.dialogs[(b_dialog.call_id, b_dialog.local_tag)] = call.b_leg
@@ -395,26 +372,22 @@ class B2BUA:
         ok.headers.add("Contact", self._contact(source))
         self._copy_headers(response, ok)
         ok.body = response.body
-        self.layer.respond(call.a_tx, ok)
+        self.layer.respond(call.a_tx, ok, now)
 
         try:
-            self.policy.call_answered(call)
+            call.session.answered(attempt.freeze(now))
         except Exception:
             log.exception("call %s: the policy failed on answer", call.id)
         limit = self.settings.max_call_duration
         granted = limit
-        if call.decision.max_duration is not None:
-            granted = min(limit, call.decision.max_duration)
+        if call.session.max_duration is not None:
+            granted = min(limit, call.session.max_duration)
         call.duration_timer = self.timers.schedule(now + granted, self._max_duration, call, limit)
         if self.settings.dialog_ping_interval > 0:
             call.ping_timer = self.timers.schedule(
                 now + self.settings.dialog_ping_interval, self._ping, call
             )
-        log.info(
-            "call %s: answered by %s",
-            call.id,
-            call.attempt.destination.label if call.attempt else "",
-        )
+        log.info("call %s: answered by %s", call.id, attempt.destination.label)
 
     def _ack_b(self, call: Call, caller_ack: Request | None) -> None:
         leg = call.b_leg
@@ -425,92 +398,95 @@ class B2BUA:
             self._copy_headers(caller_ack, ack)
             ack.body = caller_ack.body
         dest = leg.dialog.next_hop()
-        self.layer.send_stateless(ack, dest)
-        leg.ack = (self.layer.outgoing[-1][0], dest)
+        leg.ack = (self.layer.send_stateless(ack, dest), dest)
 
-    def _ack_and_bye_stray(self, tx: ClientTransaction, response: Response) -> None:
+    def _ack_and_bye_stray(self, tx: ClientTransaction, response: Response, now: float) -> None:
         dialog = Dialog.as_uac(tx.request, response, self._contact(tx.dest))
         if tx.dest.reliable:
             dialog.flow = tx.dest
         self.layer.send_stateless(
             dialog.create_request("ACK", cseq=tx.request.cseq.number), dialog.next_hop()
         )
-        self.layer.send_request(dialog.create_request("BYE"), dialog.next_hop())
+        self.layer.send_request(dialog.create_request("BYE"), dialog.next_hop(), now)
 
-    def _attempt_failed(self, call: Call, status: int, reason: str) -> None:
+    def _attempt_failed(self, call: Call, status: int, reason: str, now: float) -> None:
         if call.state is CallState.ENDED or call.pending:
             return  # other forks are still out: wait for them
-        if call.decision.fork:
+        if call.session.fork:
             status, reason = _best_fork_answer(call)
-            self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected")
+            self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected", now)
             return
         if status in self.settings.advance_on and not call.cancelled:
             log.info("call %s: %s %s, advancing", call.id, status, reason)
-            self._next_attempt(call)
+            self._next_attempt(call, now)
             return
-        self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected")
+        self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected", now)
 
-    def _no_answer(self, call: Call, started: int) -> None:
+    def _no_answer(self, now: float, call: Call, started: int) -> None:
         if len(call.attempts) != started or call.state in (CallState.CONNECTED, CallState.ENDED):
             return
         log.info("call %s: no answer in %.0f s", call.id, self.settings.no_answer_timeout)
         for attempt in call.pending.values():
-            attempt.ended = self.now
+            attempt.ended = now
             attempt.status = 408
             attempt.reason = "No Answer"
-        self._cancel_pending(call)  # abandoned if nothing was heard; a late 2xx gets a BYE
-        self._attempt_failed(call, 408, "No Answer")
+        self._cancel_pending(call, now)  # abandoned if nothing was heard; a late 2xx gets a BYE
+        self._attempt_failed(call, 408, "No Answer", now)
 
-    def _cancel_pending(self, call: Call) -> None:
+    def _cancel_pending(self, call: Call, now: float) -> None:
         for tx, attempt in call.pending.items():
-            self.layer.send_cancel(tx)
+            self.layer.send_cancel(tx, now)
             if attempt.status is None:
-                attempt.ended = self.now
+                attempt.ended = now
                 attempt.status = 487
                 attempt.reason = "Request Terminated"
         call.pending.clear()
 
-    def _cancel_b(self, call: Call) -> None:
+    def _cancel_b(self, call: Call, now: float) -> None:
         if call.state is not CallState.CONNECTED:
-            self._cancel_pending(call)
+            self._cancel_pending(call, now)
 
-    def _fail_call(self, call: Call, status: int, reason: str, side: HangupSide, why: str) -> None:
+    def _fail_call(
+        self, call: Call, status: int, reason: str, side: HangupSide, why: str, now: float
+    ) -> None:
         if call.state is CallState.ENDED:
             return
         if not call.a_tx.answered:
-            self.layer.respond(call.a_tx, make_response(call.a_request, status, reason, call.a_tag))
+            response = make_response(call.a_request, status, reason, call.a_tag)
+            self.layer.respond(call.a_tx, response, now)
         call.final_status = status
         call.final_reason = reason
         call.hangup_side = side
         call.hangup_reason = why
-        self._end(call)
+        self._end(call, now)
 
     # --- in-dialog requests ---------------------------------------------------------------------
 
-    def _in_dialog_request(self, leg: Leg, tx: ServerTransaction, request: Request) -> None:
+    def _in_dialog_request(
+        self, leg: Leg, tx: ServerTransaction, request: Request, now: float
+    ) -> None:
         call = leg.call
         other = call.b_leg if leg.side == "a" else call.a_leg
         method = request.method
         if method == "BYE":
             side = HangupSide.CALLER if leg.side == "a" else HangupSide.CALLEE
             log.info("call %s: BYE from the %s", call.id, side)
-            self._hangup(call, side, "bye", skip=leg, bye_tx=tx)
+            self._hangup(call, side, "bye", now, skip=leg, bye_tx=tx)
             return
         if other is None or call.state is not CallState.CONNECTED:
-            self._respond(tx, 481)
+            self._respond(tx, 481, now)
             return
         if method == "OPTIONS" and request.headers.get("max-forwards") == "0":
-            self._respond(tx, 200)
+            self._respond(tx, 200, now)
             return
         out = other.dialog.create_request(method)
         self._copy_headers(request, out)
         out.body = request.body
-        relay = PendingRelay(call, tx, leg, other, method)
-        tx.owner = relay
-        self.layer.send_request(out, other.dialog.next_hop(), owner=relay)
+        relay = _Relay(self, call, tx, leg, other, method)
+        self.layer.send_request(out, other.dialog.next_hop(), now, owner=relay)
 
     def _relay_response(
-        self, relay: PendingRelay, tx: ClientTransaction, response: Response
+        self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
     ) -> None:
         status = response.status
         call = relay.call
@@ -519,7 +495,7 @@ class B2BUA:
             if status >= 200:
                 relay.to_leg.pinging = False
             if status in (408, 481) and call.state is CallState.CONNECTED:
-                self._hangup(call, HangupSide.SWITCH, "leg not responding", skip=relay.to_leg)
+                self._hangup(call, HangupSide.SWITCH, "leg not responding", now, skip=relay.to_leg)
             return
         server_tx = relay.server_tx
         if status == 100 or server_tx.answered:
@@ -534,35 +510,35 @@ class B2BUA:
             )
             if relay.from_leg is not None:
                 key = (relay.from_leg.side, request.cseq.number)
-                call.pending_acks[key] = (relay.to_leg, relay, tx.request.cseq.number)
-        self.layer.respond(server_tx, out)
+                call.pending_acks[key] = PendingAck(server_tx, relay.to_leg, tx.request.cseq.number)
+        self.layer.respond(server_tx, out, now)
         if status == 481 and call.state is CallState.CONNECTED:
-            self._hangup(call, HangupSide.SWITCH, "dialog gone", skip=relay.to_leg)
+            self._hangup(call, HangupSide.SWITCH, "dialog gone", now, skip=relay.to_leg)
 
     # --- ending ---------------------------------------------------------------------------------
 
-    def _max_duration(self, call: Call, limit: float) -> None:
+    def _max_duration(self, now: float, call: Call, limit: float) -> None:
         if call.state is not CallState.CONNECTED:
             return
         extra = 0.0
-        if call.answer_time is not None and self.now - call.answer_time < limit:
+        if call.answer_time is not None and now - call.answer_time < limit:
             try:
-                extra = self.policy.extend_call(call)
+                extra = call.session.extend(now)
             except Exception:
                 log.exception("call %s: the policy failed to extend the call", call.id)
         if extra > 0:
             # From the end of the slice that ran out, not from now: a timer that fires late
             # (a busy loop) must not lengthen the call by its lateness at every slice.
             timer = call.duration_timer
-            start = timer.deadline if timer is not None else self.now
+            start = timer.deadline if timer is not None else now
             call.duration_timer = self.timers.schedule(
                 start + extra, self._max_duration, call, limit
             )
             return
         log.info("call %s: maximum duration reached", call.id)
-        self._hangup(call, HangupSide.SWITCH, "max duration")
+        self._hangup(call, HangupSide.SWITCH, "max duration", now)
 
-    def _ping(self, call: Call) -> None:
+    def _ping(self, now: float, call: Call) -> None:
         if call.state is not CallState.CONNECTED:
             return
         for leg in (call.a_leg, call.b_leg):
@@ -570,10 +546,10 @@ class B2BUA:
             if leg is not None and not leg.pinging:
                 leg.pinging = True
                 ping = leg.dialog.create_request("OPTIONS")
-                relay = PendingRelay(call, None, None, leg, "OPTIONS")
-                self.layer.send_request(ping, leg.dialog.next_hop(), owner=relay)
+                relay = _Relay(self, call, None, None, leg, "OPTIONS")
+                self.layer.send_request(ping, leg.dialog.next_hop(), now, owner=relay)
         call.ping_timer = self.timers.schedule(
-            self.now + self.settings.dialog_ping_interval, self._ping, call
+            now + self.settings.dialog_ping_interval, self._ping, call
         )
 
     def _hangup(
@@ -581,6 +557,7 @@ class B2BUA:
         call: Call,
         side: HangupSide,
         why: str,
+        now: float,
         skip: Leg | None = None,
         bye_tx: ServerTransaction | None = None,
     ) -> None:
@@ -589,30 +566,27 @@ class B2BUA:
         that saw the call end can count on its record."""
         if call.state is CallState.ENDED:
             if bye_tx is not None:
-                self._respond(bye_tx, 200)
+                self._respond(bye_tx, 200, now)
             return
         call.final_status = 200
         call.final_reason = "OK"
         call.hangup_side = side
         call.hangup_reason = why
 
-        def finish() -> None:
-            if self.clock is not None:
-                self.layer.now = self.clock()
+        def finish(now: float) -> None:
             if bye_tx is not None:
-                self._respond(bye_tx, 200)
+                self._respond(bye_tx, 200, now)
             for leg in (call.a_leg, call.b_leg):
                 if leg is not None and leg is not skip:
                     bye = leg.dialog.create_request("BYE")
-                    relay = PendingRelay(call, None, None, leg, "BYE")
-                    self.layer.send_request(bye, leg.dialog.next_hop(), owner=relay)
-            self.wakeup()
+                    relay = _Relay(self, call, None, None, leg, "BYE")
+                    self.layer.send_request(bye, leg.dialog.next_hop(), now, owner=relay)
 
-        self._end(call, finish)
+        self._end(call, now, finish)
 
-    def _end(self, call: Call, finish: Callable[[], None] | None = None) -> None:
+    def _end(self, call: Call, now: float, finish: Callable[[float], None] | None = None) -> None:
         call.state = CallState.ENDED
-        call.end_time = self.now
+        call.end_time = now
         for timer in (call.no_answer_timer, call.duration_timer, call.ping_timer):
             if timer is not None:
                 timer.cancel()
@@ -620,32 +594,105 @@ class B2BUA:
         for leg in (call.a_leg, call.b_leg):
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
-        done = finish if finish is not None else _nothing
+        done = _Completion(finish, now, self.resume)
         try:
-            self.policy.call_ended(call, done)
+            call.session.ended(call.summary(), done)
         except Exception:
             log.exception("call %s: the policy failed to close the call", call.id)
             done()
+        done.inline = False
 
     def hangup(self, key: str, now: float) -> bool:
         """Operator hang-up (web UI, shutdown): end the call whatever its state."""
-        self.layer.now = now
         call = self.calls.get(key)
         if call is None:
             return False
         if call.state is CallState.CONNECTED:
-            self._hangup(call, HangupSide.SWITCH, "operator")
+            self._hangup(call, HangupSide.SWITCH, "operator", now)
         else:
-            self._cancel_b(call)
-            self._fail_call(call, 503, "Service Unavailable", HangupSide.SWITCH, "operator")
+            self._cancel_b(call, now)
+            self._fail_call(call, 503, "Service Unavailable", HangupSide.SWITCH, "operator", now)
         return True
 
     def shutdown(self, now: float) -> None:
         for key in list(self.calls):
             self.hangup(key, now)
 
-    def _respond(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
-        self.layer.respond(tx, make_response(tx.request, status, reason, self.ids.next()))
+    def _respond(
+        self, tx: ServerTransaction, status: int, now: float, reason: str | None = None
+    ) -> None:
+        self.layer.respond(tx, make_response(tx.request, status, reason, self.ids.next()), now)
+
+
+class _CallInvites:
+    """The owner of a call's INVITE transactions: the caller's (a CANCEL, a 2xx never ACKed)
+    and ours to each destination (their answers)."""
+
+    __slots__ = ("b2bua", "call")
+
+    def __init__(self, b2bua: B2BUA, call: Call) -> None:
+        self.b2bua = b2bua
+        self.call = call
+
+    def on_cancel(self, tx: ServerTransaction, now: float) -> None:
+        self.b2bua._caller_cancelled(self.call, now)
+
+    def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None:
+        self.b2bua._caller_never_acked(self.call, now)
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        self.b2bua._b_invite_response(self.call, tx, response, now)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        self.b2bua._b_invite_timeout(self.call, tx, now)
+
+
+@dataclass(slots=True, eq=False)
+class _Relay:
+    """An in-dialog request passed from one leg to the other, or one of the switch's own (a
+    ping, a BYE: no ``server_tx``), awaiting its answer: the owner of its transaction."""
+
+    b2bua: B2BUA
+    call: Call
+    server_tx: ServerTransaction | None
+    from_leg: Leg | None
+    to_leg: Leg
+    method: str
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        self.b2bua._relay_response(self, tx, response, now)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        self.b2bua._relay_timeout(self, now)
+
+
+class _Completion:
+    """The ``done`` the policy calls once a call's CDR is durable: runs the call's ``finish``
+    (the held-back BYEs and 200) once. Called while the policy is still closing the call (a
+    synchronous sink), it runs at the call's ``now``; called later (the outbox's fsync), it
+    goes through ``resume``, which gives it the time and sends what it queued."""
+
+    __slots__ = ("_called", "_finish", "_now", "_resume", "inline")
+
+    def __init__(self, finish: Callable[[float], None] | None, now: float, resume: Resume) -> None:
+        self._finish = finish
+        self._now = now
+        self._resume = resume
+        self._called = False
+        self.inline = True
+
+    def __call__(self) -> None:
+        if self._called or self._finish is None:
+            return
+        self._called = True
+        if self.inline:
+            self._finish(self._now)
+        else:
+            self._resume(self._finish)
+
+
+def _cannot_resume(work: Callable[[float], None]) -> None:
+    raise RuntimeError("a call was completed after its input: the B2BUA needs a resume hook")
 
 
 def _best_fork_answer(call: Call) -> tuple[int, str]:
@@ -661,7 +708,3 @@ def _best_fork_answer(call: Call) -> tuple[int, str]:
     if not answers:
         return 480, "Temporarily Unavailable"
     return min(answers)
-
-
-def _nothing() -> None:
-    pass

@@ -3,19 +3,32 @@
 The B2BUA knows SIP; a :class:`CallPolicy` knows who may call where, for how long, and what a
 call costs. The policy answers synchronously from in-memory views: the call path never waits on
 a database.
+
+The seam, in the order of a call:
+
+* :meth:`CallPolicy.route` refuses the call (a :class:`Rejection`) or takes it on: it returns
+  a :class:`CallSession`, the policy's own object for this one call (a billed call, a DID
+  call, a lab call), which keeps whatever the policy needs until the call's end.
+* The session says where to try the call (:attr:`CallSession.destinations`, one after the
+  other or all at once with :attr:`CallSession.fork`) and for how long it may last once
+  answered (:attr:`CallSession.max_duration`).
+* :meth:`CallSession.answered` names the attempt that was answered;
+  :meth:`CallSession.extend` is asked for more time each time the granted time runs out.
+* :meth:`CallSession.ended` gets a :class:`CallSummary`, a frozen account of the call, never
+  the B2BUA's live call.
+
+Times are the B2BUA's clock (the event loop's), as passed to :meth:`CallPolicy.route`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from smartswitch.sip.message import Request
+from smartswitch.model.cdr import HangupSide
+from smartswitch.sip.message import Request, Response
 from smartswitch.sip.transaction import Address
-
-if TYPE_CHECKING:
-    from smartswitch.b2bua.call import Call
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +40,8 @@ class Destination:
     callee: str
     caller: str
     label: str = ""  # a peer name, for logs and CDRs
-    context: object = None  # the policy's own data for this attempt (supplier, buying rate)
     flow: bool = False  # in-dialog requests follow the INVITE's address, not the callee's
     # Contact: a registered phone behind NAT is reached only through the mapping it keeps open
-
-
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    destinations: tuple[Destination, ...]
-    max_duration: float | None = None  # seconds of answered time this call may last
-    context: object = None  # the policy's own data for the call (customer, selling rate)
-    fork: bool = False  # try every destination at once (a subscriber's contacts), first wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +53,89 @@ class Rejection:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class CallPolicy(Protocol):
-    def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
-        """Identify the caller, authorise and route the call."""
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    """One destination tried, as it ended (or, handed to :meth:`CallSession.answered`, as it
+    was answered)."""
 
-    def extend_call(self, call: Call) -> float:
-        """The call reached the end of its granted time: seconds more it may last (0: cut it).
+    index: int
+    """The destination's place in :attr:`CallSession.destinations`."""
+    destination: Destination
+    started: float
+    ended: float
+    status: int
+    """Its final response; 0 if none came."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """A finished call, answered or not, as :meth:`CallSession.ended` is told of it."""
+
+    call_id: str  # the caller's Call-ID
+    setup_time: float  # the INVITE's arrival
+    ringing_time: float | None  # the first provisional response relayed
+    answer_time: float | None
+    end_time: float
+    status: int  # the final response the caller got (200 for an answered call)
+    reason: str
+    hangup_side: HangupSide
+    hangup_reason: str  # "bye", "cancel", "max duration", "no route left", ...
+    attempts: tuple[CallAttempt, ...]  # in the order they were started
+    answered: CallAttempt | None  # the one of ``attempts`` that answered
+
+    @property
+    def duration(self) -> float:
+        """Seconds of answered time (0 for an unanswered call)."""
+        if self.answer_time is None:
+            return 0.0
+        return max(0.0, self.end_time - self.answer_time)
+
+    @property
+    def last_attempt(self) -> CallAttempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+class CallSession(Protocol):
+    """The policy's side of one call, from :meth:`CallPolicy.route` to its end."""
+
+    @property
+    def destinations(self) -> tuple[Destination, ...]:
+        """Where to try the call, in order (never empty)."""
+
+    @property
+    def fork(self) -> bool:
+        """Try every destination at once (a subscriber's contacts): the first answer wins."""
+
+    @property
+    def max_duration(self) -> float | None:
+        """Seconds of answered time granted at the answer (None: the node's maximum)."""
+
+    def answered(self, attempt: CallAttempt) -> None:
+        """The call was answered by ``attempt`` (suppliers' concurrent-call counts start
+        here)."""
+
+    def extend(self, now: float) -> float:
+        """The granted time ran out at ``now``: seconds more the call may last (0: cut it).
 
         Prepaid time is granted in slices so one call does not hold a customer's whole balance;
-        asking at the boundary makes the cut exact when the money is gone."""
+        asking at the boundary makes the cut exact when the money is gone. The B2BUA counts
+        the new slice from the end of the last one, not from ``now``."""
 
-    def call_answered(self, call: Call) -> None:
-        """The call was answered (suppliers' concurrent-call counts start here)."""
-
-    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
+    def ended(self, summary: CallSummary, done: Callable[[], None]) -> None:
         """The call is over (answered or not): rate it, write its CDR, release its limits.
 
         ``done`` must be called once the CDR is durable: the B2BUA holds back the messages
         that tell the parties the call ended until then."""
+
+
+class CallPolicy(Protocol):
+    def route(self, request: Request, source: Address, now: float) -> CallSession | Rejection:
+        """Identify the caller, authorise and route the call."""
+
+
+class Registrations(Protocol):
+    """The registrar, as the SIP application hands it REGISTERs."""
+
+    def register(self, request: Request, source: Address, now: float) -> Response:
+        """The response to a REGISTER received from ``source`` at ``now`` (the loop's clock)."""

@@ -1,12 +1,13 @@
 """Registering the switch with suppliers that demand it (RFC 3261 10.2), kept alive.
 
 Sans-IO in the way the B2BUA is: an :class:`OutboundClient` sends through the transaction layer
-(``layer.send_request(..., owner=self)``), which hands the answers back to its
-:meth:`~OutboundClient.handle_response` / :meth:`~OutboundClient.handle_timeout`, and keeps its
-timers in the layer's :class:`~smartswitch.sip.timers.TimerHeap`. Nothing here touches a
-socket or a clock: time is ``layer.now``, which the layer sets before every callback, and which
-the caller sets before :meth:`OutboundClient.start` / :meth:`OutboundClient.stop` (and then
-flushes the transport: these run outside any network or timer callback).
+(``layer.send_request(..., owner=self)``); it owns those transactions (a
+:class:`~smartswitch.sip.transaction.ClientOwner`), so their answers come back to its
+:meth:`~OutboundClient.on_response` / :meth:`~OutboundClient.on_timeout`. Its timers are in
+the layer's :class:`~smartswitch.sip.timers.TimerHeap`. Nothing here touches a socket or a
+clock: every entry point takes ``now``; :meth:`OutboundClient.start`,
+:meth:`OutboundClient.stop` and :meth:`OutboundRegistrations.reconcile` run outside any network
+or timer callback, so their caller flushes the transport afterwards.
 
 The life of one registration::
 
@@ -163,10 +164,6 @@ class OutboundClient:
         self._answering = False
 
     @property
-    def now(self) -> float:
-        return self.layer.now
-
-    @property
     def contact(self) -> str:
         transport = self.target.address.transport
         host, port = self.layer.local.get(transport) or self.layer.local["udp"]
@@ -175,20 +172,20 @@ class OutboundClient:
 
     # --- control -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Register now (at ``layer.now``)."""
+    def start(self, now: float) -> None:
+        """Register now."""
         self.state = OutboundState.REGISTERING
         self.failures = 0
-        self._send()
+        self._send(now)
 
-    def stop(self, unregister: bool = True) -> None:
+    def stop(self, now: float, unregister: bool = True) -> None:
         """Stop refreshing; with ``unregister``, remove the binding (Expires: 0) if we hold one."""
         self._cancel_timer()
         self.next_action_at = None
-        registered = self.registered_until is not None and self.registered_until > self.now
+        registered = self.registered_until is not None and self.registered_until > now
         if unregister and registered:
             self.state = OutboundState.UNREGISTERING
-            self._send(expires=0)
+            self._send(now, expires=0)
         else:
             self.state = OutboundState.STOPPED
             self._tx = None
@@ -212,7 +209,7 @@ class OutboundClient:
         items.append(("user-agent", "User-Agent", self.user_agent))
         return Request("REGISTER", f"sip:{target.domain}", headers)
 
-    def _send(self, expires: int | None = None) -> None:
+    def _send(self, now: float, expires: int | None = None) -> None:
         self._cancel_timer()
         self.next_action_at = None
         request = self._request(self.expires if expires is None else expires)
@@ -232,14 +229,14 @@ class OutboundClient:
                 )
             except (DigestError, ValueError) as exc:
                 self._challenge = None
-                self._fail(f"cannot answer the challenge: {exc}")
+                self._fail(f"cannot answer the challenge: {exc}", now)
                 return
             request.headers.add(header, value)
-        self._tx = self.layer.send_request(request, self.target.address, owner=self)
+        self._tx = self.layer.send_request(request, self.target.address, now, owner=self)
 
     # --- answers -------------------------------------------------------------------------------
 
-    def handle_response(self, tx: ClientTransaction, response: Response) -> None:
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
         if tx is not self._tx or response.status < 200:
             return  # a provisional answer, or the answer to a request we gave up on
         self._tx = None
@@ -248,26 +245,26 @@ class OutboundClient:
         self.last_reason = response.reason
         if self.state is OutboundState.UNREGISTERING:
             if status in (401, 407) and self._answer(response):
-                self._send(expires=0)
+                self._send(now, expires=0)
                 return
             self.state = OutboundState.STOPPED
             return
         if self.state is OutboundState.STOPPED:
             return
         if 200 <= status < 300:
-            self._registered(response)
+            self._registered(response, now)
         elif status in (401, 407):
             if self._answer(response):
-                self._send()
+                self._send(now)
             else:
                 self._challenge = None  # the next attempt starts afresh, unauthenticated
-                self._fail(f"{status} {response.reason}: credentials refused")
+                self._fail(f"{status} {response.reason}: credentials refused", now)
         elif status == 423:
-            self._too_brief(response)
+            self._too_brief(response, now)
         else:
-            self._fail(f"{status} {response.reason}", _retry_after(response))
+            self._fail(f"{status} {response.reason}", now, _retry_after(response))
 
-    def handle_timeout(self, tx: ClientTransaction) -> None:
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         if tx is not self._tx:
             return
         self._tx = None
@@ -277,7 +274,7 @@ class OutboundClient:
             self.state = OutboundState.STOPPED
             return
         if self.state is not OutboundState.STOPPED:
-            self._fail("no answer from the registrar")
+            self._fail("no answer from the registrar", now)
 
     def _answer(self, response: Response) -> bool:
         """Take the challenge in a 401/407; False if it cannot or must not be answered."""
@@ -299,11 +296,10 @@ class OutboundClient:
         self._answering = True
         return True
 
-    def _registered(self, response: Response) -> None:
+    def _registered(self, response: Response, now: float) -> None:
         granted = self._granted(response)
-        now = self.now
         if granted <= 0:
-            self._fail("the registrar granted no time")
+            self._fail("the registrar granted no time", now)
             return
         if self.state is not OutboundState.REGISTERED:
             log.info(
@@ -335,16 +331,16 @@ class OutboundClient:
             return int(header.strip())
         return self.expires
 
-    def _too_brief(self, response: Response) -> None:
+    def _too_brief(self, response: Response, now: float) -> None:
         value = (response.headers.get("min-expires") or "").strip()
         minimum = int(value) if is_digits(value, 10) else 0
         if self.expires < minimum <= MAX_EXPIRES:
             self.expires = minimum  # 10.2.8: ask again with at least Min-Expires
-            self._send()
+            self._send(now)
         else:
-            self._fail(f"423 Interval Too Brief (Min-Expires {value or 'missing'})")
+            self._fail(f"423 Interval Too Brief (Min-Expires {value or 'missing'})", now)
 
-    def _fail(self, why: str, retry_after: int | None = None) -> None:
+    def _fail(self, why: str, now: float, retry_after: int | None = None) -> None:
         self.failures += 1
         delay = min(self.retry_max, self.retry_min * 2 ** min(self.failures - 1, 20))
         if retry_after is not None:
@@ -358,7 +354,7 @@ class OutboundClient:
                 delay,
             )
         self.state = OutboundState.FAILED
-        self._schedule(self.now + delay)
+        self._schedule(now + delay)
 
     # --- timers --------------------------------------------------------------------------------
 
@@ -372,16 +368,15 @@ class OutboundClient:
             self._timer.cancel()
             self._timer = None
 
-    def _fire(self) -> None:
+    def _fire(self, now: float) -> None:
         self._timer = None
         if self.state in (OutboundState.REGISTERED, OutboundState.FAILED):
-            self._send()
+            self._send(now)
 
     # --- state ---------------------------------------------------------------------------------
 
-    def status(self, now: float | None = None) -> OutboundStatus:
-        """The state at ``now`` (on the layer's clock; default: the layer's last time)."""
-        now = self.now if now is None else now
+    def status(self, now: float) -> OutboundStatus:
+        """The state at ``now`` (on the layer's clock)."""
         until = self.registered_until
         return OutboundStatus(
             peer=self.target.peer,
@@ -410,10 +405,10 @@ class OutboundRegistrations:
         self.retry_max = retry_max
         self.clients: dict[int, OutboundClient] = {}
 
-    def reconcile(self, peers: Iterable[Peer]) -> None:
+    def reconcile(self, peers: Iterable[Peer], now: float) -> None:
         """Start, restart or stop clients so that there is one per enabled peer that wants it.
 
-        Runs at ``layer.now``; the caller flushes the transport afterwards."""
+        The caller flushes the transport afterwards."""
         wanted: dict[int, OutboundTarget] = {}
         for peer in peers:
             if not peer.enabled or peer.register is None:
@@ -427,7 +422,7 @@ class OutboundRegistrations:
                 wanted[peer.id] = target
         for peer_id, client in list(self.clients.items()):
             if wanted.get(peer_id) != client.target:
-                client.stop(unregister=True)
+                client.stop(now, unregister=True)
                 del self.clients[peer_id]
         for peer_id, target in wanted.items():
             if peer_id not in self.clients:
@@ -435,13 +430,13 @@ class OutboundRegistrations:
                     target, self.layer, retry_min=self.retry_min, retry_max=self.retry_max
                 )
                 self.clients[peer_id] = client
-                client.start()
+                client.start(now)
 
-    def stop_all(self) -> None:
+    def stop_all(self, now: float) -> None:
         for client in self.clients.values():
-            client.stop(unregister=True)
+            client.stop(now, unregister=True)
 
-    def statuses(self, now: float | None = None) -> list[OutboundStatus]:
+    def statuses(self, now: float) -> list[OutboundStatus]:
         clients = sorted(self.clients.values(), key=lambda c: c.target.peer)
         return [c.status(now) for c in clients]
 

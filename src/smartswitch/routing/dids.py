@@ -3,8 +3,8 @@
 Only a peer flagged ``deliver_dids`` (recognised by its ACL) can deliver a DID call; an INVITE
 for a DID number from anywhere else is an ordinary call, identified (or refused) as usual.
 
-* DID -> subscriber: every live binding of the subscriber is called at once (RouteDecision
-  ``fork=True``, first answer wins, the others CANCELled); each B leg's Request-URI is the
+* DID -> subscriber: every live binding of the subscriber is called at once (the session's
+  ``fork``: first answer wins, the others CANCELled); each B leg's Request-URI is the
   binding's Contact and it is sent to the address the REGISTER came from (NAT), over the
   same transport. No binding: 480 Temporarily Unavailable.
 * DID -> peer: the call is forwarded to the peer's address (a trunk of a customer or a
@@ -22,41 +22,70 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
+from dataclasses import dataclass, replace
 
-from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
-from smartswitch.model.cdr import CdrRecord, HangupSide
+from smartswitch.b2bua.ports import CallAttempt, CallSummary, Destination, Rejection
+from smartswitch.model.cdr import CdrRecord
 from smartswitch.model.config import Did, Peer
-from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.location import LocationService
+from smartswitch.routing.records import CallRecords
 from smartswitch.routing.selection import rewrite_number
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
 
-__all__ = ["DidCallContext", "did_cdr", "route_did"]
+__all__ = ["DidCall", "route_did"]
 
 log = logging.getLogger("smartswitch.routing")
 
-ZERO = Decimal("0.0000")
 
+@dataclass(frozen=True, slots=True)
+class DidCall:
+    """A call to one of our DIDs: the :class:`~smartswitch.b2bua.ports.CallSession` of a DID
+    call. Nothing to reserve or extend (the node's maximum duration is granted at once); at
+    the end, its unrated CDR (see the module docstring)."""
 
-@dataclass(slots=True)
-class DidCallContext:
-    """The policy's data for a DID call (``RouteDecision.context``)."""
-
+    destinations: tuple[Destination, ...]
+    fork: bool
+    max_duration: float
     did: Did
-    delivering: Peer
+    delivering: Peer  # the provider that delivered the call: the CDR's supplier
     owner_peer_id: int  # 0 for a subscriber
     owner_account_id: int
     subscriber_id: int | None
     currency: str
-    caller: str
+    caller: str  # as received
     callee: str
+    records: CallRecords
+
+    def answered(self, attempt: CallAttempt) -> None:
+        pass
+
+    def extend(self, now: float) -> float:
+        return 0.0
+
+    def ended(self, summary: CallSummary, done: Callable[[], None]) -> None:
+        self.records.keep(self.record(summary), done)
+
+    def record(self, summary: CallSummary) -> CdrRecord:
+        """The CDR of the finished call, not rated: the owner as the customer, the provider
+        that delivered the call as the supplier."""
+        record = self.records.unrated(
+            summary,
+            customer_peer_id=self.owner_peer_id,
+            customer_account_id=self.owner_account_id,
+            subscriber_id=self.subscriber_id,
+            caller=self.caller,
+            callee=self.callee,
+            callee_out=self.did.number,
+            currency=self.currency,
+        )
+        return replace(
+            record,
+            supplier_peer_id=self.delivering.id,
+            supplier_account_id=self.delivering.account_id,
+        )
 
 
 def _digits(number: str) -> str:
@@ -78,10 +107,12 @@ def route_did(
     location: LocationService | None,
     request: Request,
     source: Address,
-    wall_now: float,
+    now: float,
     max_call_duration: float,
-) -> RouteDecision | Rejection | None:
-    """The decision for a DID call, or None when the INVITE is not one (go on as usual)."""
+    records: CallRecords,
+) -> DidCall | Rejection | None:
+    """The session of a DID call, its refusal, or None when the INVITE is not one (go on as
+    usual)."""
     if not views.dids:
         return None
     delivering = views.did_acl.match(source.host, source.port)
@@ -95,10 +126,31 @@ def route_did(
     caller_out = rewrite_number(caller, delivering.caller_rewrite)
     snapshot = views.snapshot
     number = did.number
+
+    def session(
+        destinations: tuple[Destination, ...], owner_peer_id: int, account_id: int, fork: bool
+    ) -> DidCall:
+        account = snapshot.accounts.get(account_id)
+        return DidCall(
+            destinations=destinations,
+            fork=fork,
+            max_duration=max_call_duration,
+            did=did,
+            delivering=delivering,
+            owner_peer_id=owner_peer_id,
+            owner_account_id=account_id,
+            subscriber_id=did.subscriber_id,
+            currency=account.currency if account else "USD",
+            caller=caller,
+            callee=callee,
+            records=records,
+        )
+
     if did.subscriber_id is not None:
         subscriber = snapshot.subscribers.get(did.subscriber_id)
         if subscriber is None or not subscriber.enabled:
             return Rejection(480, "Temporarily Unavailable")
+        wall_now = now + records.wall_offset()
         bindings = location.lookup(subscriber.username, wall_now) if location else []
         if not bindings:
             log.info(
@@ -116,23 +168,11 @@ def route_did(
                 callee=number,
                 caller=caller_out,
                 label=subscriber.username,
-                context=binding,
                 flow=True,
             )
             for binding in bindings
         )
-        account = snapshot.accounts.get(subscriber.account_id)
-        context = DidCallContext(
-            did=did,
-            delivering=delivering,
-            owner_peer_id=0,
-            owner_account_id=subscriber.account_id,
-            subscriber_id=subscriber.id,
-            currency=account.currency if account else "USD",
-            caller=caller,
-            callee=callee,
-        )
-        return RouteDecision(destinations, max_call_duration, context, fork=True)
+        return session(destinations, 0, subscriber.account_id, fork=True)
 
     target = snapshot.peers.get(did.peer_id or 0)
     if target is None or not target.enabled or target.address is None:
@@ -141,57 +181,11 @@ def route_did(
     transport = target.transport.lower()
     port = f":{uri.port}" if uri.port else ""
     suffix = f";transport={transport}" if transport != "udp" else ""
-    account = snapshot.accounts.get(target.account_id)
-    context = DidCallContext(
-        did=did,
-        delivering=delivering,
-        owner_peer_id=target.id,
-        owner_account_id=target.account_id,
-        subscriber_id=None,
-        currency=account.currency if account else "USD",
-        caller=caller,
-        callee=callee,
-    )
     destination = Destination(
         uri=f"sip:{number}@{format_host(uri.host)}{port}{suffix}",
         address=Address(transport, uri.host, uri.port or 5060),
         callee=number,
         caller=caller_out,
         label=target.name,
-        context=target,
     )
-    return RouteDecision((destination,), max_call_duration, context)
-
-
-def did_cdr(
-    call: Call, context: DidCallContext, node: str, wall: Callable[[float], datetime]
-) -> CdrRecord:
-    """The CDR of a finished DID call (not rated: see the module docstring)."""
-    last = call.attempts[-1].destination if call.attempts else None
-    end = call.end_time if call.end_time is not None else call.setup_time
-    return CdrRecord(
-        id=new_ulid(),
-        call_id=call.id,
-        node=node,
-        customer_peer_id=context.owner_peer_id,
-        customer_account_id=context.owner_account_id,
-        caller=context.caller,
-        callee=context.callee,
-        caller_out=last.caller if last else context.caller,
-        callee_out=last.callee if last else context.did.number,
-        setup_time=wall(call.setup_time),
-        answer_time=wall(call.answer_time) if call.answer_time is not None else None,
-        end_time=wall(end),
-        duration_ms=round(call.duration * 1000),
-        billed_seconds=0,
-        price=ZERO,
-        cost=ZERO,
-        currency=context.currency,
-        sip_code=call.final_status or 0,
-        sip_reason=call.final_reason,
-        hangup_side=HangupSide(str(call.hangup_side or "switch")),
-        hangup_reason=call.hangup_reason,
-        supplier_peer_id=context.delivering.id,
-        supplier_account_id=context.delivering.account_id,
-        subscriber_id=context.subscriber_id,
-    )
+    return session((destination,), target.id, target.account_id, fork=False)

@@ -13,22 +13,25 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Protocol
 
-from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
+from smartswitch.b2bua.ports import (
+    CallAttempt,
+    CallSession,
+    CallSummary,
+    Destination,
+    Rejection,
+)
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
-from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
+from smartswitch.model.cdr import CdrAttempt, CdrRecord
 from smartswitch.model.config import Peer, Rate, Subscriber
-from smartswitch.model.ids import new_ulid
 from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LocationService
-from smartswitch.routing.dids import DidCallContext, did_cdr, route_did
+from smartswitch.routing.dids import route_did
 from smartswitch.routing.limits import CallCounter, RateLimiter
+from smartswitch.routing.records import ZERO, CallRecords, CallSink
 from smartswitch.routing.selection import order_suppliers, rewrite_number
 from smartswitch.routing.subscribers import as_customer
 from smartswitch.routing.views import ConfigViews
@@ -41,27 +44,13 @@ from smartswitch.sip.uri import SipUri, format_host
 log = logging.getLogger("smartswitch.routing")
 
 
-class CallSink(Protocol):
-    def append(self, record: CdrRecord, done: Callable[[], None] | None = None) -> None:
-        """Keep ``record`` durably; call ``done`` once it is."""
-
-
-@dataclass(slots=True)
-class CallContext:
-    customer: Peer
-    account_id: int
-    currency: str
-    rate: Rate
-    reserved: Decimal
-    max_seconds: int
-    caller: str
-    callee: str
-    supplier_answered: int | None = None
-    subscriber_id: int | None = None  # a subscriber calling out (customer is its stand-in)
+__all__ = ["BillingCall", "BillingPolicy", "CallSink", "SupplierChoice"]
 
 
 @dataclass(frozen=True, slots=True)
 class SupplierChoice:
+    """What a destination of a billed call is: the supplier, and what it charges us."""
+
     peer: Peer
     rate: Rate
 
@@ -87,10 +76,9 @@ class BillingPolicy:
     ) -> None:
         self.views = views
         self.accounting = accounting
-        self.sink = sink
+        self.records = CallRecords(sink, node_name, wall_offset)
         self.auth = authenticator
         self.max_call_duration = max_call_duration
-        self.node_name = node_name
         self.reserve_seconds = reserve_seconds
         self.wall_offset = wall_offset
         self.rng = rng or random.Random()
@@ -108,9 +96,6 @@ class BillingPolicy:
         """A new configuration: calls in progress keep the values they started with."""
         self.views = views
         self.accounting.load_limits(views.snapshot.accounts)
-
-    def _wall(self, now: float) -> datetime:
-        return datetime.fromtimestamp(now + self.wall_offset(), UTC)
 
     # --- identification -------------------------------------------------------------------------
 
@@ -177,14 +162,19 @@ class BillingPolicy:
 
     # --- authorisation and routing -------------------------------------------------------------
 
-    def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
+    def route(self, request: Request, source: Address, now: float) -> CallSession | Rejection:
         if self.views.dids:
-            wall_now = now + self.wall_offset()
-            decision = route_did(
-                self.views, self.location, request, source, wall_now, self.max_call_duration
+            did_call = route_did(
+                self.views,
+                self.location,
+                request,
+                source,
+                now,
+                self.max_call_duration,
+                self.records,
             )
-            if decision is not None:
-                return decision
+            if did_call is not None:
+                return did_call
         found = self.identify(request, source, now)
         if isinstance(found, Rejection):
             return found
@@ -216,7 +206,7 @@ class BillingPolicy:
         callee = rewrite_number(callee_in, customer.callee_rewrite)
         caller = rewrite_number(caller_in, customer.caller_rewrite)
         number = _digits(callee)
-        wall = self._wall(now)
+        wall = self.records.wall(now)
         rate = tariff.lookup(number, wall)
         if rate is None:
             return Rejection(404, "Not Found (no rate for this destination)")
@@ -236,7 +226,8 @@ class BillingPolicy:
         candidates = order_suppliers(
             route, views.snapshot.peers, buying_rate, rate, customer.profit_control, self.rng
         )
-        destinations = []
+        destinations: list[Destination] = []
+        suppliers: list[SupplierChoice] = []
         for candidate in candidates:
             supplier = candidate.peer
             if supplier.address is None:
@@ -250,19 +241,23 @@ class BillingPolicy:
                 supplier.id, supplier.max_cps, now
             ):
                 continue  # over its rate now: the next supplier takes the call
-            destinations.append(self._destination(supplier, candidate.rate, caller, callee))
+            destinations.append(self._destination(supplier, caller, callee))
+            suppliers.append(SupplierChoice(supplier, candidate.rate))
         if not destinations:
             return _busy("no supplier available for this destination")
-        first = destinations[0].context
-        if isinstance(first, SupplierChoice) and first.peer.max_cps is not None:
+        first = suppliers[0].peer
+        if first.max_cps is not None:
             # The first choice gets the call now; a failover later is not counted against
             # the next supplier's rate (the policy hears of attempts only at the call's end).
-            self.supplier_cps.allow(first.peer.id, first.peer.max_cps, now)
+            self.supplier_cps.allow(first.id, first.max_cps, now)
 
         reserved = rate_call(rate, seconds * 1000, answered=True).amount
         self.accounting.reserve(account.id, reserved)
         self.customer_calls.add(customer.id)
-        context = CallContext(
+        return BillingCall(
+            policy=self,
+            destinations=tuple(destinations),
+            suppliers=tuple(suppliers),
             customer=customer,
             account_id=account.id,
             currency=account.currency,
@@ -273,9 +268,8 @@ class BillingPolicy:
             callee=callee_in,
             subscriber_id=subscriber.id if subscriber is not None else None,
         )
-        return RouteDecision(tuple(destinations), max_duration=float(seconds), context=context)
 
-    def _destination(self, supplier: Peer, rate: Rate, caller: str, callee: str) -> Destination:
+    def _destination(self, supplier: Peer, caller: str, callee: str) -> Destination:
         address = supplier.address or ""
         uri = SipUri.parse(f"sip:{address}")
         transport = supplier.transport.lower()
@@ -290,110 +284,119 @@ class BillingPolicy:
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,
-            context=SupplierChoice(supplier, rate),
         )
 
-    # --- the end of a call ----------------------------------------------------------------------
 
-    def extend_call(self, call: Call) -> float:
-        """Reserve the next slice of a call's time, as far as the balance goes."""
-        context = call.decision.context
-        if not isinstance(context, CallContext):
-            return 0.0
-        accounting = self.accounting
-        usable = accounting.available(context.account_id) + context.reserved
-        limit = min(int(self.max_call_duration), context.max_seconds + self.reserve_seconds)
-        total = max_call_seconds(usable, context.rate)
-        if total is None or total <= context.max_seconds:
+@dataclass(slots=True, eq=False)
+class BillingCall:
+    """A billed call, from its routing to its CDR: the :class:`CallSession` of the billing
+    policy. It holds what the call has reserved of the customer's money and the time that
+    buys, both growing slice by slice (:meth:`extend`)."""
+
+    policy: BillingPolicy
+    destinations: tuple[Destination, ...]
+    suppliers: tuple[SupplierChoice, ...]  # what each destination is, in the same order
+    customer: Peer
+    account_id: int
+    currency: str
+    rate: Rate  # the selling rate, fixed for the call's life
+    reserved: Decimal
+    max_seconds: int  # answered time granted so far
+    caller: str  # as received
+    callee: str
+    subscriber_id: int | None = None  # a subscriber calling out (customer is its stand-in)
+    supplier_answered: int | None = None
+
+    @property
+    def fork(self) -> bool:
+        return False  # suppliers are tried one after the other
+
+    @property
+    def max_duration(self) -> float:
+        return float(self.max_seconds)
+
+    def answered(self, attempt: CallAttempt) -> None:
+        supplier = self.suppliers[attempt.index].peer
+        self.supplier_answered = supplier.id
+        self.policy.supplier_calls.add(supplier.id)
+
+    def extend(self, now: float) -> float:
+        """Reserve the next slice of the call's time, as far as the balance goes."""
+        policy = self.policy
+        accounting = policy.accounting
+        usable = accounting.available(self.account_id) + self.reserved
+        limit = min(int(policy.max_call_duration), self.max_seconds + policy.reserve_seconds)
+        total = max_call_seconds(usable, self.rate)
+        if total is None or total <= self.max_seconds:
             return 0.0
         total = min(total, limit)
-        if total <= context.max_seconds:
+        if total <= self.max_seconds:
             return 0.0
-        reserved = rate_call(context.rate, total * 1000, answered=True).amount
-        accounting.reserve(context.account_id, reserved - context.reserved)
-        granted = total - context.max_seconds
-        context.reserved = reserved
-        context.max_seconds = total
+        reserved = rate_call(self.rate, total * 1000, answered=True).amount
+        accounting.reserve(self.account_id, reserved - self.reserved)
+        granted = total - self.max_seconds
+        self.reserved = reserved
+        self.max_seconds = total
         return float(granted)
 
-    def call_answered(self, call: Call) -> None:
-        context = call.decision.context
-        destination = call.answered_destination
-        if isinstance(context, CallContext) and destination is not None:
-            choice = destination.context
-            if isinstance(choice, SupplierChoice):
-                context.supplier_answered = choice.peer.id
-                self.supplier_calls.add(choice.peer.id)
+    def ended(self, summary: CallSummary, done: Callable[[], None]) -> None:
+        """Release the reservation and the limits, rate the call, charge it, keep its CDR."""
+        policy = self.policy
+        accounting = policy.accounting
+        accounting.release(self.account_id, self.reserved)
+        policy.customer_calls.remove(self.customer.id)
+        if self.supplier_answered is not None:
+            policy.supplier_calls.remove(self.supplier_answered)
+        record = self.record(summary)
+        accounting.charge(record.id, record.charges())
+        policy.records.keep(record, done)
 
-    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
-        context = call.decision.context
-        if isinstance(context, DidCallContext):
-            self.sink.append(did_cdr(call, context, self.node_name, self._wall), done)
-            return
-        if not isinstance(context, CallContext):
-            done()
-            return
-        accounting = self.accounting
-        accounting.release(context.account_id, context.reserved)
-        self.customer_calls.remove(context.customer.id)
-        if context.supplier_answered is not None:
-            self.supplier_calls.remove(context.supplier_answered)
-
-        answered = call.answer_time is not None
+    def record(self, summary: CallSummary) -> CdrRecord:
+        """The call rated: the customer pays the selling rate, we owe the answering supplier
+        its buying rate, for the same answered duration."""
+        records = self.policy.records
+        record = records.unrated(
+            summary,
+            customer_peer_id=self.customer.id if self.subscriber_id is None else 0,
+            customer_account_id=self.account_id,
+            subscriber_id=self.subscriber_id,
+            caller=self.caller,
+            callee=self.callee,
+            callee_out=self.callee,
+            currency=self.currency,
+        )
+        answered = summary.answer_time is not None
         # The switch cuts the call at max_seconds; the timer firing a few ms late must not
         # bill one more increment than was reserved.
-        duration_ms = min(round(call.duration * 1000), context.max_seconds * 1000)
-        price = rate_call(context.rate, duration_ms, answered=answered)
-        destination = call.answered_destination
+        duration_ms = min(record.duration_ms, self.max_seconds * 1000)
+        price = rate_call(self.rate, duration_ms, answered=answered)
         supplier: Peer | None = None
-        cost = Decimal("0.0000")
-        if destination is not None and isinstance(destination.context, SupplierChoice):
-            supplier = destination.context.peer
-            cost = rate_call(destination.context.rate, duration_ms, answered=answered).amount
-
-        last = call.attempts[-1].destination if call.attempts else None
+        cost = ZERO
+        if summary.answered is not None:
+            choice = self.suppliers[summary.answered.index]
+            supplier = choice.peer
+            cost = rate_call(choice.rate, duration_ms, answered=answered).amount
         attempts = tuple(
             CdrAttempt(
                 seq=n,
-                supplier_peer_id=a.destination.context.peer.id,
-                sip_code=a.status or 0,
+                supplier_peer_id=self.suppliers[a.index].peer.id,
+                sip_code=a.status,
                 reason=a.reason,
-                start_time=self._wall(a.started),
-                end_time=self._wall(a.ended if a.ended is not None else call.end_time or a.started),
+                start_time=records.wall(a.started),
+                end_time=records.wall(a.ended),
             )
-            for n, a in enumerate(call.attempts, 1)
-            if isinstance(a.destination.context, SupplierChoice)
+            for n, a in enumerate(summary.attempts, 1)
         )
-        end = call.end_time if call.end_time is not None else call.setup_time
-        record = CdrRecord(
-            id=new_ulid(),
-            call_id=call.id,
-            node=self.node_name,
-            customer_peer_id=context.customer.id if context.subscriber_id is None else 0,
-            customer_account_id=context.account_id,
-            caller=context.caller,
-            callee=context.callee,
-            caller_out=last.caller if last else context.caller,
-            callee_out=last.callee if last else context.callee,
-            setup_time=self._wall(call.setup_time),
-            answer_time=self._wall(call.answer_time) if call.answer_time is not None else None,
-            end_time=self._wall(end),
+        return replace(
+            record,
             duration_ms=duration_ms,
             billed_seconds=price.billed_seconds,
             price=price.amount,
             cost=cost,
-            currency=context.currency,
-            sip_code=call.final_status or 0,
-            sip_reason=call.final_reason,
-            hangup_side=HangupSide(str(call.hangup_side or "switch")),
-            hangup_reason=call.hangup_reason,
             supplier_peer_id=supplier.id if supplier else None,
             supplier_account_id=supplier.account_id if supplier else None,
             attempts=attempts,
-            subscriber_id=context.subscriber_id,
         )
-        accounting.charge(record.id, record.charges())
-        self.sink.append(record, done)
 
 
 def _same_uri(credential_uri: str | None, request_uri: str) -> bool:

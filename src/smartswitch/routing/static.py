@@ -10,8 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from smartswitch.b2bua.call import Call
-from smartswitch.b2bua.ports import Destination, Rejection, RouteDecision
+from smartswitch.b2bua.ports import CallAttempt, CallSummary, Destination, Rejection
 from smartswitch.model.prefix import PrefixTable
 from smartswitch.sip.dialog import uri_address
 from smartswitch.sip.message import Request
@@ -42,7 +41,7 @@ class StaticPolicy:
             (r.prefix, tuple(SipUri.parse(d) for d in r.destinations)) for r in routes
         )
 
-    def route(self, request: Request, source: Address, now: float) -> RouteDecision | Rejection:
+    def route(self, request: Request, source: Address, now: float) -> LabCall | Rejection:
         if not self.accept_any_source:
             return Rejection(403, "Forbidden")
         callee = request.sip_uri.user or ""
@@ -50,27 +49,37 @@ class StaticPolicy:
         if not uris:
             return Rejection(404, "Not Found (no route)")
         caller = request.from_.sip_uri().user or "anonymous"
-        return RouteDecision(
+        return LabCall(
             tuple(
                 Destination(destination_uri(callee, u), uri_address(u), callee, caller, str(u))
                 for u in uris
             )
         )
 
-    def extend_call(self, call: Call) -> float:
-        return 0.0
 
-    def call_answered(self, call: Call) -> None:
+@dataclass(frozen=True, slots=True)
+class LabCall:
+    """The session of a lab call: the route's URIs one after the other, as long as the node
+    lets calls last, and a log line at the end instead of a CDR."""
+
+    destinations: tuple[Destination, ...]
+    fork: bool = False
+    max_duration: float | None = None
+
+    def answered(self, attempt: CallAttempt) -> None:
         pass
 
-    def call_ended(self, call: Call, done: Callable[[], None]) -> None:
+    def extend(self, now: float) -> float:
+        return 0.0
+
+    def ended(self, summary: CallSummary, done: Callable[[], None]) -> None:
         done()
         log.info(
             "call %s: ended %s %s, %.3f s, hangup by %s (%s)",
-            call.id,
-            call.final_status,
-            call.final_reason,
-            call.duration,
-            call.hangup_side,
-            call.hangup_reason,
+            summary.call_id,
+            summary.status,
+            summary.reason,
+            summary.duration,
+            summary.hangup_side,
+            summary.hangup_reason,
         )

@@ -13,6 +13,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.ports import CallPolicy
 from smartswitch.cluster.nodes import list_nodes, register_node, status_token
@@ -53,6 +54,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.services: BillingServices | None = None
+        self.sip: SipApplication
         self.b2bua: B2BUA
         self.endpoint: SipEndpoint | None = None
         self.stopping = asyncio.Event()
@@ -121,11 +123,11 @@ class Node:
             self.db_role = role
             await asyncio.sleep(1.0)
 
-    def _build_b2bua(self, policy: CallPolicy) -> B2BUA:
+    def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
         host, port = parse_hostport(config.sip_listen)
         adv = advertised_host(host)
-        return B2BUA(
+        return SipApplication(
             policy,
             {"udp": (adv, port), "tcp": (adv, port)},
             B2buaSettings(
@@ -134,7 +136,6 @@ class Node:
                 advance_on=frozenset(config.advance_on),
                 dialog_ping_interval=config.dialog_ping_interval,
             ),
-            wall_clock=time.time,
         )
 
     async def run(self) -> None:
@@ -151,16 +152,17 @@ class Node:
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
-        self.b2bua = self._build_b2bua(policy)
-        self.endpoint = SipEndpoint(self.b2bua.layer, loop)
+        self.sip = self._build_sip(policy)
+        self.b2bua = self.sip.b2bua
+        self.endpoint = SipEndpoint(self.sip.layer, loop)
         self.b2bua.clock = loop.time
-        self.b2bua.wakeup = self.endpoint.flush
+        self.b2bua.resume = self.endpoint.run
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
         if self.services is not None and self.services.registrar is not None:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
-            self.services.registrar.attach(self.b2bua, self.endpoint.flush, loop.time())
+            self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(

@@ -1,12 +1,13 @@
-"""The registrar side of a billing node: the sans-IO pieces wired to the B2BUA and the store.
+"""The registrar side of a billing node: the sans-IO pieces wired to the SIP application and
+the store.
 
 One object per node, made by :class:`~smartswitch.runtime.services.BillingServices`:
 
 * :attr:`location`, :attr:`guard` are handed to the billing policy too (DID calls go to the
   bindings; INVITE digest failures count towards the same bans as REGISTER ones);
-* :meth:`attach` (once the B2BUA exists) takes over out-of-dialog REGISTERs
-  (``b2bua.request_handlers``), arms the expiry sweep in the B2BUA's timer heap and starts the
-  outbound registrations of the suppliers that want them;
+* :meth:`attach` (once the SIP application exists) takes its REGISTERs (it is the
+  application's :class:`~smartswitch.b2bua.ports.Registrations`), arms the expiry sweep in the
+  layer's timer heap and starts the outbound registrations of the suppliers that want them;
 * :meth:`update` follows configuration changes (subscribers, suppliers' ``register``);
 * :meth:`detach` / :meth:`close` unregister from suppliers and write the last bindings.
 
@@ -28,14 +29,14 @@ from smartswitch.registrar.registrar import Registrar, RegistrarSettings
 from smartswitch.registrar.store import RegistrationStore
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator
-from smartswitch.sip.message import Request
-from smartswitch.sip.timers import Timer
-from smartswitch.sip.transaction import ServerTransaction
+from smartswitch.sip.message import Request, Response
+from smartswitch.sip.timers import Timer, TimerHeap
+from smartswitch.sip.transaction import Address
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from smartswitch.b2bua.engine import B2BUA
+    from smartswitch.b2bua.application import SipApplication
     from smartswitch.runtime.config import NodeConfig
 
 __all__ = ["RegistrarService"]
@@ -78,7 +79,6 @@ class RegistrarService:
         )
         self.store = RegistrationStore(sessions, config.node_id)
         self.views: ConfigViews | None = None
-        self.b2bua: B2BUA | None = None
         self.outbound: OutboundRegistrations | None = None
         self._flush: Callable[[], None] = lambda: None
         self._sweep_timer: Timer | None = None
@@ -100,19 +100,19 @@ class RegistrarService:
         self.store.start()
         log.info("registrar: %d bindings restored", len(restored))
 
-    def attach(self, b2bua: B2BUA, flush: Callable[[], None], loop_now: float) -> None:
-        """Serve REGISTER on ``b2bua`` and start the outbound registrations. Called outside any
+    def attach(self, sip: SipApplication, flush: Callable[[], None], loop_now: float) -> None:
+        """Serve REGISTER for ``sip`` and start the outbound registrations. Called outside any
         network callback: ``flush`` sends what was queued."""
-        self.b2bua = b2bua
         self._flush = flush
-        layer = b2bua.layer
-        layer.now = loop_now
-        self.registrar.tag = b2bua.ids.next
-        b2bua.request_handlers["REGISTER"] = self._on_register
-        self._sweep_timer = b2bua.timers.schedule(loop_now + SWEEP_INTERVAL, self._sweep)
+        layer = sip.layer
+        self.registrar.tag = layer.ids.next
+        sip.registrations = self
+        self._sweep_timer = layer.timers.schedule(
+            loop_now + SWEEP_INTERVAL, self._sweep, layer.timers
+        )
         self.outbound = OutboundRegistrations(layer)
         if self.views is not None:
-            self.outbound.reconcile(self.views.snapshot.peers.values())
+            self.outbound.reconcile(self.views.snapshot.peers.values(), loop_now)
         flush()
 
     def update(self, views: ConfigViews, loop_now: float) -> None:
@@ -120,36 +120,29 @@ class RegistrarService:
         self.views = views
         self.registrar.update(views.subscribers)
         self._check_realms(views)
-        if self.outbound is not None and self.b2bua is not None:
-            self.b2bua.layer.now = loop_now
-            self.outbound.reconcile(views.snapshot.peers.values())
+        if self.outbound is not None:
+            self.outbound.reconcile(views.snapshot.peers.values(), loop_now)
             self._flush()
 
     def detach(self, loop_now: float) -> None:
         """At shutdown: unregister from the suppliers (best effort; the caller flushes)."""
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
-        if self.outbound is not None and self.b2bua is not None:
-            self.b2bua.layer.now = loop_now
-            self.outbound.stop_all()
+        if self.outbound is not None:
+            self.outbound.stop_all(loop_now)
 
     async def close(self) -> None:
         await self.store.close()
 
     # --- SIP -----------------------------------------------------------------------------------
 
-    def _on_register(self, tx: ServerTransaction, request: Request) -> None:
-        b2bua = self.b2bua
-        assert b2bua is not None
-        response = self.registrar.handle(request, tx.source, self.wall(b2bua.layer.now))
-        b2bua.layer.respond(tx, response)
+    def register(self, request: Request, source: Address, now: float) -> Response:
+        """A REGISTER from the SIP application, at ``now`` on the loop's clock."""
+        return self.registrar.handle(request, source, self.wall(now))
 
-    def _sweep(self) -> None:
-        b2bua = self.b2bua
-        assert b2bua is not None
-        now = b2bua.layer.now
+    def _sweep(self, now: float, timers: TimerHeap) -> None:
         self.location.expire(self.wall(now))
-        self._sweep_timer = b2bua.timers.schedule(now + SWEEP_INTERVAL, self._sweep)
+        self._sweep_timer = timers.schedule(now + SWEEP_INTERVAL, self._sweep, timers)
 
     def _check_realms(self, views: ConfigViews) -> None:
         realm = self.config.sip_realm
@@ -187,6 +180,6 @@ class RegistrarService:
         return out
 
     def outbound_state(self, loop_now: float) -> list[dict[str, Any]]:
-        if self.outbound is None or self.b2bua is None:
+        if self.outbound is None:
             return []
         return [asdict(status) for status in self.outbound.statuses(loop_now)]

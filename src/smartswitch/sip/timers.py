@@ -2,7 +2,9 @@
 
 The asyncio adapter re-arms a single ``loop.call_at`` for :meth:`TimerHeap.next_deadline`
 instead of running a task per transaction; tests drive time by calling :meth:`run_due` with a
-clock of their own. Cancelled timers stay in the heap until they reach its top (lazy deletion).
+clock of their own. A callback is called with the time it runs at, then its own arguments:
+``callback(now, *args)``, so nothing it does reads a clock. Cancelled timers stay in the heap
+until they reach its top (lazy deletion).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TimerHeap:
         self._counter = itertools.count()
 
     def schedule(self, deadline: float, callback: Callable[..., None], *args: Any) -> Timer:
+        """Call ``callback(now, *args)`` once ``now`` reaches ``deadline``."""
         timer = Timer(deadline, callback, args)
         heapq.heappush(self._heap, (deadline, next(self._counter), timer))
         return timer
@@ -47,7 +50,8 @@ class TimerHeap:
         return heap[0][0] if heap else None
 
     def run_due(self, now: float) -> int:
-        """Fire every timer due at ``now``, in deadline order; return how many fired."""
+        """Fire every timer due at ``now``, in deadline order, passing it ``now``; return how many
+        fired."""
         heap = self._heap
         fired = 0
         while heap and heap[0][0] <= now:
@@ -56,7 +60,7 @@ class TimerHeap:
                 continue
             timer.cancelled = True
             fired += 1
-            timer.callback(*timer.args)
+            timer.callback(now, *timer.args)
         return fired
 
     def __len__(self) -> int:

@@ -1,34 +1,56 @@
 """RFC 3261 section 17 transactions, sans-IO, with the RFC 6026 "Accepted" state for 2xx.
 
-Theory of operation. :class:`TransactionLayer` is fed datagrams (or framed stream messages)
-with :meth:`TransactionLayer.receive` and the passing of time with
-:meth:`TransactionLayer.handle_timer`. It matches each message to a transaction (17.1.3,
-17.2.3), runs the state machines below, and hands what the transaction user must see to its
-:class:`TransactionUser`. Everything it wants sent is appended to ``outgoing`` as
-``(bytes, Address)``; the transport drains that list after each call. Timers live in one
-:class:`TimerHeap` which the transport re-arms a single ``call_at`` for.
+Theory of operation
+-------------------
 
-Client INVITE: Calling -(1xx)-> Proceeding -(2xx)-> Accepted -(M)-> Terminated
-               Calling/Proceeding -(3xx-6xx, ACK sent here)-> Completed -(D)-> Terminated
-               Calling -(B)-> Terminated (timeout reported to the user)
-Client non-INVITE: Trying -(1xx)-> Proceeding -(final)-> Completed -(K)-> Terminated; -(F)-> timeout
-Server INVITE: Proceeding -(2xx)-> Accepted (2xx retransmitted until the user reports the ACK,
-               or L fires) ; -(3xx-6xx)-> Completed -(ACK)-> Confirmed -(I)-> Terminated; -(H)->
-Server non-INVITE: Trying -(1xx)-> Proceeding -(final)-> Completed -(J)-> Terminated
+:class:`TransactionLayer` is fed messages with :meth:`~TransactionLayer.receive` (a datagram,
+or a message framed off a stream), the passing of time with
+:meth:`~TransactionLayer.handle_timer` and the transport's failures with
+:meth:`~TransactionLayer.transport_error`; its user sends through
+:meth:`~TransactionLayer.send_request`, :meth:`~TransactionLayer.send_cancel` and
+:meth:`~TransactionLayer.respond`, and reports the ACK of a 2xx with
+:meth:`~TransactionLayer.ack_received`. Every one of these entry points takes ``now``: the
+layer never reads a clock, so every timer path runs in tests without sleeping. It matches each
+message to a transaction (17.1.3, 17.2.3), moves that transaction's state machine, and tells
+its :class:`TransactionUser` what the user must see; a transaction carries the user's typed
+owner (:class:`ClientOwner`, :class:`ServerOwner`) for the user to hand those events on. What
+the layer wants sent is appended to ``outgoing`` as ``(bytes, Address)``; the transport drains
+that list after each call. Timers live in one :class:`~smartswitch.sip.timers.TimerHeap`, for
+which the transport keeps a single ``call_at`` armed.
 
-On reliable transports nothing is retransmitted and timers D, I, J, K are zero (17.1.1.2).
+There are four machines (:class:`Machine`), one per figure of RFC 3261 17 (5 to 8, with the
+Accepted state of RFC 6026 in figures 5 and 7). Everything that can happen to a transaction is
+an :class:`Event`: a response received (client), a response sent (server), a request or an ACK
+received again (server), a timer firing, the transport failing, the user matching the ACK of
+our 2xx. ``TRANSITIONS[machine][state][event]`` is the state that event leads to and the
+:class:`Effect` the layer carries out (hand the message up, send it, resend the last one,
+acknowledge a failure, report a failure). An event missing from a state's row is ignored
+there: a stray or late message, or a timer of a state already left.
+
+Entering a state stops the timers of the one left and arms the timers listed for the new state
+in ``STATE_TIMERS``: a retransmission timer (only on unreliable transports) and one deadline,
+both firing events of their own. The exception is the client non-INVITE Proceeding state,
+where E and F keep running (17.1.2.2). On reliable transports the lingering timers (D, I, J,
+K) are zero (17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2). Entering Terminated drops the transaction.
+
+One thing lives beside the table: the 2xx of a server INVITE is retransmitted until the user
+reports its ACK (RFC 3261 13.3.1.4, a duty of the UAS core that the layer carries out for it),
+and a 2xx never ACKed by Timer L is reported to the user (:meth:`TransactionUser.on_ack_timeout`).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import (
     Headers,
+    PartialMessage,
     Request,
     Response,
     make_response,
@@ -76,50 +98,302 @@ class IdGenerator:
         return MAGIC_COOKIE + self.next()
 
 
+# --- the state machines, as data -------------------------------------------------------------
+
+
+class Machine(enum.Enum):
+    """Which of the four transaction state machines of RFC 3261 17 a transaction runs."""
+
+    CLIENT_INVITE = "client INVITE"  # 17.1.1, figure 5
+    CLIENT_NON_INVITE = "client non-INVITE"  # 17.1.2, figure 6
+    SERVER_INVITE = "server INVITE"  # 17.2.1, figure 7
+    SERVER_NON_INVITE = "server non-INVITE"  # 17.2.2, figure 8
+
+
+class State(enum.Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # RFC 6026
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class Event(enum.Enum):
+    # client: a response received
+    RECV_1XX = "1xx received"
+    RECV_2XX = "2xx received"
+    RECV_3XX_6XX = "3xx-6xx received"
+    # server: a response the user sends
+    SEND_1XX = "1xx sent"
+    SEND_2XX = "2xx sent"
+    SEND_3XX_6XX = "3xx-6xx sent"
+    # server: the request again, or an ACK, received
+    RECV_REQUEST = "request retransmission received"
+    RECV_ACK = "ACK received"
+    # server INVITE: the user matched the ACK of our 2xx (it has its own branch, 13.2.2.4)
+    ACKED = "ACK of the 2xx reported by the user"
+    TRANSPORT_ERROR = "transport error"
+    # timers (17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2; L and M from RFC 6026)
+    TIMER_A = "timer A"  # client INVITE retransmission
+    TIMER_B = "timer B"  # client INVITE timeout
+    TIMER_D = "timer D"  # client INVITE: wait for response retransmissions
+    TIMER_E = "timer E"  # client non-INVITE retransmission
+    TIMER_F = "timer F"  # client non-INVITE timeout
+    TIMER_K = "timer K"  # client non-INVITE: wait for response retransmissions
+    TIMER_M = "timer M"  # client INVITE: wait for 2xx retransmissions
+    TIMER_G = "timer G"  # server INVITE: retransmit the 3xx-6xx
+    TIMER_H = "timer H"  # server INVITE: wait for the ACK
+    TIMER_I = "timer I"  # server INVITE: wait for ACK retransmissions
+    TIMER_J = "timer J"  # server non-INVITE: wait for request retransmissions
+    TIMER_L = "timer L"  # server INVITE: wait for INVITE retransmissions after a 2xx
+    TIMER_2XX = "2xx retransmission"  # server INVITE: retransmit the 2xx (13.3.1.4)
+
+
+class Effect(enum.Flag):
+    """What the layer does on a transition, besides changing state and timers."""
+
+    NONE = 0
+    PASS = enum.auto()  # hand the message up: a response (client), an ACK (server, Accepted)
+    SEND = enum.auto()  # send the response the user gave, and keep it for retransmissions
+    RESEND = enum.auto()  # send the last message again (the request; the last response)
+    ACK = enum.auto()  # acknowledge a 3xx-6xx inside the transaction (17.1.1.3)
+    REPORT = enum.auto()  # tell the user it failed: on_timeout, or on_ack_timeout if not ACKed
+    SETTLE = enum.auto()  # the 2xx was ACKed: stop resending it; Timer L ends it quietly
+
+
+# Short names for the tables below (deleted after them).
+CI, CN, SI, SN = Machine
+CALLING, TRYING, PROCEEDING, ACCEPTED, COMPLETED, CONFIRMED, TERMINATED = State
+E = Event
+NONE, PASS, SEND, RESEND = Effect.NONE, Effect.PASS, Effect.SEND, Effect.RESEND
+ACK, REPORT, SETTLE = Effect.ACK, Effect.REPORT, Effect.SETTLE
+
+Step = tuple[State, Effect]
+
+TRANSITIONS: Mapping[Machine, Mapping[State, Mapping[Event, Step]]] = {
+    CI: {
+        CALLING: {
+            E.RECV_1XX: (PROCEEDING, PASS),
+            E.RECV_2XX: (ACCEPTED, PASS),
+            E.RECV_3XX_6XX: (COMPLETED, ACK | PASS),
+            E.TIMER_A: (CALLING, RESEND),
+            E.TIMER_B: (TERMINATED, REPORT),
+            E.TRANSPORT_ERROR: (TERMINATED, REPORT),
+        },
+        PROCEEDING: {
+            E.RECV_1XX: (PROCEEDING, PASS),
+            E.RECV_2XX: (ACCEPTED, PASS),
+            E.RECV_3XX_6XX: (COMPLETED, ACK | PASS),
+            E.TRANSPORT_ERROR: (TERMINATED, REPORT),
+        },
+        # Every 2xx goes up (retransmissions, other forks' answers): the user ACKs each.
+        ACCEPTED: {E.RECV_2XX: (ACCEPTED, PASS), E.TIMER_M: (TERMINATED, NONE)},
+        # Our ACK was lost: the failure comes again and is ACKed again, the user not told.
+        COMPLETED: {E.RECV_3XX_6XX: (COMPLETED, ACK), E.TIMER_D: (TERMINATED, NONE)},
+    },
+    CN: {
+        TRYING: {
+            E.RECV_1XX: (PROCEEDING, PASS),
+            E.RECV_2XX: (COMPLETED, PASS),
+            E.RECV_3XX_6XX: (COMPLETED, PASS),
+            E.TIMER_E: (TRYING, RESEND),
+            E.TIMER_F: (TERMINATED, REPORT),
+            E.TRANSPORT_ERROR: (TERMINATED, REPORT),
+        },
+        PROCEEDING: {
+            E.RECV_1XX: (PROCEEDING, PASS),
+            E.RECV_2XX: (COMPLETED, PASS),
+            E.RECV_3XX_6XX: (COMPLETED, PASS),
+            E.TIMER_E: (PROCEEDING, RESEND),
+            E.TIMER_F: (TERMINATED, REPORT),
+            E.TRANSPORT_ERROR: (TERMINATED, REPORT),
+        },
+        COMPLETED: {E.TIMER_K: (TERMINATED, NONE)},
+    },
+    SI: {
+        PROCEEDING: {
+            E.SEND_1XX: (PROCEEDING, SEND),
+            E.SEND_2XX: (ACCEPTED, SEND),
+            E.SEND_3XX_6XX: (COMPLETED, SEND),
+            E.RECV_REQUEST: (PROCEEDING, RESEND),
+            E.RECV_ACK: (PROCEEDING, NONE),  # before any final response: nothing to acknowledge
+        },
+        # RFC 6026 7.1: the 2xx has its own retransmission, so INVITE retransmissions are
+        # absorbed; an ACK that matches (an RFC 2543 peer's) goes up like any 2xx ACK.
+        ACCEPTED: {
+            E.RECV_REQUEST: (ACCEPTED, NONE),
+            E.RECV_ACK: (ACCEPTED, PASS),
+            E.ACKED: (ACCEPTED, SETTLE),
+            E.TIMER_2XX: (ACCEPTED, RESEND),
+            E.TIMER_L: (TERMINATED, REPORT),
+        },
+        COMPLETED: {
+            E.RECV_REQUEST: (COMPLETED, RESEND),
+            E.RECV_ACK: (CONFIRMED, NONE),
+            E.TIMER_G: (COMPLETED, RESEND),
+            E.TIMER_H: (TERMINATED, NONE),
+        },
+        # Absorbs ACK and INVITE retransmissions alike.
+        CONFIRMED: {
+            E.RECV_REQUEST: (CONFIRMED, NONE),
+            E.RECV_ACK: (CONFIRMED, NONE),
+            E.TIMER_I: (TERMINATED, NONE),
+        },
+    },
+    SN: {
+        TRYING: {
+            E.SEND_1XX: (PROCEEDING, SEND),
+            E.SEND_2XX: (COMPLETED, SEND),
+            E.SEND_3XX_6XX: (COMPLETED, SEND),
+            E.RECV_REQUEST: (TRYING, NONE),  # nothing sent yet to send again
+        },
+        PROCEEDING: {
+            E.SEND_1XX: (PROCEEDING, SEND),
+            E.SEND_2XX: (COMPLETED, SEND),
+            E.SEND_3XX_6XX: (COMPLETED, SEND),
+            E.RECV_REQUEST: (PROCEEDING, RESEND),
+        },
+        COMPLETED: {E.RECV_REQUEST: (COMPLETED, RESEND), E.TIMER_J: (TERMINATED, NONE)},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StateTimers:
+    """The timers a state arms when it is entered."""
+
+    retransmit: Event | None = None
+    """Fires first after T1, then after each doubling of the interval up to ``cap``; only on
+    unreliable transports."""
+    cap: float = T2
+    deadline: Event | None = None
+    unreliable: float = 0.0
+    """Seconds until the deadline on UDP ..."""
+    reliable: float = 0.0
+    """... and on TCP."""
+
+
+STATE_TIMERS: Mapping[tuple[Machine, State], StateTimers] = {
+    # Timer A doubles without bound (Timer B ends it first), 17.1.1.2.
+    (CI, CALLING): StateTimers(E.TIMER_A, float("inf"), E.TIMER_B, 64 * T1, 64 * T1),
+    (CI, ACCEPTED): StateTimers(None, T2, E.TIMER_M, 64 * T1, 64 * T1),
+    (CI, COMPLETED): StateTimers(None, T2, E.TIMER_D, 32.0, 0.0),
+    (CN, TRYING): StateTimers(E.TIMER_E, T2, E.TIMER_F, 64 * T1, 64 * T1),
+    (CN, COMPLETED): StateTimers(None, T2, E.TIMER_K, T4, 0.0),
+    (SI, ACCEPTED): StateTimers(E.TIMER_2XX, T2, E.TIMER_L, 64 * T1, 64 * T1),
+    (SI, COMPLETED): StateTimers(E.TIMER_G, T2, E.TIMER_H, 64 * T1, 64 * T1),
+    (SI, CONFIRMED): StateTimers(None, T2, E.TIMER_I, T4, 0.0),
+    (SN, COMPLETED): StateTimers(None, T2, E.TIMER_J, 64 * T1, 0.0),
+}
+NO_TIMERS = StateTimers()
+
+# Entering these states keeps the timers that run: in the client non-INVITE Proceeding state,
+# E goes on (at T2 from now on) and F still ends the transaction (17.1.2.2).
+KEEPS_TIMERS = frozenset({(CN, PROCEEDING)})
+
+# How each retransmission timer backs off: its interval doubles up to this.
+RETRANSMIT_CAP: Mapping[Event, float] = {
+    t.retransmit: t.cap for t in STATE_TIMERS.values() if t.retransmit is not None
+}
+
+del CI, CN, SI, SN, CALLING, TRYING, PROCEEDING, ACCEPTED, COMPLETED, CONFIRMED, TERMINATED, E
+del NONE, PASS, SEND, RESEND, ACK, REPORT, SETTLE
+
+
+_IGNORES_ALL: Mapping[Event, Step] = {}  # Terminated: no transaction is kept in it
+
+
+def _received(status: int) -> Event:
+    if status < 200:
+        return Event.RECV_1XX
+    return Event.RECV_2XX if status < 300 else Event.RECV_3XX_6XX
+
+
+def _sent(status: int) -> Event:
+    if status < 200:
+        return Event.SEND_1XX
+    return Event.SEND_2XX if status < 300 else Event.SEND_3XX_6XX
+
+
+# --- who hears what -------------------------------------------------------------------------
+
+
 class TransactionUser(Protocol):
-    """What the layer tells its user (the B2BUA, the registrar)."""
+    """What the layer tells its user (the node's SIP application)."""
 
-    def on_request(self, tx: ServerTransaction, request: Request) -> None: ...
+    def on_request(self, tx: ServerTransaction, request: Request, now: float) -> None: ...
 
-    def on_ack(self, request: Request, source: Address) -> None:
+    def on_ack(self, request: Request, source: Address, now: float) -> None:
         """An ACK matching no transaction: the ACK of a 2xx, end to end (RFC 3261 13.2.2.4)."""
 
-    def on_cancel(self, invite_tx: ServerTransaction) -> None:
+    def on_cancel(self, invite_tx: ServerTransaction, now: float) -> None:
         """The caller CANCELled a pending INVITE; the CANCEL itself is answered already."""
 
-    def on_response(self, tx: ClientTransaction, response: Response) -> None: ...
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None: ...
 
-    def on_timeout(self, tx: ClientTransaction) -> None:
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         """No final response in time (Timer B or F), or the transport failed."""
 
-    def on_ack_timeout(self, tx: ServerTransaction) -> None:
+    def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None:
         """A 2xx we sent was never ACKed (64*T1): the session must be torn down (13.3.1.4)."""
+
+
+class ClientOwner(Protocol):
+    """Whoever sent a request and waits for its answer (a call attempt, a relayed request,
+    an outbound registration): the user hands it what the layer reports of the transaction."""
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None: ...
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None: ...
+
+
+class ServerOwner(Protocol):
+    """Whoever took charge of a request (a call): the user hands it what happens later to the
+    transaction."""
+
+    def on_cancel(self, tx: ServerTransaction, now: float) -> None: ...
+
+    def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None: ...
+
+
+# --- transactions ----------------------------------------------------------------------------
 
 
 class ClientTransaction:
     __slots__ = (
+        "_deadline",
         "_interval",
         "_retransmit",
-        "_timeout",
         "data",
         "dest",
         "is_invite",
         "key",
+        "machine",
         "owner",
         "request",
         "state",
     )
 
-    def __init__(self, key: tuple[str, str], request: Request, data: bytes, dest: Address) -> None:
+    def __init__(
+        self,
+        key: tuple[str, str],
+        request: Request,
+        data: bytes,
+        dest: Address,
+        owner: ClientOwner | None,
+    ) -> None:
         self.key = key
         self.request = request
         self.data = data
         self.dest = dest
         self.is_invite = request.method == "INVITE"
-        self.state = "calling" if self.is_invite else "trying"
-        self.owner: object = None  # the user's object for this transaction (a call leg)
+        self.machine = Machine.CLIENT_INVITE if self.is_invite else Machine.CLIENT_NON_INVITE
+        self.state = State.CALLING if self.is_invite else State.TRYING
+        self.owner = owner
         self._retransmit: Timer | None = None
-        self._timeout: Timer | None = None
+        self._deadline: Timer | None = None
         self._interval = T1
 
     @property
@@ -129,13 +403,15 @@ class ClientTransaction:
 
 class ServerTransaction:
     __slots__ = (
+        "_deadline",
         "_interval",
         "_retransmit",
-        "_timeout",
+        "acked",
         "is_invite",
         "key",
         "last_response",
         "last_response_data",
+        "machine",
         "owner",
         "request",
         "source",
@@ -147,22 +423,27 @@ class ServerTransaction:
         self.request = request
         self.source = source
         self.is_invite = request.method == "INVITE"
-        self.state = "proceeding" if self.is_invite else "trying"
+        self.machine = Machine.SERVER_INVITE if self.is_invite else Machine.SERVER_NON_INVITE
+        self.state = State.PROCEEDING if self.is_invite else State.TRYING
         self.last_response: Response | None = None
         self.last_response_data: bytes | None = None
-        self.owner: object = None
+        self.owner: ServerOwner | None = None
+        self.acked = False  # the user reported the ACK of our 2xx
         self._retransmit: Timer | None = None
-        self._timeout: Timer | None = None
+        self._deadline: Timer | None = None
         self._interval = T1
 
     @property
     def terminated(self) -> bool:
-        return self.state == "terminated"
+        return self.state is State.TERMINATED
 
     @property
     def answered(self) -> bool:
         """A final response has been sent."""
-        return self.state not in ("proceeding", "trying")
+        return self.state not in (State.PROCEEDING, State.TRYING)
+
+
+Transaction = ClientTransaction | ServerTransaction
 
 
 def _server_key(request: Request, method: str) -> tuple[str, ...]:
@@ -198,16 +479,87 @@ class TransactionLayer:
         # Where the node listens on a wildcard address, the transport tells which of its
         # addresses reaches a destination.
         self.local_for: Callable[[Address], tuple[str, int]] | None = None
-        self.now = 0.0
+        self._now = 0.0
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
         self.stats_malformed = 0
+
+    @property
+    def now(self) -> float:
+        """The time of the latest entry point, for status readers; the layer and its user go
+        by the ``now`` each entry point is given."""
+        return self._now
+
+    # --- the machine ---------------------------------------------------------------------------
+
+    def _step(self, tx: Transaction, event: Event, now: float) -> Effect | None:
+        """Move ``tx`` on ``event``; the effects to carry out, or None if it ignores it."""
+        step = TRANSITIONS[tx.machine].get(tx.state, _IGNORES_ALL).get(event)
+        if step is None:
+            return None
+        state, effects = step
+        if state is not tx.state:
+            self._enter(tx, state, now)
+        return effects
+
+    def _enter(self, tx: Transaction, state: State, now: float) -> None:
+        tx.state = state
+        if state is State.TERMINATED:
+            self._stop_timers(tx)
+            if isinstance(tx, ClientTransaction):
+                self.client.pop(tx.key, None)
+            else:
+                self.server.pop(tx.key, None)
+            return
+        if (tx.machine, state) in KEEPS_TIMERS:
+            return
+        self._stop_timers(tx)
+        timers = STATE_TIMERS.get((tx.machine, state), NO_TIMERS)
+        reliable = (tx.dest if isinstance(tx, ClientTransaction) else tx.source).reliable
+        if timers.retransmit is not None and not reliable:
+            tx._interval = T1
+            tx._retransmit = self.timers.schedule(now + T1, self._fire, tx, timers.retransmit)
+        if timers.deadline is not None:
+            wait = timers.reliable if reliable else timers.unreliable
+            tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
+
+    def _stop_timers(self, tx: Transaction) -> None:
+        for timer in (tx._retransmit, tx._deadline):
+            if timer is not None:
+                timer.cancel()
+        tx._retransmit = tx._deadline = None
+
+    def _fire(self, now: float, tx: Transaction, event: Event) -> None:
+        """A timer of ``tx`` went off."""
+        effects = self._step(tx, event, now)
+        if effects is None:
+            return
+        if Effect.RESEND in effects:
+            self._resend(tx)
+            cap = RETRANSMIT_CAP.get(event)
+            if cap is not None:  # a retransmission timer: again, later
+                tx._interval = _next_interval(tx, cap)
+                tx._retransmit = self.timers.schedule(now + tx._interval, self._fire, tx, event)
+        if Effect.REPORT in effects:
+            self._report(tx, now)
+
+    def _resend(self, tx: Transaction) -> None:
+        if isinstance(tx, ClientTransaction):
+            self.outgoing.append((tx.data, tx.dest))
+        elif tx.last_response_data is not None:
+            self.outgoing.append((tx.last_response_data, tx.source))
+
+    def _report(self, tx: Transaction, now: float) -> None:
+        if isinstance(tx, ClientTransaction):
+            self.user.on_timeout(tx, now)
+        elif not tx.acked:
+            self.user.on_ack_timeout(tx, now)
 
     # --- input ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, now: float) -> None:
         """One message from the network. Never raises: faults become answers or log lines."""
-        self.now = now
+        self._now = now
         try:
             message = parse_message(data, require_content_length=source.reliable)
         except SipParseError as exc:
@@ -220,26 +572,24 @@ class TransactionLayer:
             return
         try:
             if isinstance(message, Request):
-                self._receive_request(message, source)
+                self._receive_request(message, source, now)
             else:
-                self._receive_response(message, source)
+                self._receive_response(message, source, now)
         except SipParseError as exc:
             # A header parsed lazily by the user turned out to be malformed.
             if isinstance(message, Request):
-                self._reject(message, source, exc.status, exc.reason)
+                self._reject(message, source, exc.status, exc.reason, now)
             else:
                 self.stats_malformed += 1
                 log.info("dropped malformed response from %s: %s", source, exc.reason)
         except Exception:
             log.exception("error handling a message from %s", source)
             if isinstance(message, Request):
-                self._reject(message, source, 500, "Server Internal Error")
+                self._reject(message, source, 500, "Server Internal Error", now)
 
     def _malformed(self, exc: SipParseError, source: Address) -> None:
         self.stats_malformed += 1
         partial = exc.partial
-        from smartswitch.sip.message import PartialMessage
-
         if not isinstance(partial, PartialMessage) or not partial.is_request:
             log.info("dropped malformed response from %s: %s", source, exc.reason)
             return
@@ -251,7 +601,9 @@ class TransactionLayer:
         data = response_from_partial(partial, exc.status, reason, self.ids.next())
         self.outgoing.append((data, source))
 
-    def _reject(self, request: Request, source: Address, status: int, reason: str) -> None:
+    def _reject(
+        self, request: Request, source: Address, status: int, reason: str, now: float
+    ) -> None:
         if request.method == "ACK":
             return
         try:
@@ -259,7 +611,7 @@ class TransactionLayer:
             response = make_response(request, status, reason, self.ids.next())
             if tx is not None:
                 if not tx.answered:
-                    self.respond(tx, response)
+                    self.respond(tx, response, now)
             else:
                 self.outgoing.append((response.to_bytes(), source))
         except SipParseError:
@@ -268,7 +620,7 @@ class TransactionLayer:
             # Called from receive()'s error handlers, which must not raise in turn.
             log.exception("could not answer a request from %s", source)
 
-    def _receive_request(self, request: Request, source: Address) -> None:
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
         via = request.top_via
         # RFC 3581 / RFC 3261 18.2.1: remember where the request really came from.
         if "rport" in via.params or via.host != source.host:
@@ -278,40 +630,37 @@ class TransactionLayer:
             self._rewrite_top_via(request)
         method = request.method
         if method == "ACK":
-            tx = self.server.get(_server_key(request, "INVITE"))
-            if tx is not None and tx.state in ("completed", "confirmed"):
-                self._server_confirmed(tx)
-                return
-            if tx is not None and tx.state == "proceeding":
-                return  # an ACK before any final response: nothing to acknowledge
-            self.user.on_ack(request, source)
+            # The ACK of a 3xx-6xx belongs to the INVITE's transaction; the ACK of a 2xx has a
+            # branch of its own and matches nothing (13.2.2.4): both of those go up.
+            invite_tx = self.server.get(_server_key(request, "INVITE"))
+            if invite_tx is None or self._step(invite_tx, Event.RECV_ACK, now) == Effect.PASS:
+                self.user.on_ack(request, source, now)
             return
         key = _server_key(request, method)
         tx = self.server.get(key)
         if tx is not None:
-            # A retransmission: answer with what we answered last (17.2.1, 17.2.2). In Accepted
-            # the 2xx has its own retransmission (RFC 6026 7.1) and Confirmed only absorbs.
-            if tx.last_response_data is not None and tx.state not in ("accepted", "confirmed"):
-                self.outgoing.append((tx.last_response_data, tx.source))
+            # A retransmission: answered with what we answered last (17.2.1, 17.2.2).
+            if self._step(tx, Event.RECV_REQUEST, now) == Effect.RESEND:
+                self._resend(tx)
             return
         tx = ServerTransaction(key, request, source)
         self.server[key] = tx
         if method == "CANCEL":
-            self._receive_cancel(tx, request)
+            self._receive_cancel(tx, request, now)
             return
         if tx.is_invite:
             # 17.2.1: the transaction answers 100 itself so the caller stops retransmitting.
-            self.respond(tx, make_response(request, 100))
-        self.user.on_request(tx, request)
+            self.respond(tx, make_response(request, 100), now)
+        self.user.on_request(tx, request, now)
 
-    def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request) -> None:
+    def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request, now: float) -> None:
         invite_tx = self.server.get(_server_key(cancel, "INVITE"))
         if invite_tx is None or invite_tx.terminated:
-            self.respond(cancel_tx, make_response(cancel, 481, None, self.ids.next()))
+            self.respond(cancel_tx, make_response(cancel, 481, None, self.ids.next()), now)
             return
-        self.respond(cancel_tx, make_response(cancel, 200, None, self.ids.next()))
+        self.respond(cancel_tx, make_response(cancel, 200, None, self.ids.next()), now)
         if not invite_tx.answered:
-            self.user.on_cancel(invite_tx)
+            self.user.on_cancel(invite_tx, now)
 
     def _rewrite_top_via(self, request: Request) -> None:
         headers = request.headers
@@ -323,54 +672,19 @@ class TransactionLayer:
         new._items = items[:first] + [("via", "Via", v) for v in values] + items[first:]
         request.headers = new
 
-    def _receive_response(self, response: Response, source: Address) -> None:
+    def _receive_response(self, response: Response, source: Address, now: float) -> None:
         via = response.top_via
-        branch = via.branch or ""
-        tx = self.client.get((branch, response.cseq.method))
+        tx = self.client.get((via.branch or "", response.cseq.method))
         if tx is None:
             log.debug("stray response %s from %s", response.status, source)
             return
-        status = response.status
-        state = tx.state
-        if tx.is_invite:
-            if status < 200:
-                if state == "calling":
-                    tx.state = "proceeding"
-                    self._cancel_retransmit(tx)
-                    if tx._timeout is not None:
-                        tx._timeout.cancel()
-                        tx._timeout = None
-                if state in ("calling", "proceeding"):
-                    self.user.on_response(tx, response)
-            elif status < 300:
-                if state in ("calling", "proceeding"):
-                    tx.state = "accepted"
-                    self._cancel_timers(tx)
-                    tx._timeout = self.timers.schedule(self.now + 64 * T1, self._client_end, tx)
-                if tx.state == "accepted":
-                    self.user.on_response(tx, response)
-            else:
-                if state in ("calling", "proceeding"):
-                    tx.state = "completed"
-                    self._cancel_timers(tx)
-                    self._send_ack_for_error(tx, response)
-                    wait = 0.0 if tx.dest.reliable else 32.0
-                    tx._timeout = self.timers.schedule(self.now + wait, self._client_end, tx)
-                    self.user.on_response(tx, response)
-                elif state == "completed":
-                    self._send_ack_for_error(tx, response)
-        else:
-            if state in ("completed", "terminated"):
-                return
-            if status < 200:
-                tx.state = "proceeding"
-                self.user.on_response(tx, response)
-            else:
-                tx.state = "completed"
-                self._cancel_timers(tx)
-                wait = 0.0 if tx.dest.reliable else T4
-                tx._timeout = self.timers.schedule(self.now + wait, self._client_end, tx)
-                self.user.on_response(tx, response)
+        effects = self._step(tx, _received(response.status), now)
+        if effects is None:
+            return
+        if Effect.ACK in effects:
+            self._send_ack_for_error(tx, response)
+        if Effect.PASS in effects:
+            self.user.on_response(tx, response, now)
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -387,49 +701,60 @@ class TransactionLayer:
         return f"SIP/2.0/{transport.upper()} {host_text}:{port};branch={branch};rport"
 
     def send_request(
-        self, request: Request, dest: Address, owner: object = None
+        self, request: Request, dest: Address, now: float, owner: ClientOwner | None = None
     ) -> ClientTransaction:
-        """Start a client transaction: adds our Via and sends ``request`` to ``dest``."""
+        """Start a client transaction: adds our Via and sends ``request`` to ``dest``.
+
+        ``owner`` is kept on the transaction for the user, who hands it the answers."""
+        self._now = now
         branch = self.ids.branch()
         request.headers.add("Via", self._via(dest, branch), first=True)
         request.invalidate()
-        return self._start_client(request, dest, branch, owner)
+        return self._start_client(request, dest, branch, owner, now)
 
     def _start_client(
-        self, request: Request, dest: Address, branch: str, owner: object
+        self,
+        request: Request,
+        dest: Address,
+        branch: str,
+        owner: ClientOwner | None,
+        now: float,
     ) -> ClientTransaction:
         data = request.to_bytes()
-        tx = ClientTransaction((branch, request.method), request, data, dest)
-        tx.owner = owner
+        tx = ClientTransaction((branch, request.method), request, data, dest, owner)
         self.client[tx.key] = tx
         self.outgoing.append((data, dest))
-        if not dest.reliable:
-            tx._retransmit = self.timers.schedule(self.now + T1, self._client_retransmit, tx)
-        tx._timeout = self.timers.schedule(self.now + 64 * T1, self._client_timeout, tx)
+        self._enter(tx, tx.state, now)
         return tx
 
-    def send_cancel(self, invite_tx: ClientTransaction) -> ClientTransaction | None:
-        """CANCEL a pending INVITE (RFC 3261 9.1); only after a provisional response arrived."""
-        if invite_tx.state != "proceeding":
+    def send_cancel(self, invite_tx: ClientTransaction, now: float) -> ClientTransaction | None:
+        """CANCEL a pending INVITE (RFC 3261 9.1); only after a provisional response arrived.
+
+        Nobody waits for the CANCEL's own answer: the INVITE's final response tells."""
+        self._now = now
+        if invite_tx.state is not State.PROCEEDING:
             return None
         invite = invite_tx.request
         headers = Headers()
         for key, name, value in invite.headers.items():
+            # The top Via only (ours: an INVITE we sent has just one), From, To, Call-ID,
+            # Route and Max-Forwards as the INVITE had them (9.1).
             if key in ("via", "from", "to", "call-id", "route", "max-forwards"):
-                if key == "via":
-                    headers.add(name, value)
-                    # only the top Via (ours): an INVITE we sent has just one
-                else:
-                    headers.add(name, value)
+                headers.add(name, value)
         headers.add("CSeq", f"{invite.cseq.number} CANCEL")
         cancel = Request("CANCEL", invite.uri, headers)
-        return self._start_client(cancel, invite_tx.dest, invite_tx.branch, invite_tx.owner)
+        return self._start_client(cancel, invite_tx.dest, invite_tx.branch, None, now)
 
-    def send_stateless(self, request: Request, dest: Address) -> None:
-        """Send a request outside any transaction: the ACK of a 2xx (RFC 3261 13.2.2.4)."""
+    def send_stateless(self, request: Request, dest: Address) -> bytes:
+        """Send a request outside any transaction: the ACK of a 2xx (RFC 3261 13.2.2.4).
+
+        No state and no timer, hence no ``now``; returns the bytes sent (the user resends
+        them when the 2xx comes again)."""
         request.headers.add("Via", self._via(dest, self.ids.branch()), first=True)
         request.invalidate()
-        self.outgoing.append((request.to_bytes(), dest))
+        data = request.to_bytes()
+        self.outgoing.append((data, dest))
+        return data
 
     def _send_ack_for_error(self, tx: ClientTransaction, response: Response) -> None:
         """The ACK of a 3xx-6xx belongs to the INVITE's transaction (17.1.1.3)."""
@@ -448,142 +773,62 @@ class TransactionLayer:
         ack = Request("ACK", invite.uri, headers)
         self.outgoing.append((ack.to_bytes(), tx.dest))
 
-    def _client_retransmit(self, tx: ClientTransaction) -> None:
-        if tx.state not in ("calling", "trying", "proceeding") or (
-            tx.is_invite and tx.state != "calling"
-        ):
-            return
-        self.outgoing.append((tx.data, tx.dest))
-        # Timer A doubles without bound (B ends it); Timer E doubles up to T2 (17.1.2.2).
-        tx._interval = tx._interval * 2 if tx.is_invite else min(tx._interval * 2, T2)
-        if not tx.is_invite and tx.state == "proceeding":
-            tx._interval = T2
-        tx._retransmit = self.timers.schedule(self.now + tx._interval, self._client_retransmit, tx)
-
-    def _client_timeout(self, tx: ClientTransaction) -> None:
-        if tx.state in ("calling", "trying", "proceeding") and not (
-            tx.is_invite and tx.state == "proceeding"
-        ):
-            self._client_end(tx)
-            self.user.on_timeout(tx)
-
-    def _client_end(self, tx: ClientTransaction) -> None:
-        self._cancel_timers(tx)
-        tx.state = "terminated"
-        self.client.pop(tx.key, None)
-
-    def transport_error(self, dest: Address) -> None:
+    def transport_error(self, dest: Address, now: float) -> None:
         """The transport could not reach ``dest``: fail every transaction waiting on it."""
+        self._now = now
         for tx in [t for t in self.client.values() if t.dest == dest]:
-            if tx.state in ("calling", "trying", "proceeding"):
-                self._client_end(tx)
-                self.user.on_timeout(tx)
-
-    def _cancel_retransmit(self, tx: ClientTransaction | ServerTransaction) -> None:
-        if tx._retransmit is not None:
-            tx._retransmit.cancel()
-            tx._retransmit = None
-
-    def _cancel_timers(self, tx: ClientTransaction | ServerTransaction) -> None:
-        self._cancel_retransmit(tx)
-        if tx._timeout is not None:
-            tx._timeout.cancel()
-            tx._timeout = None
+            effects = self._step(tx, Event.TRANSPORT_ERROR, now)
+            if effects is not None and Effect.REPORT in effects:
+                self._report(tx, now)
 
     # --- server side ---------------------------------------------------------------------------
 
-    def respond(self, tx: ServerTransaction, response: Response) -> None:
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
         """Send a response within a server transaction and move its state machine."""
-        if tx.terminated or tx.state in ("completed", "confirmed", "accepted"):
+        self._now = now
+        effects = self._step(tx, _sent(response.status), now)
+        if effects is None:
             log.debug("late response %s on a finished transaction", response.status)
             return
         data = response.to_bytes()
         tx.last_response = response
         tx.last_response_data = data
         self.outgoing.append((data, tx.source))
-        status = response.status
-        reliable = tx.source.reliable
-        if status < 200:
-            if not tx.is_invite:
-                tx.state = "proceeding"
-            return
-        if tx.is_invite:
-            if status < 300:
-                tx.state = "accepted"
-                if not reliable:
-                    tx._interval = T1
-                    tx._retransmit = self.timers.schedule(
-                        self.now + T1, self._server_retransmit, tx
-                    )
-                tx._timeout = self.timers.schedule(self.now + 64 * T1, self._server_ack_timeout, tx)
-            else:
-                tx.state = "completed"
-                if not reliable:
-                    tx._interval = T1
-                    tx._retransmit = self.timers.schedule(
-                        self.now + T1, self._server_retransmit, tx
-                    )
-                tx._timeout = self.timers.schedule(self.now + 64 * T1, self._server_end, tx)
-        else:
-            tx.state = "completed"
-            wait = 0.0 if reliable else 64 * T1
-            tx._timeout = self.timers.schedule(self.now + wait, self._server_end, tx)
 
-    def ack_received(self, tx: ServerTransaction) -> None:
+    def ack_received(self, tx: ServerTransaction, now: float) -> None:
         """The user matched the ACK of our 2xx to this INVITE: stop retransmitting it.
 
         The transaction stays in Accepted until Timer L (64*T1 after the 2xx), so that a
         retransmission of the INVITE still in flight is absorbed instead of arriving at the user
         as a new request (RFC 6026 7.1, 8.7).
         """
-        if tx.state != "accepted":
-            return
-        self._cancel_retransmit(tx)
-        timer_l = tx._timeout
-        deadline = timer_l.deadline if timer_l is not None else self.now
-        if timer_l is not None:
-            timer_l.cancel()
-        tx._timeout = self.timers.schedule(deadline, self._server_end, tx)
-
-    def _server_retransmit(self, tx: ServerTransaction) -> None:
-        if tx.state not in ("completed", "accepted") or tx.last_response_data is None:
-            return
-        self.outgoing.append((tx.last_response_data, tx.source))
-        tx._interval = min(tx._interval * 2, T2)  # Timer G (17.2.1) and 13.3.1.4 alike
-        tx._retransmit = self.timers.schedule(self.now + tx._interval, self._server_retransmit, tx)
-
-    def _server_confirmed(self, tx: ServerTransaction) -> None:
-        if tx.state == "confirmed":
-            return
-        self._cancel_timers(tx)
-        tx.state = "confirmed"
-        wait = 0.0 if tx.source.reliable else T4
-        tx._timeout = self.timers.schedule(self.now + wait, self._server_end, tx)
-
-    def _server_ack_timeout(self, tx: ServerTransaction) -> None:
-        if tx.state == "accepted":
-            self._server_end(tx)
-            self.user.on_ack_timeout(tx)
-
-    def _server_end(self, tx: ServerTransaction) -> None:
-        self._cancel_timers(tx)
-        tx.state = "terminated"
-        self.server.pop(tx.key, None)
+        self._now = now
+        effects = self._step(tx, Event.ACKED, now)
+        if effects is not None and Effect.SETTLE in effects:
+            tx.acked = True
+            if tx._retransmit is not None:
+                tx._retransmit.cancel()
+                tx._retransmit = None
 
     # --- time ----------------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``. Never raises."""
-        self.now = now
+        self._now = now
         try:
             self.timers.run_due(now)
         except Exception:
             log.exception("error in a timer")
 
-    def get_timer(self) -> float | None:
-        return self.timers.next_deadline()
-
     def drain(self) -> list[tuple[bytes, Address]]:
         out = self.outgoing
         self.outgoing = []
         return out
+
+
+def _next_interval(tx: Transaction, cap: float) -> float:
+    """The retransmission interval doubles up to ``cap`` (17.1.1.2, 17.1.2.2, 17.2.1); a client
+    non-INVITE that heard a provisional response retransmits every T2 (17.1.2.2)."""
+    if tx.machine is Machine.CLIENT_NON_INVITE and tx.state is State.PROCEEDING:
+        return T2
+    return min(tx._interval * 2, cap)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import cast
 
 from smartswitch.sip.errors import SipParseError
@@ -99,6 +100,13 @@ class SipEndpoint:
         self.layer.handle_timer(self.loop.time())
         self.flush()
 
+    def run(self, work: Callable[[float], None]) -> None:
+        """Run ``work`` that starts outside any network or timer callback (a call's CDR made
+        durable, a TCP connection that failed): with the loop's time, then send what it
+        queued."""
+        work(self.loop.time())
+        self.flush()
+
     # --- output --------------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -145,9 +153,7 @@ class SipEndpoint:
         except (OSError, TimeoutError) as exc:
             log.info("cannot connect to %s:%s over TCP: %s", dest.host, dest.port, exc)
             self._pending.pop(key, None)
-            self.layer.now = self.loop.time()
-            self.layer.transport_error(dest)
-            self.flush()
+            self.run(lambda now: self.layer.transport_error(dest, now))
 
     def connection_made(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         self.connections[key] = conn
