@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +356,7 @@ class Served:
 NODE2 = Peer("node2", "node2.test")
 
 
-def run(coroutine: Callable[[], Awaitable[None]]) -> None:
+def run(coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(coroutine())
 
 
@@ -405,13 +405,13 @@ def test_the_body_of_a_refused_request_is_never_read() -> None:
     """Straight ASGI: a request whose headers fail is answered without one receive()."""
     served = Served()
     received: list[str] = []
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         received.append("body")
         return {"type": "http.request", "body": b"not json at all", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     def scope(headers: dict[str, str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
@@ -263,12 +264,16 @@ def test_three_nodes_see_one_die_and_come_back() -> None:
         a, b, c = nodes
         events: list[tuple[str, MemberEventKind, str]] = []
         async with running(nodes):
+
+            def watch(seer: str) -> Callable[[MemberEvent], None]:
+                def record(event: MemberEvent) -> None:
+                    if event.kind is not HEARD:
+                        events.append((seer, event.kind, event.node))
+
+                return record
+
             for node in (a, b):
-                node.membership.listeners.append(
-                    lambda e, seer=node.name: (
-                        events.append((seer, e.kind, e.node)) if e.kind is not HEARD else None
-                    )
-                )
+                node.membership.listeners.append(watch(node.name))
             await until(lambda: all(n.sees(m.name) for n in nodes for m in nodes), within=3)
             events.clear()
             seen = a.membership.node("node3", time.monotonic()).heartbeat
