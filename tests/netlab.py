@@ -47,6 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from smartswitch.cluster.daemons import pid_alive
+
+__all__ = ["Host", "NetLab", "NetLabError", "pid_alive", "remove_stale", "wait_for"]
+
 #: The name every lab's namespaces start with, followed by the test process's PID.
 PREFIX_BASE = "sslab"
 #: The default LAN: hosts get .11, .12, ... for switch nodes and .21, .31 for the peers.
@@ -103,15 +107,6 @@ def _command(argv: Sequence[str], *, input: str | None = None, check: bool = Tru
             f"{' '.join(argv)} exited with {done.returncode}: {(done.stderr or done.stdout).strip()}"
         )
     return done.stdout
-
-
-def pid_alive(pid: int) -> bool:
-    """``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def list_namespaces() -> list[str]:

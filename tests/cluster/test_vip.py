@@ -313,7 +313,9 @@ def test_health_check_cost(tmp_path: Path, stand_in: tuple[SipStandIn, list[int 
 # --- keepalived's own opinion of the file ---------------------------------------------------
 
 
-def test_keepalived_accepts_the_rendered_config(tmp_path: Path) -> None:
+@pytest.fixture
+def interface() -> str:
+    """An interface keepalived can run VRRP on (skips without keepalived or root)."""
     if shutil.which("keepalived") is None:
         pytest.skip("keepalived not installed (scripts/install-system-deps.sh)")
     if os.geteuid() != 0:
@@ -321,8 +323,12 @@ def test_keepalived_accepts_the_rendered_config(tmp_path: Path) -> None:
     interfaces = [name for _, name in socket.if_nameindex() if _multicast(name)]
     if not interfaces:
         pytest.skip("no interface that does multicast")
+    return interfaces[0]
+
+
+def test_keepalived_accepts_the_rendered_config(tmp_path: Path, interface: str) -> None:
     for peers in [("10.0.0.12", "10.0.0.13"), ()]:
-        s = settings(interface=interfaces[0], peers=peers)
+        s = settings(interface=interface, peers=peers)
         supervisor = KeepalivedSupervisor(s, data_dir=tmp_path)
         asyncio.run(supervisor.install_files())
     assert (tmp_path / "vip-check.sh").stat().st_mode & 0o777 == 0o700
@@ -337,15 +343,8 @@ def _multicast(interface: str) -> bool:
     return interface != "lo" and bool(flags & 0x1000)  # IFF_MULTICAST
 
 
-def test_a_config_keepalived_refuses_replaces_nothing(tmp_path: Path) -> None:
-    if shutil.which("keepalived") is None:
-        pytest.skip("keepalived not installed (scripts/install-system-deps.sh)")
-    if os.geteuid() != 0:
-        pytest.skip("keepalived checks its scripts' security as root")
-    interfaces = [name for _, name in socket.if_nameindex() if _multicast(name)]
-    if not interfaces:
-        pytest.skip("no interface that does multicast")
-    supervisor = KeepalivedSupervisor(settings(interface=interfaces[0]), data_dir=tmp_path)
+def test_a_config_keepalived_refuses_replaces_nothing(tmp_path: Path, interface: str) -> None:
+    supervisor = KeepalivedSupervisor(settings(interface=interface), data_dir=tmp_path)
     asyncio.run(supervisor.install_files())
     conf, check = (
         (tmp_path / "keepalived.conf").read_text(),

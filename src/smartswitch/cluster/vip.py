@@ -93,6 +93,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from smartswitch.cluster.daemons import stop_pid, write_file
 from smartswitch.cluster.tasks import cancel_and_wait
 
 log = logging.getLogger("smartswitch.cluster.vip")
@@ -624,14 +625,14 @@ class KeepalivedSupervisor:
         except OSError:
             old_check = None
         # keepalived -t wants the script the config names to be there.
-        _write_file(files.check, render_check_script(settings), 0o700)
+        write_file(files.check, render_check_script(settings), 0o700)
         staged = files.conf.with_name(f".{files.conf.name}.new")
-        _write_file(staged, conf, 0o600)
+        write_file(staged, conf, 0o600)
         status, out = await _run(self.keepalived, "-t", "-f", str(staged))
         if status != 0:
             staged.unlink(missing_ok=True)
             if old_check is not None:
-                _write_file(files.check, old_check, 0o700)
+                write_file(files.check, old_check, 0o700)
             raise VipError(f"keepalived refuses the config: {out.strip()}")
         os.replace(staged, files.conf)
 
@@ -780,7 +781,7 @@ class KeepalivedSupervisor:
             # No cmdline: gone, or a zombie. Another one: the PID was reused by something else.
             if f"--use-file={self.files.conf}".encode() in cmdline:
                 log.warning("stopping a keepalived (PID %d) left by a previous run", pid)
-                _kill_and_wait(pid)
+                stop_pid(pid)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -852,40 +853,10 @@ def with_peers(settings: VipSettings, peers: Sequence[str]) -> VipSettings:
     return replace(settings, peers=tuple(p for p in peers if p != settings.unicast_src_ip))
 
 
-def _write_file(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _rotate(path: Path, limit: int = 10 * 1024 * 1024) -> None:
     with contextlib.suppress(OSError):
         if path.stat().st_size > limit:
             os.replace(path, path.with_name(path.name + ".1"))
-
-
-def _kill_and_wait(pid: int) -> None:
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 async def _terminate_group(proc: asyncio.subprocess.Process, timeout: float) -> None:
