@@ -64,7 +64,7 @@ define lint-steps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/e2e tests/cluster tests/cli tests/runtime
+	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef
 

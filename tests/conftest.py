@@ -24,7 +24,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Everything under tests/e2e is end-to-end, marked or not, so that
-    # `pytest -m "not e2e"` gives the fast suite.
+    # `pytest -m "not e2e"` gives the fast suite. So are the network-namespace tests
+    # (`-m netns`): real daemons, seconds each, and timing-sensitive.
     for item in items:
-        if "e2e" in item.path.parts and item.get_closest_marker("e2e") is None:
+        heavy = "e2e" in item.path.parts or item.get_closest_marker("netns") is not None
+        if heavy and item.get_closest_marker("e2e") is None:
             item.add_marker(pytest.mark.e2e)

@@ -33,13 +33,13 @@ import hashlib
 import hmac
 import logging
 import os
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from smartswitch.cluster.daemons import stop_pid, write_file
 from smartswitch.cluster.tasks import cancel_and_wait
 
 log = logging.getLogger("smartswitch.cluster.rsyncd")
@@ -55,15 +55,7 @@ def rsync_password(cluster_secret: str) -> str:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 600 from the first byte, replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing tmp file keeps its mode through O_CREAT
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_file(path, text, 0o600, fsync=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,22 +335,7 @@ class RsyncDaemon:
         if b"--daemon" not in cmdline or f"--config={self.files.conf}".encode() not in cmdline:
             return  # the PID was reused by something else
         log.warning("stopping a stale rsync daemon (PID %d) left by a previous run", pid)
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not _alive(pid):
-                    return
-                time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+        stop_pid(pid)
 
 
 async def _terminate(proc: asyncio.subprocess.Process, timeout: float) -> None:
