@@ -36,6 +36,7 @@ PROVIDER_IP = "127.0.0.7"
 REGISTRAR_IP = "127.0.0.6"
 DID = "15550001000"
 BOB_DID = "15550002000"  # bob never registers
+ALICE_PASSWORD = "alice-phone-pass-7"
 
 
 def document(**peer_extra: Any) -> dict[str, Any]:
@@ -58,11 +59,11 @@ def document(**peer_extra: Any) -> dict[str, Any]:
         "subscribers": [
             {
                 "username": "alice",
-                "password": "secret",
+                "password": ALICE_PASSWORD,
                 "account": "alice-acct",
                 "tariff": "retail",
             },
-            {"username": "bob", "password": "hunter2", "account": "alice-acct"},
+            {"username": "bob", "password": "bob-phone-pass-77", "account": "alice-acct"},
         ],
         "dids": [
             {"number": DID, "subscriber": "alice"},
@@ -122,7 +123,7 @@ def phone(
     pool: ThreadPoolExecutor,
     node: Node,
     user: str = "alice",
-    password: str = "secret",
+    password: str = ALICE_PASSWORD,
     *,
     ip: str = PHONE_IP,
     hold_ms: int = 5000,
@@ -261,7 +262,7 @@ def test_wrong_password_is_refused_exactly_like_an_unknown_user(
         node.sip_address,
         "reg_refused",
         service="mallory",
-        extra=("-au", "mallory", "-ap", "secret"),
+        extra=("-au", "mallory", "-ap", ALICE_PASSWORD),
         name="unknown-user",
     )
     _ok(wrong)
@@ -292,7 +293,7 @@ def test_failure_limit_bans_the_source_not_others(
         node.sip_address,
         "reg_banned",
         service="alice",
-        extra=("-au", "alice", "-ap", "secret"),
+        extra=("-au", "alice", "-ap", ALICE_PASSWORD),
         name="banned",
     )
     _ok(banned)

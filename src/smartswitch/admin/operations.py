@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from smartswitch.admin import fields as f
+from smartswitch.admin import readers
+from smartswitch.admin.form_source import read_form
 from smartswitch.admin.readers import RATE
 from smartswitch.admin.subscribers import DidSpec, SubscriberSpec
 from smartswitch.admin.views import (
@@ -449,6 +451,26 @@ class Admin:
     async def get_subscriber(self, username: str) -> SubscriberView:
         query = select(SubscriberRow).where(SubscriberRow.username == username)
         return await self._view(query, SubscriberView.of, f"no subscriber named {username!r}")
+
+    async def set_subscriber_password(
+        self, username: str, password: str, *, source: str, actor: str
+    ) -> ChangeReport:
+        """A subscriber's new password, judged by the password policy like any other (the
+        reader's), everything else about the subscriber as it is."""
+        current = await self.get_subscriber(username)
+        data: dict[str, Any] = {
+            "username": current.username,
+            "account": current.account,
+            "tariff": current.tariff,
+            "allowed_cidrs": list(current.allowed_cidrs),
+            "max_contacts": current.max_contacts,
+            "max_calls": current.max_calls,
+            "caller_id": current.caller_id,
+            "enabled": current.enabled,
+            "password": password,
+        }
+        spec = read_form(readers.subscriber, source, data)
+        return await self.save(spec, source=source, actor=actor)
 
     async def delete_subscriber(self, username: str) -> None:
         async def check(session: AsyncSession, row: SubscriberRow) -> None:

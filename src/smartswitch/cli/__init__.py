@@ -13,6 +13,8 @@ from typing import Any
 
 from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
 
+CLI_ACTOR = "cli"  # who made a change from the command line, in the audit log
+
 
 def _hostport(text: str) -> str:
     try:
@@ -70,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     store_args(user_add)
+
+    subscriber = sub.add_parser("subscriber", help="the registrar's subscribers")
+    subscriber_sub = subscriber.add_subparsers(dest="subscriber_command", required=True)
+    password = subscriber_sub.add_parser(
+        "password", help="set a subscriber's password (checked by the password policy)"
+    )
+    password.add_argument("username")
+    how = password.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--generate", action="store_true", help="make a strong one, set it and print it once"
+    )
+    how.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    store_args(password)
 
     cluster = sub.add_parser("cluster", help="the cluster's databases and nodes")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -215,6 +232,17 @@ def _store_command(args: argparse.Namespace) -> int:
                 await list_accounts(engine, args.format, sys.stdout)
             elif args.command == "user":
                 return await _user_add(engine, args)
+            elif args.command == "subscriber":
+                role = await database_role(engine, config.db_scheme)
+                if not role.writable:
+                    where = f" ({role.primary})" if role.primary else ""
+                    print(
+                        f"smartswitch: this node's database is {role.role}, not writable: "
+                        f"change configuration on the primary{where}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                return await _subscriber_password(engine, args, config.sip_realm)
             elif args.command == "audit":
                 audit = await run_audit(engine)
                 print(audit.summary())
@@ -244,6 +272,29 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     print(f"user {user.name} ({user.role.value}) added")
     if password is None:
         print(f"password: {made}")  # the operator asked for it: shown this once, kept hashed
+    return 0
+
+
+async def _subscriber_password(engine: Any, args: argparse.Namespace, realm: str) -> int:
+    from smartswitch.admin.operations import Admin, NotFound
+    from smartswitch.admin.passwords import generate_password
+    from smartswitch.admin.writer import ConfigInvalid
+    from smartswitch.store.database import session_factory
+
+    password = generate_password() if args.generate else sys.stdin.readline().rstrip("\r\n")
+    admin = Admin(session_factory(engine), realm=realm)
+    try:
+        await admin.set_subscriber_password(args.username, password, source="cli", actor=CLI_ACTOR)
+    except NotFound as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+        return 1
+    print(f"subscriber {args.username}: password set")
+    if args.generate:
+        print(f"password: {password}")  # asked for: shown this once, kept only as hashes
     return 0
 
 
