@@ -91,6 +91,8 @@ from typing import Literal
 from smartswitch.sip.digest import AuthResult, DigestParseError, parse_auth_params
 
 __all__ = [
+    "REASONS",
+    "REFUSALS",
     "AccountState",
     "AccountStatus",
     "GuardEvent",

@@ -61,8 +61,8 @@ def create_app(node: Any) -> FastAPI:
         }
 
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        """Prometheus text format."""
+    async def metrics() -> Response:
+        """Prometheus text format (on the event loop: the counters live there)."""
         return PlainTextResponse(
             metrics_text(node, web.sampler), media_type="text/plain; version=0.0.4"
         )

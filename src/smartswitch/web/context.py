@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.admin.operations import Admin
+from smartswitch.registrar.guard import SourceGuard
 from smartswitch.web.security import LoginLimiter, Signer, web_secret
 from smartswitch.web.stats import Sampler
 
@@ -85,6 +86,13 @@ class Web:
             return None
         result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
         return result
+
+    def guard(self) -> SourceGuard | None:
+        """This node's guard against guessing and floods (None without a registrar). Read on
+        the event loop, where it lives."""
+        registrar = getattr(getattr(self.node, "services", None), "registrar", None)
+        guard = getattr(registrar, "guard", None)
+        return guard if isinstance(guard, SourceGuard) else None
 
     @property
     def admin(self) -> Admin:

@@ -19,6 +19,7 @@ from smartswitch.web.pages import (
     dids,
     peers,
     routes,
+    security,
     settings,
     subscribers,
     tariffs,
@@ -41,5 +42,6 @@ for _part in (
     users,
     subscribers,
     dids,
+    security,
 ):
     router.include_router(_part.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from smartswitch.web.pages.common import (
     page_user,
     writer_form,
 )
+from smartswitch.web.pages.security import account_row
 from smartswitch.web.security import Session
 from smartswitch.web.shared import web_of
 
@@ -44,6 +46,11 @@ async def _subscribers(
     existing: str | None = None,
 ) -> Response:
     web = web_of(request)
+    guard = web.guard()
+    security = None
+    if existing is not None and guard is not None:
+        now = time.time()
+        security = account_row(guard.account_status(existing, now), now)
     names = await web.admin.names()
     live = web.live_bindings()
     by_aor: dict[str, list[dict[str, Any]]] = {}
@@ -60,6 +67,7 @@ async def _subscribers(
         bindings=by_aor,
         registrar=live is not None,
         existing=existing,
+        security=security,
         account_names=sorted(names.accounts.values()),
         tariff_names=sorted(names.tariffs.values()),
     )
