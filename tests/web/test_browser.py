@@ -134,6 +134,15 @@ def test_operator_story(
     tmp_path: Path,
 ) -> None:
     page = browser_page
+    # The Content-Security-Policy (web/security.py) must not break a page: Chromium reports
+    # every refused script, style or connection on the console.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     shot = Shots(page, tmp_path)
     carrier = sipp.uas(ip=CALLEE_IP, calls=None)
     node = start_billing_node(provisioning(SippFactory.address(carrier)))
@@ -275,3 +284,4 @@ def test_operator_story(
     assert page.locator("fieldset[disabled]").count() == 1
     shot("read-only")
     sipp.stop_all()
+    assert refused == [], refused

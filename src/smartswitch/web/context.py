@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.admin.operations import Admin
 from smartswitch.registrar.guard import SourceGuard
-from smartswitch.web.security import LoginLimiter, Signer, web_secret
+from smartswitch.web.security import (
+    REVOKED_FILE,
+    LoginLimiter,
+    Revocations,
+    Signer,
+    web_secret,
+)
 from smartswitch.web.stats import Sampler
 
 log = logging.getLogger("smartswitch.web")
@@ -31,6 +37,7 @@ class Web:
         self.node = node
         self.config = node.config
         self.signer = Signer(web_secret(Path(self.config.data_dir)))
+        self.revoked = Revocations(Path(self.config.data_dir) / REVOKED_FILE)
         self.limiter = LoginLimiter()
         self.sampler = Sampler(node)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))

@@ -27,7 +27,7 @@ class LoginRequired(Exception):
 async def session_user(request: Request) -> tuple[User, Session] | None:
     web = web_of(request)
     session = web.signer.read(request.cookies.get(COOKIE))
-    if session is None:
+    if session is None or session in web.revoked:
         return None
     async with web.sessions() as db:
         user = await users.load_user(db, session.user_id)
