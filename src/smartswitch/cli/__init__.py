@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="prove balances = opening + credits - rated CDRs")
     store_args(audit)
 
+    audit_log = sub.add_parser(
+        "audit-log", help="the audit log of configuration and balance changes (who, what, when)"
+    )
+    audit_log_sub = audit_log.add_subparsers(dest="audit_log_command", required=True)
+    audit_export = audit_log_sub.add_parser("export", help="write entries to standard output")
+    audit_export.add_argument("--format", choices=["csv", "json"], default="csv")
+    audit_export.add_argument("--since", type=_since, help="ISO date or time (UTC if no zone)")
+    audit_export.add_argument("--until", type=_since, help="ISO date or time (UTC if no zone)")
+    audit_export.add_argument("--entity", help="account, tariff, peer, route, subscriber, ...")
+    audit_export.add_argument("--name", default="", help="entities whose name contains this")
+    audit_export.add_argument("--actor", default="", help="changes made by (part of) this name")
+    store_args(audit_export)
+
     user = sub.add_parser("user", help="web UI and API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     user_add = user_sub.add_parser("add", help="add a user (prints a new random password)")
@@ -243,6 +256,8 @@ def _store_command(args: argparse.Namespace) -> int:
                     )
                     return 1
                 return await _subscriber_password(engine, args, config.sip_realm)
+            elif args.command == "audit-log":
+                await _audit_log_export(engine, args)
             elif args.command == "audit":
                 audit = await run_audit(engine)
                 print(audit.summary())
@@ -275,14 +290,42 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:
+    import json
+
+    from smartswitch.admin import audit_log
+    from smartswitch.store.database import session_factory
+
+    where = audit_log.AuditFilter(args.entity or "", args.name, args.actor, args.since, args.until)
+    async with session_factory(engine)() as session:
+        entries = await audit_log.query(session, where, limit=None)
+    if args.format == "csv":
+        sys.stdout.write(audit_log.to_csv(reversed(entries)))  # oldest first, like a log
+        return
+    for e in reversed(entries):
+        line = {
+            "at": e.at.isoformat().replace("+00:00", "Z"),
+            "actor": e.actor,
+            "source": e.source,
+            "address": e.address,
+            "action": e.action,
+            "entity": e.entity,
+            "name": e.name,
+            "changes": e.changes,
+        }
+        print(json.dumps(line, sort_keys=True))
+
+
 async def _subscriber_password(engine: Any, args: argparse.Namespace, realm: str) -> int:
+    from smartswitch.admin.audit_log import Who
     from smartswitch.admin.operations import Admin, NotFound
     from smartswitch.admin.passwords import generate_password
     from smartswitch.admin.writer import ConfigInvalid
     from smartswitch.store.database import session_factory
 
     password = generate_password() if args.generate else sys.stdin.readline().rstrip("\r\n")
-    admin = Admin(session_factory(engine), realm=realm)
+    who = Who(CLI_ACTOR, "cli", "local")
+    admin = Admin(session_factory(engine), realm=realm, who=who)
     try:
         await admin.set_subscriber_password(args.username, password, source="cli", actor=CLI_ACTOR)
     except NotFound as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.web.security import (
@@ -101,11 +102,11 @@ class Web:
         guard = getattr(registrar, "guard", None)
         return guard if isinstance(guard, SourceGuard) else None
 
-    @property
-    def admin(self) -> Admin:
+    def admin_for(self, who: Who | None) -> Admin:
         """The admin operations on this node's database: subscribers' passwords hashed for the
-        node's realm, and :meth:`config_changed` called after every committed change."""
-        return Admin(self.sessions, realm=self.realm, on_change=self.config_changed)
+        node's realm, :meth:`config_changed` called after every committed change, and
+        ``who`` named in the audit log."""
+        return Admin(self.sessions, realm=self.realm, on_change=self.config_changed, who=who)
 
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from smartswitch.web.pages import (
     accounts,
+    audit,
     auth,
     cdrs,
     dashboard,
@@ -43,5 +44,6 @@ for _part in (
     subscribers,
     dids,
     security,
+    audit,
 ):
     router.include_router(_part.router)

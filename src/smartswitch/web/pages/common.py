@@ -38,6 +38,7 @@ async def page_user(request: Request) -> tuple[User, Session]:
     found = await session_user(request)
     if found is None:
         raise LoginRequired
+    request.state.user = found[0]  # for the audit log (shared.who_of)
     return found
 
 

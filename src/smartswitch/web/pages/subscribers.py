@@ -26,7 +26,7 @@ from smartswitch.web.pages.common import (
 )
 from smartswitch.web.pages.security import account_row
 from smartswitch.web.security import Session
-from smartswitch.web.shared import web_of
+from smartswitch.web.shared import admin_of, web_of
 
 router = APIRouter()
 
@@ -51,7 +51,7 @@ async def _subscribers(
     if existing is not None and guard is not None:
         now = time.time()
         security = account_row(guard.account_status(existing, now), now)
-    names = await web.admin.names()
+    names = await admin_of(request).names()
     live = web.live_bindings()
     by_aor: dict[str, list[dict[str, Any]]] = {}
     for binding in live or []:
@@ -63,7 +63,7 @@ async def _subscribers(
         session,
         values or {"max_contacts": "5", "enabled": "true"},
         errors,
-        subscribers=await web.admin.list_subscribers(),
+        subscribers=await admin_of(request).list_subscribers(),
         bindings=by_aor,
         registrar=live is not None,
         existing=existing,
@@ -76,7 +76,7 @@ async def _subscribers(
 @router.get("/subscribers/{username}")
 async def subscriber_page(request: Request, username: str) -> Response:
     user, session = await page_user(request)
-    subscriber = await web_of(request).admin.get_subscriber(username)
+    subscriber = await admin_of(request).get_subscriber(username)
     values = {
         "username": subscriber.username,
         "account": subscriber.account or "",
@@ -98,7 +98,7 @@ async def save_subscriber(request: Request) -> Response:
     try:
         key = None if existing is None else ("username", existing)
         spec = read_form(readers.subscriber, SOURCE, data, key)
-        await web_of(request).admin.save(
+        await admin_of(request).save(
             spec, source=SOURCE, actor=user.name, create_only=existing is None
         )
     except ConfigInvalid as exc:
@@ -114,7 +114,7 @@ async def save_subscriber(request: Request) -> Response:
 async def delete_subscriber(request: Request, username: str) -> Response:
     user, session, _data = await writer_form(request)
     try:
-        await web_of(request).admin.delete_subscriber(username)
+        await admin_of(request).delete_subscriber(username)
     except Conflict as exc:
         return await _subscribers(request, user, session, errors={"_": str(exc)})
     return back("/subscribers", f"subscriber {username} deleted")
