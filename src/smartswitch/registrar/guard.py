@@ -245,13 +245,18 @@ def claimed_username(credentials: str) -> str | None:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
-def log_value(text: str | None, limit: int = 64) -> str:
-    """A value for a ``key=value`` log field: percent-encoded outside ``A-Za-z0-9._@+-`` and
-    cut to ``limit`` characters (``-`` for none), so it holds no space, ``=`` or newline."""
+_UNSAFE_ADDRESS = re.compile(r"[^A-Fa-f0-9.:]")
+
+
+def log_value(text: str | None, limit: int = 64, *, address: bool = False) -> str:
+    """A value for a ``key=value`` log field: percent-encoded outside ``A-Za-z0-9._@+-``
+    (an ``address``: outside the hex digits, ``.`` and ``:`` of IPv4 and IPv6) and cut to
+    ``limit`` characters (``-`` for none), so it holds no space, ``=`` or newline."""
     if not text:
         return "-"
     text = text[:limit]
-    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+    unsafe = _UNSAFE_ADDRESS if address else _UNSAFE
+    return unsafe.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
 
 
 class LogLimiter:
@@ -483,7 +488,7 @@ class SourceGuard:
         self._log(
             ("ban", ip),
             now,
-            f"{PREFIX} source-banned source={log_value(ip)} seconds={settings.ban_time:.0f}",
+            f"{PREFIX} source-banned source={log_value(ip, address=True)} seconds={settings.ban_time:.0f}",
         )
         return True
 
@@ -554,7 +559,7 @@ class SourceGuard:
         self._log(
             ("failure", ip),
             now,
-            f"{PREFIX} auth-failure source={log_value(ip)} account={log_value(account)} "
+            f"{PREFIX} auth-failure source={log_value(ip, address=True)} account={log_value(account)} "
             f"reason={reason}",
             self.settings.log_per_source,
         )
@@ -703,7 +708,7 @@ class SourceGuard:
         self._log(
             ("refused", ip, account, reason),
             now,
-            f"{PREFIX} refused source={log_value(ip)} account={log_value(account)} reason={reason}",
+            f"{PREFIX} refused source={log_value(ip, address=True)} account={log_value(account)} reason={reason}",
         )
 
     def _log(self, key: object, now: float, line: str, per_key: int = 1) -> None:
