@@ -25,7 +25,7 @@ import pytest
 from smartswitch.sip.digest import compute_ha1, compute_response, parse_auth_params
 
 from .conftest import CALLER_IP, SippFactory, StartBillingNode
-from .node import Node, node_command
+from .node import Node, node_command, wait_for
 from .sipp import SCENARIOS, SipMessage, SippResult, Transport, expect_final_scenario
 
 pytestmark = pytest.mark.e2e
@@ -97,17 +97,6 @@ def registrations(node: Node, outbound: bool = False) -> dict[str, Any]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
     data: dict[str, Any] = json.loads(done.stdout)
     return data
-
-
-def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def wait_binding(node: Node, aor: str, timeout: float = 10.0) -> dict[str, Any]:

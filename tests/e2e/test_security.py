@@ -30,7 +30,7 @@ import pytest
 from smartswitch.sip.digest import build_authorization
 
 from .conftest import CALLEE_IP, DIALLED, SippFactory, StartBillingNode
-from .node import Node
+from .node import Node, wait_for
 from .sipp import SippResult
 
 pytestmark = pytest.mark.e2e
@@ -185,17 +185,6 @@ def metrics(node: Node) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _ok(result: SippResult) -> None:

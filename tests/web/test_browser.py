@@ -30,6 +30,7 @@ from e2e.conftest import (  # the end-to-end harness: a real node and sipp
     start_billing_node,
     start_node,
 )
+from e2e.node import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 __all__ = ["sipp", "start_billing_node", "start_node"]  # fixtures used by name
@@ -114,17 +115,6 @@ class Shots:
         self.page.screenshot(path=str(first), full_page=True)
         for d in self.dirs[1:]:
             shutil.copy(first, d / first.name)
-
-
-def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_operator_story(

@@ -245,12 +245,29 @@ class AuditEntry:
             dict(row.changes),
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as JSON: the API's and ``smartswitch audit-log export --format json``."""
+        return {
+            "at": _at(self.at),
+            "actor": self.actor,
+            "source": self.source,
+            "address": self.address,
+            "action": self.action,
+            "entity": self.entity,
+            "name": self.name,
+            "changes": self.changes,
+        }
+
     def changes_text(self) -> str:
         """``field: before -> after; ...`` for a table cell or a CSV column."""
         return "; ".join(
             f"{field}: {_text(before)} -> {_text(after)}"
             for field, (before, after) in self.changes.items()
         )
+
+
+def _at(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _text(value: Any) -> str:
@@ -301,7 +318,7 @@ def to_csv(entries: Iterable[AuditEntry]) -> str:
     for e in entries:
         writer.writerow(
             (
-                e.at.isoformat().replace("+00:00", "Z"),
+                _at(e.at),
                 e.actor,
                 e.source,
                 e.address,

@@ -207,7 +207,6 @@ def _store_command(args: argparse.Namespace) -> int:
     from smartswitch.admin.audit import run_audit
     from smartswitch.admin.provisioning import ProvisioningError, provision
     from smartswitch.admin.reports import export_cdrs, list_accounts
-    from smartswitch.cluster.role import database_role
     from smartswitch.store.database import create_engine, database_url
     from smartswitch.store.migrate import upgrade_async
 
@@ -222,14 +221,7 @@ def _store_command(args: argparse.Namespace) -> int:
             if args.command == "db":
                 print(f"database schema up to date ({url.split('://')[0]})")
             elif args.command == "provision":
-                role = await database_role(engine, config.db_scheme)
-                if not role.writable and not args.dry_run:
-                    where = f" ({role.primary})" if role.primary else ""
-                    print(
-                        f"smartswitch: this node's database is {role.role}, not writable: "
-                        f"change configuration on the primary{where}",
-                        file=sys.stderr,
-                    )
+                if not args.dry_run and not await _writable(engine, config):
                     return 1
                 try:
                     report = await provision(
@@ -246,14 +238,7 @@ def _store_command(args: argparse.Namespace) -> int:
             elif args.command == "user":
                 return await _user_add(engine, args)
             elif args.command == "subscriber":
-                role = await database_role(engine, config.db_scheme)
-                if not role.writable:
-                    where = f" ({role.primary})" if role.primary else ""
-                    print(
-                        f"smartswitch: this node's database is {role.role}, not writable: "
-                        f"change configuration on the primary{where}",
-                        file=sys.stderr,
-                    )
+                if not await _writable(engine, config):
                     return 1
                 return await _subscriber_password(engine, args, config.sip_realm)
             elif args.command == "audit-log":
@@ -290,6 +275,21 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _writable(engine: Any, config: NodeConfig) -> bool:
+    """Whether this node's database takes configuration; if not, say where it is taken."""
+    from smartswitch.cluster.role import database_role
+
+    role = await database_role(engine, config.db_scheme)
+    if not role.writable:
+        where = f" ({role.primary})" if role.primary else ""
+        print(
+            f"smartswitch: this node's database is {role.role}, not writable: "
+            f"change configuration on the primary{where}",
+            file=sys.stderr,
+        )
+    return role.writable
+
+
 async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:
     import json
 
@@ -303,17 +303,7 @@ async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:
         sys.stdout.write(audit_log.to_csv(reversed(entries)))  # oldest first, like a log
         return
     for e in reversed(entries):
-        line = {
-            "at": e.at.isoformat().replace("+00:00", "Z"),
-            "actor": e.actor,
-            "source": e.source,
-            "address": e.address,
-            "action": e.action,
-            "entity": e.entity,
-            "name": e.name,
-            "changes": e.changes,
-        }
-        print(json.dumps(line, sort_keys=True))
+        print(json.dumps(e.as_dict(), sort_keys=True))
 
 
 async def _subscriber_password(engine: Any, args: argparse.Namespace, realm: str) -> int:

@@ -38,16 +38,4 @@ async def audit_log(
     admin = admin_of(request)
     if format == "csv":
         return csv_response(await admin.export_audit_log(where))
-    return [
-        {
-            "at": e.at.isoformat().replace("+00:00", "Z"),
-            "actor": e.actor,
-            "source": e.source,
-            "address": e.address,
-            "action": e.action,
-            "entity": e.entity,
-            "name": e.name,
-            "changes": e.changes,
-        }
-        for e in await admin.audit_log(where, limit, offset)
-    ]
+    return [e.as_dict() for e in await admin.audit_log(where, limit, offset)]
