@@ -114,6 +114,11 @@ class Step:
         return round(2 * self.achieved_per_s, 1)
 
 
+def password(n: int) -> str:
+    """Subscriber ``n``'s password: one the password policy accepts."""
+    return f"bench-{n:05d}-kettle-quartz"
+
+
 def provisioning(subscribers: int) -> str:
     lines = [
         "accounts:",
@@ -121,7 +126,7 @@ def provisioning(subscribers: int) -> str:
         "subscribers:",
     ]
     lines += [
-        f"  - {{username: u{n:05d}, password: pw{n:05d}, account: phones}}"
+        f"  - {{username: u{n:05d}, password: {password(n)}, account: phones}}"
         for n in range(subscribers)
     ]
     return "\n".join(lines) + "\n"
@@ -130,7 +135,7 @@ def provisioning(subscribers: int) -> str:
 def injection(subscribers: int) -> str:
     rows = ["SEQUENTIAL"]
     rows += [
-        f"u{n:05d};[authentication username=u{n:05d} password=pw{n:05d}]"
+        f"u{n:05d};[authentication username=u{n:05d} password={password(n)}]"
         for n in range(subscribers)
     ]
     return "\n".join(rows) + "\n"

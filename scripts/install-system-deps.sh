@@ -29,6 +29,7 @@ DEPS=(
     "sngrep                    sngrep"
     "rtpengine                 rtpengine-daemon"
     "chromium                  chromium"
+    "fail2ban-regex            fail2ban"
 )
 
 present() {

@@ -137,7 +137,7 @@ peers:
     tariff: sell-eur
     acl: ["[2001:db8::]/32:5060", "2001:db8:1::/48", "192.0.2.0/24:5070"]
     username: alice
-    password: s3cret
+    password: trunk-s3cret-pass
     address: "[2001:db8::5]:5060"
     transport: tcp
     max_cps: 10
@@ -182,7 +182,7 @@ def test_every_field_round_trips_exactly(db_url: str, tmp_path: Path) -> None:
         AclEntry(ipaddress.ip_network("2001:db8:1::/48")),
         AclEntry(ipaddress.ip_network("192.0.2.0/24"), 5070),
     )
-    assert (peer.username, peer.password) == ("alice", "s3cret")
+    assert (peer.username, peer.password) == ("alice", "trunk-s3cret-pass")
     assert peer.address == "[2001:db8::5]:5060" and peer.transport == "tcp"
     assert peer.max_calls is None and peer.max_cps == 10
     assert peer.caller_rewrite == (RewriteRule("^\\+", ""),)
@@ -473,7 +473,7 @@ def test_file_errors(tmp_path: Path, yaml_text: str, expected: str) -> None:
         (
             """
             peers:
-              - {name: p, role: supplier, account: acme, address: h, password: pw}
+              - {name: p, role: supplier, account: acme, address: h, password: peer-pw-quartz-88}
             """,
             "2: peers[0].username: username and password go together",
         ),
@@ -512,7 +512,7 @@ def test_a_password_left_out_keeps_the_stored_one(db_url: str) -> None:
         account: a
         address: h
         username: u
-        password: pw1
+        password: peer-pw-quartz-81
         register: {username: r, password: rpw1, registrar: h}
     """
     later = """
@@ -538,8 +538,8 @@ def test_a_password_left_out_keeps_the_stored_one(db_url: str) -> None:
         return peers
 
     assert run_with_engine(db_url, scenario) == [
-        ("u", "pw1", ("r", "rpw1")),
-        ("u2", "pw1", ("r2", "rpw1")),
+        ("u", "peer-pw-quartz-81", ("r", "rpw1")),
+        ("u2", "peer-pw-quartz-81", ("r2", "rpw1")),
         (None, None, None),  # no username, no password; no registration
     ]
 
@@ -602,9 +602,9 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
             """
             peers:
               - {name: u1, role: customer, account: acme, tariff: retail, username: x,
-                 password: y}
+                 password: peer-pw-quartz-88}
               - {name: u2, role: customer, account: acme, tariff: retail, username: x,
-                 password: z}
+                 password: peer-pw-quartz-89}
             """,
             "4: peers[1].username: username 'x' is already used by peer 'u1'",
         ),

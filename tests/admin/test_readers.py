@@ -121,6 +121,40 @@ CASES: list[tuple[str, Reader, str, dict[str, Any], dict[str, str], int, str, st
         "register.expires",
         "must be at least 10, got 1",
     ),
+    # The password policy (admin/passwords.py): the same words from every front door.
+    (
+        "subscribers",
+        readers.subscriber,
+        "{username: alice, account: a, password: letmein300}",
+        {"username": "alice", "account": "a", "password": "letmein300"},
+        {"username": "alice", "account": "a", "password": "letmein300"},
+        2,
+        "password",
+        "too short: at least 12 characters",
+    ),
+    (
+        "subscribers",
+        readers.subscriber,
+        '{username: alice, account: a, password: "Password12345!"}',
+        {"username": "alice", "account": "a", "password": "Password12345!"},
+        {"username": "alice", "account": "a", "password": "Password12345!"},
+        2,
+        "password",
+        "too common or predictable (this is similar to a commonly used password; zxcvbn's "
+        "lists of common passwords and words): choose a longer, less predictable one",
+    ),
+    (
+        "peers",
+        readers.peer,
+        '{name: p, role: supplier, account: a, address: "192.0.2.1",\n     username: trunk7, password: trunk7trunk7trunk7}',
+        {**PEER, "username": "trunk7", "password": "trunk7trunk7trunk7"},
+        {**PEER, "username": "trunk7", "password": "trunk7trunk7trunk7"},
+        3,
+        "password",
+        'too common or predictable (repeats like "abcabcabc" are only slightly harder to '
+        'guess than "abc"; zxcvbn\'s lists of common passwords and words): choose a '
+        "longer, less predictable one",
+    ),
     (
         "routes",
         readers.route,

@@ -187,7 +187,7 @@ def test_errors_name_file_line_and_field(
     if message is None:  # a subscriber's name clashing with a peer's digest username
         text = text.replace(
             'acl: ["198.51.100.0/24"]',
-            'acl: ["198.51.100.0/24"], username: trunk-user, password: x',
+            'acl: ["198.51.100.0/24"], username: trunk-user, password: trunk-s3cret-pass',
         )
         message = "subscribers[1].username: username 'trunk-user' is used by peer 'corp-pbx'"
     with pytest.raises(ProvisioningError) as info:

@@ -209,7 +209,7 @@ def test_phone_registered_on_one_node_gets_the_did_calls_arriving_on_another(
                     }
                 ],
                 "subscribers": [
-                    {"username": "alice", "password": "secret", "account": "alice-acct"}
+                    {"username": "alice", "password": "alice-phone-pass-7", "account": "alice-acct"}
                 ],
                 "dids": [{"number": DID, "subscriber": "alice"}],
             }
@@ -235,7 +235,7 @@ def test_phone_registered_on_one_node_gets_the_did_calls_arriving_on_another(
                 "-au",
                 "alice",
                 "-ap",
-                "secret",
+                "alice-phone-pass-7",
                 "-oocsf",
                 str(SCENARIOS / "did_phone_answer.xml"),
             ),

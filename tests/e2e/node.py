@@ -446,3 +446,16 @@ def tree_rss_bytes(pid: int) -> int:
         total += rss_bytes(current)
         todo += _children(current)
     return total
+
+
+def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``check`` every 0.1 s until it returns something true (returned), at most
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -406,7 +406,7 @@ def _digest_world(a: Sipp, b: Sipp) -> dict[str, Any]:
             "account": "dialup",
             "tariff": "retail",
             "username": "alice",
-            "password": "s3cret",
+            "password": "dialup-s3cret-42",
         }
     )
     return document
@@ -425,7 +425,14 @@ def test_digest_customer_is_challenged_then_accepted(
         "uac_auth",
         ip=DIGEST_CALLER_IP,
         duration_ms=300,
-        extra=("-au", "alice", "-ap", "s3cret", "-auth_uri", f"{DIALLED}@{node.sip_address}"),
+        extra=(
+            "-au",
+            "alice",
+            "-ap",
+            "dialup-s3cret-42",
+            "-auth_uri",
+            f"{DIALLED}@{node.sip_address}",
+        ),
     )
 
     _ok(uac)
@@ -439,7 +446,9 @@ def test_digest_customer_is_challenged_then_accepted(
     _nothing_received(a.stop())
 
 
-@pytest.mark.parametrize(("username", "password"), [("alice", "wrong"), ("mallory", "s3cret")])
+@pytest.mark.parametrize(
+    ("username", "password"), [("alice", "wrong"), ("mallory", "dialup-s3cret-42")]
+)
 def test_digest_wrong_credentials_get_403(
     start_billing_node: StartBillingNode, sipp: SippFactory, username: str, password: str
 ) -> None:
@@ -474,7 +483,14 @@ def test_digest_credentials_for_another_request_uri_get_403(
         node.sip_address,
         "uac_auth_403",
         ip=DIGEST_CALLER_IP,
-        extra=("-au", "alice", "-ap", "s3cret", "-auth_uri", f"4420000000@{node.sip_address}"),
+        extra=(
+            "-au",
+            "alice",
+            "-ap",
+            "dialup-s3cret-42",
+            "-auth_uri",
+            f"4420000000@{node.sip_address}",
+        ),
     )
 
     _ok(uac)

@@ -25,7 +25,7 @@ import pytest
 from smartswitch.sip.digest import compute_ha1, compute_response, parse_auth_params
 
 from .conftest import CALLER_IP, SippFactory, StartBillingNode
-from .node import Node, node_command
+from .node import Node, node_command, wait_for
 from .sipp import SCENARIOS, SipMessage, SippResult, Transport, expect_final_scenario
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +36,7 @@ PROVIDER_IP = "127.0.0.7"
 REGISTRAR_IP = "127.0.0.6"
 DID = "15550001000"
 BOB_DID = "15550002000"  # bob never registers
+ALICE_PASSWORD = "alice-phone-pass-7"
 
 
 def document(**peer_extra: Any) -> dict[str, Any]:
@@ -58,11 +59,11 @@ def document(**peer_extra: Any) -> dict[str, Any]:
         "subscribers": [
             {
                 "username": "alice",
-                "password": "secret",
+                "password": ALICE_PASSWORD,
                 "account": "alice-acct",
                 "tariff": "retail",
             },
-            {"username": "bob", "password": "hunter2", "account": "alice-acct"},
+            {"username": "bob", "password": "bob-phone-pass-77", "account": "alice-acct"},
         ],
         "dids": [
             {"number": DID, "subscriber": "alice"},
@@ -98,17 +99,6 @@ def registrations(node: Node, outbound: bool = False) -> dict[str, Any]:
     return data
 
 
-def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def wait_binding(node: Node, aor: str, timeout: float = 10.0) -> dict[str, Any]:
     def find() -> dict[str, Any] | None:
         return next((b for b in registrations(node)["bindings"] if b["aor"] == aor), None)
@@ -122,7 +112,7 @@ def phone(
     pool: ThreadPoolExecutor,
     node: Node,
     user: str = "alice",
-    password: str = "secret",
+    password: str = ALICE_PASSWORD,
     *,
     ip: str = PHONE_IP,
     hold_ms: int = 5000,
@@ -261,7 +251,7 @@ def test_wrong_password_is_refused_exactly_like_an_unknown_user(
         node.sip_address,
         "reg_refused",
         service="mallory",
-        extra=("-au", "mallory", "-ap", "secret"),
+        extra=("-au", "mallory", "-ap", ALICE_PASSWORD),
         name="unknown-user",
     )
     _ok(wrong)
@@ -292,7 +282,7 @@ def test_failure_limit_bans_the_source_not_others(
         node.sip_address,
         "reg_banned",
         service="alice",
-        extra=("-au", "alice", "-ap", "secret"),
+        extra=("-au", "alice", "-ap", ALICE_PASSWORD),
         name="banned",
     )
     _ok(banned)

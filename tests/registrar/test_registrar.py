@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smartswitch.registrar.guard import GuardSettings
+from smartswitch.registrar.registrar import Registrar
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request, Response, parse_message
 from smartswitch.sip.transaction import Address
@@ -365,6 +366,53 @@ def test_a_flood_is_throttled_with_retry_after() -> None:
     # Another source is not affected; the flooding one recovers at the configured rate.
     assert registrar.handle(register(), Address("udp", "192.0.2.99", 5060), T0).status == 401
     assert registrar.handle(register(), PHONE, T0 + 0.2).status == 401
+
+
+def _guess(registrar: Registrar, user: str, source: Address, now: float) -> Response:
+    """One guess at ``user``'s password from ``source``: challenge, then a wrong answer."""
+    first = registrar.handle(register(user), source, now)
+    if first.status != 401:
+        return first
+    auth = answer(first, user, password="guess-" + source.host)
+    return registrar.handle(register(user, cseq=2, authorization=auth), source, now)
+
+
+def test_a_spread_attack_backs_the_account_off_but_its_phone_keeps_registering() -> None:
+    """Guesses from many addresses, each under the per-source limit: past the account's limit
+    untrusted addresses are refused unchecked, the right password included, while the phone
+    that registered before goes on refreshing from its address."""
+    account = GuardSettings(fail_limit=5, rate=0, account_fail_limit=10, backoff_base=60)
+    registrar = make_registrar(guard=account)
+    assert registered(registrar, now=T0).status == 200  # the phone, before the attack
+    attackers = [Address("udp", f"198.51.100.{n}", 5060) for n in range(1, 41)]
+    answers = [_guess(registrar, "alice", a, T0 + 1 + n) for n, a in enumerate(attackers)]
+    assert {r.status for r in answers} == {403}
+    guard = registrar.guard
+    assert guard.stats["backoffs"] == 1 and guard.stats["backoff_refused"] == 30
+    # The right password from an address never seen: refused, exactly like a wrong one.
+    newcomer = Address("udp", "203.0.113.50", 5060)
+    right = registered(registrar, now=T0 + 50, source=newcomer, call_id="attacker")
+    wrong = _guess(registrar, "alice", Address("udp", "203.0.113.51", 5060), T0 + 50)
+    assert _shape(right) == _shape(wrong)
+    assert [b.call_id for b in registrar.location.lookup("alice", T0 + 50)] == ["call-1@phone"]
+    # The phone refreshes through the attack.
+    for n in range(1, 4):
+        refreshed = registered(registrar, now=T0 + 50 + n, cseq=10 * n)
+        assert refreshed.status == 200, refreshed
+
+
+def test_an_unknown_user_under_attack_is_answered_like_a_known_one() -> None:
+    account = GuardSettings(fail_limit=0, rate=0, account_fail_limit=3)
+    registrar = make_registrar(guard=account)
+    shapes: dict[str, list[list[tuple[str, str]]]] = {}
+    for user in ("alice", "mallory"):
+        responses = [
+            _guess(registrar, user, Address("udp", f"198.51.100.{n}", 5060), T0 + n)
+            for n in range(1, 7)
+        ]
+        shapes[user] = [_shape(r) for r in responses]
+    assert shapes["alice"] == shapes["mallory"]
+    assert registrar.guard.stats["backoff_refused"] == 6
 
 
 # --- never a crash -------------------------------------------------------------------------------

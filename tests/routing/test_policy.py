@@ -32,6 +32,7 @@ from smartswitch.model.config import (
     Tariff,
 )
 from smartswitch.model.increment import Increment
+from smartswitch.registrar.guard import GuardSettings, SourceGuard
 from smartswitch.routing.policy import BillingCall, BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, build_authorization
@@ -327,6 +328,25 @@ def test_replayed_digest_credentials_are_challenged_again_as_stale() -> None:
     again = refused(policy, invite(proxy_authorization=credentials), source=STRANGER)
     assert again.status == 407
     assert "stale=true" in again.headers[0][1]
+
+
+def test_a_spread_attack_on_a_digest_customer_does_not_stop_its_own_calls() -> None:
+    """INVITE digest answers count per account as REGISTERs do (one guard): guesses from many
+    addresses back the account off; the customer's own address keeps calling."""
+    policy, _, _ = make_policy()
+    policy.guard = SourceGuard(GuardSettings(rate=0, account_fail_limit=5))
+    routed(policy, invite(proxy_authorization=_authorized(policy)), source=STRANGER)
+    for n in range(10):
+        attacker = Address("udp", f"198.51.100.{n}", 5060)
+        guess = invite(proxy_authorization=_authorized(policy, password=f"guess{n}"))
+        assert refused(policy, guess, source=attacker).status == 403
+    assert policy.guard.stats["backoffs"] == 1
+    assert policy.guard.stats["backoff_refused"] == 5
+    # The right password from a new address: refused unchecked; from the customer's: routed.
+    newcomer = Address("udp", "203.0.113.9", 5060)
+    right = invite(proxy_authorization=_authorized(policy, nc=1))
+    assert refused(policy, right, source=newcomer).status == 403
+    routed(policy, invite(proxy_authorization=_authorized(policy)), source=STRANGER)
 
 
 def test_a_disabled_customer_is_refused() -> None:

@@ -50,7 +50,10 @@ def test_subscriber_validation(web: WebEnv) -> None:
     assert sorted(fields(bad)) == ["allowed_cidrs.0", "caller_id"]
     no_password = web.post("/api/v1/subscribers", {"username": "bob", "account": "nobody"})
     assert sorted(fields(no_password)) == ["account", "password"]
-    web.post("/api/v1/peers", {"name": "c1", **CUSTOMER, "username": "carol", "password": "x"})
+    web.post(
+        "/api/v1/peers",
+        {"name": "c1", **CUSTOMER, "username": "carol", "password": "carol-trunk-pass-5"},
+    )
     clash = web.post("/api/v1/subscribers", {"username": "carol", **SUB})
     assert clash.status_code == 422 and fields(clash) == ["username"]
 
@@ -106,11 +109,11 @@ def test_subscriber_and_did_pages(web: WebEnv) -> None:
         web,
         "/subscribers",
         "/subscribers",
-        {"username": "alice", "account": "cust", "password": "pw 123456", "enabled": "true"},
+        {"username": "alice", "account": "cust", "password": "pw 123456 quartz", "enabled": "true"},
     )
     assert ok.status_code == 303
     page = web.client.get("/subscribers").text
-    assert "alice" in page and "pw 123456" not in page
+    assert "alice" in page and "pw 123456 quartz" not in page
     did = post_form(web, "/dids", "/dids", {"number": "15557000001", "subscriber": "alice"})
     assert did.status_code == 303
     assert "15557000001" in web.client.get("/dids").text
@@ -121,11 +124,12 @@ def test_subscriber_and_did_pages(web: WebEnv) -> None:
 def test_peer_page_never_shows_the_secret_and_keeps_it(web: WebEnv) -> None:
     setup_world(web)
     web.post(
-        "/api/v1/peers", {"name": "c1", **CUSTOMER, "username": "trunk", "password": "s3cret!"}
+        "/api/v1/peers",
+        {"name": "c1", **CUSTOMER, "username": "trunk", "password": "trunk-s3cret-pass!"},
     )
     login(web)
     page = web.client.get("/peers/c1").text
-    assert "s3cret!" not in page
+    assert "trunk-s3cret-pass!" not in page
     saved = post_form(
         web,
         "/peers/c1",
@@ -143,4 +147,7 @@ def test_peer_page_never_shows_the_secret_and_keeps_it(web: WebEnv) -> None:
     )
     assert saved.status_code == 303, saved.text
     db = sqlite3.connect(web.url.split("///", 1)[1])
-    assert db.execute("SELECT password FROM peers WHERE name='c1'").fetchone()[0] == "s3cret!"
+    assert (
+        db.execute("SELECT password FROM peers WHERE name='c1'").fetchone()[0]
+        == "trunk-s3cret-pass!"
+    )

@@ -30,6 +30,7 @@ from e2e.conftest import (  # the end-to-end harness: a real node and sipp
     start_billing_node,
     start_node,
 )
+from e2e.node import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 __all__ = ["sipp", "start_billing_node", "start_node"]  # fixtures used by name
@@ -116,17 +117,6 @@ class Shots:
             shutil.copy(first, d / first.name)
 
 
-def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_operator_story(
     start_billing_node: StartBillingNode,
     sipp: SippFactory,
@@ -134,6 +124,15 @@ def test_operator_story(
     tmp_path: Path,
 ) -> None:
     page = browser_page
+    # The Content-Security-Policy (web/security.py) must not break a page: Chromium reports
+    # every refused script, style or connection on the console.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     shot = Shots(page, tmp_path)
     carrier = sipp.uas(ip=CALLEE_IP, calls=None)
     node = start_billing_node(provisioning(SippFactory.address(carrier)))
@@ -275,3 +274,4 @@ def test_operator_story(
     assert page.locator("fieldset[disabled]").count() == 1
     shot("read-only")
     sipp.stop_all()
+    assert refused == [], refused

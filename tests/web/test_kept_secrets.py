@@ -13,8 +13,8 @@ from .test_api_config import SUPPLIER, setup_world
 from .test_ui import login, post_form
 
 REGISTER = {"username": "sw1", "password": "reg s3cret", "registrar": "198.51.100.9:5060"}
-PEER = {**SUPPLIER, "username": "trunk", "password": "s3cret!", "register": REGISTER}
-SECRETS = ("s3cret!", "reg s3cret")
+PEER = {**SUPPLIER, "username": "trunk", "password": "trunk-s3cret-pass!", "register": REGISTER}
+SECRETS = ("trunk-s3cret-pass!", "reg s3cret")
 # The supplier as the peer page posts it, with a username.
 FORM = {**{k: str(v) for k, v in SUPPLIER.items()}, "username": "trunk"}
 
@@ -66,7 +66,7 @@ def test_an_empty_peer_password_keeps_the_stored_secrets(web: WebEnv, front_door
     assert web.post("/api/v1/peers", {"name": "s1", **PEER}).status_code == 201
     response = front_door(web)
     assert response.status_code in (200, 303), response.text
-    assert _stored(web) == ("trunk", "s3cret!", "sw1", "reg s3cret", 7)
+    assert _stored(web) == ("trunk", "trunk-s3cret-pass!", "sw1", "reg s3cret", 7)
 
 
 def test_page_and_api_refuse_a_new_username_without_a_password_alike(web: WebEnv) -> None:

@@ -26,7 +26,10 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from smartswitch.admin import audit_log, readers
 from smartswitch.admin import fields as f
+from smartswitch.admin.audit_log import AuditEntry, AuditFilter, Change, Who, snapshot
+from smartswitch.admin.form_source import read_form
 from smartswitch.admin.readers import RATE
 from smartswitch.admin.subscribers import DidSpec, SubscriberSpec
 from smartswitch.admin.views import (
@@ -149,7 +152,9 @@ class Admin:
 
     ``realm``: the digest realm subscribers' passwords are hashed for (the node's
     ``sip_realm``). ``on_change``: called after every committed change (a node sets its
-    refresh event); never for a change that changed nothing, or failed.
+    refresh event); never for a change that changed nothing, or failed. ``who``: who makes
+    the changes, for the audit log (:mod:`.audit_log`); without it, the ``actor`` and
+    ``source`` of each call.
     """
 
     def __init__(
@@ -158,10 +163,16 @@ class Admin:
         *,
         realm: str = "smartswitch",
         on_change: Callable[[], None] = _nothing,
+        who: Who | None = None,
     ) -> None:
         self.sessions = sessions
         self.realm = realm
         self.on_change = on_change
+        self.who = who
+
+    def origin(self, actor: str, source: str) -> Who:
+        """Who the audit log names for a change made with this ``actor`` and ``source``."""
+        return self.who or Who(actor, source)
 
     # ---- configuration changes
 
@@ -171,6 +182,8 @@ class Admin:
         """Validate and apply ``change`` in one transaction (with ``dry_run``: then roll it
         back); ``create_only``: refuse (:class:`Conflict`) if that entity exists already."""
         change.realm = self.realm
+        if self.who is not None:
+            change.who = self.who
         async with self.sessions() as session:
             try:
                 if create_only is not None and await _exists(session, create_only):
@@ -196,13 +209,19 @@ class Admin:
         getattr(change, _KIND[type(spec)]).append(spec)
         return await self.apply(change, create_only=spec if create_only else None)
 
-    async def _delete(self, query: Any, missing: str, check: Callable[..., Any]) -> None:
+    async def _delete(
+        self, query: Any, missing: str, check: Callable[..., Any], entity: str, name: str
+    ) -> None:
         """Delete the one row ``query`` finds, once ``check(session, row)`` found nothing
-        against it (it raises :class:`Conflict`)."""
+        against it (it raises :class:`Conflict`); the audit log keeps what it was."""
         async with self.sessions() as session, session.begin():
             row = await _one(session, query, missing)
             await check(session, row)
             await bump_config_version(session)
+            who = self.who or Who("?", "admin")
+            await audit_log.record(
+                session, who, [Change("delete", entity, name, snapshot(row), None)]
+            )
             await session.delete(row)
         self.on_change()
 
@@ -247,7 +266,7 @@ class Admin:
                 raise Conflict(f"account {name!r} has a balance history; it cannot be deleted")
 
         query = select(AccountRow).where(AccountRow.name == name)
-        await self._delete(query, f"no account named {name!r}", check)
+        await self._delete(query, f"no account named {name!r}", check, "account", name)
 
     async def change_balance(
         self, name: str, kind: str, data: dict[str, Any], *, actor: str, source: str
@@ -279,6 +298,15 @@ class Admin:
                 result = await operation(session, name, amount, actor, note)
             except UnknownAccountError as exc:
                 raise NotFound(str(exc)) from None
+            change = Change(
+                kind,
+                "account",
+                name,
+                {"balance": f"{result.balance - amount:f}"},
+                {"balance": f"{result.balance:f}"},
+                extra={"amount": amount, "note": note, "change": result.change_id},
+            )
+            await audit_log.record(session, self.origin(actor, source), [change])
         self.on_change()  # the nodes re-read balances with their next refresh
         return result.balance, result.change_id
 
@@ -324,7 +352,7 @@ class Admin:
             await session.execute(delete(RateRow).where(RateRow.tariff_id == row.id))
 
         query = select(TariffRow).where(TariffRow.name == name)
-        await self._delete(query, f"no tariff named {name!r}", check)
+        await self._delete(query, f"no tariff named {name!r}", check, "tariff", name)
 
     async def list_rates(
         self, tariff_id: int, prefix: str = "", limit: int = 100, offset: int = 0
@@ -419,7 +447,11 @@ class Admin:
                 raise Conflict(f"peer {name!r} has CDRs; disable it instead (enabled: false)")
 
         await self._delete(
-            select(PeerRow).where(PeerRow.name == name), f"no peer named {name!r}", check
+            select(PeerRow).where(PeerRow.name == name),
+            f"no peer named {name!r}",
+            check,
+            "peer",
+            name,
         )
 
     async def list_routes(self) -> list[RouteView]:
@@ -438,7 +470,8 @@ class Admin:
             )
 
         query = select(RouteRow).where(RouteRow.prefix == prefix)
-        await self._delete(query, f"no route for prefix {prefix!r}", check)
+        label = prefix or "(default)"
+        await self._delete(query, f"no route for prefix {prefix!r}", check, "route", label)
 
     # ---- subscribers and DIDs (the registrar's tables)
 
@@ -450,6 +483,26 @@ class Admin:
         query = select(SubscriberRow).where(SubscriberRow.username == username)
         return await self._view(query, SubscriberView.of, f"no subscriber named {username!r}")
 
+    async def set_subscriber_password(
+        self, username: str, password: str, *, source: str, actor: str
+    ) -> ChangeReport:
+        """A subscriber's new password, judged by the password policy like any other (the
+        reader's), everything else about the subscriber as it is."""
+        current = await self.get_subscriber(username)
+        data: dict[str, Any] = {
+            "username": current.username,
+            "account": current.account,
+            "tariff": current.tariff,
+            "allowed_cidrs": list(current.allowed_cidrs),
+            "max_contacts": current.max_contacts,
+            "max_calls": current.max_calls,
+            "caller_id": current.caller_id,
+            "enabled": current.enabled,
+            "password": password,
+        }
+        spec = read_form(readers.subscriber, source, data)
+        return await self.save(spec, source=source, actor=actor)
+
     async def delete_subscriber(self, username: str) -> None:
         async def check(session: AsyncSession, row: SubscriberRow) -> None:
             dids = list(
@@ -459,7 +512,9 @@ class Admin:
                 raise Conflict(f"subscriber {username!r} owns the DIDs {', '.join(dids)}")
 
         query = select(SubscriberRow).where(SubscriberRow.username == username)
-        await self._delete(query, f"no subscriber named {username!r}", check)
+        await self._delete(
+            query, f"no subscriber named {username!r}", check, "subscriber", username
+        )
 
     async def list_dids(self) -> list[DidView]:
         return await self._views(select(DidRow).order_by(DidRow.number), DidView.of)
@@ -473,12 +528,25 @@ class Admin:
             pass
 
         query = select(DidRow).where(DidRow.number == number)
-        await self._delete(query, f"no DID {number!r}", check)
+        await self._delete(query, f"no DID {number!r}", check, "did", number)
 
     async def names(self) -> Names:
         """Every account, tariff, peer and subscriber name by id (for choosing one)."""
         async with self.sessions() as session:
             return await _names(session)
+
+    # ---- the audit log of changes
+
+    async def audit_log(
+        self, where: AuditFilter, limit: int | None = 100, offset: int = 0
+    ) -> list[AuditEntry]:
+        """The audit log's entries, newest first (``limit`` None: all of them)."""
+        async with self.sessions() as session:
+            return await audit_log.query(session, where, limit, offset)
+
+    async def export_audit_log(self, where: AuditFilter) -> str:
+        """The entries as CSV."""
+        return audit_log.to_csv(await self.audit_log(where, limit=None))
 
     # ---- settings
 
@@ -489,7 +557,7 @@ class Admin:
             }
         return {name: stored.get(name, s.default) for name, (s, _) in SETTINGS.items()}
 
-    async def set_setting(self, name: str, value: Any, *, source: str) -> str:
+    async def set_setting(self, name: str, value: Any, *, source: str, actor: str = "?") -> str:
         if name not in SETTINGS:
             raise NotFound(f"no setting named {name!r} (known: {', '.join(SETTINGS)})")
         if not isinstance(value, str):
@@ -501,10 +569,14 @@ class Admin:
         async with self.sessions() as session, session.begin():
             await bump_config_version(session)
             row = await session.get(SettingRow, name)
+            before = None if row is None else {"value": row.value}
             if row is None:
                 session.add(SettingRow(name=name, value=value))
             else:
                 row.value = value
+            action = "create" if before is None else "update"
+            change = Change(action, "setting", name, before, {"value": value})
+            await audit_log.record(session, self.origin(actor, source), [change])
         self.on_change()
         return str(value)
 

@@ -31,10 +31,13 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smartswitch.admin import readers
+from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
 from smartswitch.admin.writer import ChangeReport, ConfigChange, ConfigInvalid, Issue
 from smartswitch.admin.yaml_source import read_yaml
 from smartswitch.store.database import session_factory
+
+ACTOR = "provision"  # who the audit log names for a provisioning file
 
 __all__ = ["Issue", "ProvisionReport", "ProvisioningError", "provision", "provision_text"]
 
@@ -62,7 +65,8 @@ async def provision_text(
     ``realm`` is the digest realm subscribers' passwords are hashed for: the node's
     ``sip_realm``."""
     change = parse_document(text, file)
-    return await Admin(session_factory(engine), realm=realm).apply(change, dry_run=dry_run)
+    admin = Admin(session_factory(engine), realm=realm, who=Who(ACTOR, f"provision {file}"))
+    return await admin.apply(change, dry_run=dry_run)
 
 
 async def provision(

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from smartswitch.admin import fields as f
+from smartswitch.admin.passwords import check_password
 from smartswitch.admin.source import (
     Entity,
     FieldRead,
@@ -245,6 +246,19 @@ def _rewrites(e: Entity, name: str) -> list[dict[str, str]]:
     return rules
 
 
+def _password_policy(e: Entity, values: dict[str, object], username: str | None) -> None:
+    """The password policy (:mod:`.passwords`) for a password given (one left out keeps the
+    stored one, not judged again), reported at the field."""
+    password = values.get("password")
+    if not isinstance(password, str):
+        return
+    try:
+        check_password(password, username)
+    except ValueError as exc:
+        e.fields["password"].report(str(exc))
+        raise Invalid from None
+
+
 def peer(given: Given) -> PeerSpec:
     e, values = read_entity(
         given,
@@ -266,6 +280,7 @@ def peer(given: Given) -> PeerSpec:
         deliver_dids=optional(BOOL, False),
         register=_sub(register),
     )
+    _password_policy(e, values, values["username"])
     return PeerSpec(
         line=e.line,
         path=e.path,
@@ -277,7 +292,8 @@ def peer(given: Given) -> PeerSpec:
 
 
 def register(given: Given) -> RegisterSpec:
-    """A peer's ``register``: the switch registers with this supplier."""
+    """A peer's ``register``: the switch registers with this supplier (its password is the
+    supplier's, not ours to choose: no policy)."""
     e, values = read_entity(
         given,
         username=required(TEXT),
@@ -375,6 +391,7 @@ def subscriber(given: Given) -> SubscriberSpec:
         caller_id=optional(NUMBER, None),
         enabled=optional(BOOL, True),
     )
+    _password_policy(e, values, values["username"])
     return SubscriberSpec(line=e.line, path=e.path, **values)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from smartswitch.admin.audit_log import snapshot
 from smartswitch.model.config import PeerRole
 from smartswitch.sip.digest import compute_ha1
 from smartswitch.store.schema import AccountRow, DidRow, PeerRow, SubscriberRow, TariffRow
@@ -264,9 +265,13 @@ async def apply(
             row = SubscriberRow(username=spec.username, **values)
             session.add(row)
             subscribers[spec.username] = row
+            writer.audited("subscribers", spec.username, None, snapshot(row))
             writer.note("subscribers", spec.username, True, True)
         else:
-            writer.note("subscribers", spec.username, False, _set(row, values))
+            before = snapshot(row)
+            changed = _set(row, values)
+            writer.audited("subscribers", spec.username, before, snapshot(row))
+            writer.note("subscribers", spec.username, False, changed)
     await session.flush()
 
     for did in doc.dids:
@@ -277,10 +282,15 @@ async def apply(
         }
         did_row = loaded.dids.get(did.number)
         if did_row is None:
-            session.add(DidRow(number=did.number, **values))
+            did_row = DidRow(number=did.number, **values)
+            session.add(did_row)
+            writer.audited("dids", did.number, None, snapshot(did_row))
             writer.note("dids", did.number, True, True)
         else:
-            writer.note("dids", did.number, False, _set(did_row, values))
+            before = snapshot(did_row)
+            changed = _set(did_row, values)
+            writer.audited("dids", did.number, before, snapshot(did_row))
+            writer.note("dids", did.number, False, changed)
     await session.flush()
 
 

@@ -18,7 +18,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smartswitch.admin import fields
+from smartswitch.admin import audit_log, fields
+from smartswitch.admin.audit_log import Change, Who
 from smartswitch.admin.views import UserView
 from smartswitch.admin.writer import ConfigInvalid, Issue
 from smartswitch.store.schema import ApiTokenRow, UserRole, UserRow
@@ -54,6 +55,13 @@ class User:
     id: int
     name: str
     role: UserRole
+    token: str | None = None
+    """The name of the API token it came with (None: a UI session or a local command)."""
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names it."""
+        return self.name if self.token is None else f"{self.name} (token {self.token})"
 
     @property
     def can_write(self) -> bool:
@@ -92,10 +100,14 @@ def _invalid(path: str, message: str) -> ConfigInvalid:
 
 
 async def create_user(
-    session: AsyncSession, name: str, role: str, password: str | None = None
+    session: AsyncSession,
+    name: str,
+    role: str,
+    password: str | None = None,
+    who: Who | None = None,
 ) -> tuple[User, str]:
     """Add a user; the password given or a new random one, returned (the only time it is seen).
-    Raises :class:`ConfigInvalid` naming the field."""
+    Raises :class:`ConfigInvalid` naming the field. ``who``: for the audit log."""
     try:
         fields.parse_name(name)
     except ValueError as exc:
@@ -117,6 +129,9 @@ async def create_user(
     )
     session.add(row)
     await session.flush()
+    if who is not None:
+        after = {"role": row.role.value, "enabled": True, "password_hash": "x"}
+        await audit_log.record(session, who, [Change("create", "user", name, None, after)])
     return _user(row), password
 
 
@@ -139,9 +154,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_token(session: AsyncSession, user: User, name: str) -> str:
+async def create_token(session: AsyncSession, user: User, name: str, who: Who | None = None) -> str:
     """A new API token for ``user``; the plain token is returned once and never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    if who is not None:
+        change = Change("create", "token", f"{user.name}/{name[:64] or 'token'}", None, {})
+        await audit_log.record(session, who, [change])
     session.add(
         ApiTokenRow(
             user_id=user.id,
@@ -157,12 +175,17 @@ async def create_token(session: AsyncSession, user: User, name: str) -> str:
 async def user_for_token(session: AsyncSession, token: str) -> User | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
-    row = await session.scalar(
-        select(UserRow)
-        .join(ApiTokenRow, ApiTokenRow.user_id == UserRow.id)
-        .where(ApiTokenRow.token_hash == token_hash(token))
-    )
-    return _user(row) if row is not None and row.enabled else None
+    found = (
+        await session.execute(
+            select(UserRow, ApiTokenRow.name)
+            .join(ApiTokenRow, ApiTokenRow.user_id == UserRow.id)
+            .where(ApiTokenRow.token_hash == token_hash(token))
+        )
+    ).first()
+    if found is None or not found[0].enabled:
+        return None
+    row, name = found
+    return User(row.id, row.name, row.role, token=name)
 
 
 async def ensure_first_admin(session: AsyncSession) -> str | None:
@@ -170,7 +193,8 @@ async def ensure_first_admin(session: AsyncSession) -> str | None:
     (the caller shows it once); otherwise None."""
     if await session.scalar(select(func.count()).select_from(UserRow)):
         return None
-    _, password = await create_user(session, "admin", UserRole.ADMIN.value)
+    who = Who("node", "first start")
+    _, password = await create_user(session, "admin", UserRole.ADMIN.value, who=who)
     return password
 
 
@@ -180,10 +204,16 @@ async def list_users(session: AsyncSession) -> list[UserView]:
     ]
 
 
-async def set_password(session: AsyncSession, user_id: int, password: str) -> None:
+async def set_password(
+    session: AsyncSession, user_id: int, password: str, who: Who | None = None
+) -> None:
     if len(password) < MIN_PASSWORD:
         raise _invalid("password", f"at least {MIN_PASSWORD} characters")
     row = await session.get(UserRow, user_id)
     if row is None:
         raise _invalid("name", "no such user")
+    before = {"password_hash": row.password_hash}
     row.password_hash = await hash_password(password)
+    if who is not None:
+        change = Change("update", "user", row.name, before, {"password_hash": row.password_hash})
+        await audit_log.record(session, who, [change])

@@ -17,7 +17,9 @@ transaction:
 * entities are matched by name (routes by prefix) and created or updated; a tariff's rates and
   a route's suppliers are replaced whole when given;
 * when anything changed, ``config_version`` is bumped in the same transaction, so every node
-  reloads its in-memory views.
+  reloads its in-memory views, and each entity created or changed gets its entry in the audit
+  log (:mod:`.audit_log`: who, from where, the fields before and after, secrets masked), in
+  the same transaction too.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from smartswitch.admin import subscribers
+from smartswitch.admin import audit_log, subscribers
+from smartswitch.admin.audit_log import Change, Who, snapshot
 from smartswitch.admin.subscribers import DidSpec, RegisterSpec, SubscriberSpec
 from smartswitch.model.config import (
     Peer,
@@ -234,6 +237,10 @@ class ConfigChange:
     subscribers: list[SubscriberSpec] = field(default_factory=list)
     dids: list[DidSpec] = field(default_factory=list)
     realm: str = "smartswitch"  # the digest realm subscribers' passwords are hashed for
+    who: Who | None = None  # for the audit log; None: ``actor`` through ``file``, no address
+
+    def origin(self) -> Who:
+        return self.who or Who(self.actor, self.file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +295,7 @@ class ConfigWriter:
     def __init__(self, session: AsyncSession, doc: ConfigChange, report: ChangeReport) -> None:
         self.session, self.doc, self.report = session, doc, report
         self.issues: list[Issue] = []
+        self.changes: list[Change] = []  # for the audit log
 
     def error(self, line: int | None, path: str, message: str) -> None:
         self.issues.append(Issue(self.doc.file, line, path, message))
@@ -323,6 +331,7 @@ class ConfigWriter:
         await subscribers.apply(self, loaded, accounts, tariffs, peers)
         if self.report.changed and not self.report.dry_run:
             self.report.config_version = await bump_config_version(session)
+            await audit_log.record(session, self.doc.origin(), self.changes)
         else:
             self.report.config_version = await config_version(session)
 
@@ -513,6 +522,13 @@ class ConfigWriter:
 
     # ---- writing
 
+    def audited(
+        self, kind: str, name: str, before: dict[str, Any] | None, after: dict[str, Any]
+    ) -> None:
+        """An entity created (``before`` None) or updated, for the audit log."""
+        action = "create" if before is None else "update"
+        self.changes.append(Change(action, kind.removesuffix("s"), name, before, after))
+
     def note(self, kind: str, name: str, created: bool, changed: bool) -> None:
         bucket = (
             self.report.created
@@ -538,6 +554,7 @@ class ConfigWriter:
                 self.session.add(row)
                 await self.session.flush()
                 accounts[spec.name] = row
+                self.audited("accounts", spec.name, None, snapshot(row))
                 if spec.balance:
                     # The opening balance enters the audit trail like any other movement, so
                     # balance == SUM(balance_changes.amount) holds for every account.
@@ -555,7 +572,9 @@ class ConfigWriter:
                     )
                 self.note("accounts", spec.name, True, True)
             else:
+                before = snapshot(row)
                 changed = _set(row, {"credit_limit": spec.credit_limit, "prepaid": spec.prepaid})
+                self.audited("accounts", spec.name, before, snapshot(row))
                 self.note("accounts", spec.name, False, changed)
 
     async def apply_tariffs(self, tariffs: dict[str, TariffRow]) -> None:
@@ -589,6 +608,9 @@ class ConfigWriter:
         for spec in self.doc.tariffs:
             row = tariffs.get(spec.name)
             created = row is None
+            before: dict[str, Any] | None = None if row is None else {"currency": row.currency}
+            if row is not None and spec.rates is not None:
+                before = {"currency": row.currency, "rates": len(current.get(row.id, []))}
             if row is None:
                 row = TariffRow(name=spec.name, currency=spec.currency)
                 session.add(row)
@@ -599,7 +621,11 @@ class ConfigWriter:
             else:
                 changed = _set(row, {"currency": spec.currency})
                 old = current.get(row.id, [])
+            after: dict[str, Any] = {"currency": row.currency}
+            if spec.rates is not None:
+                after["rates"] = len(spec.rates)
             if spec.rates is None:  # the tariff itself only (the API's PUT of a tariff)
+                self.audited("tariffs", spec.name, before, after)
                 self.note("tariffs", spec.name, created, changed)
                 continue
             # Compared as multisets (order does not matter), in a thread: CPU for big tariffs.
@@ -613,6 +639,9 @@ class ConfigWriter:
                 # loop (which also carries SIP) for the whole conversion.
                 for start in range(0, len(rows), _RATE_CHUNK):
                     await session.execute(insert(RateRow), rows[start : start + _RATE_CHUNK])
+            elif before is not None:
+                before["rates"] = after["rates"]  # the same rates: not a change to log
+            self.audited("tariffs", spec.name, before, after)
             self.note("tariffs", spec.name, created, changed)
 
     async def apply_peers(
@@ -644,13 +673,23 @@ class ConfigWriter:
                 row = PeerRow(name=spec.name, **values)
                 self.session.add(row)
                 peers[spec.name] = row
+                self.audited("peers", spec.name, None, snapshot(row))
                 self.note("peers", spec.name, True, True)
             else:
-                self.note("peers", spec.name, False, _set(row, values))
+                before = snapshot(row)
+                changed = _set(row, values)
+                self.audited("peers", spec.name, before, snapshot(row))
+                self.note("peers", spec.name, False, changed)
         await self.session.flush()
 
     async def apply_routes(self, routes: dict[str, RouteRow], peers: dict[str, PeerRow]) -> None:
         session = self.session
+        peer_names = {row.id: name for name, row in peers.items()}
+
+        def route_values(row: RouteRow, suppliers: list[tuple[int, int, int, int]]) -> Any:
+            listed = [f"{peer_names.get(p, p)} {prio} {weight}" for p, prio, weight, _ in suppliers]
+            return {"strategy": row.strategy.value, "name": row.name, "suppliers": listed}
+
         for spec in self.doc.routes:
             label = spec.prefix or "(default)"
             wanted = [
@@ -658,6 +697,11 @@ class ConfigWriter:
                 for position, s in enumerate(spec.suppliers)
             ]
             row = routes.get(spec.prefix)
+            before: dict[str, Any] | None = None
+            if row is not None:
+                before = route_values(
+                    row, [(s.peer_id, s.priority, s.weight, s.position) for s in row.suppliers]
+                )
             if row is None:
                 row = RouteRow(prefix=spec.prefix, strategy=spec.strategy, name=spec.name)
                 session.add(row)
@@ -687,6 +731,7 @@ class ConfigWriter:
                         for peer_id, priority, weight, position in wanted
                     ],
                 )
+            self.audited("routes", label, before, route_values(row, wanted))
             self.note("routes", label, created, changed)
 
 

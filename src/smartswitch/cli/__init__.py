@@ -13,6 +13,8 @@ from typing import Any
 
 from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
 
+CLI_ACTOR = "cli"  # who made a change from the command line, in the audit log
+
 
 def _hostport(text: str) -> str:
     try:
@@ -61,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="prove balances = opening + credits - rated CDRs")
     store_args(audit)
 
+    audit_log = sub.add_parser(
+        "audit-log", help="the audit log of configuration and balance changes (who, what, when)"
+    )
+    audit_log_sub = audit_log.add_subparsers(dest="audit_log_command", required=True)
+    audit_export = audit_log_sub.add_parser("export", help="write entries to standard output")
+    audit_export.add_argument("--format", choices=["csv", "json"], default="csv")
+    audit_export.add_argument("--since", type=_since, help="ISO date or time (UTC if no zone)")
+    audit_export.add_argument("--until", type=_since, help="ISO date or time (UTC if no zone)")
+    audit_export.add_argument("--entity", help="account, tariff, peer, route, subscriber, ...")
+    audit_export.add_argument("--name", default="", help="entities whose name contains this")
+    audit_export.add_argument("--actor", default="", help="changes made by (part of) this name")
+    store_args(audit_export)
+
     user = sub.add_parser("user", help="web UI and API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     user_add = user_sub.add_parser("add", help="add a user (prints a new random password)")
@@ -70,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     store_args(user_add)
+
+    subscriber = sub.add_parser("subscriber", help="the registrar's subscribers")
+    subscriber_sub = subscriber.add_subparsers(dest="subscriber_command", required=True)
+    password = subscriber_sub.add_parser(
+        "password", help="set a subscriber's password (checked by the password policy)"
+    )
+    password.add_argument("username")
+    how = password.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--generate", action="store_true", help="make a strong one, set it and print it once"
+    )
+    how.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    store_args(password)
 
     cluster = sub.add_parser("cluster", help="the cluster's databases and nodes")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -179,7 +209,6 @@ def _store_command(args: argparse.Namespace) -> int:
     from smartswitch.admin.audit import run_audit
     from smartswitch.admin.provisioning import ProvisioningError, provision
     from smartswitch.admin.reports import export_cdrs, list_accounts
-    from smartswitch.cluster.role import database_role
     from smartswitch.store.database import create_engine, database_url
     from smartswitch.store.migrate import upgrade_async
 
@@ -194,14 +223,7 @@ def _store_command(args: argparse.Namespace) -> int:
             if args.command == "db":
                 print(f"database schema up to date ({url.split('://')[0]})")
             elif args.command == "provision":
-                role = await database_role(engine, config.db_scheme)
-                if not role.writable and not args.dry_run:
-                    where = f" ({role.primary})" if role.primary else ""
-                    print(
-                        f"smartswitch: this node's database is {role.role}, not writable: "
-                        f"change configuration on the primary{where}",
-                        file=sys.stderr,
-                    )
+                if not args.dry_run and not await _writable(engine, config):
                     return 1
                 try:
                     report = await provision(
@@ -217,6 +239,12 @@ def _store_command(args: argparse.Namespace) -> int:
                 await list_accounts(engine, args.format, sys.stdout)
             elif args.command == "user":
                 return await _user_add(engine, args)
+            elif args.command == "subscriber":
+                if not await _writable(engine, config):
+                    return 1
+                return await _subscriber_password(engine, args, config.sip_realm)
+            elif args.command == "audit-log":
+                await _audit_log_export(engine, args)
             elif args.command == "audit":
                 audit = await run_audit(engine)
                 print(audit.summary())
@@ -246,6 +274,62 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     print(f"user {user.name} ({user.role.value}) added")
     if password is None:
         print(f"password: {made}")  # the operator asked for it: shown this once, kept hashed
+    return 0
+
+
+async def _writable(engine: Any, config: NodeConfig) -> bool:
+    """Whether this node's database takes configuration; if not, say where it is taken."""
+    from smartswitch.cluster.role import database_role
+
+    role = await database_role(engine, config.db_scheme)
+    if not role.writable:
+        where = f" ({role.primary})" if role.primary else ""
+        print(
+            f"smartswitch: this node's database is {role.role}, not writable: "
+            f"change configuration on the primary{where}",
+            file=sys.stderr,
+        )
+    return role.writable
+
+
+async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:
+    import json
+
+    from smartswitch.admin import audit_log
+    from smartswitch.store.database import session_factory
+
+    where = audit_log.AuditFilter(args.entity or "", args.name, args.actor, args.since, args.until)
+    async with session_factory(engine)() as session:
+        entries = await audit_log.query(session, where, limit=None)
+    if args.format == "csv":
+        sys.stdout.write(audit_log.to_csv(reversed(entries)))  # oldest first, like a log
+        return
+    for e in reversed(entries):
+        print(json.dumps(e.as_dict(), sort_keys=True))
+
+
+async def _subscriber_password(engine: Any, args: argparse.Namespace, realm: str) -> int:
+    from smartswitch.admin.audit_log import Who
+    from smartswitch.admin.operations import Admin, NotFound
+    from smartswitch.admin.passwords import generate_password
+    from smartswitch.admin.writer import ConfigInvalid
+    from smartswitch.store.database import session_factory
+
+    password = generate_password() if args.generate else sys.stdin.readline().rstrip("\r\n")
+    who = Who(CLI_ACTOR, "cli", "local")
+    admin = Admin(session_factory(engine), realm=realm, who=who)
+    try:
+        await admin.set_subscriber_password(args.username, password, source="cli", actor=CLI_ACTOR)
+    except NotFound as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+        return 1
+    print(f"subscriber {args.username}: password set")
+    if args.generate:
+        print(f"password: {password}")  # asked for: shown this once, kept only as hashes
     return 0
 
 

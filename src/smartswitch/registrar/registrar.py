@@ -138,11 +138,13 @@ class Registrar:
         credentials = self._credentials(request)
         if credentials is None:
             return self._challenge(request, now, stale=False)
+        if not self.guard.admit(source.host, credentials, now):
+            return self._forbidden(request)  # its account in back-off: refused unchecked
         result = self.auth.verify("REGISTER", credentials, self.lookup_ha1, now)
         if result.stale:
             return self._challenge(request, now, stale=True)
         if not result.ok or result.username is None or not _same_uri(result.uri, request.uri):
-            banned = self.guard.failed(source.host, now)
+            banned = self.guard.failed(source.host, now, result)
             log.debug("REGISTER from %s refused: %s", source.host, result.reason)
             if banned:
                 log.info(
@@ -151,6 +153,7 @@ class Registrar:
                     self.guard.settings.ban_time,
                 )
             return self._forbidden(request)
+        self.guard.succeeded(source.host, result.username, now)
 
         # Step 3: authorise. The user is genuine from here on, so precise answers reveal nothing.
         subscriber = self.subscribers.get(result.username)

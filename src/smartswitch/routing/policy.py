@@ -135,6 +135,8 @@ class BillingPolicy:
         credentials = request.headers.get("proxy-authorization")
         if credentials is None:
             return self._challenge(wall, stale=False)
+        if guard is not None and not guard.admit(source.host, credentials, wall):
+            return Rejection(403, "Forbidden")  # its account in back-off: refused unchecked
         result = self.auth.verify(request.method, credentials, self._lookup_ha1, wall)
         if result.stale:
             return self._challenge(wall, stale=True)
@@ -143,9 +145,11 @@ class BillingPolicy:
             # another Request-URI (a captured INVITE's, replayed to a dearer destination) are
             # refused (RFC 3261 22.4).
             log.info("call %s: authentication failed from %s", request.call_id, source.host)
-            if guard is not None and guard.failed(source.host, wall):
+            if guard is not None and guard.failed(source.host, wall, result):
                 log.info("source %s banned after repeated failed authentications", source.host)
             return Rejection(403, "Forbidden")
+        if guard is not None:
+            guard.succeeded(source.host, result.username, wall)
         peer = views.credential_peers.get(result.username)
         if peer is not None:
             return peer

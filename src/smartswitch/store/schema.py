@@ -55,6 +55,7 @@ __all__ = [
     "Base",
     "CdrAttemptRow",
     "CdrRow",
+    "ConfigAuditRow",
     "ConfigVersionRow",
     "DidRow",
     "HangupSide",
@@ -462,3 +463,33 @@ class NodeRow(Base):
     shared_ip: Mapped[str] = mapped_column(String(64), default="")
     db_scheme: Mapped[str] = mapped_column(String(16), default="single")
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# --------------------------------------------------------------------------------------------
+# The audit log of configuration and balance changes (revision 0005).
+
+
+class ConfigAuditRow(Base):
+    """One change of configuration or of a balance: who (a user, ``user (token NAME)`` for an
+    API token, ``provision``, ``cli``), when, from where (the client's address), and what:
+    the entity, its name and ``changes``, a JSON object of field -> [before, after] with
+    secrets masked. Written by the admin layer in the transaction of the change, so it is on
+    the primary and replicates like configuration. (Not the money audit of ``smartswitch
+    audit``, which proves balances from balance_changes.)"""
+
+    __tablename__ = "config_audit"
+    __table_args__ = (
+        Index(None, "at"),
+        Index(None, "entity", "name"),
+        MYSQL_TABLE_ARGS,
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)  # a ULID: time-ordered
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    entity: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)

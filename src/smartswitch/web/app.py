@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -26,9 +27,12 @@ from smartswitch.web import api, pages
 from smartswitch.web.cluster import cluster_router
 from smartswitch.web.context import HERE, LabMode, Web
 from smartswitch.web.registrations import registrations_router
+from smartswitch.web.security import inline_script_hashes, security_headers
 from smartswitch.web.stats import metrics_text
 
 log = logging.getLogger("smartswitch.web")
+
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
 
 
 def create_app(node: Any) -> FastAPI:
@@ -43,6 +47,17 @@ def create_app(node: Any) -> FastAPI:
     )
     web = Web(node)
     app.state.web = web
+
+    @app.middleware("http")
+    async def secure_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """The security headers (web/security.py) on every response, unless it set its own."""
+        response = await call_next(request)
+        for name, value in security_headers(bool(getattr(web.config, "cookie_secure", False))):
+            if name not in response.headers:
+                response.headers[name] = value
+        return response
 
     @app.get("/health", tags=["public"])
     def health() -> dict[str, object]:
@@ -61,8 +76,8 @@ def create_app(node: Any) -> FastAPI:
         }
 
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        """Prometheus text format."""
+    async def metrics() -> Response:
+        """Prometheus text format (on the event loop: the counters live there)."""
         return PlainTextResponse(
             metrics_text(node, web.sampler), media_type="text/plain; version=0.0.4"
         )
@@ -82,7 +97,15 @@ def create_app(node: Any) -> FastAPI:
     @app.get("/api/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
         await pages.page_user(request)
-        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="smartswitch API")
+        page = get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="smartswitch API")
+        # FastAPI's Swagger UI: its script and style from its CDN, one inline script (by hash).
+        scripts = " ".join(inline_script_hashes(bytes(page.body).decode()))
+        page.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src 'self' {SWAGGER_CDN} {scripts}; "
+            f"style-src 'self' {SWAGGER_CDN}; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+        )
+        return page
 
     app.include_router(pages.router)
 

@@ -12,8 +12,16 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
-from smartswitch.web.security import LoginLimiter, Signer, web_secret
+from smartswitch.registrar.guard import SourceGuard
+from smartswitch.web.security import (
+    REVOKED_FILE,
+    LoginLimiter,
+    Revocations,
+    Signer,
+    web_secret,
+)
 from smartswitch.web.stats import Sampler
 
 log = logging.getLogger("smartswitch.web")
@@ -30,6 +38,7 @@ class Web:
         self.node = node
         self.config = node.config
         self.signer = Signer(web_secret(Path(self.config.data_dir)))
+        self.revoked = Revocations(Path(self.config.data_dir) / REVOKED_FILE)
         self.limiter = LoginLimiter()
         self.sampler = Sampler(node)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -86,11 +95,18 @@ class Web:
         result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
         return result
 
-    @property
-    def admin(self) -> Admin:
+    def guard(self) -> SourceGuard | None:
+        """This node's guard against guessing and floods (None without a registrar). Read on
+        the event loop, where it lives."""
+        registrar = getattr(getattr(self.node, "services", None), "registrar", None)
+        guard = getattr(registrar, "guard", None)
+        return guard if isinstance(guard, SourceGuard) else None
+
+    def admin_for(self, who: Who | None) -> Admin:
         """The admin operations on this node's database: subscribers' passwords hashed for the
-        node's realm, and :meth:`config_changed` called after every committed change."""
-        return Admin(self.sessions, realm=self.realm, on_change=self.config_changed)
+        node's realm, :meth:`config_changed` called after every committed change, and
+        ``who`` named in the audit log."""
+        return Admin(self.sessions, realm=self.realm, on_change=self.config_changed, who=who)
 
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""

@@ -1,4 +1,5 @@
-"""Who is asking: session cookies for the UI, bearer tokens for the API, CSRF, login limits.
+"""Who is asking: session cookies for the UI, bearer tokens for the API, CSRF, login limits;
+and the headers every response carries.
 
 Session cookies are stateless and signed (HMAC-SHA256 with a secret kept in the data
 directory): ``base64(json{u, e, n}).signature`` with the user id, the expiry and a random
@@ -7,6 +8,19 @@ once; the cookie itself cannot be revoked before it expires (``SESSION_SECONDS``
 The CSRF token of a session is HMAC(secret, "csrf" + nonce): every form carries it in a hidden
 field, htmx sends it in the ``X-CSRF-Token`` header, and a POST without the right one is
 refused.  The cookie is HttpOnly and SameSite=Strict; ``cookie_secure`` adds Secure.
+
+A session ends before its expiry by being revoked (:class:`Revocations`): at logout, and at
+login for the session the browser had before (a login always starts a new session, with a new
+nonce and so a new CSRF token: a session id planted before the login is worth nothing after
+it). Revoked nonces are kept until their cookie would have expired, in the data directory
+(``web.revoked``), so a restart does not bring them back; the cookies are the node's own (its
+``web.secret``), and so are its revocations.
+
+Every response carries :func:`security_headers`: a Content-Security-Policy that allows only
+the node's own scripts, styles, images and form targets (no inline script or style: the pages
+have none, htmx is told to add none, and ``/static/app.js`` does what ``onsubmit`` attributes
+did), no framing, ``nosniff``, a same-origin Referrer-Policy, and HSTS when ``cookie_secure``
+says the UI is served over HTTPS.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from collections import deque
@@ -23,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COOKIE = "smartswitch_session"
+REVOKED_FILE = "web.revoked"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 12 * 3600
@@ -148,3 +164,69 @@ class LoginLimiter:
     def succeeded(self, keys: list[str]) -> None:
         for key in keys[1:]:  # the name's count; the address keeps its history
             self._failures.pop(key, None)
+
+
+class Revocations:
+    """Sessions ended before their expiry (logout, a new login), by nonce, until they expire.
+
+    Kept in memory and in ``path`` (one ``nonce expiry`` a line, rewritten when it changes:
+    logins and logouts are rare), so that a restart does not revive them."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._nonces: dict[str, int] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                nonce, _, expires = line.partition(" ")
+                if nonce and expires.isdigit():
+                    self._nonces[nonce] = int(expires)
+
+    def revoke(self, session: Session, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        nonces = {n: e for n, e in self._nonces.items() if e >= now}
+        nonces[session.nonce] = session.expires
+        self._nonces = nonces
+        if self.path is not None:
+            text = "".join(f"{n} {e}\n" for n, e in nonces.items())
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            os.replace(tmp, self.path)
+
+    def __contains__(self, session: Session) -> bool:
+        return session.nonce in self._nonces
+
+
+# The node's own scripts, styles, images and form targets only; nothing inline, no framing.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def security_headers(https: bool) -> list[tuple[str, str]]:
+    """The headers every response carries (``https``: the node's ``cookie_secure``, which says
+    the UI is served over HTTPS: only then may HSTS be sent)."""
+    headers = [
+        ("Content-Security-Policy", CSP),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "same-origin"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if https:
+        headers.append(("Strict-Transport-Security", HSTS))
+    return headers
+
+
+def inline_script_hashes(html: str) -> list[str]:
+    """CSP sources (``'sha256-...'``) for the inline scripts of a page we do not write
+    ourselves (FastAPI's Swagger UI page)."""
+    bodies = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    return [
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+        for b in bodies
+    ]

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
+from smartswitch.admin.users import User
 from smartswitch.web.context import Web
 
-__all__ = ["admin_of", "prefix_of", "rates_csv", "web_of"]
+__all__ = ["admin_of", "prefix_of", "rates_csv", "web_of", "who_of"]
 
 
 def web_of(request: Request) -> Web:
     return request.app.state.web  # type: ignore[no-any-return]
 
 
+def who_of(request: Request) -> Who | None:
+    """Who the audit log names for this request's changes: the user the page or the API
+    found (``request.state.user``), the front door, the client's address."""
+    user = getattr(request.state, "user", None)
+    if not isinstance(user, User):
+        return None
+    source = "api" if request.url.path.startswith("/api/") else "web"
+    address = request.client.host if request.client else ""
+    return Who(user.actor, source, address)
+
+
 def admin_of(request: Request) -> Admin:
-    """The admin operations, which tell the node after every committed change."""
-    return web_of(request).admin
+    """The admin operations, which tell the node after every committed change and name the
+    request's user in the audit log."""
+    return web_of(request).admin_for(who_of(request))
 
 
 async def rates_csv(admin: Admin, name: str) -> Response:

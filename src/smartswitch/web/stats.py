@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from smartswitch.registrar.guard import REASONS, SourceGuard
 from smartswitch.store.schema import CdrRow
 
 SAMPLE_SECONDS = 5.0
@@ -293,6 +294,50 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
     registrations = _registrations(node)
     if registrations is not None:
         metric("smartswitch_registrations", "gauge", "Registered contacts.", [("", registrations)])
+    guard = _guard(node)
+    if guard is not None:
+        now = time.time()
+        stats = guard.stats
+        metric(
+            "smartswitch_digest_failures_total",
+            "counter",
+            "Failed digest answers (REGISTER and INVITE), by reason.",
+            [(f'{{reason="{r}"}}', guard.failure_reasons.get(r, 0)) for r in REASONS],
+        )
+        metric(
+            "smartswitch_auth_refused_total",
+            "counter",
+            "Requests refused before their credentials were checked, by reason.",
+            [
+                ('{reason="source-banned"}', stats["banned"]),
+                ('{reason="throttled"}', stats["throttled"]),
+                ('{reason="account-backoff"}', stats["backoff_refused"]),
+            ],
+        )
+        metric(
+            "smartswitch_accounts_under_attack",
+            "gauge",
+            "Accounts under attack or in back-off now (this node).",
+            [("", guard.under_attack(now))],
+        )
+        metric(
+            "smartswitch_account_backoffs_total",
+            "counter",
+            "Back-offs started (an account's credentials refused from untrusted sources).",
+            [("", stats["backoffs"])],
+        )
+        metric(
+            "smartswitch_sources_banned",
+            "gauge",
+            "Source addresses banned now.",
+            [("", len(guard.bans(now)))],
+        )
+        metric(
+            "smartswitch_source_bans_total",
+            "counter",
+            "Source bans started.",
+            [("", stats["bans"])],
+        )
     services = getattr(node, "services", None)
     outbox = getattr(services, "outbox", None)
     if outbox is not None:
@@ -303,6 +348,12 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
             [("", outbox.depth)],
         )
     return "\n".join(lines) + "\n"
+
+
+def _guard(node: Any) -> SourceGuard | None:
+    registrar = getattr(getattr(node, "services", None), "registrar", None)
+    guard = getattr(registrar, "guard", None)
+    return guard if isinstance(guard, SourceGuard) else None
 
 
 def _registrations(node: Any) -> int | None:

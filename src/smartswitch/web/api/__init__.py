@@ -14,6 +14,7 @@ from fastapi import APIRouter
 
 from smartswitch.web.api import (
     accounts,
+    audit,
     calls,
     dids,
     peers,
@@ -28,5 +29,16 @@ from smartswitch.web.api.common import api_user
 __all__ = ["api_user", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
-for _part in (accounts, tariffs, peers, routes, subscribers, dids, settings, calls, users):
+for _part in (
+    accounts,
+    tariffs,
+    peers,
+    routes,
+    subscribers,
+    dids,
+    settings,
+    calls,
+    users,
+    audit,
+):
     router.include_router(_part.router)

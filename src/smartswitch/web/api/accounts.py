@@ -59,29 +59,29 @@ def account_out(web: Web, account: Account) -> dict[str, Any]:
 @router.get("/accounts")
 async def list_accounts(request: Request, user: Reader) -> list[dict[str, Any]]:
     web = web_of(request)
-    return [account_out(web, account) for account in await web.admin.list_accounts()]
+    return [account_out(web, account) for account in await admin_of(request).list_accounts()]
 
 
 @router.post("/accounts", status_code=201)
 async def create_account(request: Request, body: AccountCreate, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = read_form(readers.account, SOURCE, body_data(body))
-    await web.admin.save(spec, source=SOURCE, actor=user.name, create_only=True)
-    return account_out(web, await web.admin.get_account(spec.name))
+    await admin_of(request).save(spec, source=SOURCE, actor=user.name, create_only=True)
+    return account_out(web, await admin_of(request).get_account(spec.name))
 
 
 @router.get("/accounts/{name}")
 async def get_account(request: Request, name: str, user: Reader) -> dict[str, Any]:
     web = web_of(request)
-    return account_out(web, await web.admin.get_account(name))
+    return account_out(web, await admin_of(request).get_account(name))
 
 
 @router.put("/accounts/{name}")
 async def put_account(request: Request, name: str, body: AccountIn, user: Writer) -> dict[str, Any]:
     web = web_of(request)
     spec = read_form(readers.account, SOURCE, body_data(body), ("name", name))
-    report = await web.admin.save(spec, source=SOURCE, actor=user.name)
-    return {**report_out(report), **account_out(web, await web.admin.get_account(name))}
+    report = await admin_of(request).save(spec, source=SOURCE, actor=user.name)
+    return {**report_out(report), **account_out(web, await admin_of(request).get_account(name))}
 
 
 @router.delete("/accounts/{name}", status_code=204)

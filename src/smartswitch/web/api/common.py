@@ -36,6 +36,7 @@ async def api_user(request: Request) -> User:
         user = await users.user_for_token(session, token)
     if user is None:
         raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
+    request.state.user = user  # for the audit log (shared.who_of)
     return user
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from smartswitch.admin import users
 from smartswitch.web.api.common import AdminUser, In, Reader
-from smartswitch.web.shared import web_of
+from smartswitch.web.shared import web_of, who_of
 
 router = APIRouter()
 
@@ -38,7 +38,9 @@ async def list_users(request: Request, user: Reader) -> list[dict[str, Any]]:
 @router.post("/users", status_code=201)
 async def create_user(request: Request, body: UserIn, user: AdminUser) -> dict[str, Any]:
     async with web_of(request).sessions() as session, session.begin():
-        new, password = await users.create_user(session, body.name, body.role, body.password)
+        new, password = await users.create_user(
+            session, body.name, body.role, body.password, who=who_of(request)
+        )
     out: dict[str, Any] = {"name": new.name, "role": new.role.value}
     if body.password is None:
         out["password"] = password  # made here: the caller's only chance to see it
@@ -51,5 +53,6 @@ async def create_token(
 ) -> dict[str, str]:
     """A new token for the caller (read-only users too: tokens carry the user's role)."""
     async with web_of(request).sessions() as session, session.begin():
-        token = await users.create_token(session, user, (body or TokenIn(name="api")).name)
+        name = (body or TokenIn(name="api")).name
+        token = await users.create_token(session, user, name, who=who_of(request))
     return {"token": token}

@@ -13,12 +13,14 @@ from fastapi import APIRouter
 
 from smartswitch.web.pages import (
     accounts,
+    audit,
     auth,
     cdrs,
     dashboard,
     dids,
     peers,
     routes,
+    security,
     settings,
     subscribers,
     tariffs,
@@ -41,5 +43,7 @@ for _part in (
     users,
     subscribers,
     dids,
+    security,
+    audit,
 ):
     router.include_router(_part.router)

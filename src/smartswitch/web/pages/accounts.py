@@ -46,7 +46,7 @@ async def _accounts(
 ) -> Response:
     web = web_of(request)
     rows = []
-    for account in await web.admin.list_accounts():
+    for account in await admin_of(request).list_accounts():
         live, available = web.live_balance(account.id)
         rows.append({"row": account, "live": live, "available": available})
     return form_page(
@@ -93,9 +93,9 @@ async def _account(
     balance_errors: dict[str, str] | None = None,
 ) -> Response:
     web = web_of(request)
-    account = await web.admin.get_account(name)
+    account = await admin_of(request).get_account(name)
     live, available = web.live_balance(account.id)
-    changes = await web.admin.balance_changes(account.id, limit=100)
+    changes = await admin_of(request).balance_changes(account.id, limit=100)
     return render(
         request,
         "account.html",

@@ -65,6 +65,11 @@ async def login(request: Request) -> Response:
             error="wrong user name or password",
         )
     web.limiter.succeeded(keys)
+    # A new session at every login; the one the browser came with (a fixated id, another
+    # user's) ends here.
+    before = web.signer.read(request.cookies.get(COOKIE))
+    if before is not None:
+        web.revoked.revoke(before)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -82,6 +87,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     _user, session = await page_user(request)
     await posted(request, session)
+    web_of(request).revoked.revoke(session)  # the cookie is worth nothing from now on
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -27,7 +27,7 @@ class LoginRequired(Exception):
 async def session_user(request: Request) -> tuple[User, Session] | None:
     web = web_of(request)
     session = web.signer.read(request.cookies.get(COOKIE))
-    if session is None:
+    if session is None or session in web.revoked:
         return None
     async with web.sessions() as db:
         user = await users.load_user(db, session.user_id)
@@ -38,6 +38,7 @@ async def page_user(request: Request) -> tuple[User, Session]:
     found = await session_user(request)
     if found is None:
         raise LoginRequired
+    request.state.user = found[0]  # for the audit log (shared.who_of)
     return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +24,9 @@ from smartswitch.web.pages.common import (
     page_user,
     writer_form,
 )
+from smartswitch.web.pages.security import account_row
 from smartswitch.web.security import Session
-from smartswitch.web.shared import web_of
+from smartswitch.web.shared import admin_of, web_of
 
 router = APIRouter()
 
@@ -44,7 +46,12 @@ async def _subscribers(
     existing: str | None = None,
 ) -> Response:
     web = web_of(request)
-    names = await web.admin.names()
+    guard = web.guard()
+    security = None
+    if existing is not None and guard is not None:
+        now = time.time()
+        security = account_row(guard.account_status(existing, now), now)
+    names = await admin_of(request).names()
     live = web.live_bindings()
     by_aor: dict[str, list[dict[str, Any]]] = {}
     for binding in live or []:
@@ -56,10 +63,11 @@ async def _subscribers(
         session,
         values or {"max_contacts": "5", "enabled": "true"},
         errors,
-        subscribers=await web.admin.list_subscribers(),
+        subscribers=await admin_of(request).list_subscribers(),
         bindings=by_aor,
         registrar=live is not None,
         existing=existing,
+        security=security,
         account_names=sorted(names.accounts.values()),
         tariff_names=sorted(names.tariffs.values()),
     )
@@ -68,7 +76,7 @@ async def _subscribers(
 @router.get("/subscribers/{username}")
 async def subscriber_page(request: Request, username: str) -> Response:
     user, session = await page_user(request)
-    subscriber = await web_of(request).admin.get_subscriber(username)
+    subscriber = await admin_of(request).get_subscriber(username)
     values = {
         "username": subscriber.username,
         "account": subscriber.account or "",
@@ -90,7 +98,7 @@ async def save_subscriber(request: Request) -> Response:
     try:
         key = None if existing is None else ("username", existing)
         spec = read_form(readers.subscriber, SOURCE, data, key)
-        await web_of(request).admin.save(
+        await admin_of(request).save(
             spec, source=SOURCE, actor=user.name, create_only=existing is None
         )
     except ConfigInvalid as exc:
@@ -106,7 +114,7 @@ async def save_subscriber(request: Request) -> Response:
 async def delete_subscriber(request: Request, username: str) -> Response:
     user, session, _data = await writer_form(request)
     try:
-        await web_of(request).admin.delete_subscriber(username)
+        await admin_of(request).delete_subscriber(username)
     except Conflict as exc:
         return await _subscribers(request, user, session, errors={"_": str(exc)})
     return back("/subscribers", f"subscriber {username} deleted")

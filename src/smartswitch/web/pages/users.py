@@ -21,7 +21,7 @@ from smartswitch.web.pages.common import (
     writer_form,
 )
 from smartswitch.web.security import Session
-from smartswitch.web.shared import web_of
+from smartswitch.web.shared import web_of, who_of
 
 router = APIRouter()
 
@@ -66,7 +66,11 @@ async def create_user(request: Request) -> Response:
     try:
         async with web_of(request).sessions() as db, db.begin():
             new, made = await users.create_user(
-                db, str(data.get("name", "")).strip(), str(data.get("role", "")), password
+                db,
+                str(data.get("name", "")).strip(),
+                str(data.get("role", "")),
+                password,
+                who=who_of(request),
             )
     except ConfigInvalid as exc:
         data.pop("password", None)
@@ -88,7 +92,8 @@ async def create_token(request: Request) -> Response:
     user, session = await page_user(request)
     data = await posted(request, session)
     async with web_of(request).sessions() as db, db.begin():
-        token = await users.create_token(db, user, str(data.get("name", "") or "api")[:64])
+        name = str(data.get("name", "") or "api")[:64]
+        token = await users.create_token(db, user, name, who=who_of(request))
     return render(request, "tokens.html", user, session, token=token)
 
 
@@ -109,7 +114,8 @@ async def change_password(request: Request) -> Response:
             errors["current"] = "wrong password"
         else:
             try:
-                await users.set_password(db, user.id, str(data.get("password", "")))
+                password = str(data.get("password", ""))
+                await users.set_password(db, user.id, password, who=who_of(request))
             except ConfigInvalid as exc:
                 errors = field_errors(exc)
     if errors:
