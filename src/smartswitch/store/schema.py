@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Enum,
@@ -55,10 +56,12 @@ __all__ = [
     "Base",
     "CdrAttemptRow",
     "CdrRow",
+    "ClusterStateRow",
     "ConfigVersionRow",
     "DidRow",
     "HangupSide",
     "PeerRow",
+    "PromotionRow",
     "RateRow",
     "RegistrationRow",
     "RouteRow",
@@ -462,3 +465,37 @@ class NodeRow(Base):
     shared_ip: Mapped[str] = mapped_column(String(64), default="")
     db_scheme: Mapped[str] = mapped_column(String(16), default="single")
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# --------------------------------------------------------------------------------------------
+# Who the primary is (revision 0005): the replicated cluster state and its history.
+
+
+class ClusterStateRow(Base):
+    """A single row (id 1): the current primary and the epoch. Written on the (new) primary in
+    the transaction that records its promotion, so it replicates like configuration."""
+
+    __tablename__ = "cluster_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    primary_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    primary_address: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PromotionRow(Base):
+    """One promotion: who became primary, replacing whom, when, why, from which GTID."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    address: Mapped[str] = mapped_column(String(128))
+    previous_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    reason: Mapped[str] = mapped_column(String(255))
+    automatic: Mapped[bool] = mapped_column(Boolean)
+    from_gtid: Mapped[str] = mapped_column(String(1024))
+    promoted_at: Mapped[datetime] = mapped_column(UtcDateTime())
