@@ -26,6 +26,8 @@ DEPS=(
     "sngrep                    sngrep"
     "rtpengine                 rtpengine-daemon"
     "chromium                  chromium"
+    "etcd                      etcd-server"
+    "etcdctl                   etcd-client"
 )
 
 present() {
