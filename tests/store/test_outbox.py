@@ -533,6 +533,20 @@ class Cluster:
     def fail_over(self) -> None:
         self.current, self.epoch = 1, 2
 
+    async def forwarding(self, path: Path) -> tuple[Outbox, Forwarder]:
+        """An outbox at ``path`` and its forwarder, running, confirming against the replica."""
+        outbox = Outbox(path)
+        await outbox.open()
+        forwarder = Forwarder(
+            outbox,
+            self.deliver,
+            confirm=self.confirm,
+            epoch=lambda: self.epoch,
+            confirm_interval=0.02,
+        )
+        forwarder.start()
+        return outbox, forwarder
+
 
 def test_delivered_records_stay_until_seen_in_the_nodes_own_database(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
@@ -540,16 +554,7 @@ def test_delivered_records_stay_until_seen_in_the_nodes_own_database(tmp_path: P
 
     async def main() -> None:
         cluster = Cluster()
-        outbox = Outbox(path)
-        await outbox.open()
-        forwarder = Forwarder(
-            outbox,
-            cluster.deliver,
-            confirm=cluster.confirm,
-            epoch=lambda: cluster.epoch,
-            confirm_interval=0.02,
-        )
-        forwarder.start()
+        outbox, forwarder = await cluster.forwarding(path)
         await appended(outbox, *records)
         await _until(lambda: outbox.depth == 0 and outbox.unconfirmed == 20)
         assert set(cluster.primaries[0].delivered) == {r.id for r in records}
@@ -570,16 +575,7 @@ def test_a_new_epoch_resends_what_the_dead_primary_never_replicated(tmp_path: Pa
 
     async def main() -> None:
         cluster = Cluster()
-        outbox = Outbox(path)
-        await outbox.open()
-        forwarder = Forwarder(
-            outbox,
-            cluster.deliver,
-            confirm=cluster.confirm,
-            epoch=lambda: cluster.epoch,
-            confirm_interval=0.02,
-        )
-        forwarder.start()
+        outbox, forwarder = await cluster.forwarding(path)
         await appended(outbox, *early)
         await _until(lambda: outbox.unconfirmed == 5)
         cluster.replicate()  # the early ones reached this node's replica...

@@ -324,19 +324,7 @@ class Outbox:
         return changed
 
     def _delete(self, seqs: list[int]) -> int:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN")
-        try:
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-            deleted = conn.total_changes - before
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return deleted
+        return self._write("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     async def drain_appends(self) -> None:
         """Wait until every record appended so far is durable."""
