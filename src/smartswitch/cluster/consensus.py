@@ -80,6 +80,7 @@ __all__ = [
     "LeaseExpired",
     "PositionPublisher",
     "PromotionMark",
+    "TxnResult",
     "WatchEvent",
     "automatic_promotion_refusal",
     "campaign",
@@ -275,8 +276,8 @@ class EtcdClient:
             return data
         raise EtcdUnavailable(f"etcd {path}: no member answered: " + "; ".join(errors))
 
-    async def get(self, key: str) -> KeyValue | None:
-        data = await self.call("/v3/kv/range", {"key": _b64(key)})
+    async def get(self, key: str, *, timeout: float | None = None) -> KeyValue | None:
+        data = await self.call("/v3/kv/range", {"key": _b64(key)}, timeout=timeout)
         kvs = data.get("kvs") or []
         return KeyValue.from_json(kvs[0]) if kvs else None
 
@@ -559,10 +560,9 @@ class LeaderLease:
             sent = self.clock()
             try:
                 # A renewal must not outlast the fencing deadline.
-                await self.client.keepalive(
-                    self.lease, timeout=max(0.1, min(self.ttl / 6, fence_at - sent))
-                )
-                holder = await self.client.get(self.key)
+                limit = max(0.1, min(self.ttl / 6, fence_at - sent))
+                await self.client.keepalive(self.lease, timeout=limit)
+                holder = await self.client.get(self.key, timeout=limit)
             except LeaseExpired as exc:
                 await self._lose(str(exc))
                 return
