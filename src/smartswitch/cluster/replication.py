@@ -250,6 +250,9 @@ class DatabaseRole:
     lag: int | None = None
     last_error: str = ""
     galera_status: str = ""
+    epoch: int = 0  # the cluster state's epoch as this database shows it (0: none recorded)
+    primary_node: str = ""  # the primary the cluster state names
+    primary_address: str = ""  # its database, host:port
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
