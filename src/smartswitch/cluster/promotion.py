@@ -282,7 +282,7 @@ def gtid_position(server: DatabaseServer) -> GtidPositions:
 
 
 def make_read_only(
-    server: DatabaseServer, *, drain_timeout: float = 5.0, poll: float = 0.05
+    server: DatabaseServer, *, drain_timeout: float = 5.0, poll: float = 0.15
 ) -> ReadOnlyResult:
     """``SET GLOBAL read_only=1``, then wait until no write transaction is left; those still
     open after ``drain_timeout`` seconds are killed (and so rolled back).
@@ -290,7 +290,12 @@ def make_read_only(
     A write transaction is one that changed rows (InnoDB's ``trx_rows_modified``): one that
     has only read cannot leave a GTID behind. ``SET GLOBAL read_only`` itself waits for
     commits in progress (MariaDB takes the global read lock to set it).
+
+    ``information_schema.INNODB_TRX`` is a cache that InnoDB refreshes only when it was not
+    read for 0.1 s: polled faster, it shows the same transactions for ever, so ``poll`` is
+    kept above that.
     """
+    poll = max(poll, 0.12)
     with _connection(server) as conn:
         was = bool(_value(conn, "SELECT @@global.read_only"))
         _rows(conn, "SET SESSION lock_wait_timeout = %s", max(1, int(drain_timeout)))
