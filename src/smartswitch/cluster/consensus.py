@@ -258,10 +258,15 @@ class EtcdClient:
             if left <= 0:
                 errors.append(f"{endpoint}: no time left")
                 break
+            limit = min(left, self.timeout)
             try:
-                response = await self._http.post(
-                    endpoint + path, json=body, timeout=min(left, self.timeout)
-                )
+                # httpx's timeouts bound each phase (connect, each read), not the request:
+                # the deadline is enforced around the whole of it.
+                async with asyncio.timeout(limit):
+                    response = await self._http.post(endpoint + path, json=body, timeout=limit)
+            except TimeoutError:
+                errors.append(f"{endpoint}: no answer within {limit:.2f} s")
+                continue
             except httpx.HTTPError as exc:
                 errors.append(f"{endpoint}: {type(exc).__name__}: {exc}")
                 continue

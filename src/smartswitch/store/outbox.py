@@ -205,15 +205,17 @@ class Outbox:
         another version, a damaged row) would block every later record for ever: it is moved
         to the ``outbox_rejected`` table with the reason, for an operator, and logged."""
         rows: list[tuple[int, str]] = await self._run(self._read, limit)
-        return await self._decode(rows)
+        return await self._decode(rows, delivered=False)
 
     async def read_delivered(self, limit: int) -> list[tuple[int, CdrRecord]]:
         """The oldest ``limit`` delivered, unconfirmed records (at start, their charges are
         not in the replicated balances yet either)."""
         rows: list[tuple[int, str]] = await self._run(self._read, limit, "IS NOT NULL")
-        return await self._decode(rows)
+        return await self._decode(rows, delivered=True)
 
-    async def _decode(self, rows: list[tuple[int, str]]) -> list[tuple[int, CdrRecord]]:
+    async def _decode(
+        self, rows: list[tuple[int, str]], *, delivered: bool
+    ) -> list[tuple[int, CdrRecord]]:
         batch: list[tuple[int, CdrRecord]] = []
         for seq, payload in rows:
             try:
@@ -221,8 +223,11 @@ class Outbox:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.error("outbox record %d cannot be read (%s): set aside", seq, error)
-                await self._run(self._set_aside, seq, error)
-                self.depth, self.unconfirmed = await self._run(self._counts)
+                moved: int = await self._run(self._set_aside, seq, error)
+                if delivered:
+                    self.unconfirmed -= moved
+                else:
+                    self.depth -= moved
         return batch
 
     def _read(self, limit: int, state: str = "IS NULL") -> list[tuple[int, str]]:
@@ -288,11 +293,19 @@ class Outbox:
         or not: one seen there was delivered by an earlier run). Returns how many left."""
         if not ids:
             return 0
-        removed: int = await self._run(
+        # Counted by state in the same transaction, and applied as changes: a recount here
+        # could race with an append whose "durable" callback has not run on the loop yet.
+        pending: int = await self._run(
+            self._write,
+            "DELETE FROM outbox WHERE id = ? AND delivered_epoch IS NULL",
+            [(i,) for i in ids],
+        )
+        delivered: int = await self._run(
             self._write, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]
         )
-        self.depth, self.unconfirmed = await self._run(self._counts)
-        return removed
+        self.depth -= pending
+        self.unconfirmed -= delivered
+        return pending + delivered
 
     async def requeue_before(self, epoch: int) -> int:
         """The primary changed: every record delivered in an epoch before ``epoch`` and not
