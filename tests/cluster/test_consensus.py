@@ -316,6 +316,17 @@ def test_campaign_only_the_newest_candidate_wins(cluster: Etcd) -> None:
             winner = next(r for r in results if r.won)
             assert loser.holder == winner.holder and loser.epoch == winner.epoch
             await client.delete(LEADER_KEY)
+
+            # After a failure seen at ``failed``, a candidate waits for every peer's
+            # position published since (n2's is older): then it may campaign.
+            failed = time.time()
+            lease = await client.grant(5)
+            waiting = await campaign(client, "n3", lease, position="0-1-105", settled_after=failed)
+            assert not waiting.won and "waiting for n2" in waiting.reason, waiting
+            await publishers["n2"].publish("0-1-105")
+            settled = await campaign(client, "n3", lease, position="0-1-105", settled_after=failed)
+            assert settled.won
+            await client.delete(LEADER_KEY)
             for publisher in publishers.values():
                 await publisher.stop()
             positions, _ = await client.get_prefix(POSITIONS_PREFIX)

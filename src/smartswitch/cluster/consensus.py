@@ -33,7 +33,7 @@ positions prefix, ``R`` being the revision it read them at: if any peer publishe
 position meanwhile, the transaction fails and the candidate reads again. The race that remains
 is a peer whose database has applied more than it has published yet (positions are published
 every second and after the relay log was applied): a candidate therefore waits until every
-live peer has published a position no older than the failure it reacts to (``settle``), and
+live peer has published a position since the failure it reacts to (``settled_after``), and
 the promotion itself re-checks every reachable replica's real position and refuses a candidate
 that is behind (:func:`smartswitch.cluster.promotion.promote`).
 
@@ -410,14 +410,14 @@ class CampaignResult:
     reason: str = ""
 
 
-def _position_of(kv: KeyValue) -> tuple[str, str]:
-    """(node, gtid) of a published position."""
+def _position_of(kv: KeyValue) -> tuple[str, str, float]:
+    """(node, gtid, published at) of a published position."""
     node = kv.key.rsplit("/", 1)[-1]
     try:
-        gtid = str(json.loads(kv.value).get("gtid", ""))
-    except (ValueError, AttributeError):
-        gtid = ""
-    return node, gtid
+        data = json.loads(kv.value)
+        return node, str(data.get("gtid", "")), float(data.get("at", 0.0))
+    except (ValueError, AttributeError, TypeError):
+        return node, "", 0.0
 
 
 async def campaign(
@@ -430,6 +430,7 @@ async def campaign(
     positions_prefix: str = POSITIONS_PREFIX,
     compare: Sequence[Mapping[str, Any]] = (),
     success: Sequence[Mapping[str, Any]] = (),
+    settled_after: float | None = None,
     attempts: int = 5,
 ) -> CampaignResult:
     """Try to take ``key`` with ``value`` under ``lease``.
@@ -437,16 +438,24 @@ async def campaign(
     With ``position`` (this candidate's ``gtid_current_pos``), only if no peer published under
     ``positions_prefix`` is ahead of it, checked in the same transaction (see the module
     docstring). ``compare`` and ``success`` add conditions and writes to that transaction
-    (the anti-flap mark). Never raises for a lost race: the result says who holds the key.
+    (the anti-flap mark). With ``settled_after`` (wall time: when the failure was seen), every
+    peer's position must have been published since, else the candidate waits (returns not
+    won, saying for whom): a live peer may have applied more than it had published; a dead
+    peer's position leaves with its lease. Never raises for a lost race: the result says who
+    holds the key.
     """
     for _ in range(attempts):
         checks = [compare_created(key, 0), *compare]
         if position is not None:
             published, revision = await client.get_prefix(positions_prefix)
             for kv in published:
-                node, theirs = _position_of(kv)
+                node, theirs, at = _position_of(kv)
                 if node == value:
                     continue
+                if settled_after is not None and at < settled_after:
+                    return CampaignResult(
+                        False, reason=f"waiting for {node}'s position after the failure"
+                    )
                 lag = behind(position, theirs)
                 if lag:
                     return CampaignResult(
@@ -520,6 +529,7 @@ class LeaderLease:
         position: str | None = None,
         compare: Sequence[Mapping[str, Any]] = (),
         success: Sequence[Mapping[str, Any]] = (),
+        settled_after: float | None = None,
     ) -> CampaignResult:
         """Campaign for the key (see :func:`campaign`); when won, keep it renewed."""
         sent = self.clock()
@@ -532,6 +542,7 @@ class LeaderLease:
             position=position,
             compare=compare,
             success=success,
+            settled_after=settled_after,
         )
         if not result.won:
             await self.client.revoke(lease)
@@ -746,7 +757,12 @@ class FlapGuard:
 
 
 async def campaign_automatic(
-    lease: LeaderLease, guard: FlapGuard, settings: FailoverSettings, position: str
+    lease: LeaderLease,
+    guard: FlapGuard,
+    settings: FailoverSettings,
+    position: str,
+    *,
+    settled_after: float | None = None,
 ) -> CampaignResult:
     """An automatic promotion's campaign: only when enabled (three members or more), not
     within the anti-flap period, and only by a candidate no live peer is ahead of; the
@@ -756,4 +772,6 @@ async def campaign_automatic(
     refusal, compare, success = await guard.guarded(lease.value)
     if refusal:
         return CampaignResult(False, reason=refusal)
-    return await lease.acquire(position=position, compare=compare, success=success)
+    return await lease.acquire(
+        position=position, compare=compare, success=success, settled_after=settled_after
+    )
