@@ -55,11 +55,11 @@ from smartswitch.cluster.replication import (
     add_replica,
     record_epoch,
     replication_password,
-    run_blocking,
 )
 from smartswitch.model.cluster import Promotion
 from smartswitch.store.cluster_state import promotion_history
 from smartswitch.store.database import create_engine, database_url, session_factory
+from smartswitch.store.migrate import run_blocking
 
 __all__ = [
     "CandidateBehind",

@@ -9,16 +9,13 @@ the primary is down and catches up by itself when it returns (``MASTER_CONNECT_R
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import subprocess
-import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pymysql
 from sqlalchemy.engine import URL, make_url
@@ -26,9 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from smartswitch.model.cluster import Promotion
 from smartswitch.store.cluster_state import read_cluster_state, record_promotion
 from smartswitch.store.database import create_engine, database_url, session_factory
-from smartswitch.store.migrate import upgrade
-
-T = TypeVar("T")
+from smartswitch.store.migrate import run_blocking, upgrade
 
 REPL_USER = "smartswitch_repl"
 
@@ -93,30 +88,6 @@ def init_primary(database_url: str, cluster_secret: str, *, node_name: str = "")
             from_gtid="",
             only_if_none=True,
         )
-
-
-def run_blocking(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run the coroutine function ``fn`` to completion from blocking code, on a helper thread
-    with its own event loop (so it also works from a thread of a running loop)."""
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            result.append(asyncio.run(_call(fn)))
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="smartswitch-cluster-db")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
-
-
-async def _call(fn: Callable[[], Awaitable[T]]) -> T:
-    return await fn()
 
 
 def record_epoch(
