@@ -30,6 +30,8 @@ DEPS=(
     "rtpengine                 rtpengine-daemon"
     "chromium                  chromium"
     "fail2ban-regex            fail2ban"
+    "etcd                      etcd-server"
+    "etcdctl                   etcd-client"
 )
 
 present() {

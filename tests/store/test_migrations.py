@@ -34,6 +34,8 @@ TABLES = {
     "api_tokens",
     "nodes",
     "config_audit",
+    "cluster_state",
+    "promotions",
     "alembic_version",
 }
 

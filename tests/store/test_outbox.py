@@ -505,3 +505,141 @@ def test_forwarder_redelivery_after_a_failure_is_harmless(tmp_path: Path, failur
     run(main)
     assert len(attempts) == failures + 1
     assert set(applied) == {r.id for r in records}
+
+
+# ------------------------------------------------- delivered, confirmed, re-sent on a new epoch
+
+
+class Cluster:
+    """Two primaries in turn and this node's own replica, as the forwarder sees them: what
+    a primary committed reaches the replica only when ``replicate()`` says so, and a primary
+    that dies takes what it had not replicated with it."""
+
+    def __init__(self) -> None:
+        self.primaries = [Destination(), Destination()]
+        self.current = 0
+        self.epoch = 1
+        self.replica: set[str] = set()
+
+    async def deliver(self, batch: Sequence[CdrRecord]) -> int:
+        return await self.primaries[self.current](batch)
+
+    def replicate(self) -> None:
+        self.replica |= set(self.primaries[self.current].delivered)
+
+    async def confirm(self, ids: Sequence[str]) -> list[str]:
+        return [i for i in ids if i in self.replica]
+
+    def fail_over(self) -> None:
+        self.current, self.epoch = 1, 2
+
+    async def forwarding(self, path: Path) -> tuple[Outbox, Forwarder]:
+        """An outbox at ``path`` and its forwarder, running, confirming against the replica."""
+        outbox = Outbox(path)
+        await outbox.open()
+        forwarder = Forwarder(
+            outbox,
+            self.deliver,
+            confirm=self.confirm,
+            epoch=lambda: self.epoch,
+            confirm_interval=0.02,
+        )
+        forwarder.start()
+        return outbox, forwarder
+
+
+def test_delivered_records_stay_until_seen_in_the_nodes_own_database(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    records = [record(n) for n in range(20)]
+
+    async def main() -> None:
+        cluster = Cluster()
+        outbox, forwarder = await cluster.forwarding(path)
+        await appended(outbox, *records)
+        await _until(lambda: outbox.depth == 0 and outbox.unconfirmed == 20)
+        assert set(cluster.primaries[0].delivered) == {r.id for r in records}
+        assert len(stored_ids(path)) == 20  # delivered is not done
+        cluster.replicate()
+        await _until(lambda: outbox.unconfirmed == 0)
+        assert stored_ids(path) == []
+        await forwarder.close()
+        await outbox.close()
+
+    run(main)
+
+
+def test_a_new_epoch_resends_what_the_dead_primary_never_replicated(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    early = [record(n) for n in range(5)]
+    late = [record(n) for n in range(5, 12)]
+
+    async def main() -> None:
+        cluster = Cluster()
+        outbox, forwarder = await cluster.forwarding(path)
+        await appended(outbox, *early)
+        await _until(lambda: outbox.unconfirmed == 5)
+        cluster.replicate()  # the early ones reached this node's replica...
+        await _until(lambda: outbox.unconfirmed == 0)
+        await appended(outbox, *late)  # ...the late ones were committed, then the primary died
+        await _until(lambda: outbox.depth == 0 and outbox.unconfirmed == 7)
+        assert set(cluster.primaries[0].delivered) == {r.id for r in early + late}
+        await asyncio.sleep(0.1)
+        assert outbox.unconfirmed == 7  # still not seen: kept
+        cluster.fail_over()
+        await _until(lambda: set(cluster.primaries[1].delivered) == {r.id for r in late})
+        assert forwarder.requeued == 7
+        cluster.replicate()
+        await _until(lambda: outbox.unconfirmed == 0 and outbox.depth == 0)
+        assert stored_ids(path) == []
+        assert not set(cluster.primaries[1].delivered) & {r.id for r in early}
+        await forwarder.close()
+        await outbox.close()
+
+    run(main)
+
+
+def test_unconfirmed_records_survive_a_restart_and_an_old_file_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    conn = sqlite3.connect(path)  # an outbox file of the previous layout, one record left
+    conn.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " payload TEXT NOT NULL)"
+    )
+    old = record(0)
+    conn.execute("INSERT INTO outbox (id, payload) VALUES (?, ?)", (old.id, record_to_json(old)))
+    conn.commit()
+    conn.close()
+    records = [record(n) for n in range(1, 4)]
+
+    async def first_run() -> None:
+        outbox = Outbox(path)
+        await outbox.open()
+        assert (outbox.depth, outbox.unconfirmed) == (1, 0)
+        await appended(outbox, *records)
+        batch = await outbox.read_batch(10)
+        assert [r.id for _, r in batch] == [old.id, *(r.id for r in records)]
+        await outbox.mark_delivered([seq for seq, _ in batch[:3]], epoch=4)
+        await outbox.mark_delivered([batch[0][0]], epoch=9)  # already delivered: unchanged
+        assert (outbox.depth, outbox.unconfirmed) == (1, 3)
+        await outbox.close()
+
+    async def second_run() -> None:
+        outbox = Outbox(path)
+        await outbox.open()
+        assert (outbox.depth, outbox.unconfirmed) == (1, 3)
+        delivered = await outbox.read_delivered(10)
+        assert [r.id for _, r in delivered] == [old.id, records[0].id, records[1].id]
+        assert await outbox.delivered_ids() == [old.id, records[0].id, records[1].id]
+        # Seen in the node's database: done, whatever its state (the pending one too).
+        assert await outbox.confirm([records[0].id, records[2].id, "unknown"]) == 2
+        assert (outbox.depth, outbox.unconfirmed) == (0, 2)
+        assert await outbox.requeue_before(4) == 0  # delivered in epoch 4: not older
+        assert await outbox.requeue_before(5) == 2
+        assert (outbox.depth, outbox.unconfirmed) == (2, 0)
+        assert [r.id for _, r in await outbox.read_batch(10)] == [old.id, records[1].id]
+        await outbox.close()
+
+    run(first_run)
+    run(second_run)

@@ -23,7 +23,11 @@ def _local_url(config: NodeConfig) -> str:
 
 def init_primary(config: NodeConfig) -> int:
     try:
-        _init_primary(_local_url(config), config.cluster_secret)
+        _init_primary(
+            _local_url(config),
+            config.cluster_secret,
+            node_name=config.node_name or config.node_id,
+        )
     except ClusterError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 1

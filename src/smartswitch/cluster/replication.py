@@ -13,12 +13,17 @@ import hashlib
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pymysql
 from sqlalchemy.engine import URL, make_url
 
-from smartswitch.store.migrate import upgrade
+from smartswitch.model.cluster import Promotion
+from smartswitch.store.cluster_state import read_cluster_state, record_promotion
+from smartswitch.store.database import create_engine, database_url, session_factory
+from smartswitch.store.migrate import run_blocking, upgrade
 
 REPL_USER = "smartswitch_repl"
 
@@ -55,9 +60,10 @@ def _exec(conn: pymysql.connections.Connection[Any], sql: str, *args: Any) -> li
         return list(cur.fetchall())
 
 
-def init_primary(database_url: str, cluster_secret: str) -> None:
+def init_primary(database_url: str, cluster_secret: str, *, node_name: str = "") -> None:
     """Make the node's MariaDB the cluster's primary: writable, schema up to date, and an
-    account the replicas replicate with."""
+    account the replicas replicate with. With ``node_name``, the cluster state records it as
+    the primary of the first epoch (unless a primary is recorded already)."""
     url = make_url(database_url)
     name = url.database or "smartswitch"
     conn = _connect(url)
@@ -71,6 +77,55 @@ def init_primary(database_url: str, cluster_secret: str) -> None:
     finally:
         conn.close()
     upgrade(database_url)
+    if node_name:
+        address = f"{url.host or '127.0.0.1'}:{url.port or 3306}"
+        record_epoch(
+            database_url,
+            node_name,
+            address,
+            reason="initial primary",
+            automatic=False,
+            from_gtid="",
+            only_if_none=True,
+        )
+
+
+def record_epoch(
+    url: str,
+    node: str,
+    address: str,
+    *,
+    reason: str,
+    automatic: bool,
+    from_gtid: str,
+    epoch: int | None = None,
+    now: datetime | None = None,
+    only_if_none: bool = False,
+) -> Promotion | None:
+    """Write a new epoch (and its history row) on the primary at ``url``, committed, so it
+    replicates: ``node`` (its database at ``address``) is the primary from now on. With
+    ``only_if_none``, nothing is written where a primary is recorded already (None)."""
+
+    async def write() -> Promotion | None:
+        engine = create_engine(database_url(Path(), url))
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                if only_if_none and await read_cluster_state(session) is not None:
+                    return None
+                return await record_promotion(
+                    session,
+                    node,
+                    address,
+                    reason=reason,
+                    automatic=automatic,
+                    from_gtid=from_gtid,
+                    epoch=epoch,
+                    now=now,
+                )
+        finally:
+            await engine.dispose()
+
+    return run_blocking(write)
 
 
 _GTID = re.compile(r"gtid_slave_pos\s*=\s*'([^']*)'", re.IGNORECASE)
@@ -166,6 +221,9 @@ class DatabaseRole:
     lag: int | None = None
     last_error: str = ""
     galera_status: str = ""
+    epoch: int = 0  # the cluster state's epoch as this database shows it (0: none recorded)
+    primary_node: str = ""  # the primary the cluster state names
+    primary_address: str = ""  # its database, host:port
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

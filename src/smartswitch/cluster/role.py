@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smartswitch.cluster.replication import DatabaseRole
 
@@ -32,10 +32,15 @@ async def database_role(engine: AsyncEngine, scheme: str) -> DatabaseRole:
             read_only = bool((await conn.execute(text("SELECT @@global.read_only"))).scalar())
             result = await conn.execute(text("SHOW SLAVE STATUS"))
             row = result.mappings().first()
+            state = await _cluster_state(conn)
     except Exception as exc:
         return DatabaseRole(scheme, False, "unreachable", last_error=str(exc)[:200])
     if row is None:
-        return DatabaseRole(scheme, not read_only, "primary" if not read_only else "single")
+        # Read-only without a primary of its own, in the replication scheme: a primary that was
+        # fenced (or drained for a switchover) and is not yet a replica of the new one.
+        fenced = "fenced" if scheme == "replication" else "single"
+        role = fenced if read_only else "primary"
+        return DatabaseRole(scheme, not read_only, role, **state)
     slave: dict[str, Any] = dict(row)
     lag = slave.get("Seconds_Behind_Master")
     return DatabaseRole(
@@ -47,4 +52,18 @@ async def database_role(engine: AsyncEngine, scheme: str) -> DatabaseRole:
         sql_running=str(slave.get("Slave_SQL_Running", "")),
         lag=int(lag) if lag is not None else None,
         last_error=str(slave.get("Last_IO_Error") or slave.get("Last_SQL_Error") or ""),
+        **state,
     )
+
+
+async def _cluster_state(conn: AsyncConnection) -> dict[str, Any]:
+    """The epoch and primary the replicated cluster state names (empty before the first
+    promotion is recorded, or on a schema without the table)."""
+    try:  # a failed SELECT leaves a MariaDB transaction usable
+        query = text("SELECT epoch, primary_node, primary_address FROM cluster_state")
+        row = (await conn.execute(query)).first()
+    except Exception:
+        return {}
+    if row is None:
+        return {}
+    return {"epoch": int(row[0]), "primary_node": str(row[1]), "primary_address": str(row[2])}

@@ -6,6 +6,8 @@
 - ``increment``: billing increments ("60/60"); ``money``: exact amounts and UTC times.
 - ``media``: what the call path and the media relay exchange (options, counters, failures).
 - ``prefix``: the longest-prefix table behind rates and routes; ``ids``: ULIDs.
+- ``cluster``: who the cluster's primary is (:class:`ClusterState`, the epoch) and a
+  :class:`Promotion` of its history.
 
 Nothing here imports another smartswitch package: every other package may import this one.
 """

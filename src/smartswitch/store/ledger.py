@@ -43,6 +43,7 @@ __all__ = [
     "UnknownAccountError",
     "adjust",
     "apply_cdrs",
+    "existing_cdr_ids",
     "topup",
 ]
 
@@ -132,6 +133,12 @@ async def _existing_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
         chunk = ids[start : start + _CHUNK]
         found.update(await session.scalars(select(CdrRow.id).where(CdrRow.id.in_(chunk))))
     return found
+
+
+async def existing_cdr_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the database holds: a forwarder's ``confirm`` reads the node's own
+    database with it (a delivered record is done once its CDR is seen there)."""
+    return await _existing_ids(session, list(ids))
 
 
 async def apply_cdrs(session: AsyncSession, records: Sequence[CdrRecord]) -> int:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -23,7 +25,16 @@ from sqlalchemy.engine import Connection
 
 from smartswitch.store.database import create_engine
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade", "upgrade_async"]
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "run_blocking",
+    "upgrade",
+    "upgrade_async",
+]
+
+T = TypeVar("T")
 
 _HERE = Path(__file__).resolve().parent
 
@@ -66,24 +77,36 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     helper thread with its own loop and blocks until done: acceptable at start-up, where
     nothing else may run before the schema is right.
     """
+    run_blocking(lambda: upgrade_async(database_url, revision))
+
+
+def run_blocking(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine function ``fn`` to completion from blocking code: with
+    ``asyncio.run`` when no loop runs in this thread, else on a helper thread with its own
+    loop (blocking the caller until done)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(upgrade_async(database_url, revision))
-        return
+        return asyncio.run(_call(fn))
+    result: list[T] = []
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            asyncio.run(upgrade_async(database_url, revision))
+            result.append(asyncio.run(_call(fn)))
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
-    thread = threading.Thread(target=work, name="smartswitch-db-upgrade")
+    thread = threading.Thread(target=work, name="smartswitch-blocking-db")
     thread.start()
     thread.join()
     if errors:
         raise errors[0]
+    return result[0]
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
 
 
 async def current_revision(database_url: str) -> str | None:

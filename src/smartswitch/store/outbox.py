@@ -8,8 +8,25 @@ a BYE (and the BYE to the other leg) until then, so a call the far end sees fini
 its CDR, even if the node is killed the next instant.
 
 The forwarder (:mod:`smartswitch.store.forwarder`) drains the outbox into the database that
-keeps the money (the embedded database of a single node, the primary of a cluster) and deletes
-what was delivered. Delivery is idempotent, so a crash between the two is harmless.
+keeps the money (the embedded database of a single node, the primary of a cluster). Delivery
+is idempotent (the CDR id), so a crash between delivering and recording it is harmless.
+
+A record has two states here:
+
+* **pending** (``delivered_epoch`` NULL): not delivered yet; :meth:`Outbox.read_batch` reads
+  these, oldest first.
+* **delivered, unconfirmed** (``delivered_epoch`` = the cluster's epoch when it was delivered):
+  the primary committed it, but that alone does not make it safe: a primary that dies before
+  its replicas received the transaction takes it with it, and the promoted replica never
+  had it. So the record stays here until its CDR id is seen in the node's **own** database
+  (:meth:`Outbox.confirm`; on a replica that means replication brought it back, and a
+  promotion never picks a replica behind another), and when the epoch moves on (a new
+  primary) every record delivered in an older epoch and still unconfirmed becomes pending
+  again (:meth:`Outbox.requeue_before`) and is delivered to the new primary, where the CDR id
+  makes it count once whether or not the old primary's copy survived.
+
+A forwarder that is not given a way to confirm deletes on delivery (:meth:`delete_through`),
+as a single node whose money database is its own may.
 """
 
 from __future__ import annotations
@@ -81,17 +98,18 @@ class Outbox:
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.appended = asyncio.Event()
-        self.depth = 0  # records durable and not yet delivered
+        self.depth = 0  # records durable and not yet delivered (pending)
+        self.unconfirmed = 0  # delivered, not yet seen in the node's own database
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.depth = await self._run(self._open)
+        self.depth, self.unconfirmed = await self._run(self._open)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._executor, fn, *args)
 
-    def _open(self) -> int:
+    def _open(self) -> tuple[int, int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -100,7 +118,15 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS outbox ("
             " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " id TEXT NOT NULL UNIQUE,"
-            " payload TEXT NOT NULL)"
+            " payload TEXT NOT NULL,"
+            " delivered_epoch INTEGER)"
+        )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+        if "delivered_epoch" not in columns:  # a file written before the column existed
+            conn.execute("ALTER TABLE outbox ADD COLUMN delivered_epoch INTEGER")
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq)"
+            " WHERE delivered_epoch IS NULL"
         )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS outbox_rejected ("
@@ -110,7 +136,14 @@ class Outbox:
             " error TEXT NOT NULL)"
         )
         self._conn = conn
-        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return self._counts()
+
+    def _counts(self) -> tuple[int, int]:
+        assert self._conn is not None
+        pending, delivered = self._conn.execute(
+            "SELECT COUNT(*) - COUNT(delivered_epoch), COUNT(delivered_epoch) FROM outbox"
+        ).fetchone()
+        return int(pending), int(delivered)
 
     # --- appending (call path: never blocks) ---------------------------------------------------
 
@@ -168,10 +201,21 @@ class Outbox:
     # --- draining (the forwarder) ---------------------------------------------------------------
 
     async def read_batch(self, limit: int) -> list[tuple[int, CdrRecord]]:
-        """The oldest ``limit`` records. One that cannot be read back (a payload written by
+        """The oldest ``limit`` pending records. One that cannot be read back (a payload written by
         another version, a damaged row) would block every later record for ever: it is moved
         to the ``outbox_rejected`` table with the reason, for an operator, and logged."""
         rows: list[tuple[int, str]] = await self._run(self._read, limit)
+        return await self._decode(rows, delivered=False)
+
+    async def read_delivered(self, limit: int) -> list[tuple[int, CdrRecord]]:
+        """The oldest ``limit`` delivered, unconfirmed records (at start, their charges are
+        not in the replicated balances yet either)."""
+        rows: list[tuple[int, str]] = await self._run(self._read, limit, "IS NOT NULL")
+        return await self._decode(rows, delivered=True)
+
+    async def _decode(
+        self, rows: list[tuple[int, str]], *, delivered: bool
+    ) -> list[tuple[int, CdrRecord]]:
         batch: list[tuple[int, CdrRecord]] = []
         for seq, payload in rows:
             try:
@@ -179,13 +223,18 @@ class Outbox:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.error("outbox record %d cannot be read (%s): set aside", seq, error)
-                self.depth -= await self._run(self._set_aside, seq, error)
+                moved: int = await self._run(self._set_aside, seq, error)
+                if delivered:
+                    self.unconfirmed -= moved
+                else:
+                    self.depth -= moved
         return batch
 
-    def _read(self, limit: int) -> list[tuple[int, str]]:
+    def _read(self, limit: int, state: str = "IS NULL") -> list[tuple[int, str]]:
         assert self._conn is not None
         return self._conn.execute(
-            "SELECT seq, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT seq, payload FROM outbox WHERE delivered_epoch {state} ORDER BY seq LIMIT ?",
+            (limit,),
         ).fetchall()
 
     def _set_aside(self, seq: int, error: str) -> int:
@@ -209,23 +258,86 @@ class Outbox:
         return moved
 
     async def delete_through(self, seqs: list[int]) -> None:
+        """Forget delivered records at once (no confirmation wanted)."""
         deleted: int = await self._run(self._delete, seqs)
         self.depth -= deleted
 
-    def _delete(self, seqs: list[int]) -> int:
+    async def mark_delivered(self, seqs: list[int], epoch: int) -> None:
+        """``seqs`` were committed by the primary of ``epoch``: kept until confirmed."""
+        marked: int = await self._run(
+            self._write,
+            "UPDATE outbox SET delivered_epoch = ? WHERE seq = ? AND delivered_epoch IS NULL",
+            [(epoch, seq) for seq in seqs],
+        )
+        self.depth -= marked
+        self.unconfirmed += marked
+
+    async def delivered_ids(self, limit: int = 5000) -> list[str]:
+        """CDR ids of the oldest delivered, unconfirmed records: to look for in the node's
+        own database."""
+        assert self._conn is not None
+        conn = self._conn
+
+        def read() -> list[str]:
+            rows = conn.execute(
+                "SELECT id FROM outbox WHERE delivered_epoch IS NOT NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        ids: list[str] = await self._run(read)
+        return ids
+
+    async def confirm(self, ids: list[str]) -> int:
+        """These CDR ids are in the node's own database: their records are done (delivered
+        or not: one seen there was delivered by an earlier run). Returns how many left."""
+        if not ids:
+            return 0
+        # Counted by state in the same transaction, and applied as changes: a recount here
+        # could race with an append whose "durable" callback has not run on the loop yet.
+        pending: int = await self._run(
+            self._write,
+            "DELETE FROM outbox WHERE id = ? AND delivered_epoch IS NULL",
+            [(i,) for i in ids],
+        )
+        delivered: int = await self._run(
+            self._write, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]
+        )
+        self.depth -= pending
+        self.unconfirmed -= delivered
+        return pending + delivered
+
+    async def requeue_before(self, epoch: int) -> int:
+        """The primary changed: every record delivered in an epoch before ``epoch`` and not
+        confirmed is pending again, to be delivered to the new primary. Returns how many."""
+        requeued: int = await self._run(
+            self._write,
+            "UPDATE outbox SET delivered_epoch = NULL WHERE delivered_epoch < ?",
+            [(epoch,)],
+        )
+        if requeued:
+            self.depth += requeued
+            self.unconfirmed -= requeued
+            self.appended.set()
+        return requeued
+
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN")
         try:
             before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-            deleted = conn.total_changes - before
+            conn.executemany(sql, rows)
+            changed = conn.total_changes - before
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return deleted
+        return changed
+
+    def _delete(self, seqs: list[int]) -> int:
+        return self._write("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     async def drain_appends(self) -> None:
         """Wait until every record appended so far is durable."""

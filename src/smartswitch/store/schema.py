@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Enum,
@@ -56,10 +57,12 @@ __all__ = [
     "CdrAttemptRow",
     "CdrRow",
     "ConfigAuditRow",
+    "ClusterStateRow",
     "ConfigVersionRow",
     "DidRow",
     "HangupSide",
     "PeerRow",
+    "PromotionRow",
     "RateRow",
     "RegistrationRow",
     "RouteRow",
@@ -493,3 +496,34 @@ class ConfigAuditRow(Base):
     entity: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(255))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+# Who the primary is (revision 0006): the replicated cluster state and its history.
+
+
+class ClusterStateRow(Base):
+    """A single row (id 1): the current primary and the epoch. Written on the (new) primary in
+    the transaction that records its promotion, so it replicates like configuration."""
+
+    __tablename__ = "cluster_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    primary_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    primary_address: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PromotionRow(Base):
+    """One promotion: who became primary, replacing whom, when, why, from which GTID."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    address: Mapped[str] = mapped_column(String(128))
+    previous_node: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    reason: Mapped[str] = mapped_column(String(255))
+    automatic: Mapped[bool] = mapped_column(Boolean)
+    from_gtid: Mapped[str] = mapped_column(String(1024))
+    promoted_at: Mapped[datetime] = mapped_column(UtcDateTime())
