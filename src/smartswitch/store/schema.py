@@ -56,8 +56,8 @@ __all__ = [
     "Base",
     "CdrAttemptRow",
     "CdrRow",
-    "ConfigAuditRow",
     "ClusterStateRow",
+    "ConfigAuditRow",
     "ConfigVersionRow",
     "DidRow",
     "HangupSide",
@@ -496,6 +496,8 @@ class ConfigAuditRow(Base):
     entity: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(255))
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 # Who the primary is (revision 0006): the replicated cluster state and its history.
 
 
