@@ -34,6 +34,7 @@ from smartswitch.admin.views import (
     BalanceChange,
     DidView,
     Names,
+    NodeView,
     PeerView,
     RouteView,
     SubscriberView,
@@ -59,6 +60,7 @@ from smartswitch.store.schema import (
     BalanceChangeRow,
     CdrRow,
     DidRow,
+    NodeRow,
     PeerRow,
     RateRow,
     RouteRow,
@@ -474,6 +476,12 @@ class Admin:
 
         query = select(DidRow).where(DidRow.number == number)
         await self._delete(query, f"no DID {number!r}", check)
+
+    async def list_nodes(self) -> list[NodeView]:
+        """The nodes of the cluster, as each registered itself (none for a single node)."""
+        async with self.sessions() as session:
+            rows = await session.scalars(select(NodeRow).order_by(NodeRow.name))
+            return [NodeView.of(row) for row in rows]
 
     async def names(self) -> Names:
         """Every account, tariff, peer and subscriber name by id (for choosing one)."""
