@@ -104,7 +104,7 @@ class BillingServices:
             self.outbox,
             authenticator,
             max_call_duration=self.config.max_call_duration,
-            node_name=self.config.node_id,
+            node_name=self.config.name,
             wall_offset=self.wall_offset,
             reserve_seconds=self.config.reserve_seconds,
             location=self.registrar.location,
