@@ -77,6 +77,8 @@ class BillingServices:
         self.local_engine: AsyncEngine | None = None
         self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Told of each new configuration once the policy and the registrar have it.
+        self.listeners: list[Callable[[ConfigViews], None]] = []
 
     async def start(self) -> BillingPolicy:
         await upgrade_async(self.url)
@@ -166,6 +168,8 @@ class BillingServices:
                 self.policy.update(views)
                 if self.registrar is not None:
                     self.registrar.update(views, asyncio.get_running_loop().time())
+                for listener in self.listeners:
+                    listener(views)
                 log.info(
                     "configuration version %s loaded in %.0f ms",
                     version,
