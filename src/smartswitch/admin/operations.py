@@ -637,8 +637,9 @@ SETTINGS: dict[str, tuple[Setting, Any]] = {
         Setting(
             "bind_address",
             "Signalling bind address",
-            "Empty: each node originates calls from its own dedicated IP (fail-over and load "
-            "balancing). The shared IP: calls leave from the shared IP (fail-over only).",
+            "Empty: each node originates calls and its registrations with suppliers from its "
+            "own dedicated IP (fail-over and load balancing). The shared IP: calls and the one "
+            "registration leave from the shared IP, from the node holding it (fail-over only).",
         ),
         _bind_address,
     ),
