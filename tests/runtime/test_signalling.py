@@ -62,10 +62,7 @@ def test_holds_address() -> None:
 
 def test_the_setting_moves_the_origin_and_the_registrations_follow() -> None:
     async def test() -> None:
-        port = free_port("0.0.0.0")
-        sip = SipApplication(NoCalls(), {"udp": ("0.0.0.0", port)})
-        endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
-        await endpoint.listen("0.0.0.0", port, "127.0.0.1")
+        endpoint, sip, port = await _endpoint("0.0.0.0")
         config = NodeConfig(sip_listen=f"0.0.0.0:{port}", dedicated_ip=DEDICATED, shared_ip=SHARED)
         registrar = Registrations()
         vip = {"held": False}
@@ -109,10 +106,7 @@ def test_the_setting_moves_the_origin_and_the_registrations_follow() -> None:
 
 def test_an_address_that_cannot_be_bound_leaves_the_listening_one() -> None:
     async def test() -> None:
-        port = free_port("127.0.0.1")
-        sip = SipApplication(NoCalls(), {"udp": ("127.0.0.1", port)})
-        endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
-        await endpoint.listen("127.0.0.1", port, "127.0.0.1")
+        endpoint, sip, port = await _endpoint("127.0.0.1")
         config = NodeConfig(sip_listen=f"127.0.0.1:{port}", dedicated_ip=SHARED)  # not here
         signalling = Signalling(config, endpoint, None, asyncio.get_running_loop().time)
         applied = await signalling.apply("")
@@ -121,6 +115,15 @@ def test_an_address_that_cannot_be_bound_leaves_the_listening_one() -> None:
         endpoint.close()
 
     asyncio.run(asyncio.wait_for(test(), 10))
+
+
+async def _endpoint(listen: str) -> tuple[SipEndpoint, SipApplication, int]:
+    """A node's SIP endpoint listening on ``listen`` (a free port)."""
+    port = free_port(listen)
+    sip = SipApplication(NoCalls(), {"udp": (listen, port)})
+    endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
+    await endpoint.listen(listen, port, "127.0.0.1")
+    return endpoint, sip, port
 
 
 async def _settled(signalling: Signalling) -> None:

@@ -16,7 +16,7 @@ from smartswitch.sip.message import Request, Response, parse_message
 from smartswitch.sip.transaction import Address
 from smartswitch.transport.endpoint import SipEndpoint
 
-from .test_endpoint import WAIT, NoCalls, Owner, _request, _run, _send
+from .test_endpoint import WAIT, NoCalls, Owner, _request, _run, _send, options
 
 DEDICATED = "127.0.0.11"
 OTHER = "127.0.0.1"  # another address of the host: reaches a wildcard listener only
@@ -49,22 +49,6 @@ async def _node(listen: str) -> tuple[SipEndpoint, SipApplication]:
     endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
     await endpoint.listen(listen, port, OTHER if listen == "0.0.0.0" else listen)
     return endpoint, sip
-
-
-def _options(to: str, port: int, cseq: int, via_port: int) -> bytes:
-    lines = [
-        f"OPTIONS sip:{to}:{port} SIP/2.0",
-        f"Via: SIP/2.0/UDP {PEER}:{via_port};branch=z9hG4bKo{cseq};rport",
-        f"From: <sip:probe@{PEER}>;tag=probe",
-        f"To: <sip:{to}:{port}>",
-        f"Call-ID: probe-{cseq}@{PEER}",
-        f"CSeq: {cseq} OPTIONS",
-        "Max-Forwards: 70",
-        "Content-Length: 0",
-        "",
-        "",
-    ]
-    return "\r\n".join(lines).encode()
 
 
 def _answer(data: bytes) -> bytes:
@@ -107,12 +91,12 @@ def test_a_wildcard_listener_originates_from_the_dedicated_ip_and_answers_where_
         transport.sendto(_answer(data), source)
         assert await asyncio.wait_for(owner.outcome, WAIT) == 200
         # A request to the dedicated IP is answered from it ...
-        transport.sendto(_options(DEDICATED, port, 2, peer_port), (DEDICATED, port))
+        transport.sendto(options(port, 2, to=DEDICATED), (DEDICATED, port))
         data, source = await peer.next()
         assert source == (DEDICATED, port)
         # ... and one to another address of the host from the listening socket, as without an
         # origin; what the node sends that peer next leaves from there too.
-        transport.sendto(_options(OTHER, port, 3, peer_port), (OTHER, port))
+        transport.sendto(options(port, 3, to=OTHER), (OTHER, port))
         data, source = await peer.next()
         assert source == (OTHER, port)
         response = parse_message(data)
@@ -122,7 +106,7 @@ def test_a_wildcard_listener_originates_from_the_dedicated_ip_and_answers_where_
         _data, source = await peer.next()
         assert source == (OTHER, port)
         # Until it is heard on the dedicated IP again.
-        transport.sendto(_options(DEDICATED, port, 5, peer_port), (DEDICATED, port))
+        transport.sendto(options(port, 5, to=DEDICATED), (DEDICATED, port))
         await peer.next()
         assert sip.layer.local_address(dest) == (DEDICATED, port)
         # No origin: back to the listening socket for everything.

@@ -5,7 +5,6 @@ each node's registration state."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ from smartswitch.store.database import session_factory
 from smartswitch.store.schema import NodeRow
 
 from .conftest import WebEnv
+from .helpers import stored_row
 from .test_api_config import SUPPLIER, setup_world
 from .test_api_registrar import fields
 from .test_ui import login, post_form
@@ -51,14 +51,7 @@ def _nodes(web: WebEnv) -> None:
 
 
 def _stored(web: WebEnv) -> tuple[Any, ...]:
-    db = sqlite3.connect(web.url.split("///", 1)[1])
-    try:
-        row: tuple[Any, ...] = db.execute(
-            "SELECT nodes, register_nodes FROM peers WHERE name='s1'"
-        ).fetchone()
-        return row
-    finally:
-        db.close()
+    return stored_row(web.url, "SELECT nodes, register_nodes FROM peers WHERE name='s1'")
 
 
 def test_api_nodes_and_per_node_accounts_without_their_passwords(web: WebEnv) -> None:
