@@ -7,10 +7,11 @@ test calls ``layer.handle_timer``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from smartswitch.b2bua.application import SipApplication
-from smartswitch.model.config import Peer, PeerRole, SupplierRegistration
+from smartswitch.model.config import NodeAccount, Peer, PeerRole, SupplierRegistration
 from smartswitch.registrar.outbound import (
     OutboundClient,
     OutboundRegistrations,
@@ -32,7 +33,7 @@ class _NoCalls:
         raise AssertionError("no calls here")
 
 
-def _peer(**register: Any) -> Peer:
+def _peer(nodes: frozenset[str] = frozenset(), **register: Any) -> Peer:
     spec: dict[str, Any] = {
         "username": USER,
         "password": PASSWORD,
@@ -48,6 +49,7 @@ def _peer(**register: Any) -> Peer:
         tariff_id=None,
         address="203.0.113.5:5070",
         register=SupplierRegistration(**spec),
+        nodes=nodes,
     )
 
 
@@ -98,7 +100,7 @@ def _state(client: OutboundClient) -> OutboundState:
 
 def _setup(**register: Any) -> tuple[SipApplication, Registrar, OutboundClient]:
     sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.1", 5060)})
-    target = OutboundTarget.of(_peer(**register))
+    target = OutboundTarget.of(_peer(**register), "node1")
     assert target is not None
     client = OutboundClient(target, sip.layer, retry_min=5, retry_max=60)
     return sip, Registrar(sip), client
@@ -244,3 +246,51 @@ def test_manager_follows_the_configuration() -> None:
     assert manager.statuses(1000.0) == []
     status_text = repr(manager.statuses(1000.0))
     assert PASSWORD not in status_text
+
+
+ACCOUNTS = (NodeAccount("node1", "trunk-n1", "pw-n1"), NodeAccount("node2", "trunk-n2", "pw-n2"))
+
+
+def _per_node(default: bool = True, nodes: frozenset[str] = frozenset()) -> Peer:
+    register = SupplierRegistration(
+        username=USER if default else "",
+        password=PASSWORD if default else "",
+        registrar="203.0.113.5:5070",
+        expires=120,
+        nodes=ACCOUNTS,
+    )
+    return replace(_peer(nodes=nodes), register=register)
+
+
+def test_each_node_registers_its_own_account_or_the_default_one() -> None:
+    peer = _per_node(nodes=frozenset({"node1", "node2", "node3"}))
+    targets = {node: OutboundTarget.of(peer, node) for node in ("node1", "node2", "node3")}
+    assert {n: (t.username, t.password) if t else None for n, t in targets.items()} == {
+        "node1": ("trunk-n1", "pw-n1"),
+        "node2": ("trunk-n2", "pw-n2"),
+        "node3": (USER, PASSWORD),  # no account of its own: the default one
+    }
+    assert OutboundTarget.of(peer, "node4") is None  # not attached: it never uses the peer
+    only_own = _per_node(default=False)
+    assert OutboundTarget.of(only_own, "node3") is None  # no account for it: no registration
+    assert "pw-n1" not in repr(targets["node1"])
+
+
+def test_a_node_registers_only_its_own_and_only_while_it_originates() -> None:
+    sip = SipApplication(_NoCalls(), {"udp": ("198.51.100.2", 5060)})
+    manager = OutboundRegistrations(sip.layer, node="node2")
+    peer = _per_node(default=False)
+    registrar = Registrar(sip)
+    manager.reconcile([peer], 1000.0)
+    first = registrar.take()
+    assert (first.headers.get("from") or "").startswith("<sip:trunk-n2@203.0.113.5:5070>")
+    assert first.headers.get("contact") == "<sip:trunk-n2@198.51.100.2:5060>"
+    registrar.ok(first, 1000.0, 120)
+    assert [s.state for s in manager.statuses(1000.0)] == ["registered"]
+    # Another node holds the shared IP calls leave from: unregister, and stay so.
+    manager.set_active(False, 1001.0)
+    assert registrar.take().headers.get("expires") == "0"
+    manager.reconcile([peer], 1002.0)
+    assert manager.statuses(1002.0) == [] and sip.layer.drain() == []
+    manager.set_active(True, 1003.0)
+    assert registrar.take().headers.get("expires") == "120"

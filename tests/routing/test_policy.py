@@ -364,6 +364,28 @@ def test_a_disabled_customer_is_refused() -> None:
     assert accounting.reserved == {}
 
 
+def test_a_customer_calling_a_node_it_is_not_attached_to_gets_403_saying_so() -> None:
+    # Attached to node2 only; this policy is node1's. By address and by password alike.
+    snap = snapshot(customer={"nodes": frozenset({"node2"})})
+    peers = dict(snap.peers)
+    peers[DIALUP] = replace(peers[DIALUP], nodes=frozenset({"node2", "node3"}))
+    policy, accounting, _ = make_policy(replace(snap, peers=peers))
+    for rejection in (
+        refused(policy),
+        refused(policy, invite(proxy_authorization=_authorized(policy)), source=STRANGER),
+    ):
+        assert (rejection.status, rejection.reason) == (403, "Forbidden")
+        assert rejection.headers == (
+            ("Reason", 'SIP;cause=403;text="customer not served on this node"'),
+        )
+    assert accounting.reserved == {} and policy.customer_calls.get(ACME) == 0
+    # Attached to node1 among others, or to every node (no set): served.
+    policy, _, _ = make_policy(snapshot(customer={"nodes": frozenset({"node2", "node1"})}))
+    assert routed(policy).destinations
+    policy, _, _ = make_policy(snapshot(customer={"nodes": frozenset()}))
+    assert routed(policy).destinations
+
+
 # --------------------------------------------------------------------------- authorisation
 
 
@@ -476,6 +498,21 @@ def test_suppliers_without_an_address_or_disabled_are_skipped_and_none_left_is_5
     rejection = refused(policy)
     assert rejection.status == 503
     assert "no supplier" in dict(rejection.headers)["Reason"]
+
+
+def test_a_supplier_is_used_only_from_the_nodes_it_is_attached_to() -> None:
+    # The cheaper carrier-b is attached to node2 and node3 only: node1 skips it, as it skips
+    # a supplier over its limits, and the route's next supplier takes the call.
+    policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"nodes": frozenset({"n2", "n3"})}}))
+    assert [d.label for d in routed(policy).destinations] == ["carrier-a"]
+    both = {"nodes": frozenset({"n2"})}
+    policy, _, _ = make_policy(snapshot(suppliers={CARRIER_A: both, CARRIER_B: both}))
+    rejection = refused(policy)
+    assert rejection.status == 503
+    assert "no supplier" in dict(rejection.headers)["Reason"]
+    attached = {"nodes": frozenset({"node1"})}
+    policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: attached}))
+    assert [d.label for d in routed(policy).destinations] == ["carrier-b", "carrier-a"]
 
 
 # --------------------------------------------------------------------------- routing

@@ -63,12 +63,15 @@ def _run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 4 * WAIT))
 
 
-def options(port: int, cseq: int, transport: str = "UDP", branch: str = "") -> bytes:
+def options(
+    port: int, cseq: int, transport: str = "UDP", branch: str = "", to: str = HOST
+) -> bytes:
+    """An OPTIONS to ``to``:``port``; answered to where it came from (rport)."""
     lines = [
-        f"OPTIONS sip:{HOST}:{port} SIP/2.0",
+        f"OPTIONS sip:{to}:{port} SIP/2.0",
         f"Via: SIP/2.0/{transport} {HOST}:9;branch=z9hG4bK{branch or f'opt{cseq}'};rport",
         f"From: <sip:probe@{HOST}>;tag=probe",
-        f"To: <sip:{HOST}:{port}>",
+        f"To: <sip:{to}:{port}>",
         "Call-ID: probe@127.0.0.1",
         f"CSeq: {cseq} OPTIONS",
         "Max-Forwards: 70",

@@ -91,6 +91,7 @@ def test_peer_registrar_fields(web: WebEnv) -> None:
         "username": "sw1",
         "registrar": "198.51.100.9:5060",
         "expires": 3600,
+        "nodes": [],
     }
     customer = web.post("/api/v1/peers", {"name": "c1", **CUSTOMER, "register": register})
     assert customer.status_code == 422 and fields(customer) == ["register"]

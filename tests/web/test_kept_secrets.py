@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from .conftest import WebEnv
+from .helpers import stored_row
 from .test_api_config import SUPPLIER, setup_world
 from .test_ui import login, post_form
 
@@ -20,15 +21,11 @@ FORM = {**{k: str(v) for k, v in SUPPLIER.items()}, "username": "trunk"}
 
 
 def _stored(web: WebEnv) -> tuple[Any, ...]:
-    db = sqlite3.connect(web.url.split("///", 1)[1])
-    try:
-        row: tuple[Any, ...] = db.execute(
-            "SELECT username, password, register_username, register_password, max_calls "
-            "FROM peers WHERE name='s1'"
-        ).fetchone()
-        return row
-    finally:
-        db.close()
+    return stored_row(
+        web.url,
+        "SELECT username, password, register_username, register_password, max_calls "
+        "FROM peers WHERE name='s1'",
+    )
 
 
 def _through_the_page(web: WebEnv) -> Any:

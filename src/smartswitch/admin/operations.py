@@ -37,6 +37,7 @@ from smartswitch.admin.views import (
     BalanceChange,
     DidView,
     Names,
+    NodeView,
     PeerView,
     RouteView,
     SubscriberView,
@@ -62,6 +63,7 @@ from smartswitch.store.schema import (
     BalanceChangeRow,
     CdrRow,
     DidRow,
+    NodeRow,
     PeerRow,
     RateRow,
     RouteRow,
@@ -530,6 +532,12 @@ class Admin:
         query = select(DidRow).where(DidRow.number == number)
         await self._delete(query, f"no DID {number!r}", check, "did", number)
 
+    async def list_nodes(self) -> list[NodeView]:
+        """The nodes of the cluster, as each registered itself (none for a single node)."""
+        async with self.sessions() as session:
+            rows = await session.scalars(select(NodeRow).order_by(NodeRow.name))
+            return [NodeView.of(row) for row in rows]
+
     async def names(self) -> Names:
         """Every account, tariff, peer and subscriber name by id (for choosing one)."""
         async with self.sessions() as session:
@@ -701,8 +709,9 @@ SETTINGS: dict[str, tuple[Setting, Any]] = {
         Setting(
             "bind_address",
             "Signalling bind address",
-            "Empty: each node originates calls from its own dedicated IP (fail-over and load "
-            "balancing). The shared IP: calls leave from the shared IP (fail-over only).",
+            "Empty: each node originates calls and its registrations with suppliers from its "
+            "own dedicated IP (fail-over and load balancing). The shared IP: calls and the one "
+            "registration leave from the shared IP, from the node holding it (fail-over only).",
         ),
         _bind_address,
     ),

@@ -33,6 +33,7 @@ from smartswitch.admin.source import (
 from smartswitch.admin.subscribers import (
     DEFAULT_MAX_CONTACTS,
     DidSpec,
+    NodeAccountSpec,
     RegisterSpec,
     SubscriberSpec,
     parse_ha1,
@@ -105,6 +106,7 @@ OPTIONAL_TEXT = Parser(Kind.TEXT, str, nullable=True)
 # Empty (or null) is no secret given: the writer keeps the stored one.
 SECRET = Parser(Kind.TEXT, lambda text: text or None, nullable=True)
 NAME = Parser(Kind.TEXT, f.parse_name)
+NODE = NAME  # a node's name (its node_name, else its node_id)
 CURRENCY = Parser(Kind.TEXT, f.parse_currency)
 PREFIX = Parser(Kind.TEXT, f.parse_prefix)
 NUMBER = Parser(Kind.TEXT, _number)
@@ -279,6 +281,7 @@ def peer(given: Given) -> PeerSpec:
         enabled=optional(BOOL, True),
         deliver_dids=optional(BOOL, False),
         register=_sub(register),
+        nodes=_distinct(NODE),
     )
     _password_policy(e, values, values["username"])
     return PeerSpec(
@@ -287,21 +290,54 @@ def peer(given: Given) -> PeerSpec:
         role_line=e.line_of("role"),
         acl_line=e.line_of("acl"),
         username_line=e.line_of("username"),
+        nodes_line=e.line_of("nodes"),
         **values,
     )
 
 
 def register(given: Given) -> RegisterSpec:
-    """A peer's ``register``: the switch registers with this supplier (its password is the
+    """A peer's ``register``: the switch registers with this supplier, each node with its
+    entry in ``nodes`` if it has one, else with the default ``username`` (the passwords are the
     supplier's, not ours to choose: no policy)."""
     e, values = read_entity(
         given,
-        username=required(TEXT),
+        username=optional(OPTIONAL_TEXT, None),
         password=optional(SECRET, None),
         registrar=required(ADDRESS),
         expires=optional(EXPIRES, 3600),
+        nodes=_node_accounts,
     )
     return RegisterSpec(line=e.line, path=e.path, **values)
+
+
+def _node_accounts(e: Entity, name: str) -> list[NodeAccountSpec]:
+    """A registration's per-node accounts, each node at most once."""
+    accounts: list[NodeAccountSpec] = []
+    first: dict[str, int | None] = {}
+    failed = False
+    for item in e.items(name):
+        try:
+            account = node_account(item)
+        except Invalid:
+            failed = True
+            continue
+        if account.node in first:
+            where = "" if first[account.node] is None else f" (first on line {first[account.node]})"
+            item.report(f"node {account.node!r} is listed twice{where}", "node")
+            failed = True
+        first.setdefault(account.node, item.line)
+        accounts.append(account)
+    if failed:
+        raise Invalid
+    return accounts
+
+
+def node_account(given: Given) -> NodeAccountSpec:
+    """One node's own account: ``{node, username, password}`` (no password: the stored one)."""
+    e, values = read_entity(
+        given, node=required(NODE), username=required(TEXT), password=optional(SECRET, None)
+    )
+    return NodeAccountSpec(line=e.line, path=e.path, **values)
 
 
 # ---- routes

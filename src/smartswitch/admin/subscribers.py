@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DidSpec",
+    "NodeAccountSpec",
     "RegisterSpec",
     "SubscriberSpec",
     "apply",
@@ -37,6 +38,7 @@ __all__ = [
     "parse_ha1",
     "peer_rules",
     "register_columns",
+    "register_rules",
     "subscriber_rules",
     "validate",
 ]
@@ -46,15 +48,28 @@ DEFAULT_MAX_CONTACTS = 5
 
 
 @dataclass(slots=True)
-class RegisterSpec:
-    """A peer's ``register`` block: the switch registers with this supplier."""
+class NodeAccountSpec:
+    """One node's own account in a peer's ``register`` block."""
 
+    node: str
     username: str
+    password: str | None = field(repr=False)  # None: keep the stored one (of this node)
+    line: int | None = None
+    path: str = "register.nodes[0]"
+
+
+@dataclass(slots=True)
+class RegisterSpec:
+    """A peer's ``register`` block: the switch registers with this supplier, each node once,
+    with its own account in ``nodes`` or else the default ``username``."""
+
+    username: str | None  # the default account; None: only the nodes in ``nodes`` register
     password: str | None = field(repr=False)  # None: keep the stored one
     registrar: str  # host, host:port, [v6]:port
     expires: int = 3600
     line: int | None = None
     path: str = "register"
+    nodes: list[NodeAccountSpec] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -102,6 +117,57 @@ def peer_rules(spec: PeerSpec) -> list[tuple[str, str]]:
     return problems
 
 
+def register_rules(spec: PeerSpec) -> list[tuple[int | None, str, str]]:
+    """What a peer's ``register`` block must be, its secrets as they will be (stored ones
+    kept), as (line, field path, message): each node that the peer is attached to needs an
+    account, its own or the default; a per-node account names a node the peer is attached
+    to; every account has its password."""
+    register = spec.register
+    if register is None:
+        return []
+    here = register.path
+    problems: list[tuple[int | None, str, str]] = []
+    if register.username is not None and register.password is None:
+        problems.append((register.line, f"{here}.password", "required"))
+    if register.username is None and register.password is not None:
+        problems.append((register.line, f"{here}.username", "username and password go together"))
+    for account in register.nodes:
+        if account.password is None:
+            problems.append((account.line, f"{account.path}.password", "required"))
+        if spec.nodes and account.node not in spec.nodes:
+            problems.append(
+                (
+                    account.line,
+                    f"{account.path}.node",
+                    f"the peer is not attached to node {account.node!r} (its nodes: "
+                    f"{', '.join(spec.nodes)})",
+                )
+            )
+    if register.username is None:
+        own = {account.node for account in register.nodes}
+        if not spec.nodes:
+            problems.append(
+                (
+                    register.line,
+                    f"{here}.username",
+                    "required for a peer attached to every node (or attach the peer to the "
+                    "nodes that have their own account)",
+                )
+            )
+        else:
+            missing = [node for node in spec.nodes if node not in own]
+            if missing:
+                problems.append(
+                    (
+                        register.line,
+                        f"{here}.nodes",
+                        f"no account for node {', '.join(map(repr, missing))}: give each node "
+                        "of the peer its own, or a default username and password",
+                    )
+                )
+    return problems
+
+
 def subscriber_rules(spec: SubscriberSpec) -> list[tuple[str, str]]:
     """What a subscriber's secrets must be, as (field, message) pairs."""
     problems: list[tuple[str, str]] = []
@@ -121,12 +187,16 @@ def did_rules(spec: DidSpec) -> list[tuple[str, str]]:
 def register_columns(spec: PeerSpec) -> dict[str, Any]:
     """The peer row's registrar columns for ``spec``."""
     register = spec.register
+    accounts = sorted(register.nodes, key=lambda a: a.node) if register else []
     return {
         "deliver_dids": spec.deliver_dids,
         "register_username": register.username if register else None,
         "register_password": register.password if register else None,
         "register_registrar": register.registrar if register else None,
         "register_expires": register.expires if register else None,
+        "register_nodes": [
+            {"node": a.node, "username": a.username, "password": a.password} for a in accounts
+        ],
     }
 
 

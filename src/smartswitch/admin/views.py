@@ -15,6 +15,7 @@ from smartswitch.store.schema import (
     BalanceChangeKind,
     BalanceChangeRow,
     DidRow,
+    NodeRow,
     PeerRow,
     RouteRow,
     SubscriberRow,
@@ -28,6 +29,9 @@ __all__ = [
     "BalanceChange",
     "DidView",
     "Names",
+    "NodeAccountView",
+    "NodeAddress",
+    "NodeView",
     "PeerView",
     "RegistrationView",
     "RouteView",
@@ -35,6 +39,7 @@ __all__ = [
     "SupplierView",
     "TariffView",
     "UserView",
+    "peer_addresses",
 ]
 
 
@@ -76,12 +81,28 @@ class TariffView:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistrationView:
-    """A peer's registration with its supplier, without the password."""
+class NodeAccountView:
+    """One node's own account at a supplier, without its password."""
 
-    username: str | None
+    node: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationView:
+    """A peer's registration with its supplier, without the passwords."""
+
+    username: str | None  # the default account (None: only the nodes of ``nodes`` register)
     registrar: str
     expires: int | None
+    nodes: tuple[NodeAccountView, ...] = ()
+
+    def account(self, node: str) -> str | None:
+        """The username ``node`` registers as (None: that node does not register)."""
+        for entry in self.nodes:
+            if entry.node == node:
+                return entry.username
+        return self.username
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,10 @@ class PeerView:
     enabled: bool
     deliver_dids: bool
     register: RegistrationView | None
+    nodes: tuple[str, ...] = ()  # the nodes it is attached to (empty: every node)
+
+    def attached(self, node: str) -> bool:
+        return not self.nodes or node in self.nodes
 
     @classmethod
     def of(cls, row: PeerRow, names: Names) -> PeerView:
@@ -126,9 +151,73 @@ class PeerView:
             register=None
             if row.register_registrar is None
             else RegistrationView(
-                row.register_username, row.register_registrar, row.register_expires
+                row.register_username,
+                row.register_registrar,
+                row.register_expires,
+                tuple(NodeAccountView(a["node"], a["username"]) for a in row.register_nodes),
             ),
+            nodes=tuple(row.nodes),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node of the cluster as it registered itself (the ``nodes`` table)."""
+
+    name: str
+    dedicated_ip: str
+    sip_address: str  # what it listens on, "host:port" (the host may be a wildcard)
+    shared_ip: str
+
+    @classmethod
+    def of(cls, row: NodeRow) -> NodeView:
+        return cls(row.name, row.dedicated_ip, row.sip_address, row.shared_ip)
+
+    @property
+    def signalling(self) -> str:
+        """Where a peer sends this node its SIP: the dedicated IP on the node's SIP port (the
+        listening address itself when the node has no dedicated IP)."""
+        host, port = _split_hostport(self.sip_address)
+        ip = self.dedicated_ip or ("" if host in ("", "0.0.0.0", "::") else host)
+        if not ip:
+            return ""
+        text = f"[{ip}]" if ":" in ip else ip
+        return f"{text}:{port}" if port else text
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    """A node a peer is attached to, and where that node sends and receives its SIP: what
+    the operator gives the peer for its interconnection form. ``known``: the node is in the
+    ``nodes`` table (a node not started yet, or a name mistyped, is not)."""
+
+    node: str
+    dedicated_ip: str
+    signalling: str
+    known: bool
+
+
+def peer_addresses(peer: PeerView, nodes: list[NodeView]) -> list[NodeAddress]:
+    """The nodes ``peer`` is attached to, with their addresses (every known node when it is
+    attached to all)."""
+    by_name = {node.name: node for node in nodes}
+    names = sorted(peer.nodes) if peer.nodes else sorted(by_name)
+    found: list[NodeAddress] = []
+    for name in names:
+        node = by_name.get(name)
+        if node is None:
+            found.append(NodeAddress(name, "", "", known=False))
+        else:
+            found.append(NodeAddress(name, node.dedicated_ip, node.signalling, known=True))
+    return found
+
+
+def _split_hostport(text: str) -> tuple[str, str]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, sep, port = text.rpartition(":")
+    return (host, port) if sep else (text, "")
 
 
 @dataclass(frozen=True, slots=True)

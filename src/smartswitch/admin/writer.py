@@ -207,6 +207,9 @@ class PeerSpec:
     # The registrar's (admin/subscribers.py): DIDs it may deliver; the switch registers with it.
     deliver_dids: bool = False
     register: RegisterSpec | None = None
+    # The nodes it is attached to (empty: every node).
+    nodes: list[str] = field(default_factory=list)
+    nodes_line: int | None = None
 
 
 @dataclass(slots=True)
@@ -340,7 +343,9 @@ class ConfigWriter:
     def keep_stored_secrets(self, peers: dict[str, PeerRow]) -> None:
         """The secrets rule of every front door: a password left out or empty keeps the stored
         one. A peer's digest password stays while it keeps a username (a peer without one has
-        none); its registration password stays while it registers. (A subscriber's hashes
+        none); its registration password stays while it registers with a default account,
+        and each node's own registration password while that node keeps an account. (A
+        subscriber's hashes
         stay likewise: :func:`.subscribers.apply` writes them only from a new password.)
 
         The specs are completed in place, so that the rules below see the secrets as they
@@ -351,8 +356,15 @@ class ConfigWriter:
                 continue
             if spec.password is None and spec.username is not None:
                 spec.password = row.password
-            if spec.register is not None and spec.register.password is None:
-                spec.register.password = row.register_password
+            register = spec.register
+            if register is None:
+                continue
+            if register.password is None and register.username is not None:
+                register.password = row.register_password
+            stored = {a["node"]: a["password"] for a in row.register_nodes}
+            for account in register.nodes:
+                if account.password is None:
+                    account.password = stored.get(account.node)
 
     def check_rules(self) -> None:
         """The rules about each entity alone (no database), reported at the entity."""
@@ -360,9 +372,8 @@ class ConfigWriter:
         for peer in doc.peers:
             for name, message in peer_rules(peer):
                 self.error(peer.line, field_path(peer.path, name), message)
-            if peer.register is not None and peer.register.password is None:
-                register = peer.register
-                self.error(register.line, field_path(register.path, "password"), "required")
+            for line, path, message in subscribers.register_rules(peer):
+                self.error(line, path, message)
         for sub in doc.subscribers:
             for name, message in subscribers.subscriber_rules(sub):
                 self.error(sub.line, field_path(sub.path, name), message)
@@ -666,6 +677,7 @@ class ConfigWriter:
                 "callee_rewrite": spec.callee_rewrite,
                 "profit_control": spec.profit_control,
                 "enabled": spec.enabled,
+                "nodes": sorted(spec.nodes),
                 **subscribers.register_columns(spec),
             }
             row = peers.get(spec.name)

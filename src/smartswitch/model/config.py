@@ -78,16 +78,38 @@ class RewriteRule:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeAccount:
+    """One node's own account at a supplier that registers each node separately."""
+
+    node: str
+    username: str
+    password: str = field(repr=False)  # never in a log line or a traceback
+
+
+@dataclass(frozen=True, slots=True)
 class SupplierRegistration:
     """A supplier that wants the switch to register with it (RFC 3261 10.2).
 
-    The password is kept as given: answering the supplier's challenge needs it (its realm is
-    the supplier's, unknown until it challenges)."""
+    Each node registers once, with its own account: its entry in ``nodes`` if it has one,
+    else the default ``username`` / ``password`` (empty when every node has its own).
+
+    The passwords are kept as given: answering the supplier's challenge needs them (its realm
+    is the supplier's, unknown until it challenges)."""
 
     username: str
     password: str = field(repr=False)  # never in a log line or a traceback
     registrar: str  # "host", "host:port" or "[v6]:port"
     expires: int = 3600
+    nodes: tuple[NodeAccount, ...] = ()  # per-node accounts, overriding the default
+
+    def account(self, node: str) -> tuple[str, str] | None:
+        """The (username, password) ``node`` registers with; None if it has none."""
+        for entry in self.nodes:
+            if entry.node == node:
+                return entry.username, entry.password
+        if self.username and self.password:
+            return self.username, self.password
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,13 @@ class Peer:
     enabled: bool = True
     deliver_dids: bool = False  # its INVITEs to our DIDs go to the DIDs' owners (registrar)
     register: SupplierRegistration | None = None  # the switch registers with this supplier
+    # The nodes it is attached to (empty: every node). A customer is served only by these
+    # nodes; a supplier is sent calls only from these nodes.
+    nodes: frozenset[str] = frozenset()
+
+    def attached(self, node: str) -> bool:
+        """Whether the peer is attached to ``node`` (every node when its set is empty)."""
+        return not self.nodes or node in self.nodes
 
     @property
     def is_customer(self) -> bool:
@@ -144,6 +173,9 @@ class ConfigSnapshot:
     routes: tuple[Route, ...] = ()
     subscribers: dict[int, Subscriber] = field(default_factory=dict)
     dids: dict[str, Did] = field(default_factory=dict)  # by number
+    # The global signalling setting "bind address": empty, each node originates from its own
+    # dedicated IP; else the shared IP, from which only the node holding it originates.
+    bind_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)

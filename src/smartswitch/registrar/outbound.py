@@ -84,18 +84,25 @@ class OutboundTarget:
     expires: int
 
     @classmethod
-    def of(cls, peer: Peer) -> OutboundTarget | None:
+    def of(cls, peer: Peer, node: str) -> OutboundTarget | None:
+        """What ``node`` registers as with ``peer``: its own account, else the default one;
+        None when the peer wants no registration, is not attached to ``node`` (the node does
+        not use it), or has no account for it."""
         spec = peer.register
-        if spec is None:
+        if spec is None or not peer.attached(node):
             return None
+        account = spec.account(node)
+        if account is None:
+            return None
+        username, password = account
         host, port = _hostport(spec.registrar)
         transport = peer.transport.lower()
         domain = format_host(host) + (f":{port}" if port else "")
         return cls(
             peer_id=peer.id,
             peer=peer.name,
-            username=spec.username,
-            password=spec.password,
+            username=username,
+            password=password,
             domain=domain,
             address=Address(transport, host, port or 5060),
             expires=spec.expires,
@@ -165,8 +172,10 @@ class OutboundClient:
 
     @property
     def contact(self) -> str:
+        # The address the REGISTERs leave from (the node's originating one): the supplier
+        # sends its calls to the address it sees registered.
         transport = self.target.address.transport
-        host, port = self.layer.local.get(transport) or self.layer.local["udp"]
+        host, port = self.layer.local_address(self.target.address)
         suffix = "" if transport == "udp" else f";transport={transport}"
         return f"sip:{self.target.username}@{format_host(host)}:{port}{suffix}"
 
@@ -394,27 +403,46 @@ class OutboundClient:
 
 
 class OutboundRegistrations:
-    """The clients of every supplier peer with a ``register`` block, kept in step with the
-    configuration by :meth:`reconcile`."""
+    """This node's clients: one per enabled supplier peer with a ``register`` block that is
+    attached to the node and has an account for it, kept in step with the configuration by
+    :meth:`reconcile`. Each node of a cluster registers its own account (``node``); while
+    the node does not originate (:attr:`active` false: it does not hold the shared IP that
+    calls leave from) it registers none."""
 
     def __init__(
-        self, layer: TransactionLayer, *, retry_min: float = 5.0, retry_max: float = 300.0
+        self,
+        layer: TransactionLayer,
+        *,
+        node: str = "",
+        retry_min: float = 5.0,
+        retry_max: float = 300.0,
     ) -> None:
         self.layer = layer
+        self.node = node
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.clients: dict[int, OutboundClient] = {}
+        self.active = True
+        self._peers: tuple[Peer, ...] = ()
+
+    def set_active(self, active: bool, now: float) -> None:
+        """Register (``active``) or unregister everything, e.g. as the node takes or leaves
+        the shared IP. The caller flushes the transport afterwards."""
+        self.active = active
+        self.reconcile(self._peers, now)
 
     def reconcile(self, peers: Iterable[Peer], now: float) -> None:
-        """Start, restart or stop clients so that there is one per enabled peer that wants it.
+        """Start, restart or stop clients so that there is one per enabled peer that wants it
+        from this node.
 
         The caller flushes the transport afterwards."""
+        self._peers = tuple(peers)
         wanted: dict[int, OutboundTarget] = {}
-        for peer in peers:
+        for peer in self._peers if self.active else ():
             if not peer.enabled or peer.register is None:
                 continue
             try:
-                target = OutboundTarget.of(peer)
+                target = OutboundTarget.of(peer, self.node)
             except ValueError as exc:
                 log.error("peer %s: cannot register: %s", peer.name, exc)
                 continue

@@ -2,10 +2,12 @@
 route by the supplier strategy, and rate the finished call into a CDR.
 
 "Every call is billed; a call that cannot be billed is not routed": a caller we cannot
-identify gets 403 (or a digest challenge where customers authenticate by password), a
-destination without a selling rate 404, an account that cannot pay for the first billable
-increment 402, a peer over its limits 503. Everything here reads in-memory views; the call
-path never waits on the database.
+identify gets 403 (or a digest challenge where customers authenticate by password), as does a
+customer calling a node it is not attached to (with a Reason saying so), a destination
+without a selling rate 404, an account that cannot pay for the first billable
+increment 402, a peer over its limits 503; a supplier not attached to this node is skipped
+like one over its limits. Everything here reads in-memory views; the call path never waits
+on the database.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ from smartswitch.sip.uri import SipUri, format_host
 log = logging.getLogger("smartswitch.routing")
 
 
-__all__ = ["BillingCall", "BillingPolicy", "CallSink", "SupplierChoice"]
+__all__ = ["NOT_SERVED_HERE", "BillingCall", "BillingPolicy", "CallSink", "SupplierChoice"]
+
+# The Reason (RFC 3326) of the 403 to a customer calling a node it is not attached to.
+NOT_SERVED_HERE = 'SIP;cause=403;text="customer not served on this node"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class BillingPolicy:
     ) -> None:
         self.views = views
         self.accounting = accounting
+        self.node_name = node_name  # this node: which peers it serves and uses
         self.records = CallRecords(sink, node_name, wall_offset)
         self.auth = authenticator
         self.max_call_duration = max_call_duration
@@ -190,6 +196,9 @@ class BillingPolicy:
             customer = found
         if not customer.enabled:
             return Rejection(403, "Forbidden (peer disabled)")
+        if not customer.attached(self.node_name):
+            # Manual load balancing: a customer is served by the nodes it is attached to only.
+            return Rejection(403, "Forbidden", (("Reason", NOT_SERVED_HERE),))
         views = self.views
         account = views.snapshot.accounts.get(customer.account_id)
         tariff = views.tariffs.get(customer.tariff_id) if customer.tariff_id is not None else None
@@ -234,8 +243,8 @@ class BillingPolicy:
         suppliers: list[SupplierChoice] = []
         for candidate in candidates:
             supplier = candidate.peer
-            if supplier.address is None:
-                continue
+            if supplier.address is None or not supplier.attached(self.node_name):
+                continue  # a supplier is used only from the nodes it is attached to
             if (
                 supplier.max_calls is not None
                 and self.supplier_calls.get(supplier.id) >= supplier.max_calls

@@ -62,6 +62,12 @@ class NodeConfig:
     source_rate_burst: float = 100.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
+    @property
+    def name(self) -> str:
+        """This node's name in the cluster: ``node_name``, else ``node_id``. Peers are
+        attached to nodes by it; per-node registration accounts are keyed by it."""
+        return self.node_name or self.node_id
+
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "data_dir": str,

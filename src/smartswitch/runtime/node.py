@@ -23,6 +23,7 @@ from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.services import BillingServices
+from smartswitch.runtime.signalling import Signalling
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
@@ -61,6 +62,7 @@ class Node:
         self.db_role = DatabaseRole(config.db_scheme, True, "single")
         self._background: list[asyncio.Task[None]] = []
         self.registration_sync: RegistrationSync | None = None
+        self.signalling: Signalling | None = None
 
     @property
     def read_only(self) -> bool:
@@ -159,6 +161,15 @@ class Node:
         self.b2bua.resume = self.endpoint.run
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
+        # Where B legs and outbound registrations leave from (the "bind address" setting):
+        # applied before the registrations start, and again when the setting changes.
+        registrar = self.services.registrar if self.services is not None else None
+        self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
+        if self.services is not None and self.services.policy is not None:
+            self.services.listeners.append(self.signalling.views_changed)
+            await self.signalling.apply(self.services.policy.views.snapshot.bind_address)
+        else:
+            await self.signalling.apply("")
         if self.services is not None and self.services.registrar is not None:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
@@ -205,6 +216,7 @@ class Node:
         server.should_exit = True
         await http_task
         stop_task.cancel()
+        await self.signalling.close()
         for task in self._background:
             task.cancel()
         if self.registration_sync is not None:

@@ -9,6 +9,7 @@ One object per node, made by :class:`~smartswitch.runtime.services.BillingServic
   application's :class:`~smartswitch.b2bua.ports.Registrations`), arms the expiry sweep in the
   layer's timer heap and starts the outbound registrations of the suppliers that want them;
 * :meth:`update` follows configuration changes (subscribers, suppliers' ``register``);
+  each node registers its own account, and only while it originates (:meth:`set_originating`);
 * :meth:`detach` / :meth:`close` unregister from suppliers and write the last bindings.
 
 Clocks: the transaction layer runs on the event loop's monotonic clock; bindings are kept in
@@ -80,6 +81,9 @@ class RegistrarService:
         self.store = RegistrationStore(sessions, config.node_id)
         self.views: ConfigViews | None = None
         self.outbound: OutboundRegistrations | None = None
+        # Whether this node registers with suppliers: it originates signalling (always, unless
+        # calls leave from the shared IP and another node holds it).
+        self.originating = True
         self._flush: Callable[[], None] = lambda: None
         self._sweep_timer: Timer | None = None
 
@@ -110,7 +114,8 @@ class RegistrarService:
         self._sweep_timer = layer.timers.schedule(
             loop_now + SWEEP_INTERVAL, self._sweep, layer.timers
         )
-        self.outbound = OutboundRegistrations(layer)
+        self.outbound = OutboundRegistrations(layer, node=self.config.name)
+        self.outbound.active = self.originating
         if self.views is not None:
             self.outbound.reconcile(self.views.snapshot.peers.values(), loop_now)
         flush()
@@ -122,6 +127,14 @@ class RegistrarService:
         self._check_realms(views)
         if self.outbound is not None:
             self.outbound.reconcile(views.snapshot.peers.values(), loop_now)
+            self._flush()
+
+    def set_originating(self, originating: bool, loop_now: float) -> None:
+        """Register with the suppliers (this node originates) or not (unregister now), e.g.
+        before and after the address signalling leaves from changes."""
+        self.originating = originating
+        if self.outbound is not None:
+            self.outbound.set_active(originating, loop_now)
             self._flush()
 
     def detach(self, loop_now: float) -> None:

@@ -77,6 +77,8 @@ class BillingServices:
         self.local_engine: AsyncEngine | None = None
         self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Told of each new configuration once the policy and the registrar have it.
+        self.listeners: list[Callable[[ConfigViews], None]] = []
 
     async def start(self) -> BillingPolicy:
         await upgrade_async(self.url)
@@ -104,7 +106,7 @@ class BillingServices:
             self.outbox,
             authenticator,
             max_call_duration=self.config.max_call_duration,
-            node_name=self.config.node_id,
+            node_name=self.config.name,
             wall_offset=self.wall_offset,
             reserve_seconds=self.config.reserve_seconds,
             location=self.registrar.location,
@@ -166,6 +168,8 @@ class BillingServices:
                 self.policy.update(views)
                 if self.registrar is not None:
                     self.registrar.update(views, asyncio.get_running_loop().time())
+                for listener in self.listeners:
+                    listener(views)
                 log.info(
                     "configuration version %s loaded in %.0f ms",
                     version,

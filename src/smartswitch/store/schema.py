@@ -209,6 +209,13 @@ class PeerRow(Base):
     register_password: Mapped[str | None] = mapped_column(String(128))
     register_registrar: Mapped[str | None] = mapped_column(String(255))
     register_expires: Mapped[int | None] = mapped_column(Integer)
+    # Nodes (revision 0007). nodes: the names of the nodes the peer is attached to, a JSON
+    # list (empty: every node). register_nodes: a registering supplier's per-node accounts, a
+    # JSON list of {"node", "username", "password"} (kept as given, like register_password).
+    nodes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    register_nodes: Mapped[list[dict[str, str]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
 
 
 class RouteRow(Base):

@@ -20,6 +20,7 @@ from smartswitch.model.config import (
     Account,
     ConfigSnapshot,
     Did,
+    NodeAccount,
     Peer,
     Rate,
     RewriteRule,
@@ -37,12 +38,14 @@ from smartswitch.store.schema import (
     PeerRow,
     RateRow,
     RouteRow,
+    SettingRow,
     SubscriberRow,
     TariffRow,
 )
 from smartswitch.store.values import parse_acl_entry
 
 __all__ = [
+    "BIND_ADDRESS",
     "bump_config_version",
     "config_version",
     "load_snapshot",
@@ -52,6 +55,10 @@ __all__ = [
     "to_rate",
     "to_subscriber",
 ]
+
+
+# The settings row of the global signalling "bind address" (admin.operations.SETTINGS).
+BIND_ADDRESS = "bind_address"
 
 
 async def config_version(session: AsyncSession) -> int:
@@ -121,17 +128,27 @@ def to_peer(row: PeerRow) -> Peer:
         enabled=row.enabled,
         deliver_dids=row.deliver_dids,
         register=to_supplier_registration(row),
+        nodes=frozenset(row.nodes),
     )
 
 
 def to_supplier_registration(row: PeerRow) -> SupplierRegistration | None:
-    if not (row.register_username and row.register_password and row.register_registrar):
+    """A peer's ``register`` block: its registrar, and a default account or per-node ones."""
+    accounts = tuple(
+        NodeAccount(node=a["node"], username=a["username"], password=a["password"])
+        for a in row.register_nodes
+    )
+    username, password = row.register_username or "", row.register_password or ""
+    if not (username and password):
+        username = password = ""  # no default account: only the nodes with their own register
+    if not row.register_registrar or not (username or accounts):
         return None
     return SupplierRegistration(
-        username=row.register_username,
-        password=row.register_password,
+        username=username,
+        password=password,
         registrar=row.register_registrar,
         expires=row.register_expires or 3600,
+        nodes=accounts,
     )
 
 
@@ -200,6 +217,9 @@ async def load_snapshot(session: AsyncSession) -> ConfigSnapshot:
         row.id: to_subscriber(row) for row in await session.scalars(select(SubscriberRow))
     }
     dids = {row.number: to_did(row) for row in await session.scalars(select(DidRow))}
+    bind_address = await session.scalar(
+        select(SettingRow.value).where(SettingRow.name == BIND_ADDRESS)
+    )
     return ConfigSnapshot(
         version=version,
         accounts=accounts,
@@ -208,4 +228,5 @@ async def load_snapshot(session: AsyncSession) -> ConfigSnapshot:
         routes=routes,
         subscribers=subscribers,
         dids=dids,
+        bind_address=(bind_address or "").strip(),
     )

@@ -3,6 +3,17 @@
 Everything the core wants sent is drained after each input (a datagram, a framed TCP message, a
 timer), and one ``loop.call_at`` is kept armed for the earliest deadline in the timer heap —
 no task per transaction, no task per message.
+
+**Where messages leave from.** The node listens on ``sip_listen``; it may *originate* from
+another address (:meth:`SipEndpoint.originate_from`: the node's dedicated IP, or the shared
+IP): then it has a second UDP socket bound to that address and the same port, and a request to
+a destination it has not heard from on the listening socket (a B leg, an outbound
+registration) leaves from there, with that address in its Via and Contact; the answers come
+back to it. What arrives on the listening socket is answered from it, and so are the requests
+of those dialogs (a BYE to the caller): a peer hears us from the address it reached us on.
+Over TCP, a connection we open is bound to the originating address, and a connection keeps
+the address it was made on. A wildcard listener already accepts on every local address; a
+listener on one address gets a second TCP listener on the originating one.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from smartswitch.sip.errors import SipParseError
@@ -19,6 +31,46 @@ from smartswitch.sip.framing import StreamFramer
 from smartswitch.sip.transaction import Address, TransactionLayer
 
 log = logging.getLogger("smartswitch.transport")
+
+WILDCARDS = ("0.0.0.0", "::")
+# Linux: bind an address that is not (or not yet) on this host: the shared IP, which the node
+# holding it carries (IP_FREEBIND, ip(7); IPV6_FREEBIND, ipv6(7)).
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = 78
+# Remote addresses that reached us on the listening socket (answered from there), at most.
+MAX_HEARD = 65_536
+
+
+def _bound_socket(kind: int, host: str, port: int, *, freebind: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_DGRAM:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+        if freebind:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class Origin:
+    """The address new requests leave from, and its sockets."""
+
+    host: str
+    freebind: bool
+    v6: bool
+    udp: asyncio.DatagramTransport
+    tcp_server: asyncio.Server | None
 
 
 def message_kind(data: bytes) -> bytes:
@@ -50,10 +102,30 @@ class SipEndpoint:
         self._sources: dict[str, str] = {}
         self.port = 0
         self.advertised = ""
+        self.listen_host = ""
+        self.wildcard = False
+        self.origin: Origin | None = None
+        # Remotes heard on the listening socket while there is an origin: answered from it.
+        self._heard: dict[tuple[str, int], None] = {}
 
     def local_for(self, dest: Address) -> tuple[str, int]:
-        """Our address as ``dest`` sees it: the bound one, or for a wildcard bind the one the
-        kernel routes from (a connected UDP socket sends nothing; the answer is cached)."""
+        """Our address as ``dest`` sees it (for Via and Contact): the originating address for
+        a destination that did not reach us on the listening socket, else the listening
+        address: the bound one, or for a wildcard bind the one the kernel routes from (a
+        connected UDP socket sends nothing; the answer is cached). A TCP connection's own
+        local address when there is one."""
+        origin = self.origin
+        if dest.transport == "udp":
+            if origin is not None and self._from_origin(dest, origin):
+                return origin.host, self.port
+        else:
+            conn = self.connections.get((dest.host, dest.port))
+            if conn is not None and conn.local_host:
+                return conn.local_host, self.port
+            if origin is not None and (":" in dest.host) == origin.v6:
+                return origin.host, self.port
+        if not self.wildcard:
+            return self.advertised, self.port
         host = self._sources.get(dest.host)
         if host is None:
             family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
@@ -70,20 +142,81 @@ class SipEndpoint:
         """UDP and TCP on the same address."""
         self.port = port
         self.advertised = advertised
-        if host in ("0.0.0.0", "::"):
+        self.listen_host = host
+        self.wildcard = host in WILDCARDS
+        if self.wildcard:
             self.layer.local_for = self.local_for
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Large buffers ride out bursts while the loop is busy with other work.
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-        sock.bind((host, port))
+        sock = _bound_socket(socket.SOCK_DGRAM, host, port, freebind=False)
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: UdpProtocol(self), sock=sock)
         self.tcp_server = await self.loop.create_server(
             lambda: TcpConnection(self, None), host, port, reuse_address=True
         )
+
+    async def originate_from(self, host: str | None, *, freebind: bool = False) -> None:
+        """Send new requests from ``host`` (None: from the listening address, as without an
+        origin). A second UDP socket is bound to ``host`` on the listening port (and a TCP
+        listener, unless the node listens on a wildcard address, which already accepts
+        there); ``freebind`` binds an address this host may not carry (yet): the shared IP.
+        Raises OSError if ``host`` cannot be bound; the node then keeps the listening
+        address."""
+        current = self.origin
+        if current is not None and (current.host, current.freebind) == (host, freebind):
+            return
+        if current is None and (host is None or host == self.listen_host):
+            return
+        self._close_origin()
+        if host is None or host == self.listen_host:
+            return  # listening there already: nothing to add
+        udp_sock = _bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=freebind)
+        tcp_server: asyncio.Server | None = None
+        try:
+            udp, _ = await self.loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self, origin=True), sock=udp_sock
+            )
+            if not self.wildcard:
+                tcp_sock = _bound_socket(socket.SOCK_STREAM, host, self.port, freebind=freebind)
+                tcp_server = await self.loop.create_server(
+                    lambda: TcpConnection(self, None), sock=tcp_sock
+                )
+        except BaseException:
+            udp_sock.close()
+            raise
+        self.origin = Origin(host, freebind, ":" in host, udp, tcp_server)
+        self._heard.clear()
+        self.layer.local_for = self.local_for
+        log.info("originating from %s (listening on %s)", host, self.listen_host)
+
+    def _close_origin(self) -> None:
+        origin = self.origin
+        if origin is None:
+            return
+        self.origin = None
+        self._heard.clear()
+        origin.udp.close()
+        if origin.tcp_server is not None:
+            origin.tcp_server.close()
+        self.layer.local_for = self.local_for if self.wildcard else None
+
+    def _from_origin(self, dest: Address, origin: Origin) -> bool:
+        """Whether a UDP message to ``dest`` leaves from the originating socket."""
+        return (dest.host, dest.port) not in self._heard and (":" in dest.host) == origin.v6
+
+    def heard(self, addr: tuple[str, int], on_origin: bool) -> None:
+        """A datagram from ``addr`` on the listening (or the originating) socket: what we send
+        it next leaves from that socket."""
+        key = (addr[0], addr[1])
+        heard = self._heard
+        if on_origin:
+            if heard:
+                heard.pop(key, None)
+            return
+        if heard.pop(key, 0) is None:
+            heard[key] = None  # the most recently heard last
+            return
+        if len(heard) >= MAX_HEARD:
+            del heard[next(iter(heard))]  # the longest silent goes first
+        heard[key] = None
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -128,7 +261,10 @@ class SipEndpoint:
         kind = message_kind(data)
         self.tx_by_kind[kind] = self.tx_by_kind.get(kind, 0) + 1
         if dest.transport == "udp":
-            if self.udp is not None:
+            origin = self.origin
+            if origin is not None and self._from_origin(dest, origin):
+                origin.udp.sendto(data, (dest.host, dest.port))
+            elif self.udp is not None:
                 self.udp.sendto(data, (dest.host, dest.port))
             return
         key = (dest.host, dest.port)
@@ -145,9 +281,15 @@ class SipEndpoint:
 
     async def _connect(self, dest: Address) -> None:
         key = (dest.host, dest.port)
+        origin = self.origin
+        local = None
+        if origin is not None and (":" in dest.host) == origin.v6:
+            local = (origin.host, 0)  # a connection we open leaves from the origin
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: TcpConnection(self, key), dest.host, dest.port),
+                self.loop.create_connection(
+                    lambda: TcpConnection(self, key), dest.host, dest.port, local_addr=local
+                ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as exc:
@@ -172,17 +314,22 @@ class SipEndpoint:
             self.udp.close()
         if self.tcp_server is not None:
             self.tcp_server.close()
+        self._close_origin()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint, origin: bool = False) -> None:
         self.endpoint = endpoint
+        self.origin = origin  # the originating socket's, else the listening one's
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.endpoint.receive(data, Address("udp", addr[0], addr[1]))
+        endpoint = self.endpoint
+        if endpoint.origin is not None:
+            endpoint.heard(addr, self.origin)
+        endpoint.receive(data, Address("udp", addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the transaction timers deal with the silence.
@@ -197,10 +344,14 @@ class TcpConnection(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
+        self.local_host = ""  # our address on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they do implement it.
         self.transport = cast(asyncio.Transport, transport)
+        local = self.transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and local:
+            self.local_host = str(local[0])
         if self.key is None:
             peer = self.transport.get_extra_info("peername")
             self.key = (str(peer[0]), int(peer[1]))

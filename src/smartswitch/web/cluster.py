@@ -19,7 +19,8 @@ from smartswitch.cluster.registrations import apply_changes, binding_to_dict
 
 
 def node_status(node: Any) -> dict[str, Any]:
-    """What this node can tell about itself: role, replication, outbox, balances."""
+    """What this node can tell about itself: role, replication, outbox, balances, its
+    registrations with suppliers."""
     services = node.services
     role = getattr(node, "db_role", None)
     status: dict[str, Any] = {
@@ -28,6 +29,13 @@ def node_status(node: Any) -> dict[str, Any]:
         "read_only": node.read_only,
         "calls": len(node.b2bua.calls),
     }
+    registrar = getattr(services, "registrar", None)
+    if registrar is not None:
+        # This node's registrations with suppliers (each node registers its own account):
+        # the peer page shows every node's, read from each node's status.
+        clock = getattr(node.b2bua, "clock", None)
+        now = clock() if callable(clock) else time.monotonic()
+        status["outbound"] = registrar.outbound_state(now)
     forwarder = getattr(services, "forwarder", None)
     policy = getattr(services, "policy", None)
     if forwarder is not None and policy is not None:

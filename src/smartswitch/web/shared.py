@@ -7,9 +7,10 @@ from fastapi import Request, Response
 from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
 from smartswitch.admin.users import User
+from smartswitch.admin.views import NodeView
 from smartswitch.web.context import Web
 
-__all__ = ["admin_of", "prefix_of", "rates_csv", "web_of", "who_of"]
+__all__ = ["admin_of", "cluster_nodes", "prefix_of", "rates_csv", "web_of", "who_of"]
 
 
 def web_of(request: Request) -> Web:
@@ -31,6 +32,25 @@ def admin_of(request: Request) -> Admin:
     """The admin operations, which tell the node after every committed change and name the
     request's user in the audit log."""
     return web_of(request).admin_for(who_of(request))
+
+
+async def cluster_nodes(request: Request) -> list[NodeView]:
+    """The cluster's nodes (the ``nodes`` table), and this node as its configuration says
+    when it is not there (a single node, or one not registered yet)."""
+    nodes = await admin_of(request).list_nodes()
+    config = web_of(request).config
+    name = str(getattr(config, "node_name", "") or getattr(config, "node_id", ""))
+    if name and all(node.name != name for node in nodes):
+        nodes.append(
+            NodeView(
+                name,
+                str(getattr(config, "dedicated_ip", "")),
+                str(getattr(config, "sip_listen", "")),
+                str(getattr(config, "shared_ip", "")),
+            )
+        )
+        nodes.sort(key=lambda node: node.name)
+    return nodes
 
 
 async def rates_csv(admin: Admin, name: str) -> Response:

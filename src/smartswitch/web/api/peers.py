@@ -9,9 +9,9 @@ from pydantic import Field
 
 from smartswitch.admin import readers
 from smartswitch.admin.form_source import read_form
-from smartswitch.admin.views import PeerView
+from smartswitch.admin.views import PeerView, peer_addresses
 from smartswitch.web.api.common import SOURCE, In, Reader, Writer, body_data, report_out
-from smartswitch.web.shared import admin_of
+from smartswitch.web.shared import admin_of, cluster_nodes
 
 router = APIRouter()
 
@@ -21,13 +21,26 @@ class RewriteIn(In):
     replace: str = ""
 
 
-class RegisterIn(In):
+class RegisterNodeIn(In):
+    node: str = Field(description="the node's name")
     username: str
+    password: str | None = Field(
+        None, description="never returned; left out, this node's stored one is kept"
+    )
+
+
+class RegisterIn(In):
+    username: str | None = Field(
+        None, description="the default account: of every node without its own in nodes"
+    )
     password: str | None = Field(
         None, description="never returned; left out, the stored one is kept"
     )
     registrar: str = Field(description="HOST[:PORT]")
     expires: int | None = None
+    nodes: list[RegisterNodeIn] | None = Field(
+        None, description="each node's own account (one registration per node)"
+    )
 
 
 class PeerIn(In):
@@ -51,6 +64,9 @@ class PeerIn(In):
     # "register" would shadow BaseModel.register: the JSON name is an alias.
     registration: RegisterIn | None = Field(
         None, alias="register", description="the switch registers with it"
+    )
+    nodes: list[str] | None = Field(
+        None, description="the nodes it is attached to; empty or left out: every node"
     )
 
 
@@ -83,7 +99,9 @@ def peer_out(peer: PeerView) -> dict[str, Any]:
             "username": register.username,
             "registrar": register.registrar,
             "expires": register.expires,
+            "nodes": [{"node": a.node, "username": a.username} for a in register.nodes],
         },
+        "nodes": list(peer.nodes),
     }
 
 
@@ -102,7 +120,18 @@ async def create_peer(request: Request, body: PeerCreate, user: Writer) -> dict[
 
 @router.get("/peers/{name}")
 async def get_peer(request: Request, name: str, user: Reader) -> dict[str, Any]:
-    return peer_out(await admin_of(request).get_peer(name))
+    """The peer, and where its nodes take its SIP (``interconnection``: each node it is
+    attached to, with its dedicated IP and SIP address, from the cluster's nodes)."""
+    admin = admin_of(request)
+    peer = await admin.get_peer(name)
+    addresses = peer_addresses(peer, await cluster_nodes(request))
+    return {
+        **peer_out(peer),
+        "interconnection": [
+            {"node": a.node, "dedicated_ip": a.dedicated_ip, "address": a.signalling}
+            for a in addresses
+        ],
+    }
 
 
 @router.put("/peers/{name}")
