@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 import time
-import urllib.request
 from typing import Any, TextIO
 
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
@@ -62,7 +61,6 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     else:
         _table(rows, out)
     return 0 if rows and all(r["reachable"] for r in rows) else 1
-
 
 
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:

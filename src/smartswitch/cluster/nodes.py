@@ -51,6 +51,7 @@ async def register_node(
 async def list_nodes(session: AsyncSession) -> list[NodeRow]:
     return list(await session.scalars(select(NodeRow).order_by(NodeRow.name)))
 
+
 async def ask_node(name: str, http_address: str, token: str) -> dict[str, Any]:
     def fetch() -> dict[str, Any]:
         request = urllib.request.Request(
