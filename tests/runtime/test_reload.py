@@ -14,7 +14,7 @@ import pytest
 
 from smartswitch.admin.provisioning import provision_text
 from smartswitch.runtime.config import NodeConfig
-from smartswitch.runtime.reload import ConfigLoader
+from smartswitch.runtime.reload import ConfigLoader, ReaderError
 from smartswitch.runtime.services import BillingServices
 from smartswitch.store.database import create_engine, database_url
 from smartswitch.store.migrate import upgrade_async
@@ -140,3 +140,28 @@ def test_refresh_swaps_in_a_new_version_sharing_what_did_not_change(
             await services.close()
 
     asyncio.run(main())
+
+
+def test_a_reader_that_cannot_read_says_why_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    url = database_url(tmp_path)
+    loader = ConfigLoader(url)
+
+    async def main() -> None:
+        # No schema yet: the reader says why, and stays up for the next load.
+        with pytest.raises(ReaderError, match="no such table"):
+            await loader.load()
+        await _provision(url, EXAMPLE.read_text())
+        views = await loader.load()
+        assert views.version == 1
+        # The reader was killed: the next load starts a new one.
+        reader = loader._reader
+        assert reader is not None
+        reader._process.kill()
+        reader._process.wait()
+        again = await loader.load(views)
+        assert again.version == 1 and loader._reader is not reader
+
+    try:
+        asyncio.run(main())
+    finally:
+        loader.close()

@@ -1,5 +1,6 @@
-"""The snapshot read with a blocking engine (as a node's loader thread reads it), and what it
-shares with the previous snapshot: on SQLite and on MariaDB."""
+"""The snapshot read with a blocking engine (as a node's reader process reads it), what a
+reader that has the previous snapshot is sent again, and what the new snapshot shares with the
+previous one: on SQLite and on MariaDB."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from smartswitch.admin.provisioning import provision_text
 from smartswitch.model.config import ConfigSnapshot
 from smartswitch.store.database import create_sync_engine, session_factory
-from smartswitch.store.snapshot import load_snapshot, read_snapshot
+from smartswitch.store.snapshot import assemble, load_snapshot, read_parts
 
 from .helpers import EXAMPLE, run_with_engine
 
@@ -41,13 +42,22 @@ def _provision(url: str, text: str) -> None:
     run_with_engine(url, apply)
 
 
-def _read(url: str, previous: ConfigSnapshot | None = None) -> ConfigSnapshot:
+Loaded = tuple[ConfigSnapshot, dict[int, bytes], set[int]]
+
+
+def _read(url: str, previous: Loaded | None = None) -> Loaded:
+    """The snapshot, its tariffs' digests, and the tariffs whose lines the reader sent."""
+    known = previous[1] if previous is not None else {}
     engine = create_sync_engine(url)
     try:
         with Session(engine) as session, session.begin():
-            return read_snapshot(session, previous)
+            parts, lines = read_parts(session, known)
     finally:
         engine.dispose()
+    snapshot = assemble(
+        parts, lambda head: lines[head.id], previous[0] if previous is not None else None, known
+    )
+    return snapshot, {head.id: head.digest for head in parts.tariffs}, set(lines)
 
 
 def _tariff(snapshot: ConfigSnapshot, name: str) -> tuple[int, tuple[str, ...]]:
@@ -62,33 +72,38 @@ def test_the_blocking_reader_reads_what_the_async_one_does(db_url: str) -> None:
         async with session_factory(engine)() as session:
             return await load_snapshot(session)
 
-    assert _read(db_url) == run_with_engine(db_url, load)
-    snapshot = _read(db_url)
+    snapshot, _, sent = _read(db_url)
+    assert snapshot == run_with_engine(db_url, load)
+    assert sent == set(snapshot.tariffs)
     buy_b = snapshot.tariffs[_tariff(snapshot, "buy-b")[0]]
     assert [(r.prefix, r.price_per_minute) for r in buy_b.rates] == [
         (p, Decimal(price)) for p, price in DECK
     ]
 
 
-def test_what_did_not_change_is_the_previous_snapshot_s(db_url: str) -> None:
+def test_what_did_not_change_is_neither_sent_again_nor_made_again(db_url: str) -> None:
     _provision(db_url, _document(DECK))
     first = _read(db_url)
-    # One rate of another tariff changes: the deck is the very same object.
+    deck_id, _ = _tariff(first[0], "buy-b")
+    retail_id, _ = _tariff(first[0], "retail")
+    # One rate of another tariff changes: only that tariff is sent; the deck is the very same
+    # object.
     _provision(db_url, _document(DECK, retail="0.0110"))
     second = _read(db_url, first)
-    assert second.version == first.version + 1
-    deck_id, _ = _tariff(first, "buy-b")
-    retail_id, _ = _tariff(first, "retail")
-    assert second.tariffs[deck_id] is first.tariffs[deck_id]
-    assert second.tariffs[retail_id] is not first.tariffs[retail_id]
-    assert second.tariffs[retail_id].rates[0].price_per_minute == Decimal("0.0110")
-    # One line of the deck changes: a new tariff, its other lines the previous objects.
+    assert second[0].version == first[0].version + 1
+    assert second[2] == {retail_id}
+    assert second[0].tariffs[deck_id] is first[0].tariffs[deck_id]
+    assert second[0].tariffs[retail_id].rates[0].price_per_minute == Decimal("0.0110")
+    # One line of the deck changes: the deck is sent, a new tariff, its other lines the
+    # previous objects.
     changed = [*DECK[:2], ("44", "0.020000"), *DECK[3:]]
     _provision(db_url, _document(changed, retail="0.0110"))
     third = _read(db_url, second)
-    old, new = second.tariffs[deck_id].rates, third.tariffs[deck_id].rates
+    assert third[2] == {deck_id}
+    old, new = second[0].tariffs[deck_id].rates, third[0].tariffs[deck_id].rates
     assert new[2].price_per_minute == Decimal("0.020000")
     assert [a is b for a, b in zip(old, new, strict=True)] == [True, True, False, True]
-    # Without a previous snapshot nothing is shared, and the values are equal all the same.
+    # Without a previous snapshot everything is sent, and the values are equal all the same.
     fresh = _read(db_url)
-    assert fresh == third and fresh.tariffs[deck_id] is not third.tariffs[deck_id]
+    assert fresh[0] == third[0] and fresh[0].tariffs[deck_id] is not third[0].tariffs[deck_id]
+    assert fresh[1] == third[1]

@@ -1,28 +1,23 @@
-"""Configuration reloads off the event loop.
+"""Configuration reloads off the event loop, and off its interpreter lock.
 
-A carrier's rate deck is hundreds of thousands of rows: reading it and indexing it takes
-seconds of CPU, and on the event loop those seconds would be seconds without signalling (every
-call in progress unanswered, retransmissions, lost calls). :class:`ConfigLoader` reads the
-snapshot (:func:`~smartswitch.store.snapshot.read_snapshot`, through a blocking engine of its
-own) and builds its :class:`~smartswitch.routing.views.ConfigViews` in one worker thread; the
-loop only swaps the finished views in.
+A carrier's rate deck is hundreds of thousands of rows: reading it takes seconds of CPU. On
+the event loop those would be seconds without signalling; in a thread they would still hold
+the interpreter lock the loop needs (measured with bench/reload.py: a thread stretched the
+reload of a 500 000-rate deck to 20 s under 200 calls/s and doubled the slowest answers). So
+:class:`ConfigLoader` reads in a **process** of its own (:mod:`smartswitch.runtime.reader`,
+started once, with its own blocking engine), which sends back the configuration without the
+rates of the tariffs whose digest the node already has. A thread of the node assembles the
+snapshot (:func:`~smartswitch.store.snapshot.assemble`: unchanged tariffs are the objects in
+use) and its :class:`~smartswitch.routing.views.ConfigViews` (unchanged tariffs keep their
+index); the loop only swaps the result in.
 
-Two things keep the loop responsive while the thread works, both measured with
-bench/reload.py:
-
-- the thread shares with the previous views whatever did not change (an unchanged tariff and
-  its index are the same objects), so a reload leaves few new objects behind: a full garbage
-  collection over a new deck would pause every thread for some 100 ms;
-- while it loads, the interpreter's switch interval is lowered from 5 ms to
-  :data:`SWITCH_INTERVAL`: the loop thread, wanting the GIL back after each network wait, gets
-  it within that time instead of waiting up to 5 ms behind the loader at every callback; and
-  the garbage collector is off, so that it does not visit the objects being made again and
-  again while they are made.
-
-What remains is the case where much is new: a whole deck replaced is half a million new
-objects, which the collector visits once or twice in the following minutes (some 100-200 ms,
-all threads stopped). :func:`gc.freeze` would spare that, but would also keep forever any
-garbage cycle alive at that moment (the calls in progress), so it is done only at start.
+So a change to one rate costs the node a few small messages, whatever the size of the deck.
+A tariff that did change comes over in chunks and is indexed in the node's thread; while that
+runs, the interpreter's switch interval is lowered from 5 ms to :data:`SWITCH_INTERVAL`, so
+that the loop thread, wanting the lock back after each network wait, gets it within that time.
+The first load (at start, before any SIP) also runs with the garbage collector off, so that it
+does not visit the half-million objects again and again as they are made; the node freezes
+them once started.
 """
 
 from __future__ import annotations
@@ -30,47 +25,154 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy.orm import sessionmaker
-
+import smartswitch
 from smartswitch.routing.views import ConfigViews
-from smartswitch.store.database import create_sync_engine
-from smartswitch.store.snapshot import read_snapshot
+from smartswitch.runtime.reader import CHUNK
+from smartswitch.store.snapshot import RateLine, SnapshotParts, TariffHead, assemble
 
-#: The interpreter's switch interval while a load runs (its default is 5 ms).
+#: The interpreter's switch interval while the node's thread assembles (its default is 5 ms).
 SWITCH_INTERVAL = 0.0005
 
 
+class ReaderError(RuntimeError):
+    """The reader process failed to read (the database is away, say) or stopped."""
+
+
 class ConfigLoader:
-    """Reads and indexes the configuration of the database at ``url``, one load at a time, in
-    a thread of its own."""
+    """Reads the configuration of the database at ``url`` in a reader process and indexes it
+    in a thread, one load at a time."""
 
     def __init__(self, url: str) -> None:
-        self.engine = create_sync_engine(url)
-        self._sessions = sessionmaker(self.engine)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config-load")
+        self.url = url
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config-load")
+        self._reader: _Reader | None = None
+        self._last: ConfigViews | None = None
+        self._digests: dict[int, bytes] = {}  # the tariffs of _last, by id
 
     async def load(self, previous: ConfigViews | None = None) -> ConfigViews:
         """The configuration in the database now, indexed; what is unchanged since
-        ``previous`` is shared with it. Raises ValueError for a configuration that cannot be
-        indexed (the caller keeps what it has)."""
+        ``previous`` (the views this loader built last) is shared with it. Raises ValueError
+        for a configuration that cannot be indexed, :class:`ReaderError` when it cannot be
+        read (the caller keeps what it has)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._load, previous)
+        return await loop.run_in_executor(self._thread, self._load, previous)
 
     def _load(self, previous: ConfigViews | None) -> ConfigViews:
-        with _switch_interval(SWITCH_INTERVAL), _no_collection():
-            with self._sessions() as session, session.begin():
-                snapshot = read_snapshot(session, previous.snapshot if previous else None)
-            return ConfigViews.build(snapshot, previous)
+        if previous is None or previous is not self._last:
+            previous, known = None, {}
+        else:
+            known = self._digests
+        if self._reader is None or not self._reader.running:
+            self._reader = _Reader(self.url)
+        reader = self._reader
+        try:
+            parts = reader.read(known)
+            with (
+                _switch_interval(SWITCH_INTERVAL),
+                _no_collection() if previous is None else contextlib.nullcontext(),
+            ):
+                snapshot = assemble(
+                    parts, reader.lines, previous.snapshot if previous else None, known
+                )
+                reader.done()
+                views = ConfigViews.build(snapshot, previous)
+        except BaseException:
+            if reader.streaming:  # stopped half-way: what is left of the answer is lost
+                reader.stop()
+            raise
+        self._last = views
+        self._digests = {head.id: head.digest for head in parts.tariffs}
+        return views
 
     def close(self) -> None:
-        # The connections were made in the loader's thread: close them there.
-        with contextlib.suppress(RuntimeError):  # already shut down
-            self._executor.submit(self.engine.dispose).result()
-        self._executor.shutdown(wait=True)
+        self._thread.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.stop()
+
+
+class _Reader:
+    """The reader process, seen from the node (:mod:`smartswitch.runtime.reader`)."""
+
+    def __init__(self, url: str) -> None:
+        # Where this smartswitch is, so that the reader imports the same code.
+        root = str(Path(smartswitch.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        requests_in, requests_out = os.pipe()
+        answers_in, answers_out = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "smartswitch.runtime.reader"],
+            stdin=requests_in,
+            stdout=answers_out,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        os.close(requests_in)
+        os.close(answers_out)
+        self._requests = Connection(requests_out, readable=False)
+        self._answers = Connection(answers_in, writable=False)
+        self.streaming = False  # between read() and done()
+        self._send(url)
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def read(self, known: dict[int, bytes]) -> SnapshotParts:
+        """The snapshot's parts; then :meth:`lines` for each tariff not in ``known`` (in the
+        order of the parts), then :meth:`done`."""
+        self._send(known)
+        self.streaming = True
+        parts: SnapshotParts = self._receive("parts")[0]
+        return parts
+
+    def lines(self, head: TariffHead) -> Iterator[RateLine]:
+        for _ in range(0, head.lines, CHUNK):
+            tariff_id, lines = self._receive("lines")
+            assert tariff_id == head.id, (tariff_id, head.id)
+            yield from lines
+
+    def done(self) -> None:
+        self._receive("done")
+        self.streaming = False
+
+    def _send(self, message: object) -> None:
+        try:
+            self._requests.send(message)
+        except OSError as exc:
+            self.stop()
+            raise ReaderError(f"the configuration reader stopped ({exc!r})") from None
+
+    def _receive(self, kind: str) -> tuple[Any, ...]:
+        try:
+            message = self._answers.recv()
+        except (EOFError, OSError) as exc:
+            self.stop()
+            raise ReaderError(f"the configuration reader stopped ({exc!r})") from None
+        if message[0] == "error":
+            self.streaming = False
+            raise ReaderError(message[1])
+        if message[0] != kind:
+            self.stop()
+            raise ReaderError(f"the configuration reader sent {message[0]!r}, not {kind!r}")
+        return tuple(message[1:])
+
+    def stop(self) -> None:
+        """End of input: the reader ends; killed if it has not within 5 s."""
+        self._requests.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._answers.close()
 
 
 @contextlib.contextmanager
@@ -85,8 +187,6 @@ def _switch_interval(seconds: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _no_collection() -> Iterator[None]:
-    """No garbage collection while a load allocates: each full collection would visit every
-    object made so far (about 200 ms a time for a new deck), stopping every thread."""
     enabled = gc.isenabled()
     gc.disable()
     try:

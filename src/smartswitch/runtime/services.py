@@ -1,8 +1,8 @@
 """The store side of a billing node: schema upgrade, in-memory views kept fresh, the outbox.
 
 Nothing here runs on the call path. Configuration is polled in the background; when its
-version changes it is read and indexed in a thread (:mod:`smartswitch.runtime.reload`) and
-swapped in whole on the loop. Finished calls go to the durable outbox, which the forwarder
+version changes it is read in a reader process and indexed in a thread
+(:mod:`smartswitch.runtime.reload`), then swapped in whole on the loop. Finished calls go to the durable outbox, which the forwarder
 drains into the money database (the embedded database of a single node; the primary of a
 cluster). Balances are re-read from the node's own database together with the CDR ids that
 database already holds, so authorisation counts each charge exactly once (see
@@ -172,7 +172,7 @@ class BillingServices:
             except ValueError as exc:
                 log.error("configuration version %s not loaded: %s", version, exc)
                 return
-            # The swap is all the loop does: the views were read and indexed in the thread.
+            # The swap is all the loop does: the views were read and indexed elsewhere.
             self.policy.update(views)
             if self.registrar is not None:
                 self.registrar.update(views, asyncio.get_running_loop().time())

@@ -14,8 +14,8 @@ Two databases, one code path:
   pool that checks connections before use and recycles them before the server's wait_timeout.
 
 :func:`create_sync_engine` gives a blocking engine on the same database (pysqlite, PyMySQL)
-for work done in a thread of its own, away from the event loop: a node reads and indexes its
-configuration that way (:mod:`smartswitch.runtime.reload`).  Its SQLite transactions are
+for work done away from the event loop: a node reads its configuration that way, in a process
+of its own (:mod:`smartswitch.runtime.reader`).  Its SQLite transactions are
 plain deferred ``BEGIN``: it only reads, and in WAL mode a reader sees one consistent snapshot
 from its first read on without holding up the writers.
 """
@@ -86,7 +86,7 @@ _SYNC_DRIVERS = {"sqlite": "pysqlite", "mysql": "pymysql", "mariadb": "pymysql"}
 
 def create_sync_engine(url: str) -> Engine:
     """A blocking :class:`Engine` on the database of ``url`` (an async URL as the node uses),
-    for readers that run in a thread of their own (see the module docstring)."""
+    for readers that run away from the event loop (see the module docstring)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     parsed = parsed.set(

@@ -1,26 +1,31 @@
 """Loading the configuration the call path reads, and the version that says when to reload.
 
 A node keeps a :class:`~smartswitch.model.config.ConfigSnapshot` in memory and polls
-:func:`config_version`; when the number moves it reads a new snapshot with
-:func:`read_snapshot`, in a thread of its own (a carrier's rate deck is hundreds of thousands
-of rows), and swaps it in whole.  Every configuration change bumps the version in its own
-transaction (:func:`bump_config_version`), so a snapshot read in one transaction is never half
-of a change: on MariaDB the first read fixes the transaction's consistent view (REPEATABLE
-READ), on SQLite (WAL) so does a read transaction's first read.
+:func:`config_version`; when the number moves it reads a new snapshot and swaps it in whole.
+Every configuration change bumps the version in its own transaction
+(:func:`bump_config_version`), so a snapshot read in one transaction is never half of a change:
+on MariaDB the first read fixes the transaction's consistent view (REPEATABLE READ), on SQLite
+(WAL) so does a read transaction's first read.
 
-Rates are read as plain columns, not ORM objects, and what did not change since the previous
-snapshot is taken from it rather than built again: an unchanged tariff is the previous
-:class:`~smartswitch.model.config.Tariff` object itself, a changed one keeps the previous
-:class:`~smartswitch.model.config.Rate` objects of its unchanged lines.  So a reload allocates
-(and leaves for the garbage collector to visit) only what changed.
+A carrier's rate deck is hundreds of thousands of rows, so reading is split in two for a node
+(:mod:`smartswitch.runtime.reload`): :func:`read_parts` runs in a process of its own and
+gives the snapshot without the rates of the tariffs the node already has (each tariff carries
+a digest of its rates as stored); :func:`assemble` makes the snapshot where it is used, taking
+an unchanged tariff as the previous :class:`~smartswitch.model.config.Tariff` object itself
+and keeping the previous :class:`~smartswitch.model.config.Rate` objects of a changed
+tariff's unchanged lines. So a reload sends, allocates (and leaves for the garbage collector
+to visit) only what changed. :func:`read_snapshot` does both at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,9 +58,14 @@ from smartswitch.store.schema import (
 from smartswitch.store.values import parse_acl_entry
 
 __all__ = [
+    "RateLine",
+    "SnapshotParts",
+    "TariffHead",
+    "assemble",
     "bump_config_version",
     "config_version",
     "load_snapshot",
+    "read_parts",
     "read_snapshot",
     "to_account",
     "to_did",
@@ -164,22 +174,98 @@ def to_did(row: DidRow) -> Did:
 
 async def load_snapshot(session: AsyncSession) -> ConfigSnapshot:
     """:func:`read_snapshot` in an async session (on the event loop: for tools and tests; a
-    node reads its configuration in a thread)."""
+    node reads its configuration in a process of its own)."""
     return await session.run_sync(read_snapshot)
 
 
-def read_snapshot(session: Session, previous: ConfigSnapshot | None = None) -> ConfigSnapshot:
+def read_snapshot(session: Session) -> ConfigSnapshot:
     """Everything the call path needs, read in the session's current transaction.
 
     Disabled peers are included (``Peer.enabled`` says so): the call path decides what
     disabled means.  Rates of every period are included; the rating code picks the one in
     force.  Account balances are those in the database at load time: the starting point from
-    which the node tracks its own charges.  Values equal to ``previous``'s are shared with it
-    (see the module docstring).
+    which the node tracks its own charges.
     """
+    parts, lines = read_parts(session)
+    return assemble(parts, lambda head: lines.get(head.id, ()))
+
+
+#: One rate as stored: prefix, price per minute, connect fee, increment minimum and step, free
+#: seconds, effective from and to (a :class:`~smartswitch.model.config.Rate`'s fields).
+RateLine = tuple[str, Decimal, Decimal, int, int, int, datetime | None, datetime | None]
+
+
+@dataclass(frozen=True, slots=True)
+class TariffHead:
+    """A tariff without its rates, and a digest of the tariff as stored (same digest, same
+    name, currency and rates): a reader that has it already need not be sent it again."""
+
+    id: int
+    name: str
+    currency: str
+    digest: bytes
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotParts:
+    """A snapshot as :func:`read_parts` reads it: the tariffs' rates apart."""
+
+    version: int
+    accounts: dict[int, Account]
+    peers: dict[int, Peer]
+    routes: tuple[Route, ...]
+    subscribers: dict[int, Subscriber]
+    dids: dict[str, Did]
+    tariffs: tuple[TariffHead, ...]
+
+
+def read_parts(
+    session: Session, known: Mapping[int, bytes] | None = None
+) -> tuple[SnapshotParts, dict[int, list[RateLine]]]:
+    """The snapshot in the session's current transaction, and the rate lines of every tariff
+    whose digest is not the one ``known`` gives for it (by tariff id).
+
+    Rates come from one Core query (plain rows, not ORM objects) in the order the tariff
+    lists them: by prefix, then as stored."""
+    known = known or {}
     version = session.scalar(_VERSION) or 0
     accounts = {row.id: to_account(row) for row in session.scalars(select(AccountRow))}
-    tariffs = _read_tariffs(session, previous.tariffs if previous is not None else {})
+    lines: dict[int, list[RateLine]] = {}
+    digests: dict[int, Any] = {}
+    rows = session.connection().execute(
+        select(
+            RateRow.tariff_id,
+            RateRow.prefix,
+            RateRow.price_per_minute,
+            RateRow.connect_fee,
+            RateRow.increment_min,
+            RateRow.increment_step,
+            RateRow.free_seconds,
+            RateRow.effective_from,
+            RateRow.effective_to,
+        ).order_by(RateRow.tariff_id, RateRow.prefix, RateRow.id)
+    )
+    tariff_id, found, digest = None, [], hashlib.blake2b(digest_size=16)
+    for tid, *values in rows:  # a tariff's digest: its rates, then its name and currency
+        if tid != tariff_id:
+            tariff_id, found = tid, lines.setdefault(tid, [])
+            digest = digests[tid] = hashlib.blake2b(digest_size=16)
+        line: RateLine = tuple(values)  # type: ignore[assignment]
+        digest.update(repr(line).encode())
+        found.append(line)
+    heads = []
+    for row in session.connection().execute(
+        select(TariffRow.id, TariffRow.name, TariffRow.currency).order_by(TariffRow.id)
+    ):
+        digest = digests.pop(row.id, None) or hashlib.blake2b(digest_size=16)
+        digest.update(repr((row.name, row.currency)).encode())
+        head = TariffHead(
+            row.id, row.name, row.currency, digest.digest(), len(lines.get(row.id, ()))
+        )
+        if known.get(head.id) == head.digest:
+            lines.pop(head.id, None)  # the reader has them
+        heads.append(head)
     peers = {row.id: to_peer(row) for row in session.scalars(select(PeerRow))}
     routes = tuple(
         Route(
@@ -197,70 +283,55 @@ def read_snapshot(session: Session, previous: ConfigSnapshot | None = None) -> C
     )
     subscribers = {row.id: to_subscriber(row) for row in session.scalars(select(SubscriberRow))}
     dids = {row.number: to_did(row) for row in session.scalars(select(DidRow))}
-    return ConfigSnapshot(
-        version=version,
-        accounts=accounts,
-        peers=peers,
-        tariffs=tariffs,
-        routes=routes,
-        subscribers=subscribers,
-        dids=dids,
-    )
+    parts = SnapshotParts(version, accounts, peers, routes, subscribers, dids, tuple(heads))
+    return parts, lines
 
 
-_RateValues = tuple[str, Decimal, Decimal, Increment, int, datetime | None, datetime | None]
-
-
-def _read_tariffs(session: Session, previous: dict[int, Tariff]) -> dict[int, Tariff]:
-    """Every tariff with its rates (by prefix, then as stored), one query for all the rates."""
-    rates: dict[int, list[Rate]] = {}
+def assemble(
+    parts: SnapshotParts,
+    lines: Callable[[TariffHead], Iterable[RateLine]],
+    previous: ConfigSnapshot | None = None,
+    known: Mapping[int, bytes] | None = None,
+) -> ConfigSnapshot:
+    """The snapshot from its parts. A tariff whose digest is the one ``known`` gives for it is
+    ``previous``'s :class:`~smartswitch.model.config.Tariff` object itself (``known`` holds the
+    digests of ``previous``'s tariffs); the others are built from ``lines(head)``, keeping
+    ``previous``'s Rate objects of their unchanged lines."""
+    known = known or {}
+    before = previous.tariffs if previous is not None else {}
     increments: dict[tuple[int, int], Increment] = {}  # one object each (a deck has a few)
-    old: Sequence[Rate] = ()
-    tariff_id = None
-    # Core, not the ORM: plain rows, half the time for a deck of half a million lines.
-    rows = session.connection().execute(
-        select(
-            RateRow.tariff_id,
-            RateRow.prefix,
-            RateRow.price_per_minute,
-            RateRow.connect_fee,
-            RateRow.increment_min,
-            RateRow.increment_step,
-            RateRow.free_seconds,
-            RateRow.effective_from,
-            RateRow.effective_to,
-        ).order_by(RateRow.tariff_id, RateRow.prefix, RateRow.id)
-    )
-    for tid, prefix, price, fee, inc_min, inc_step, free, start, end in rows:
-        if tid != tariff_id:
-            tariff_id = tid
-            found = rates[tid] = []
-            known = previous.get(tid)
-            old = known.rates if known is not None else ()
-        increment = increments.get((inc_min, inc_step))
-        if increment is None:
-            increment = increments[inc_min, inc_step] = Increment(inc_min, inc_step)
-        values: _RateValues = (prefix, price, fee, increment, free, start, end)
-        # The previous snapshot's rate at the same place, when it says the same: most lines
-        # of a tariff survive a change (and every line of every other tariff).
-        same = old[len(found)] if len(found) < len(old) else None
-        if same is None or _values(same) != values:
-            same = Rate(*values)
-        found.append(same)
     tariffs = {}
-    for row in session.connection().execute(
-        select(TariffRow.id, TariffRow.name, TariffRow.currency)
-    ):
-        lines = rates.get(row.id, [])
-        known = previous.get(row.id)
-        if known is not None and _unchanged(known, row.name, row.currency, lines):
-            tariffs[row.id] = known
-        else:
-            tariffs[row.id] = Tariff(row.id, row.name, row.currency, tuple(lines))
-    return tariffs
+    for head in parts.tariffs:
+        old = before.get(head.id)
+        if old is not None and known.get(head.id) == head.digest:
+            tariffs[head.id] = old
+            continue
+        old_rates = old.rates if old is not None else ()
+        rates: list[Rate] = []
+        for prefix, price, fee, inc_min, inc_step, free, start, end in lines(head):
+            increment = increments.get((inc_min, inc_step))
+            if increment is None:
+                increment = increments[inc_min, inc_step] = Increment(inc_min, inc_step)
+            values = (prefix, price, fee, increment, free, start, end)
+            # The previous rate at the same place, when it says the same: most lines of a
+            # tariff survive a change to it.
+            same = old_rates[len(rates)] if len(rates) < len(old_rates) else None
+            if same is None or _values(same) != values:
+                same = Rate(*values)
+            rates.append(same)
+        tariffs[head.id] = Tariff(head.id, head.name, head.currency, tuple(rates))
+    return ConfigSnapshot(
+        version=parts.version,
+        accounts=parts.accounts,
+        peers=parts.peers,
+        tariffs=tariffs,
+        routes=parts.routes,
+        subscribers=parts.subscribers,
+        dids=parts.dids,
+    )
 
 
-def _values(rate: Rate) -> _RateValues:
+def _values(rate: Rate) -> tuple[object, ...]:
     return (
         rate.prefix,
         rate.price_per_minute,
@@ -269,13 +340,4 @@ def _values(rate: Rate) -> _RateValues:
         rate.free_seconds,
         rate.effective_from,
         rate.effective_to,
-    )
-
-
-def _unchanged(tariff: Tariff, name: str, currency: str, lines: list[Rate]) -> bool:
-    return (
-        tariff.name == name
-        and tariff.currency == currency
-        and len(tariff.rates) == len(lines)
-        and all(a is b for a, b in zip(tariff.rates, lines, strict=True))
     )
