@@ -2,11 +2,11 @@
 
 Nothing here runs on the call path. Configuration is polled in the background; when its
 version changes it is read in a reader process and indexed in a thread
-(:mod:`smartswitch.runtime.reload`), then swapped in whole on the loop. Finished calls go to the durable outbox, which the forwarder
-drains into the money database (the embedded database of a single node; the primary of a
-cluster). Balances are re-read from the node's own database together with the CDR ids that
-database already holds, so authorisation counts each charge exactly once (see
-:mod:`smartswitch.billing.accounting`).
+(:mod:`smartswitch.runtime.reload`), then swapped in whole on the loop. Finished calls go to
+the durable outbox, which the forwarder drains into the money database (the embedded database
+of a single node; the primary of a cluster). Balances are re-read from the node's own database
+together with the CDR ids that database already holds, so authorisation counts each charge
+exactly once (see :mod:`smartswitch.billing.accounting`).
 """
 
 from __future__ import annotations
