@@ -4,6 +4,7 @@ is shared with the end-to-end tests)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -48,3 +49,11 @@ def start_run(out: Path, name: str) -> tuple[Path, dict[str, Any]]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
+
+
+def save_results(workdir: Path, results: dict[str, Any]) -> Path:
+    """The run's figures as ``<workdir>.json`` beside its directory; says where."""
+    path = workdir.with_suffix(".json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {path}")
+    return path

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The runner is shared with the end-to-end tests (tests/e2e/), one copy only.
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchutil import start_run  # noqa: E402
+from benchutil import save_results, start_run  # noqa: E402
 from e2e.node import Node, NodeError, NodeSpec, route, sip_uri  # noqa: E402
 from e2e.sipp import (  # noqa: E402
     Sipp,
@@ -602,9 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_mb(mem['peak_rss'])}"
             + (f", {per_call / 1024:.1f} KiB per call" if per_call is not None else "")
         )
-    out = workdir.with_suffix(".json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {out}")
+    save_results(workdir, results)
     return exit_code
 
 

@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchutil import start_run  # noqa: E402
+from benchutil import save_results, start_run  # noqa: E402
 from calls import CALLEE_IP, NODE_IP, billing_document, caller_options, start_uas  # noqa: E402
 from e2e.node import Node, NodeError, NodeSpec  # noqa: E402
 from e2e.sipp import Sipp, stat_int  # noqa: E402
@@ -420,9 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if node.started:
             results["node_exit"] = node.stop()
         uas.stop()
-    out = workdir.with_suffix(".json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {out}")
+    save_results(workdir, results)
     return exit_code
 
 
