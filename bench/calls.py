@@ -35,10 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import shlex
-import signal
 import sqlite3
 import sys
 import time
@@ -46,7 +43,6 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # The runner is shared with the end-to-end tests (tests/e2e/), one copy only.
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchutil import exit_on_sigterm, git_commit  # noqa: E402
+from benchutil import save_results, start_run  # noqa: E402
 from e2e.node import Node, NodeError, NodeSpec, route, sip_uri  # noqa: E402
 from e2e.sipp import (  # noqa: E402
     Sipp,
     SippOptions,
     free_port,
-    sipp_version,
     stat_int,
 )
 
@@ -251,6 +246,25 @@ def running_billing_node(
             print(f"warning: node exited with {code}; log: {node.log_path}", file=sys.stderr)
 
 
+def start_uas(workdir: Path, recv_timeout_ms: int) -> tuple[Sipp, int]:
+    """The callee of a whole run, sipp's built-in UAS on CALLEE_IP (not yet listening: then
+    ``wait_until_listening``), and its port."""
+    port = free_port(CALLEE_IP)
+    uas = Sipp(
+        "uas",
+        SippOptions(
+            scenario="uas",
+            local_ip=CALLEE_IP,
+            local_port=port,
+            timeout_s=3600,
+            recv_timeout_ms=recv_timeout_ms,
+            trace_messages=False,
+        ),
+        workdir / "uas",
+    ).start()
+    return uas, port
+
+
 def count_cdrs(node: Node) -> int:
     db = sqlite3.connect(f"file:{node.data_dir / 'smartswitch.db'}?mode=ro", uri=True)
     try:
@@ -284,9 +298,18 @@ def check_billing(node: Node) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measurements
 
 
-def run_step(args: argparse.Namespace, label: str, target: str, rate: int, workdir: Path) -> Step:
-    calls = max(1, int(rate * args.seconds))
-    options = SippOptions(
+def caller_options(
+    target: str,
+    calls: int,
+    rate: float,
+    duration_ms: int,
+    timeout_s: float,
+    recv_timeout_ms: int = 5000,
+    stats_period_s: int | None = None,
+    extra: Sequence[str] = (),
+) -> SippOptions:
+    """sipp's built-in UAC on CALLER_IP dialling DIALLED at ``target``, no message log."""
+    return SippOptions(
         scenario="uac",
         local_ip=CALLER_IP,
         local_port=free_port(CALLER_IP),
@@ -294,15 +317,21 @@ def run_step(args: argparse.Namespace, label: str, target: str, rate: int, workd
         service=DIALLED,
         calls=calls,
         rate=rate,
-        duration_ms=args.duration_ms,
-        timeout_s=args.step_timeout,
-        recv_timeout_ms=5000,
+        duration_ms=duration_ms,
+        timeout_s=timeout_s,
+        recv_timeout_ms=recv_timeout_ms,
         trace_messages=False,
+        stats_period_s=stats_period_s,
         # -l: room for every call at once, so sipp never throttles the rate
         # quietly when answers slow down; a slow node must show as failures
         # or a missed rate, not as a lower load.
-        extra=("-l", str(calls)),
+        extra=("-l", str(calls), *extra),
     )
+
+
+def run_step(args: argparse.Namespace, label: str, target: str, rate: int, workdir: Path) -> Step:
+    calls = max(1, int(rate * args.seconds))
+    options = caller_options(target, calls, rate, args.duration_ms, args.step_timeout)
     proc = Sipp(f"{label}-{rate}", options, workdir / f"{label}-{rate}cps").start()
     note = ""
     try:
@@ -365,20 +394,14 @@ def measure_memory(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Mem
     with running_node(args, workdir / "node-memory", uas_uri) as node:
         time.sleep(1.0)  # let start-up allocations settle
         idle = node.rss_bytes()
-        options = SippOptions(
-            scenario="uac",
-            local_ip=CALLER_IP,
-            local_port=free_port(CALLER_IP),
-            remote=node.sip_address,
-            service=DIALLED,
-            calls=args.memory_calls,
-            rate=args.memory_rate,
-            duration_ms=args.memory_duration_ms,
+        options = caller_options(
+            node.sip_address,
+            args.memory_calls,
+            args.memory_rate,
+            args.memory_duration_ms,
             timeout_s=args.memory_calls / args.memory_rate + args.memory_duration_ms / 1000 + 30,
             recv_timeout_ms=10000,
-            trace_messages=False,
             stats_period_s=1,
-            extra=("-l", str(args.memory_calls)),
         )
         uac = Sipp("memory", options, workdir / "memory").start()
         started = time.monotonic()
@@ -479,16 +502,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    workdir = args.out / f"calls-{stamp}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, facts = start_run(args.out, "calls")
     results: dict[str, Any] = {
-        "started": stamp,
-        "commit": git_commit(),
-        "sipp": sipp_version(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **facts,
         "settings": {
             "rates": args.rates,
             "seconds_per_step": args.seconds,
@@ -502,19 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # One callee for the whole run. Its receive timeout outlasts the memory
     # test's long calls (sipp's built-in UAS waits for the BYE).
-    uas_port = free_port(CALLEE_IP)
-    uas = Sipp(
-        "uas",
-        SippOptions(
-            scenario="uas",
-            local_ip=CALLEE_IP,
-            local_port=uas_port,
-            timeout_s=3600,
-            recv_timeout_ms=args.memory_duration_ms + 15000,
-            trace_messages=False,
-        ),
-        workdir / "uas",
-    ).start()
+    uas, uas_port = start_uas(workdir, recv_timeout_ms=args.memory_duration_ms + 15000)
     uas_uri = sip_uri(CALLEE_IP, uas_port)
     print(f"smartswitch call bench, {results['sipp']}, logs in {workdir}")
     exit_code = 0
@@ -598,9 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_mb(mem['peak_rss'])}"
             + (f", {per_call / 1024:.1f} KiB per call" if per_call is not None else "")
         )
-    out = args.out / f"calls-{stamp}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {out}")
+    save_results(workdir, results)
     return exit_code
 
 

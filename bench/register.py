@@ -28,23 +28,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchutil import exit_on_sigterm, git_commit  # noqa: E402
+from benchutil import start_run  # noqa: E402
 from e2e.node import Node, NodeSpec  # noqa: E402
-from e2e.sipp import Sipp, SippOptions, free_port, sipp_version  # noqa: E402
+from e2e.sipp import Sipp, SippOptions, free_port  # noqa: E402
 
 NODE_IP = "127.0.0.1"
 PHONES_IP = "127.0.0.2"
@@ -206,18 +202,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    workdir = args.out / f"register-{stamp}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, facts = start_run(args.out, "register")
     (workdir / "register.xml").write_text(SCENARIO)
     (workdir / "users.csv").write_text(injection(args.subscribers))
     results: dict[str, Any] = {
-        "started": stamp,
-        "commit": git_commit(),
-        "sipp": sipp_version(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **facts,
         "settings": {
             "rates": args.rates,
             "seconds_per_step": args.seconds,
@@ -265,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["steps"] = [asdict(s) | {"passed": s.passed} for s in steps]
     results["best_registrations_per_s"] = best.achieved_per_s if best else 0
     results["best_register_transactions_per_s"] = best.transactions_per_s if best else 0
-    path = args.out / f"register-{stamp}.json"
+    path = workdir.with_suffix(".json")
     path.write_text(json.dumps(results, indent=2) + "\n")
     if best is not None:
         print(

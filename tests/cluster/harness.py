@@ -114,6 +114,16 @@ def config_above(member: ClusterNode, version: int) -> bool:
     return int(member.status()["config_version"]) > version
 
 
+def delivered(member: ClusterNode, count: int) -> bool:
+    """At least ``count`` of the node's CDRs reached the money database."""
+    return int(member.status()["delivered"]) >= count
+
+
+def has_binding(member: ClusterNode, aor: str) -> bool:
+    """The node's location service holds a binding of ``aor`` (its own or pushed to it)."""
+    return any(b["aor"] == aor for b in member.node.registrations()["bindings"])
+
+
 def outbox_empty(member: ClusterNode) -> bool:
     return int(member.status()["outbox_depth"]) == 0
 

@@ -28,6 +28,8 @@ from .harness import (
     caller,
     cluster_member,
     config_above,
+    delivered,
+    has_binding,
     outbox_empty,
     provisioning,
     start_supplier,
@@ -126,7 +128,9 @@ def test_primary_down_calls_keep_flowing_and_money_arrives_once(
         caller(sipps, "via-node2", node2.node, calls=240, rate=10),
         caller(sipps, "via-node3", node3.node, calls=240, rate=10),
     ]
-    time.sleep(6)
+    # Calls flow through both nodes and their CDRs reach the primary; then it goes away.
+    for member in (node2, node3):
+        wait_until(partial(delivered, member, 10), 30, "CDRs delivered to the primary")
     primary.db.stop()
     outage_started = time.monotonic()
     falling: list[Decimal] = []
@@ -169,7 +173,7 @@ def test_node_killed_mid_traffic_loses_no_cdr_of_a_finished_call(
     members, _ = cluster
     primary, node2, _ = members
     traffic = caller(sipps, "killed", node2.node, calls=100, rate=20, timeout_s=30)
-    time.sleep(3)
+    wait_until(partial(delivered, node2, 20), 30, "calls finished and delivered")
     node2.node.kill()
     result = traffic.wait(timeout=60)
     finished = completed_call_ids(result.received)
@@ -241,7 +245,7 @@ def test_phone_registered_on_one_node_gets_the_did_calls_arriving_on_another(
             ),
         ),
     )
-    time.sleep(2)  # registered on node 1, pushed to the others
+    wait_until(partial(has_binding, node3, "alice"), 10, "alice's binding pushed to node 3")
     provider = caller(
         sipps, "provider", node3.node, 1, 1, service=DID, duration_ms=500, ip=PROVIDER_IP
     )

@@ -34,6 +34,8 @@ HEALTH_TIMEOUT = 10.0
 STOP_GRACE = 10.0
 #: Seconds an operator command (provision, cdr export, audit) may take.
 CLI_TIMEOUT = 60.0
+#: Seconds a running node may take to load a configuration change.
+RELOAD_TIMEOUT = 10.0
 
 
 class NodeError(RuntimeError):
@@ -301,6 +303,10 @@ class Node:
         """Resident memory of the node and its child processes (SIP workers)."""
         return tree_rss_bytes(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the node has used so far (user and system, its own and its children's)."""
+        return cpu_seconds(self.pid)
+
     def _append_log(self, text: str) -> None:
         with open(self.log_path, "a") as log:
             log.write(text)
@@ -369,11 +375,61 @@ class Node:
             cdrs = self.cdrs()
         return cdrs
 
+    def registrations(self, outbound: bool = False) -> dict[str, Any]:
+        """What ``smartswitch registrations [--outbound] --format json`` prints: the running
+        node's bindings and bans (or its registrations with suppliers)."""
+        url = f"http://{self.http_host}:{self.http_port}"
+        flags = ("--outbound",) if outbound else ()
+        done = self.cli("registrations", "--url", url, "--format", "json", *flags, timeout=20)
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.health_url, timeout=2.0) as response:
             data = json.loads(response.read())
         assert isinstance(data, dict)
         return data
+
+    # -- configuration reloads: wait for what /health says, never for a fixed time
+
+    def loaded_config_version(self) -> int | None:
+        """The configuration version the running node has loaded (``/health``; None in lab
+        mode, which has no database)."""
+        version = self.health().get("config_version")
+        return version if isinstance(version, int) else None
+
+    def stored_config_version(self) -> int:
+        """The configuration version in the node's SQLite file: what every change made so far
+        (``provision``, the UI, the API) has bumped it to."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'smartswitch.db'}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT version FROM config_version WHERE id = 1").fetchone()
+        finally:
+            db.close()
+        return int(row[0]) if row else 0
+
+    def wait_config_version(self, version: int, timeout: float = RELOAD_TIMEOUT) -> None:
+        """Poll ``/health`` until the node has loaded configuration ``version`` (or later)."""
+        deadline = time.monotonic() + timeout
+        loaded: int | None = None
+        while True:
+            with contextlib.suppress(OSError, ValueError):  # busy: no answer in time
+                loaded = self.loaded_config_version()
+            if loaded is not None and loaded >= version:
+                return
+            if time.monotonic() > deadline:
+                raise NodeError(
+                    f"configuration version {version} not loaded within {timeout:g} s "
+                    f"(loaded: {loaded})\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def wait_config_applied(self, timeout: float = RELOAD_TIMEOUT) -> int:
+        """Wait until the node runs on the configuration its database holds now (after a
+        change made while it runs); returns that version."""
+        version = self.stored_config_version()
+        self.wait_config_version(version, timeout)
+        return version
 
 
 def start_node(spec: NodeSpec, health_timeout: float = HEALTH_TIMEOUT) -> Node:
@@ -423,6 +479,16 @@ def rss_bytes(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid``, from /proc/PID/stat (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:

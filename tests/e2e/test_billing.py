@@ -571,7 +571,7 @@ def test_reprovisioning_a_running_node_takes_effect(
     changed = copy.deepcopy(document)
     _named(changed["tariffs"], "buy-b")["rates"][0]["price_per_minute"] = "0.0090"
     assert "updated" in node.provision(changed)
-    time.sleep(2.0)
+    node.wait_config_applied()
     _ok(sipp.uac(node.sip_address, "uac", name="after"))
     cdrs = node.wait_cdrs(2)
     assert cdrs[-1]["supplier_peer"] == "carrier-a", cdrs
@@ -581,7 +581,7 @@ def test_reprovisioning_a_running_node_takes_effect(
     disabled = copy.deepcopy(changed)
     peer(disabled, "acme-trunk")["enabled"] = False
     node.provision(disabled)
-    time.sleep(2.0)
+    node.wait_config_applied()
     _ok(sipp.uac(node.sip_address, expect_final_scenario(403, tmp_path), name="disabled"))
     assert len(node.cdrs()) == 2
     assert len(a.stop().received_requests("INVITE")) == 1

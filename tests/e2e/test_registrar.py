@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 from smartswitch.sip.digest import compute_ha1, compute_response, parse_auth_params
 
 from .conftest import CALLER_IP, SippFactory, StartBillingNode
-from .node import Node, node_command, wait_for
+from .node import Node, wait_for
 from .sipp import SCENARIOS, SipMessage, SippResult, Transport, expect_final_scenario
 
 pytestmark = pytest.mark.e2e
@@ -80,28 +79,9 @@ def start(
     return start_billing_node(doc or document(), **config)
 
 
-def registrations(node: Node, outbound: bool = False) -> dict[str, Any]:
-    """What ``smartswitch registrations [--outbound] --format json`` prints."""
-    command = [
-        *node_command(),
-        "registrations",
-        "--url",
-        f"http://{node.http_host}:{node.http_port}",
-        "--data-dir",
-        str(node.data_dir),
-        "--format",
-        "json",
-    ]
-    if outbound:
-        command.append("--outbound")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
-
-
 def wait_binding(node: Node, aor: str, timeout: float = 10.0) -> dict[str, Any]:
     def find() -> dict[str, Any] | None:
-        return next((b for b in registrations(node)["bindings"] if b["aor"] == aor), None)
+        return next((b for b in node.registrations()["bindings"] if b["aor"] == aor), None)
 
     binding: dict[str, Any] = wait_for(find, timeout, f"a binding of {aor}")
     return binding
@@ -260,7 +240,7 @@ def test_wrong_password_is_refused_exactly_like_an_unknown_user(
         [a] = wrong.received_responses(status)
         [b] = unknown.received_responses(status)
         assert _shape(a) == _shape(b), (a.text, b.text)
-    assert registrations(node)["bindings"] == []
+    assert node.registrations()["bindings"] == []
 
 
 def test_failure_limit_bans_the_source_not_others(
@@ -287,12 +267,12 @@ def test_failure_limit_bans_the_source_not_others(
     )
     _ok(banned)
     assert not banned.received_responses(401)
-    assert PHONE_IP in registrations(node)["bans"]
+    assert PHONE_IP in node.registrations()["bans"]
     # Another source is served as usual.
     with ThreadPoolExecutor(1) as pool:
         other = phone(sipp, pool, node, ip=OTHER_PHONE_IP, hold_ms=200, name="other-phone")
         _ok(other.result())
-    assert registrations(node)["bindings"][0]["source"].startswith(f"udp:{OTHER_PHONE_IP}:")
+    assert node.registrations()["bindings"][0]["source"].startswith(f"udp:{OTHER_PHONE_IP}:")
 
 
 # --------------------------------------------------------------------------- restart
@@ -361,7 +341,7 @@ def test_switch_registers_with_a_supplier_and_refreshes_before_expiry(
     node = start(start_billing_node, document(peers=[supplier]))
 
     def registered() -> dict[str, Any] | None:
-        rows = registrations(node, outbound=True)["registrations"]
+        rows = node.registrations(outbound=True)["registrations"]
         return next((r for r in rows if r["state"] == "registered"), None)
 
     state = wait_for(registered, 5.0, "the outbound registration")

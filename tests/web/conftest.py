@@ -1,8 +1,9 @@
 """The web app over a real (temporary SQLite) store, with a stand-in for the SIP side.
 
-``web`` gives a :class:`WebEnv`: the app (FastAPI TestClient), the node stand-in (its
-``read_only`` switch, a fake B2BUA with calls to hang up) and an API token per role.
-The database is migrated with the project's Alembic migrations, like a node's.
+``web`` gives a :class:`WebEnv`: the app (FastAPI TestClient), the node stand-in
+(:class:`~.fakes.FakeNode`: its ``read_only`` switch, calls in progress to hang up, counters)
+and an API token per role. The database is migrated with the project's Alembic migrations,
+like a node's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +24,17 @@ from smartswitch.runtime.config import NodeConfig
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.web.app import create_app
 
+from .fakes import FakeNode
 from .helpers import prepare_schema
 
 PASSWORD = "correct horse battery"
 
 
-class FakeLayer:
-    def __init__(self) -> None:
-        self.client: dict[Any, Any] = {}
-        self.server: dict[Any, Any] = {}
-
-
-@dataclass
-class FakeB2bua:
-    calls: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, int] = field(
-        default_factory=lambda: {"calls": 0, "answered": 0, "rejected": 0}
-    )
-    label_stats: dict[str, list[int]] = field(default_factory=dict)
-    layer: FakeLayer = field(default_factory=FakeLayer)
-    timers: list[Any] = field(default_factory=list)
-    dialogs: dict[Any, Any] = field(default_factory=dict)
-    clock: Any = None
-    now: float = 100.0
-    hung_up: list[str] = field(default_factory=list)
-
-    def hangup(self, key: str, now: float) -> bool:
-        if key not in self.calls:
-            return False
-        del self.calls[key]
-        self.hung_up.append(key)
-        return True
-
-
-class FakeServices:
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        self.sessions = session_factory(self.engine)
-
-
-class FakeNode:
-    def __init__(self, data_dir: Path, url: str) -> None:
-        self.config = NodeConfig(data_dir=data_dir, node_id="test1")
-        self.b2bua = FakeB2bua()
-        self.endpoint = None
-        self.services = FakeServices(url)
-        self.read_only = False
-        self.primary_name = "db1.example.net"
+def fake_node(data_dir: Path, url: str) -> tuple[FakeNode, Any]:
+    """A node stand-in on the database at ``url``, and its engine (to dispose of)."""
+    engine = create_engine(url)
+    node = FakeNode(NodeConfig(data_dir=data_dir, node_id="test1"), session_factory(engine))
+    return node, engine
 
 
 @dataclass
@@ -132,11 +97,11 @@ def make_env(tmp_path: Path) -> Iterator[WebEnv]:
     data.mkdir(parents=True, exist_ok=True)
     shutil.copy(template, data / "smartswitch.db")
     url = database_url(data)
-    node = FakeNode(data, url)
+    node, engine = fake_node(data, url)
     app = create_app(node)
     with TestClient(app, base_url="http://testserver") as client:
         yield WebEnv(client, node, tokens, url)
-    asyncio.run(node.services.engine.dispose())
+    asyncio.run(engine.dispose())
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from .conftest import WebEnv
 
 
@@ -108,4 +110,15 @@ def test_balance_changes_validate(web: WebEnv) -> None:
     assert huge.status_code == 422 and fields(huge) == ["amount"]
     assert (
         web.post("/api/v1/accounts/nobody/topup", {"amount": "5", "note": "x"}).status_code == 404
+    )
+
+
+def test_the_node_s_own_balance_is_shown_beside_the_stored_one(web: WebEnv) -> None:
+    web.post("/api/v1/accounts", {"name": "acme", "currency": "USD", "balance": "10"})
+    web.node.live_balances[1] = (Decimal("9.5000"), Decimal("14.5000"))
+    body = web.get("/api/v1/accounts/acme").json()
+    assert (body["balance"], body["live_balance"], body["available"]) == (
+        "10.0000",
+        "9.5000",
+        "14.5000",
     )

@@ -87,7 +87,9 @@ def test_read_only_node_answers_409_naming_the_primary(web: WebEnv) -> None:
 
 
 def test_health_and_metrics_are_public_and_nothing_else(web: WebEnv) -> None:
-    assert web.client.get("/health").status_code == 200
+    health = web.client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok" and health.json()["config_version"] == 1
     assert web.client.get("/metrics").status_code == 200
     assert web.client.get("/static/htmx.min.js").status_code == 200
     for path in ("/", "/accounts", "/cdrs", "/api/docs", "/api/v1/openapi.json", "/settings"):

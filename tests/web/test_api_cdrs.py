@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,8 +10,10 @@ from typing import Any
 from smartswitch.model.cdr import HangupSide
 from smartswitch.store.database import create_engine, session_factory
 from smartswitch.store.schema import CdrRow
+from smartswitch.web.ports import Counters, Delivery
 
 from .conftest import WebEnv
+from .fakes import live_call
 from .test_api_config import CUSTOMER, SUPPLIER, setup_world
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -114,51 +115,8 @@ def test_cdr_csv_export(web: WebEnv) -> None:
     assert len(lines) == 1 + 3
 
 
-@dataclass
-class FakeUri:
-    user: str
-
-
-@dataclass
-class FakeNameAddr:
-    user: str
-
-    def sip_uri(self) -> FakeUri:
-        return FakeUri(self.user)
-
-
-@dataclass
-class FakeRequest:
-    from_: FakeNameAddr = field(default_factory=lambda: FakeNameAddr("15550000000"))
-    to: FakeNameAddr = field(default_factory=lambda: FakeNameAddr("15551234567"))
-
-
-class FakeState:
-    value = "connected"
-
-
-@dataclass
-class FakeDestination:
-    label: str = "s1"
-
-
-@dataclass
-class FakeAttempt:
-    destination: FakeDestination = field(default_factory=FakeDestination)
-
-
-@dataclass
-class FakeCall:
-    id: str = "abc@caller"
-    state: FakeState = field(default_factory=FakeState)
-    a_request: FakeRequest = field(default_factory=FakeRequest)
-    attempt: FakeAttempt = field(default_factory=FakeAttempt)
-    setup_time: float = 40.0
-    answer_time: float | None = 42.0
-
-
 def test_calls_in_progress_and_hangup(web: WebEnv) -> None:
-    web.node.b2bua.calls["abc@caller;tag=1"] = FakeCall()
+    web.node.live_calls["abc@caller;tag=1"] = live_call("abc@caller;tag=1")
     calls = web.get("/api/v1/calls").json()
     assert calls == [
         {
@@ -174,22 +132,29 @@ def test_calls_in_progress_and_hangup(web: WebEnv) -> None:
     ]
     assert web.delete("/api/v1/calls/abc@caller;tag=1", role="read-only").status_code == 403
     assert web.delete("/api/v1/calls/abc@caller;tag=1").status_code == 204
-    assert web.node.b2bua.hung_up == ["abc@caller;tag=1"]
+    assert web.node.hung_up == ["abc@caller;tag=1"]
     assert web.delete("/api/v1/calls/abc@caller;tag=1").status_code == 404
     assert web.get("/api/v1/status").json()["calls_in_progress"] == 0
 
 
+def test_calls_in_progress_longest_first(web: WebEnv) -> None:
+    web.node.live_calls["new"] = live_call("new", age_seconds=2.0, talk_seconds=None)
+    web.node.live_calls["old"] = live_call("old", age_seconds=90.0)
+    assert [c["key"] for c in web.get("/api/v1/calls").json()] == ["old", "new"]
+
+
 def test_metrics(web: WebEnv) -> None:
-    b2bua = web.node.b2bua
-    b2bua.stats.update(calls=7, answered=5, rejected=1)
-    b2bua.label_stats["s1"] = [6, 5]
-    b2bua.calls["x"] = FakeCall()
-
-    class Endpoint:
-        rx_by_kind = {b"INVITE": 7, b"200": 5}
-        tx_by_kind = {b"INVITE": 6, b"486": 1}
-
-    web.node.endpoint = Endpoint()  # type: ignore[assignment]
+    web.node.stats = Counters(
+        calls=7,
+        answered=5,
+        rejected=1,
+        supplier_attempts={"s1": (6, 5)},
+        messages_in={"INVITE": 7, "200": 5},
+        messages_out={"INVITE": 6, "486": 1},
+        delivery=Delivery(outbox_depth=3, delivered=4, last_delivery=None, last_error="down"),
+    )
+    web.node.live_calls["x"] = live_call("x")
+    web.node.config_version = 12
     text = web.client.get("/metrics").text
     for line in (
         "smartswitch_calls_in_progress 1",
@@ -200,6 +165,10 @@ def test_metrics(web: WebEnv) -> None:
         'smartswitch_sip_messages_total{direction="in",method="INVITE"} 7',
         'smartswitch_sip_messages_total{direction="out",code="486"} 1',
         "# TYPE smartswitch_calls_per_second gauge",
+        "smartswitch_outbox_depth 3",
+        "smartswitch_cdrs_delivered_total 4",
+        "smartswitch_delivery_failing 1",
+        "smartswitch_config_version 12",
     ):
         assert line in text.splitlines(), line
 

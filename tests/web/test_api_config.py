@@ -227,6 +227,8 @@ def test_every_change_bumps_the_config_version(web: WebEnv) -> None:
         db = sqlite3.connect(web.url.split("///", 1)[1])
         versions.append(db.execute("SELECT version FROM config_version").fetchone()[0])
     assert versions == sorted(set(versions)) and len(versions) == 5
+    # ... and each asks the node to reload at once rather than at its next poll.
+    assert web.node.reloads_asked >= 5
 
 
 # ---- settings

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,7 +186,7 @@ def test_operator_story(
     shot("tariff")
 
     # -- a call through the node, and its CDR in the page
-    time.sleep(1.0)  # the node reloads its configuration every 0.5 s
+    node.wait_config_applied()  # what the pages changed, loaded by the node
     result = sipp.uac(node.sip_address, ip=CALLER_IP, calls=1, duration_ms=1500)
     assert result.returncode == 0, result.describe()
     page.goto(f"{base}/cdrs")

@@ -8,10 +8,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from smartswitch.store.database import session_factory
+from smartswitch.registrar.guard import GuardSettings, SourceGuard
 from smartswitch.store.schema import NodeRow
 
 from .conftest import WebEnv
+from .fakes import FakeRegistrar
 from .helpers import stored_row
 from .test_api_config import SUPPLIER, setup_world
 from .test_api_registrar import fields
@@ -32,7 +33,8 @@ def _nodes(web: WebEnv) -> None:
     """Three nodes registered in the cluster's table, as nodes do when they start."""
 
     async def insert() -> None:
-        sessions = session_factory(web.node.services.engine)
+        sessions = web.node.sessions
+        assert sessions is not None
         async with sessions() as session, session.begin():
             for n, listen in ((1, "0.0.0.0:5060"), (2, "10.1.0.12:5070"), (3, "10.1.0.13:5060")):
                 session.add(
@@ -160,20 +162,16 @@ def test_unknown_node_names_are_flagged_on_the_page(web: WebEnv) -> None:
     assert "not a node of this cluster" in page
 
 
-class OutboundStates:
-    """The registrar's outbound state, as a node's status reads it."""
-
-    def outbound_state(self, loop_now: float) -> list[dict[str, Any]]:
-        return [
-            {
-                "peer": "s1",
-                "username": "trunk-test1",
-                "state": "registered",
-                "registered_for": 590.4,
-                "last_status": 200,
-                "last_reason": "OK",
-            }
-        ]
+OUTBOUND = [
+    {
+        "peer": "s1",
+        "username": "trunk-test1",
+        "state": "registered",
+        "registered_for": 590.4,
+        "last_status": 200,
+        "last_reason": "OK",
+    }
+]
 
 
 def test_each_nodes_registration_state(web: WebEnv) -> None:
@@ -183,7 +181,7 @@ def test_each_nodes_registration_state(web: WebEnv) -> None:
     body = {"name": "s1", **PEER, "nodes": ["n1", "test1"]}
     body["register"] = {**REGISTER, "nodes": [accounts[0], accounts[2]]}
     assert web.post("/api/v1/peers", body).status_code == 201, body
-    web.node.services.registrar = OutboundStates()  # type: ignore[attr-defined]
+    web.node.registrar = FakeRegistrar(SourceGuard(GuardSettings()), outbound_states=OUTBOUND)
     login(web)
     # A single node: its own state only.
     page = web.client.get("/peers/s1").text

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from smartswitch.web.app import create_app
 
-from .conftest import FakeNode, WebEnv, make_env
+from .conftest import WebEnv, fake_node, make_env
 
 MAX_EXAMPLES = 20
 
@@ -26,7 +26,8 @@ MAX_EXAMPLES = 20
 def _schema() -> Any:
     """The schema as /api/v1/openapi.json serves it (building it touches no database)."""
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(FakeNode(Path(tmp), f"sqlite+aiosqlite:///{tmp}/unused.db"))
+        node, _ = fake_node(Path(tmp), f"sqlite+aiosqlite:///{tmp}/unused.db")
+        app = create_app(node)
         return schemathesis.openapi.from_dict(app.openapi())
 
 

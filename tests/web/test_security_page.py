@@ -4,13 +4,13 @@ the password policy through the API and the pages (the field named)."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from smartswitch.registrar.guard import GuardSettings, SourceGuard
 from smartswitch.sip.digest import AuthResult
 
 from .conftest import WebEnv
+from .fakes import FakeRegistrar
 from .test_api_config import setup_world
 from .test_ui import login, post_form
 
@@ -30,9 +30,7 @@ def attacked_guard() -> SourceGuard:
 
 
 def with_guard(web: WebEnv, guard: SourceGuard) -> None:
-    web.node.services.registrar = SimpleNamespace(  # type: ignore[attr-defined]
-        guard=guard, bindings_state=lambda now: []
-    )
+    web.node.registrar = FakeRegistrar(guard)
 
 
 def test_security_page_shows_attacked_accounts_and_bans(web: WebEnv) -> None:

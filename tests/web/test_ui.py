@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from .conftest import PASSWORD, WebEnv
+from .fakes import live_call
 
 
 def login(web: WebEnv, name: str = "admin", password: str = PASSWORD) -> Any:
@@ -237,14 +238,12 @@ def test_users_tokens_and_password_change(web: WebEnv) -> None:
 
 
 def test_hang_up_from_the_calls_page(web: WebEnv) -> None:
-    from .test_api_cdrs import FakeCall
-
-    web.node.b2bua.calls["k1"] = FakeCall()
+    web.node.live_calls["k1"] = live_call("k1")
     login(web)
     page = web.client.get("/calls").text
     assert "15551234567" in page and "Hang up" in page
     response = post_form(web, "/calls", "/calls/k1/hangup", {})
-    assert response.status_code == 303 and web.node.b2bua.hung_up == ["k1"]
+    assert response.status_code == 303 and web.node.hung_up == ["k1"]
     partial = web.client.get("/calls", headers={"HX-Request": "true"}).text
     assert "<html" not in partial and "No calls in progress" in partial
 

@@ -9,7 +9,7 @@ from .test_ui import login
 
 
 def test_cluster_page_shows_the_node_its_role_and_replication(web: WebEnv) -> None:
-    web.node.db_role = DatabaseRole(  # type: ignore[attr-defined]
+    web.node.db_role = DatabaseRole(
         "replication",
         False,
         "replica",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smartswitch.billing.rating import TariffIndex
-from smartswitch.model.config import ConfigSnapshot, Did, Peer, Subscriber
+from smartswitch.model.config import ConfigSnapshot, Did, Peer, Subscriber, Tariff
 from smartswitch.routing.acl import AclIndex
 from smartswitch.routing.selection import RouteTable
 
@@ -23,13 +23,17 @@ class ConfigViews:
     did_acl: AclIndex = field(default_factory=lambda: AclIndex(()))
 
     @classmethod
-    def build(cls, snapshot: ConfigSnapshot) -> ConfigViews:
-        """Index a snapshot; raises ValueError on a configuration that cannot be indexed."""
+    def build(cls, snapshot: ConfigSnapshot, previous: ConfigViews | None = None) -> ConfigViews:
+        """Index a snapshot; raises ValueError on a configuration that cannot be indexed.
+
+        A tariff that is the very object of ``previous``'s snapshot (the loader shares what did
+        not change) keeps its index: a carrier's deck is not indexed again for every change
+        elsewhere."""
         peers = snapshot.peers.values()
         return cls(
             snapshot=snapshot,
             acl=AclIndex(peers),
-            tariffs={t.id: TariffIndex(t) for t in snapshot.tariffs.values()},
+            tariffs={t.id: _tariff_index(t, previous) for t in snapshot.tariffs.values()},
             routes=RouteTable(snapshot.routes),
             credential_peers={
                 p.username: p for p in peers if p.username and p.password and p.is_customer
@@ -42,3 +46,9 @@ class ConfigViews:
     @property
     def version(self) -> int:
         return self.snapshot.version
+
+
+def _tariff_index(tariff: Tariff, previous: ConfigViews | None) -> TariffIndex:
+    if previous is not None and previous.snapshot.tariffs.get(tariff.id) is tariff:
+        return previous.tariffs[tariff.id]
+    return TariffIndex(tariff)

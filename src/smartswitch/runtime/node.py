@@ -24,6 +24,7 @@ from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
+from smartswitch.runtime.webport import WebPort
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
@@ -68,13 +69,12 @@ class Node:
     def read_only(self) -> bool:
         """Configuration may not be changed here: this node's database is a replica, a Galera
         node outside the primary component, or the config says so."""
-        return bool(getattr(self.config, "read_only", False)) or not self.db_role.writable
+        return self.config.read_only or not self.db_role.writable
 
     @property
     def primary_name(self) -> str:
         """Where configuration is edited, for the read-only banner."""
-        configured = str(getattr(self.config, "read_only_primary", "") or "")
-        return self.db_role.primary or configured
+        return self.db_role.primary or self.config.read_only_primary
 
     async def _register(self) -> None:
         """Put this node in the cluster's configuration (on the primary), retrying until the
@@ -177,7 +177,7 @@ class Node:
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
-                create_app(self),
+                create_app(WebPort(self)),
                 host=http_host,
                 port=http_port,
                 log_level="warning",

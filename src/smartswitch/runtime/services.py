@@ -1,11 +1,12 @@
 """The store side of a billing node: schema upgrade, in-memory views kept fresh, the outbox.
 
-Nothing here runs on the call path. Configuration is polled in the background and swapped in
-whole when its version changes. Finished calls go to the durable outbox, which the forwarder
-drains into the money database (the embedded database of a single node; the primary of a
-cluster). Balances are re-read from the node's own database together with the CDR ids that
-database already holds, so authorisation counts each charge exactly once (see
-:mod:`smartswitch.billing.accounting`).
+Nothing here runs on the call path. Configuration is polled in the background; when its
+version changes it is read in a reader process and indexed in a thread
+(:mod:`smartswitch.runtime.reload`), then swapped in whole on the loop. Finished calls go to
+the durable outbox, which the forwarder drains into the money database (the embedded database
+of a single node; the primary of a cluster). Balances are re-read from the node's own database
+together with the CDR ids that database already holds, so authorisation counts each charge
+exactly once (see :mod:`smartswitch.billing.accounting`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
+from smartswitch.runtime.reload import ConfigLoader
 from smartswitch.sip.digest import DigestAuthenticator
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.store.forwarder import Forwarder
@@ -35,7 +37,7 @@ from smartswitch.store.ledger import apply_cdrs
 from smartswitch.store.migrate import upgrade_async
 from smartswitch.store.outbox import Outbox
 from smartswitch.store.schema import AccountRow, CdrRow
-from smartswitch.store.snapshot import config_version, load_snapshot
+from smartswitch.store.snapshot import config_version
 
 log = logging.getLogger("smartswitch.runtime.services")
 
@@ -69,6 +71,7 @@ class BillingServices:
         )
         self.money_sessions = session_factory(self.money_engine)
         self.accounting = Accounting()
+        self.loader = ConfigLoader(self.url)
         self.wall_offset = wall_offset
         self.outbox = Outbox(config.data_dir / "outbox.db")
         self.forwarder = Forwarder(self.outbox, self._deliver, on_delivered=self._delivered)
@@ -83,9 +86,8 @@ class BillingServices:
     async def start(self) -> BillingPolicy:
         await upgrade_async(self.url)
         await self.outbox.open()
-        async with self.sessions() as session:
-            snapshot = await load_snapshot(session)
-        views = ConfigViews.build(snapshot)
+        views = await self.loader.load()
+        snapshot = views.snapshot
         self.accounting.load(snapshot.accounts)
         # Records left in the outbox by an earlier run are charges not delivered yet.
         for _, record in await self.outbox.read_batch(10**9):
@@ -142,6 +144,15 @@ class BillingServices:
     def _delivered(self) -> None:
         self._refresh_now.set()
 
+    def reload_soon(self) -> None:
+        """Configuration was just changed here: look at its version now, not at the next poll."""
+        self._refresh_now.set()
+
+    @property
+    def config_version(self) -> int | None:
+        """The version of the configuration the call path runs on (None before the start)."""
+        return self.policy.views.version if self.policy is not None else None
+
     async def _refresh_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -157,24 +168,24 @@ class BillingServices:
         assert self.policy is not None
         async with self.sessions() as session:
             version = await config_version(session)
-            if version != self.policy.views.version:
-                started = time.monotonic()
-                snapshot = await load_snapshot(session)
-                try:
-                    views = ConfigViews.build(snapshot)
-                except ValueError as exc:
-                    log.error("configuration version %s not loaded: %s", version, exc)
-                    return
-                self.policy.update(views)
-                if self.registrar is not None:
-                    self.registrar.update(views, asyncio.get_running_loop().time())
-                for listener in self.listeners:
-                    listener(views)
-                log.info(
-                    "configuration version %s loaded in %.0f ms",
-                    version,
-                    (time.monotonic() - started) * 1000,
-                )
+        if version != self.policy.views.version:
+            started = time.monotonic()
+            try:
+                views = await self.loader.load(self.policy.views)
+            except ValueError as exc:
+                log.error("configuration version %s not loaded: %s", version, exc)
+                return
+            # The swap is all the loop does: the views were read and indexed elsewhere.
+            self.policy.update(views)
+            if self.registrar is not None:
+                self.registrar.update(views, asyncio.get_running_loop().time())
+            for listener in self.listeners:
+                listener(views)
+            log.info(
+                "configuration version %s loaded in %.0f ms",
+                views.version,
+                (time.monotonic() - started) * 1000,
+            )
         await self.refresh_balances()
 
     async def refresh_balances(self) -> None:
@@ -205,3 +216,4 @@ class BillingServices:
         if self.local_engine is not None:
             await self.local_engine.dispose()
         await self.engine.dispose()
+        await asyncio.to_thread(self.loader.close)

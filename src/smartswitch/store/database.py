@@ -12,6 +12,12 @@ Two databases, one code path:
   writer at a time anyway, so taking the write lock up front costs nothing in throughput.
 * MariaDB (``mysql+aiomysql://user:pass@host:port/db``) for the cluster, with a connection
   pool that checks connections before use and recycles them before the server's wait_timeout.
+
+:func:`create_sync_engine` gives a blocking engine on the same database (pysqlite, PyMySQL)
+for work done away from the event loop: a node reads its configuration that way, in a process
+of its own (:mod:`smartswitch.runtime.reader`).  Its SQLite transactions are
+plain deferred ``BEGIN``: it only reads, and in WAL mode a reader sees one consistent snapshot
+from its first read on without holding up the writers.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as _create_sync_engine
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 __all__ = [
     "DB_FILENAME",
     "create_engine",
+    "create_sync_engine",
     "database_url",
     "is_sqlite",
     "session_factory",
@@ -65,16 +73,39 @@ def is_sqlite(url: str) -> bool:
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An :class:`AsyncEngine` for ``url`` set up as described in the module docstring."""
+    parsed, kwargs = _engine_options(make_url(url), echo)
+    engine = _create_async_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_hooks(engine.sync_engine, "BEGIN IMMEDIATE")
+    return engine
+
+
+#: The blocking drivers of the same databases (PyMySQL is what aiomysql wraps).
+_SYNC_DRIVERS = {"sqlite": "pysqlite", "mysql": "pymysql", "mariadb": "pymysql"}
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A blocking :class:`Engine` on the database of ``url`` (an async URL as the node uses),
+    for readers that run away from the event loop (see the module docstring)."""
     parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    parsed = parsed.set(
+        drivername=f"{backend}+{_SYNC_DRIVERS.get(backend, parsed.get_driver_name())}"
+    )
+    parsed, kwargs = _engine_options(parsed, echo=False)
+    engine = _create_sync_engine(parsed, **kwargs)
+    if backend == "sqlite":
+        _install_sqlite_hooks(engine, "BEGIN")
+    return engine
+
+
+def _engine_options(parsed: URL, echo: bool) -> tuple[URL, dict[str, Any]]:
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(parsed, **kwargs)
-        _install_sqlite_hooks(engine)
-        return engine
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
+    elif parsed.get_backend_name() in ("mysql", "mariadb"):
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
         kwargs.update(
@@ -84,11 +115,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             pool_pre_ping=True,  # a replica or primary restart leaves dead pooled sockets
             pool_recycle=1800,  # well inside MariaDB's default wait_timeout (8 h)
         )
-    return _create_async_engine(parsed, **kwargs)
+    return parsed, kwargs
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _install_sqlite_hooks(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Turn off the sqlite3 module's own transaction handling; "begin" below does it.
         dbapi_connection.isolation_level = None
@@ -101,9 +132,9 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(begin)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

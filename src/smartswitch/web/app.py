@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -26,6 +25,7 @@ from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.web import api, pages
 from smartswitch.web.cluster import cluster_router
 from smartswitch.web.context import HERE, LabMode, Web
+from smartswitch.web.ports import NodePort
 from smartswitch.web.registrations import registrations_router
 from smartswitch.web.security import inline_script_hashes, security_headers
 from smartswitch.web.stats import metrics_text
@@ -35,7 +35,7 @@ log = logging.getLogger("smartswitch.web")
 SWAGGER_CDN = "https://cdn.jsdelivr.net"
 
 
-def create_app(node: Any) -> FastAPI:
+def create_app(node: NodePort) -> FastAPI:
     app = FastAPI(
         title="smartswitch",
         version="0.1.0",
@@ -54,25 +54,29 @@ def create_app(node: Any) -> FastAPI:
     ) -> Response:
         """The security headers (web/security.py) on every response, unless it set its own."""
         response = await call_next(request)
-        for name, value in security_headers(bool(getattr(web.config, "cookie_secure", False))):
+        for name, value in security_headers(web.config.cookie_secure):
             if name not in response.headers:
                 response.headers[name] = value
         return response
 
+    # /health and /metrics are async: they read the node's live state on its event loop.
     @app.get("/health", tags=["public"])
-    def health() -> dict[str, object]:
-        b2bua = node.b2bua
-        states: dict[str, int] = {}
-        for call in b2bua.calls.values():
-            states[call.state.value] = states.get(call.state.value, 0) + 1
+    async def health() -> dict[str, object]:
+        """Up, the configuration version the calls run on (null in lab mode), the SIP
+        engine's sizes."""
+        engine = node.engine_state()
         return {
             "status": "ok",
             "node": node.config.node_id,
-            "calls": len(b2bua.calls),
-            "call_states": states,
-            "transactions": {"client": len(b2bua.layer.client), "server": len(b2bua.layer.server)},
-            "timers": len(b2bua.timers),
-            "dialogs": len(b2bua.dialogs),
+            "config_version": node.config_version,
+            "calls": engine.calls,
+            "call_states": dict(engine.call_states),
+            "transactions": {
+                "client": engine.client_transactions,
+                "server": engine.server_transactions,
+            },
+            "timers": engine.timers,
+            "dialogs": engine.dialogs,
         }
 
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)

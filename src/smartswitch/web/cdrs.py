@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from smartswitch.admin.reports import CDR_FIELDS, _cdr_dict, _cdr_query
 from smartswitch.store.schema import CdrRow, PeerRow
 from smartswitch.store.types import utc_ms
+from smartswitch.web.ports import NodePort
 
 Sessions = async_sessionmaker[AsyncSession]
 CSV_LIMIT = 1_000_000  # one export; narrow the time range for more
@@ -139,50 +140,11 @@ async def csv_response(sessions: Sessions, flt: CdrFilter) -> StreamingResponse:
 # Calls in progress
 
 
-def _user(name_addr: Any) -> str:
-    try:
-        return str(name_addr.sip_uri().user or "")
-    except Exception:  # an odd URI in a live call must not break the page
-        return ""
+def calls_in_progress_list(node: NodePort) -> list[dict[str, Any]]:
+    """The calls in progress, longest first."""
+    calls = sorted(node.calls(), key=lambda call: -call.age_seconds)
+    return [asdict(call) for call in calls]
 
 
-def calls_in_progress_list(node: Any) -> list[dict[str, Any]]:
-    b2bua = getattr(node, "b2bua", None)
-    if b2bua is None:
-        return []
-    now = b2bua.now if b2bua.clock is None else b2bua.clock()
-    seen: set[int] = set()
-    out = []
-    for key, call in list(b2bua.calls.items()):
-        if id(call) in seen:
-            continue
-        seen.add(id(call))
-        attempt = call.attempt
-        out.append(
-            {
-                "key": key,
-                "call_id": call.id,
-                "state": call.state.value,
-                "caller": _user(call.a_request.from_),
-                "callee": _user(call.a_request.to),
-                "supplier": attempt.destination.label if attempt is not None else None,
-                "age_seconds": round(max(0.0, now - call.setup_time), 1),
-                "talk_seconds": None
-                if call.answer_time is None
-                else round(max(0.0, now - call.answer_time), 1),
-            }
-        )
-    out.sort(key=lambda c: -c["age_seconds"])
-    return out
-
-
-def hangup(node: Any, key: str) -> bool:
-    b2bua = getattr(node, "b2bua", None)
-    if b2bua is None:
-        return False
-    now = b2bua.now if b2bua.clock is None else b2bua.clock()
-    ended = bool(b2bua.hangup(key, now))
-    endpoint = getattr(node, "endpoint", None)
-    if ended and endpoint is not None:
-        endpoint.flush()  # the BYEs and CANCELs leave now, not at the next timer
-    return ended
+def hangup(node: NodePort, key: str) -> bool:
+    return node.hang_up(key)

@@ -1,9 +1,9 @@
-"""What the web side needs of the node, in one place (the node, or a test's stand-in)."""
+"""What the web side needs of the node, in one place: the :class:`Web` context the pages and
+the API share, over the node's :class:`~smartswitch.web.ports.NodePort`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from smartswitch.admin.audit_log import Who
 from smartswitch.admin.operations import Admin
 from smartswitch.registrar.guard import SourceGuard
+from smartswitch.web.ports import NodePort, NodeSettings
 from smartswitch.web.security import (
     REVOKED_FILE,
     LoginLimiter,
@@ -34,9 +35,9 @@ class LabMode(Exception):
 
 
 class Web:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: NodePort) -> None:
         self.node = node
-        self.config = node.config
+        self.config: NodeSettings = node.config
         self.signer = Signer(web_secret(Path(self.config.data_dir)))
         self.revoked = Revocations(Path(self.config.data_dir) / REVOKED_FILE)
         self.limiter = LoginLimiter()
@@ -46,27 +47,22 @@ class Web:
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
-        services = getattr(self.node, "services", None)
-        if services is None:
+        sessions = self.node.sessions
+        if sessions is None:
             raise LabMode
-        return services.sessions  # type: ignore[no-any-return]
+        return sessions
 
     @property
     def has_database(self) -> bool:
-        return getattr(self.node, "services", None) is not None
+        return self.node.sessions is not None
 
     @property
     def read_only(self) -> bool:
-        return bool(
-            getattr(self.node, "read_only", False) or getattr(self.config, "read_only", False)
-        )
+        return self.node.read_only
 
     @property
     def primary(self) -> str:
-        name = getattr(self.node, "primary_name", None) or getattr(
-            self.config, "read_only_primary", ""
-        )
-        return str(name or "the primary")
+        return self.node.primary_name or "the primary"
 
     @property
     def read_only_message(self) -> str:
@@ -75,32 +71,23 @@ class Web:
     def live_balance(self, account_id: int) -> tuple[Decimal | None, Decimal | None]:
         """The node's own view (balance less its unshipped charges, and what is available for
         new calls), when the node tracks it."""
-        services = getattr(self.node, "services", None)
-        accounting = getattr(services, "accounting", None)
-        if accounting is None:
-            return None, None
-        with contextlib.suppress(KeyError):
-            return accounting.balance(account_id), accounting.available(account_id)
-        return None, None
+        live = self.node.balance(account_id)
+        return live if live is not None else (None, None)
 
     @property
     def realm(self) -> str:
-        return str(getattr(self.config, "sip_realm", "smartswitch"))
+        return self.config.sip_realm
 
     def live_bindings(self) -> list[dict[str, Any]] | None:
         """This node's registrations now (None when the node has no registrar)."""
-        registrar = getattr(getattr(self.node, "services", None), "registrar", None)
-        if registrar is None:
-            return None
-        result: list[dict[str, Any]] = registrar.bindings_state(asyncio.get_running_loop().time())
-        return result
+        registrar = self.node.registrar
+        return registrar.bindings() if registrar is not None else None
 
     def guard(self) -> SourceGuard | None:
         """This node's guard against guessing and floods (None without a registrar). Read on
         the event loop, where it lives."""
-        registrar = getattr(getattr(self.node, "services", None), "registrar", None)
-        guard = getattr(registrar, "guard", None)
-        return guard if isinstance(guard, SourceGuard) else None
+        registrar = self.node.registrar
+        return registrar.guard if registrar is not None else None
 
     def admin_for(self, who: Who | None) -> Admin:
         """The admin operations on this node's database: subscribers' passwords hashed for the
@@ -110,7 +97,4 @@ class Web:
 
     def config_changed(self) -> None:
         """Ask the node to reload its views now rather than at its next poll."""
-        services = getattr(self.node, "services", None)
-        event = getattr(services, "_refresh_now", None)
-        if isinstance(event, asyncio.Event):
-            event.set()
+        self.node.config_changed()

@@ -10,44 +10,39 @@ Nothing secret is shown: no password, no HA1, no nonce.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
 
+from smartswitch.web.ports import NodePort
 
-def registrations_router(node: Any) -> APIRouter:
+
+def registrations_router(node: NodePort) -> APIRouter:
     router = APIRouter()
-
-    def service() -> Any:
-        return getattr(getattr(node, "services", None), "registrar", None)
 
     @router.get("/api/v1/registrations")
     async def registrations() -> dict[str, Any]:
         """The live bindings of this node's location service, and the sources banned now."""
-        registrar = service()
+        registrar = node.registrar
         if registrar is None:  # lab mode: no registrar
             return {"node": node.config.node_id, "registrar": False, "bindings": [], "bans": {}}
-        loop_now = asyncio.get_running_loop().time()
-        wall = registrar.wall(loop_now)
         return {
             "node": node.config.node_id,
             "registrar": True,
-            "bindings": registrar.bindings_state(loop_now),
-            "bans": {ip: round(until - wall) for ip, until in registrar.guard.bans(wall).items()},
+            "bindings": registrar.bindings(),
+            "bans": registrar.bans(),
         }
 
     @router.get("/api/v1/registrations/outbound")
     async def outbound() -> dict[str, Any]:
         """The switch's registrations with its suppliers."""
-        registrar = service()
+        registrar = node.registrar
         if registrar is None:
             return {"node": node.config.node_id, "registrar": False, "registrations": []}
-        loop_now = asyncio.get_running_loop().time()
         return {
             "node": node.config.node_id,
             "registrar": True,
-            "registrations": registrar.outbound_state(loop_now),
+            "registrations": registrar.outbound(),
         }
 
     return router

@@ -39,14 +39,14 @@ async def cluster_nodes(request: Request) -> list[NodeView]:
     when it is not there (a single node, or one not registered yet)."""
     nodes = await admin_of(request).list_nodes()
     config = web_of(request).config
-    name = str(getattr(config, "node_name", "") or getattr(config, "node_id", ""))
+    name = config.node_name or config.node_id
     if name and all(node.name != name for node in nodes):
         nodes.append(
             NodeView(
                 name,
-                str(getattr(config, "dedicated_ip", "")),
-                str(getattr(config, "sip_listen", "")),
-                str(getattr(config, "shared_ip", "")),
+                config.dedicated_ip,
+                config.sip_listen,
+                config.shared_ip,
             )
         )
         nodes.sort(key=lambda node: node.name)

@@ -16,13 +16,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smartswitch.registrar.guard import REASONS, SourceGuard
+from smartswitch.registrar.guard import REASONS
 from smartswitch.store.schema import CdrRow
+from smartswitch.web.ports import NodePort
 
 SAMPLE_SECONDS = 5.0
 HOUR_SAMPLES = int(3600 / SAMPLE_SECONDS)
@@ -36,24 +36,20 @@ class Sample:
     in_progress: int
 
 
-def calls_in_progress(node: Any) -> int:
-    b2bua = getattr(node, "b2bua", None)
-    if b2bua is None:
-        return 0
-    return len({id(call) for call in b2bua.calls.values()})
+def calls_in_progress(node: NodePort) -> int:
+    return node.counters().in_progress
 
 
 class Sampler:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: NodePort) -> None:
         self.node = node
         self.samples: deque[Sample] = deque(maxlen=HOUR_SAMPLES + 1)
         self.task: asyncio.Task[None] | None = None
 
     def sample(self, now: float | None = None) -> None:
-        b2bua = getattr(self.node, "b2bua", None)
-        total = b2bua.stats["calls"] if b2bua is not None else 0
+        counters = self.node.counters()
         self.samples.append(
-            Sample(time.time() if now is None else now, total, calls_in_progress(self.node))
+            Sample(time.time() if now is None else now, counters.calls, counters.in_progress)
         )
 
     def start(self) -> None:
@@ -62,7 +58,7 @@ class Sampler:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # a node still starting has no b2bua yet
+            with contextlib.suppress(Exception):  # a sample missed is no reason to stop
                 self.sample()
             await asyncio.sleep(SAMPLE_SECONDS)
 
@@ -224,7 +220,7 @@ def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def metrics_text(node: Any, sampler: Sampler) -> str:
+def metrics_text(node: NodePort, sampler: Sampler) -> str:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -233,28 +229,27 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
         for labels, value in samples:
             lines.append(f"{name}{labels} {value:g}")
 
-    b2bua = getattr(node, "b2bua", None)
-    stats = b2bua.stats if b2bua is not None else {"calls": 0, "answered": 0, "rejected": 0}
+    counters = node.counters()
     metric(
         "smartswitch_calls_in_progress",
         "gauge",
         "Calls in progress.",
-        [("", calls_in_progress(node))],
+        [("", counters.in_progress)],
     )
     metric(
         "smartswitch_call_attempts_total",
         "counter",
         "INVITEs that started a call.",
-        [("", stats["calls"])],
+        [("", counters.calls)],
     )
     metric(
-        "smartswitch_calls_answered_total", "counter", "Calls answered.", [("", stats["answered"])]
+        "smartswitch_calls_answered_total", "counter", "Calls answered.", [("", counters.answered)]
     )
     metric(
         "smartswitch_calls_rejected_total",
         "counter",
         "Calls refused by routing or billing.",
-        [("", stats["rejected"])],
+        [("", counters.rejected)],
     )
     metric(
         "smartswitch_calls_per_second",
@@ -262,39 +257,35 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
         "Call attempts per second, last seconds.",
         [("", round(sampler.cps(), 3))],
     )
-    by_peer = getattr(b2bua, "label_stats", {}) if b2bua is not None else {}
+    by_peer = sorted(counters.supplier_attempts.items())
     metric(
         "smartswitch_peer_attempts_total",
         "counter",
         "Call attempts sent to a supplier.",
-        [(f'{{peer="{_label_value(p)}"}}', c[0]) for p, c in sorted(by_peer.items())],
+        [(f'{{peer="{_label_value(p)}"}}', c[0]) for p, c in by_peer],
     )
     metric(
         "smartswitch_peer_answers_total",
         "counter",
         "Calls a supplier answered.",
-        [(f'{{peer="{_label_value(p)}"}}', c[1]) for p, c in sorted(by_peer.items())],
+        [(f'{{peer="{_label_value(p)}"}}', c[1]) for p, c in by_peer],
     )
-    endpoint = getattr(node, "endpoint", None)
     messages: list[tuple[str, float]] = []
-    for direction, counts in (
-        ("in", getattr(endpoint, "rx_by_kind", {})),
-        ("out", getattr(endpoint, "tx_by_kind", {})),
-    ):
+    for direction, counts in (("in", counters.messages_in), ("out", counters.messages_out)):
         for kind, count in sorted(counts.items()):
-            text = kind.decode("ascii", "replace")
-            label = "code" if text.isdigit() else "method"
-            messages.append((f'{{direction="{direction}",{label}="{_label_value(text)}"}}', count))
+            label = "code" if kind.isdigit() else "method"
+            messages.append((f'{{direction="{direction}",{label}="{_label_value(kind)}"}}', count))
     metric(
         "smartswitch_sip_messages_total",
         "counter",
         "SIP messages by direction and method (requests) or code (responses).",
         messages,
     )
-    registrations = _registrations(node)
-    if registrations is not None:
-        metric("smartswitch_registrations", "gauge", "Registered contacts.", [("", registrations)])
-    guard = _guard(node)
+    if counters.bindings is not None:
+        metric(
+            "smartswitch_registrations", "gauge", "Registered contacts.", [("", counters.bindings)]
+        )
+    guard = node.registrar.guard if node.registrar is not None else None
     if guard is not None:
         now = time.time()
         stats = guard.stats
@@ -338,30 +329,32 @@ def metrics_text(node: Any, sampler: Sampler) -> str:
             "Source bans started.",
             [("", stats["bans"])],
         )
-    services = getattr(node, "services", None)
-    outbox = getattr(services, "outbox", None)
-    if outbox is not None:
+    delivery = counters.delivery
+    if delivery is not None:
         metric(
             "smartswitch_outbox_depth",
             "gauge",
             "CDRs not yet delivered to the database.",
-            [("", outbox.depth)],
+            [("", delivery.outbox_depth)],
+        )
+        metric(
+            "smartswitch_cdrs_delivered_total",
+            "counter",
+            "CDRs the forwarder delivered to the database since the node started.",
+            [("", delivery.delivered)],
+        )
+        metric(
+            "smartswitch_delivery_failing",
+            "gauge",
+            "1 while the last delivery to the database failed.",
+            [("", 1 if delivery.last_error else 0)],
+        )
+    version = node.config_version
+    if version is not None:
+        metric(
+            "smartswitch_config_version",
+            "gauge",
+            "The configuration version the node runs on.",
+            [("", version)],
         )
     return "\n".join(lines) + "\n"
-
-
-def _guard(node: Any) -> SourceGuard | None:
-    registrar = getattr(getattr(node, "services", None), "registrar", None)
-    guard = getattr(registrar, "guard", None)
-    return guard if isinstance(guard, SourceGuard) else None
-
-
-def _registrations(node: Any) -> int | None:
-    """Registered contacts in this node's location service (None without a registrar)."""
-    registrar = getattr(getattr(node, "services", None), "registrar", None)
-    location = getattr(registrar, "location", None)
-    if location is None:
-        return None
-    with contextlib.suppress(Exception):  # expired ones are still counted until swept
-        return len(location)
-    return None

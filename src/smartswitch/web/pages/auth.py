@@ -77,7 +77,7 @@ async def login(request: Request) -> Response:
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
-        secure=bool(getattr(web.config, "cookie_secure", False)),
+        secure=web.config.cookie_secure,
         path="/",
     )
     return response

@@ -1,0 +1,107 @@
+"""A stand-in for the node behind the web side: :class:`smartswitch.web.ports.NodePort`, with
+every live value a plain field a test sets (calls in progress, counters, the database role)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.registrar.guard import SourceGuard
+from smartswitch.runtime.config import NodeConfig
+from smartswitch.web.ports import (
+    Counters,
+    EngineState,
+    LiveCall,
+    NodePort,
+    RegistrarPort,
+    Sessions,
+    SharedRegistrations,
+)
+
+
+def live_call(key: str = "abc@caller;tag=1", **changes: Any) -> LiveCall:
+    """A connected call of 60 s, answered 58 s ago, from 15550000000 to 15551234567 via s1."""
+    values: dict[str, Any] = {
+        "key": key,
+        "call_id": key.split(";", 1)[0],
+        "state": "connected",
+        "caller": "15550000000",
+        "callee": "15551234567",
+        "supplier": "s1",
+        "age_seconds": 60.0,
+        "talk_seconds": 58.0,
+    }
+    values.update(changes)
+    return LiveCall(**values)
+
+
+@dataclass
+class FakeRegistrar:
+    """A registrar as the web sees it: its guard, live bindings, bans, outbound states."""
+
+    guard: SourceGuard
+    live_bindings: list[dict[str, Any]] = field(default_factory=list)
+    outbound_states: list[dict[str, Any]] = field(default_factory=list)
+
+    def bindings(self) -> list[dict[str, Any]]:
+        return list(self.live_bindings)
+
+    def bans(self) -> dict[str, int]:
+        now = time.time()
+        return {ip: round(until - now) for ip, until in self.guard.bans(now).items()}
+
+    def outbound(self) -> list[dict[str, Any]]:
+        return list(self.outbound_states)
+
+
+def _registrar_conforms(registrar: FakeRegistrar) -> RegistrarPort:
+    return registrar  # mypy checks that the fake is a RegistrarPort
+
+
+@dataclass
+class FakeNode:
+    config: NodeConfig
+    sessions: Sessions | None
+    read_only: bool = False
+    primary_name: str = "db1.example.net"
+    db_role: DatabaseRole = field(default_factory=lambda: DatabaseRole("single", True, "single"))
+    config_version: int | None = 1
+    registrar: RegistrarPort | None = None
+    shared_registrations: SharedRegistrations | None = None
+    live_balances: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    named_balances: dict[str, Decimal] = field(default_factory=dict)
+    live_calls: dict[str, LiveCall] = field(default_factory=dict)
+    hung_up: list[str] = field(default_factory=list)
+    stats: Counters = field(default_factory=Counters)
+    reloads_asked: int = 0
+
+    def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
+        return self.live_balances.get(account_id)
+
+    def balances(self) -> dict[str, Decimal]:
+        return dict(self.named_balances)
+
+    def calls(self) -> list[LiveCall]:
+        return list(self.live_calls.values())
+
+    def hang_up(self, key: str) -> bool:
+        if self.live_calls.pop(key, None) is None:
+            return False
+        self.hung_up.append(key)
+        return True
+
+    def counters(self) -> Counters:
+        return replace(self.stats, in_progress=len(self.live_calls))
+
+    def engine_state(self) -> EngineState:
+        return EngineState(calls=len(self.live_calls))
+
+    def config_changed(self) -> None:
+        self.reloads_asked += 1
+
+
+def _conforms(node: FakeNode) -> NodePort:
+    return node  # mypy checks that the fake is a NodePort
