@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""The benchmark that decides (issue 13): clean call rates and CPU per call of the billing
+node, against Kamailio measured in the same run.
+
+Four systems, one run, the same sipp UAC and UAS on loopback:
+
+1. **direct**: sipp UAC -> sipp UAS, the load tool's own ceiling.
+2. **kamailio**: Debian's Kamailio as a minimal stateful proxy (``bench/kamailio.cfg``,
+   2 children, ``-m 1024``): the C reference every ratio is taken against.
+3. **lab**: a smartswitch node routing by prefix only (the bare B2BUA).
+4. **billing**: a smartswitch node identifying the customer by ACL, routing by least cost,
+   rating, reserving prepaid time and writing every CDR through its durable outbox.
+
+For each: a sweep of rates, each step ``rate * --seconds`` calls, judged **clean** when it has
+0 failed calls, at least 98 % of its calls completed within the step's bound, and sipp's
+retransmissions at most 1 % of its calls (one means an answer took over 500 ms). The clean
+rate is the highest step of the unbroken run of clean steps from the bottom. Then CPU per
+call at a fixed rate (``--cpu-rate``, 300/s), read from ``/proc`` (utime + stime of the
+system's processes, children included) across the run, and INVITE-to-200 p50/p99 at half the
+clean rate (sipp's ``-trace_rtt``, per call). After the billing node's runs, one CDR per
+successful call and ``smartswitch audit`` exact.
+
+Output: a table, ratios to Kamailio, JSON in ``bench/results/speed-<UTC>.json``. Traffic
+stays on 127.0.0.0/8; every step is bounded in calls and time; the processes started here are
+stopped by their PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchutil import save_results, start_run  # noqa: E402
+from calls import (  # noqa: E402
+    CALLEE_IP,
+    _duration_ms,
+    caller_options,
+    check_billing,
+    count_cdrs,
+    running_billing_node,
+    running_node,
+    start_uas,
+)
+from e2e.node import sip_uri  # noqa: E402
+from e2e.sipp import Sipp, free_port  # noqa: E402
+
+KAMAILIO_IP = "127.0.0.5"
+DEFAULT_RATES = (100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2500, 3000)
+CLEAN_COMPLETED = 0.98
+CLEAN_RETRANSMISSIONS = 0.01
+
+
+@dataclass
+class Step:
+    system: str
+    rate: int
+    calls: int
+    successful: int
+    failed: int
+    retransmissions: int
+    response_ms: float | None
+    elapsed_s: float
+    cdrs: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        return (
+            self.failed == 0
+            and self.successful >= CLEAN_COMPLETED * self.calls
+            and self.retransmissions <= CLEAN_RETRANSMISSIONS * self.calls
+            and self.cdrs in (None, self.successful)
+        )
+
+
+@dataclass
+class FixedRun:
+    """A run at one rate: CPU per call, or latency percentiles."""
+
+    system: str
+    rate: int
+    calls: int
+    successful: int
+    failed: int
+    retransmissions: int
+    cpu_seconds: float | None = None
+    cpu_ms_per_call: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime over ``pid`` and its living descendants, plus what the root has
+    reaped from children that ended (cutime + cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            text = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+        if current == pid:
+            total += int(fields[13]) + int(fields[14])
+        todo += _children(current)
+    return total / tick
+
+
+# --------------------------------------------------------------------------- Kamailio
+
+
+@contextlib.contextmanager
+def running_kamailio(workdir: Path, uas: str) -> Iterator[tuple[str, int]]:
+    """Kamailio on KAMAILIO_IP relaying everything to ``uas``; yields (address, pid)."""
+    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    modules = next(Path("/usr/lib").glob("*/kamailio/modules"), Path("/usr/lib/kamailio/modules"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port(KAMAILIO_IP)
+    listen = f"{KAMAILIO_IP}:{port}"
+    config = (ROOT / "bench" / "kamailio.cfg").read_text()
+    config = config.replace("@LISTEN@", listen).replace("@UAS@", uas)
+    config = config.replace("@MPATH@", f"{modules}/")
+    cfg = workdir / "kamailio.cfg"
+    cfg.write_text(config)
+    pidfile = workdir / "kamailio.pid"
+    # -DD: in the foreground, with its children; -E: log to stderr.
+    command = [binary, "-f", str(cfg), "-m", "1024", "-M", "16", "-P", str(pidfile)]
+    command += ["-w", str(workdir), "-E", "-DD"]
+    with open(workdir / "kamailio.log", "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is not None or not pidfile.exists():
+            raise RuntimeError(f"kamailio did not start; see {workdir / 'kamailio.log'}")
+        time.sleep(0.3)  # its children bind after the pid file
+        yield listen, proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_calls(
+    args: argparse.Namespace,
+    name: str,
+    target: str,
+    rate: float,
+    calls: int,
+    workdir: Path,
+    extra: Sequence[str] = (),
+) -> tuple[Any, Path]:
+    # The bound: the step's own length, the calls' length and 3 s of drain; a call not
+    # done by then did not complete within the step.
+    bound = calls / rate + args.duration_ms / 1000 + 3
+    options = caller_options(target, calls, rate, args.duration_ms, bound, extra=extra)
+    directory = workdir / name
+    proc = Sipp(name, options, directory).start()
+    try:
+        result = proc.wait(bound + 15)
+    except TimeoutError:
+        result = proc.result()
+    finally:
+        proc.stop()
+    return result, directory
+
+
+def sweep(
+    args: argparse.Namespace,
+    system: str,
+    target: str,
+    workdir: Path,
+    cdr_count: Callable[[], int] | None = None,
+) -> list[Step]:
+    steps: list[Step] = []
+    for rate in args.rates:
+        calls = max(1, int(rate * args.seconds))
+        before = cdr_count() if cdr_count else 0
+        result, _ = run_calls(args, f"{system}-{rate}cps", target, rate, calls, workdir)
+        step = Step(
+            system=system,
+            rate=rate,
+            calls=calls,
+            successful=result.successful,
+            failed=result.failed,
+            retransmissions=result.stat("Retransmissions"),
+            response_ms=_duration_ms(result.stats.get("ResponseTime1(C)", "")),
+            elapsed_s=round(result.elapsed, 2),
+        )
+        time.sleep(args.settle)
+        if cdr_count is not None:
+            step.cdrs = wait_cdrs_by(cdr_count, before + step.successful) - before
+        steps.append(step)
+        print(_line(step), flush=True)
+        if not step.clean and not args.keep_going:
+            break
+    return steps
+
+
+def wait_cdrs_by(count: Callable[[], int], wanted: int, timeout: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout
+    seen = count()
+    while seen < wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = count()
+    return seen
+
+
+def clean_rate(steps: Sequence[Step]) -> int:
+    best = 0
+    for step in steps:
+        if not step.clean:
+            break
+        best = step.rate
+    return best
+
+
+def cpu_run(
+    args: argparse.Namespace, system: str, target: str, pid: int, workdir: Path
+) -> FixedRun:
+    calls = int(args.cpu_rate * args.cpu_seconds)
+    before = tree_cpu_seconds(pid)
+    result, _ = run_calls(args, f"{system}-cpu", target, args.cpu_rate, calls, workdir)
+    time.sleep(0.5)  # the last BYEs
+    used = tree_cpu_seconds(pid) - before
+    return FixedRun(
+        system=system,
+        rate=args.cpu_rate,
+        calls=calls,
+        successful=result.successful,
+        failed=result.failed,
+        retransmissions=result.stat("Retransmissions"),
+        cpu_seconds=round(used, 3),
+        cpu_ms_per_call=round(1000 * used / result.successful, 3) if result.successful else None,
+    )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def latency_run(
+    args: argparse.Namespace, system: str, target: str, rate: int, workdir: Path
+) -> FixedRun | None:
+    """INVITE-to-200 per call (sipp's rtt file, whole milliseconds) at ``rate``."""
+    if rate <= 0:
+        return None
+    calls = int(rate * args.latency_seconds)
+    result, directory = run_calls(
+        args,
+        f"{system}-latency",
+        target,
+        rate,
+        calls,
+        workdir,
+        extra=("-trace_rtt", "-rtt_freq", "1"),
+    )
+    times: list[float] = []
+    for path in directory.glob("*_rtt.csv"):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle, delimiter=";"):
+                with contextlib.suppress(KeyError, ValueError):
+                    times.append(float(row["response_time_ms"]))
+    return FixedRun(
+        system=system,
+        rate=rate,
+        calls=calls,
+        successful=result.successful,
+        failed=result.failed,
+        retransmissions=result.stat("Retransmissions"),
+        p50_ms=percentile(times, 0.50),
+        p99_ms=percentile(times, 0.99),
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _line(step: Step) -> str:
+    response = f"{step.response_ms:7.1f}" if step.response_ms is not None else "      -"
+    cdrs = "" if step.cdrs in (None, step.successful) else f" {step.cdrs} CDRs"
+    return (
+        f"  {step.system:8} {step.rate:5d} cps  {step.successful:6d}/{step.calls:<6d} ok "
+        f"{step.failed:5d} failed  {step.retransmissions:5d} retrans  {response} ms to 200  "
+        f"{'clean' if step.clean else 'NOT clean'}{cdrs}"
+    )
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return round(value / reference, 3)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [int(r) for r in s.split(",") if r],
+        default=list(DEFAULT_RATES),
+        help="comma-separated calls/s of the sweeps (default %(default)s)",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of calls per step")
+    parser.add_argument("--duration-ms", type=int, default=100, help="call length (sipp -d)")
+    parser.add_argument("--settle", type=float, default=1.5, help="pause after a step (s)")
+    parser.add_argument("--keep-going", action="store_true", help="sweep past a step not clean")
+    parser.add_argument("--cpu-rate", type=float, default=300.0, help="fixed rate for CPU/call")
+    parser.add_argument("--cpu-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--systems",
+        default="direct,kamailio,lab,billing",
+        help="which to measure, comma-separated (default %(default)s)",
+    )
+    parser.add_argument("--node-args", default="", help="more `smartswitch run` arguments")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.extra_config = {}
+    args.systems = [s for s in args.systems.split(",") if s]
+    return args
+
+
+def measure(
+    args: argparse.Namespace,
+    system: str,
+    target: str,
+    pid: int | None,
+    workdir: Path,
+    results: dict[str, Any],
+    cdr_count: Callable[[], int] | None = None,
+) -> None:
+    steps = sweep(args, system, target, workdir, cdr_count)
+    rate = clean_rate(steps)
+    entry: dict[str, Any] = {
+        "steps": [asdict(s) | {"clean": s.clean} for s in steps],
+        "clean_cps": rate,
+    }
+    if pid is not None:
+        cpu = cpu_run(args, system, target, pid, workdir)
+        entry["cpu"] = asdict(cpu)
+        print(
+            f"  {system}: CPU {cpu.cpu_ms_per_call} ms per call at {args.cpu_rate:g} cps "
+            f"({cpu.successful}/{cpu.calls} ok, {cpu.retransmissions} retrans)"
+        )
+    latency = latency_run(args, system, target, rate // 2, workdir)
+    if latency is not None:
+        entry["latency"] = asdict(latency)
+        print(
+            f"  {system}: INVITE-to-200 p50 {latency.p50_ms} ms, p99 {latency.p99_ms} ms "
+            f"at {latency.rate} cps"
+        )
+    results[system] = entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir, facts = start_run(args.out, "speed")
+    results: dict[str, Any] = {
+        **facts,
+        "settings": {
+            "rates": args.rates,
+            "seconds_per_step": args.seconds,
+            "call_duration_ms": args.duration_ms,
+            "cpu_rate": args.cpu_rate,
+            "clean": "0 failed, >= 98 % completed in the step, retransmissions <= 1 % of calls",
+        },
+        "logs": str(workdir),
+    }
+    uas, uas_port = start_uas(workdir, recv_timeout_ms=15000)
+    uas_address = f"{CALLEE_IP}:{uas_port}"
+    print(f"smartswitch speed bench, {results['sipp']}, logs in {workdir}")
+    exit_code = 0
+    try:
+        uas.wait_until_listening()
+        if "direct" in args.systems:
+            print("direct: sipp -> sipp")
+            measure(args, "direct", uas_address, None, workdir, results)
+        if "kamailio" in args.systems:
+            print("kamailio: sipp -> Kamailio stateful proxy -> sipp")
+            with running_kamailio(workdir / "kamailio", uas_address) as (address, pid):
+                measure(args, "kamailio", address, pid, workdir, results)
+        if "lab" in args.systems:
+            print("lab: sipp -> smartswitch (prefix routing only) -> sipp")
+            with running_node(args, workdir / "lab", sip_uri(CALLEE_IP, uas_port)) as node:
+                measure(args, "lab", node.sip_address, node.pid, workdir, results)
+        if "billing" in args.systems:
+            print("billing: sipp -> smartswitch (ACL, LCR, rating, reservation, CDR) -> sipp")
+            with running_billing_node(args, workdir / "billing", uas_address) as node:
+                measure(
+                    args,
+                    "billing",
+                    node.sip_address,
+                    node.pid,
+                    workdir,
+                    results,
+                    cdr_count=lambda: count_cdrs(node),
+                )
+                results["billing_check"] = check_billing(node)
+            print(f"  billing check: {results['billing_check']}")
+            if not results["billing_check"]["ok"]:
+                exit_code = 1
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        results["error"] = str(exc)
+        exit_code = 1
+    finally:
+        uas.stop()
+
+    reference = results.get("kamailio", {})
+    print()
+    print("summary (clean calls/s; CPU ms per call; p99 INVITE-to-200 at half the clean rate)")
+    for system in args.systems:
+        entry = results.get(system)
+        if not entry:
+            continue
+        cpu = entry.get("cpu", {}).get("cpu_ms_per_call")
+        p99 = entry.get("latency", {}).get("p99_ms")
+        entry["clean_to_kamailio"] = _ratio(entry["clean_cps"], reference.get("clean_cps"))
+        entry["cpu_to_kamailio"] = _ratio(cpu, reference.get("cpu", {}).get("cpu_ms_per_call"))
+        top = " (top of the sweep)" if entry["clean_cps"] == max(args.rates) else ""
+        print(
+            f"  {system:8} {entry['clean_cps']:5d}{top:19}  CPU {cpu if cpu is not None else '-'}"
+            f"  p99 {p99 if p99 is not None else '-'}  vs kamailio: rate "
+            f"{entry['clean_to_kamailio']}, CPU {entry['cpu_to_kamailio']}"
+        )
+    save_results(workdir, results)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
