@@ -15,6 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _nothing(now: float, *args: Any) -> None:
+    return None
+
+
 class Timer:
     __slots__ = ("args", "callback", "cancelled", "deadline")
 
@@ -27,7 +31,12 @@ class Timer:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # The entry stays in the heap until its deadline (lazy deletion), which may be minutes
+        # away (Timer K, keep-alive, a call's maximum duration): let go of what the callback
+        # would have reached (a transaction, a whole call) now, not then.
         self.cancelled = True
+        self.callback = _nothing
+        self.args = ()
 
 
 class TimerHeap:
