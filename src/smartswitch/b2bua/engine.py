@@ -137,7 +137,7 @@ class B2BUA:
     def _caller_cancelled(self, call: Call, now: float) -> None:
         if call.state is CallState.ENDED:
             return
-        log.info("call %s: cancelled by the caller", call.id)
+        log.debug("call %s: cancelled by the caller", call.id)
         call.cancelled = True
         self._cancel_b(call, now)
         self._fail_call(call, 487, "Request Terminated", HangupSide.CALLER, "cancel", now)
@@ -181,7 +181,7 @@ class B2BUA:
         self.stats["calls"] += 1
         if isinstance(session, Rejection):
             self.stats["rejected"] += 1
-            log.info("call %s: rejected %s %s", request.call_id, session.status, session.reason)
+            log.debug("call %s: rejected %s %s", request.call_id, session.status, session.reason)
             response = make_response(request, session.status, session.reason, self.ids.next())
             for name, value in session.headers:
                 response.headers.add(name, value)
@@ -197,7 +197,7 @@ class B2BUA:
         )
         tx.owner = _CallInvites(self, call)
         self.calls[self._call_key(call)] = call
-        log.info("call %s: from %s to %s", call.id, tx.source.host, request.uri)
+        log.debug("call %s: from %s to %s", call.id, tx.source.host, request.uri)
         self._next_attempt(call, now)
 
     @staticmethod
@@ -233,7 +233,7 @@ class B2BUA:
         call.b_call_id = self.ids.next()
         call.b_tag = self.ids.next()
         invite = self._b_invite(call, dest)
-        log.info("call %s: trying %s (%s)", call.id, dest.label or dest.uri, dest.address.host)
+        log.debug("call %s: trying %s (%s)", call.id, dest.label or dest.uri, dest.address.host)
         counts = self.label_stats.get(dest.label)
         if counts is None:
             counts = self.label_stats[dest.label] = [0, 0]
@@ -387,7 +387,7 @@ class B2BUA:
             call.ping_timer = self.timers.schedule(
                 now + self.settings.dialog_ping_interval, self._ping, call
             )
-        log.info("call %s: answered by %s", call.id, attempt.destination.label)
+        log.debug("call %s: answered by %s", call.id, attempt.destination.label)
 
     def _ack_b(self, call: Call, caller_ack: Request | None) -> None:
         leg = call.b_leg
@@ -417,7 +417,7 @@ class B2BUA:
             self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected", now)
             return
         if status in self.settings.advance_on and not call.cancelled:
-            log.info("call %s: %s %s, advancing", call.id, status, reason)
+            log.debug("call %s: %s %s, advancing", call.id, status, reason)
             self._next_attempt(call, now)
             return
         self._fail_call(call, status, reason, HangupSide.CALLEE, "rejected", now)
@@ -425,7 +425,7 @@ class B2BUA:
     def _no_answer(self, now: float, call: Call, started: int) -> None:
         if len(call.attempts) != started or call.state in (CallState.CONNECTED, CallState.ENDED):
             return
-        log.info("call %s: no answer in %.0f s", call.id, self.settings.no_answer_timeout)
+        log.debug("call %s: no answer in %.0f s", call.id, self.settings.no_answer_timeout)
         for attempt in call.pending.values():
             attempt.ended = now
             attempt.status = 408
@@ -470,7 +470,7 @@ class B2BUA:
         method = request.method
         if method == "BYE":
             side = HangupSide.CALLER if leg.side == "a" else HangupSide.CALLEE
-            log.info("call %s: BYE from the %s", call.id, side)
+            log.debug("call %s: BYE from the %s", call.id, side)
             self._hangup(call, side, "bye", now, skip=leg, bye_tx=tx)
             return
         if other is None or call.state is not CallState.CONNECTED:
@@ -535,7 +535,7 @@ class B2BUA:
                 start + extra, self._max_duration, call, limit
             )
             return
-        log.info("call %s: maximum duration reached", call.id)
+        log.debug("call %s: maximum duration reached", call.id)
         self._hangup(call, HangupSide.SWITCH, "max duration", now)
 
     def _ping(self, now: float, call: Call) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import atexit
+import logging.handlers
+import queue
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -161,20 +163,33 @@ def _apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
     return config
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, queued: bool = False) -> None:
+    """Logging to the journal under systemd, else to standard error. ``queued`` (a running
+    node): records go through a queue to a writer thread, so the event loop never waits on a
+    slow stderr pipe or the journal's socket; nothing per call is logged at INFO anyway."""
     from smartswitch.runtime.systemd import JournalHandler, journal_wanted
 
+    handler: logging.Handler
     if journal_wanted():
         # Under systemd: entries with fields (a call's id among them), the journal adds the time.
-        handler: logging.Handler = JournalHandler()
+        handler = JournalHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-        return
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if queued:
+        # No caller lookup (a stack walk per record) and no thread or process names: no
+        # format string here uses them.
+        logging._srcfile = None
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+        listener.start()
+        atexit.register(listener.stop)
+        handler = logging.handlers.QueueHandler(records)
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
     # httpx logs every request at INFO: the cluster bus makes one per peer each second.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -194,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from smartswitch.runtime.node import Node
 
     config = _apply_flags(load_config(args.config), args)
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, queued=True)
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:

@@ -153,7 +153,7 @@ def route_did(
         wall_now = now + records.wall_offset()
         bindings = location.lookup(subscriber.username, wall_now) if location else []
         if not bindings:
-            log.info(
+            log.debug(
                 "call %s: DID %s: %s is not registered",
                 request.call_id,
                 number,

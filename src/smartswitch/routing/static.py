@@ -74,7 +74,7 @@ class LabCall:
 
     def ended(self, summary: CallSummary, done: Callable[[], None]) -> None:
         done()
-        log.info(
+        log.debug(
             "call %s: ended %s %s, %.3f s, hangup by %s (%s)",
             summary.call_id,
             summary.status,
