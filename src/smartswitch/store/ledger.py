@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per IN (...) list
 # Balance updates go through Core (balance = balance + :delta, one executemany), not the ORM.
 _ACCOUNTS = AccountRow.metadata.tables[AccountRow.__tablename__]
+# CDR batches too: Core executemany on the tables (attribute and column names are the same),
+# without the ORM bulk path's per-row mapping step.
+_CDRS = CdrRow.metadata.tables[CdrRow.__tablename__]
+_CDR_ATTEMPTS = CdrAttemptRow.metadata.tables[CdrAttemptRow.__tablename__]
+_BALANCE_CHANGES = BalanceChangeRow.metadata.tables[BalanceChangeRow.__tablename__]
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +161,7 @@ async def apply_cdrs(session: AsyncSession, records: Sequence[CdrRecord]) -> int
     if not new:
         return 0
 
-    await session.execute(insert(CdrRow), [_cdr_values(r) for r in new])
+    await session.execute(insert(_CDRS), [_cdr_values(r) for r in new])
     attempts = [
         {
             "cdr_id": r.id,
@@ -171,10 +176,10 @@ async def apply_cdrs(session: AsyncSession, records: Sequence[CdrRecord]) -> int
         for a in r.attempts
     ]
     if attempts:
-        await session.execute(insert(CdrAttemptRow), attempts)
+        await session.execute(insert(_CDR_ATTEMPTS), attempts)
     movements = [m for r in new for m in _money_movements(r)]
     if movements:
-        await session.execute(insert(BalanceChangeRow), movements)
+        await session.execute(insert(_BALANCE_CHANGES), movements)
 
     deltas: dict[int, Decimal] = collections.defaultdict(Decimal)
     for m in movements:
