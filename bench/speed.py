@@ -364,7 +364,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-args", default="", help="more `smartswitch run` arguments")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    args.extra_config = {}
+    # What an operator runs: the default log level (nothing per call at INFO).
+    args.extra_config = {"log_level": "info"}
     args.systems = [s for s in args.systems.split(",") if s]
     return args
 
