@@ -208,6 +208,10 @@ class Node:
             self.services = BillingServices(config, lambda: time.time() - loop.time())
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
+            # The cluster bus, served by the node's HTTP server (its http_listen, on the
+            # dedicated IP; its routes verify every request themselves). Made before the
+            # registration below, which starts its registration sync.
+            self.bus = self._make_bus()
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
@@ -231,9 +235,6 @@ class Node:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
             self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
-        # The cluster bus is served by the node's HTTP server (its http_listen, on the
-        # dedicated IP): its routes verify every request themselves.
-        self.bus = self._make_bus()
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
