@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +59,7 @@ from cluster.harness import (  # noqa: E402
     DIALLED,
     NODE_IPS,
     SUPPLIER_IP,
+    bus_get,
     provisioning,
 )
 from cluster.mariadb import MariaDBInstance, missing_programs, wait_until  # noqa: E402
@@ -72,7 +72,6 @@ from e2e.sipp import (  # noqa: E402
     free_port,
     sipp_version,
 )
-from smartswitch.cluster.nodes import status_token  # noqa: E402
 
 # The addresses and configuration of the cluster tests (tests/cluster/harness.py).
 SECRET = "bench-cluster-secret-0123456789"
@@ -190,13 +189,10 @@ class Member:
         return done
 
     def status(self, timeout: float = 2.0) -> dict[str, Any]:
-        """The node's ``/cluster/status``."""
-        request = urllib.request.Request(
-            f"http://{self.node.http_host}:{self.node.http_port}/cluster/status",
-            headers={"Authorization": f"Bearer {status_token(SECRET)}"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data: dict[str, Any] = json.loads(response.read())
+        """The node's ``/cluster/status`` (a signed request on the cluster bus)."""
+        address = f"{self.node.http_host}:{self.node.http_port}"
+        name = str(self.node.spec.config["node_name"])
+        data: dict[str, Any] = bus_get(address, name, "/cluster/status", SECRET, timeout)
         return data
 
     def replicating(self) -> bool:

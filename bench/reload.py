@@ -17,7 +17,7 @@ node's event loop like SIP does (the longest loop stall, as seen from outside); 
 per call. The reload run's figures are also given for two windows: **provision** (the
 ``smartswitch provision`` process running beside the node: its CPU is the machine's, not the
 node's) and **reload** (from its end until one second after the node reports the new version
-loaded, on ``/health``, or ``/cluster/status`` for nodes that do not say it there yet).
+loaded, on ``/health``).
 
 The deck is written straight into the node's SQLite file with ``sqlite3`` (prices as the
 store keeps them, scaled integers) and the configuration version bumped, before the node
@@ -31,7 +31,6 @@ sipp's files beside it. Traffic stays on 127.0.0.0/8; processes are stopped by t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sqlite3
@@ -56,9 +55,6 @@ from e2e.sipp import Sipp, stat_int  # noqa: E402
 DECK_TARIFF = "buy"
 #: The store's scale for prices (smartswitch.model.money.PRICE_SCALE): 0.0040 is 4000.
 PRICE_UNITS = 10**6
-#: A cluster secret, only so that /cluster/status answers (it has the loaded version on
-#: nodes whose /health does not say it yet: the "before" measurement).
-SECRET = "bench-reload-secret"
 PROBE_INTERVAL = 0.02
 
 
@@ -141,19 +137,7 @@ def loaded_version(node: Node) -> int | None:
 
 
 def _loaded_version(node: Node) -> int | None:
-    health = node.health()
-    if "config_version" in health:
-        version = health["config_version"]
-        return version if isinstance(version, int) else None
-    from smartswitch.cluster.nodes import status_token
-
-    request = urllib.request.Request(
-        f"http://{node.http_host}:{node.http_port}/cluster/status",
-        headers={"Authorization": f"Bearer {status_token(SECRET)}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        data = json.loads(response.read())
-    version = data.get("config_version")
+    version = node.health().get("config_version")
     return version if isinstance(version, int) else None
 
 
@@ -386,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = NodeSpec(
         workdir=workdir / "node",
         sip_host=NODE_IP,
-        config={"log_level": "warning", "cluster_secret": SECRET},
+        config={"log_level": "warning"},
         env=collector_off(workdir) if args.collector_off else {},
     )
     node = Node(spec)

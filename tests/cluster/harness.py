@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
@@ -13,7 +14,7 @@ from typing import Any
 
 from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
 from e2e.sipp import Sipp, SippOptions, free_port
-from smartswitch.cluster.nodes import status_token
+from smartswitch.cluster.signing import Signer, derive_key
 
 from .mariadb import MariaDBInstance
 
@@ -68,6 +69,19 @@ def provisioning(supplier_port: int, extra_rates: list[dict[str, str]] | None = 
     )
 
 
+def bus_get(address: str, node: str, path: str, secret: str = SECRET, timeout: float = 2.0) -> Any:
+    """A signed ``GET`` on the cluster bus to ``node`` at ``address`` (``host:port``), signed
+    as that node itself (as ``smartswitch cluster status`` run beside it does); the answer's
+    signature checked. Synchronous, for tests and benchmarks outside an event loop."""
+    signer = Signer(node, derive_key(secret))
+    headers = signer.sign("GET", path, b"", node, time.time())
+    request = urllib.request.Request(f"http://{address}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+        signer.check_response(headers, response.status, dict(response.headers), body)
+    return json.loads(body)
+
+
 @dataclass
 class ClusterNode:
     node: Node
@@ -80,14 +94,23 @@ class ClusterNode:
             raise AssertionError(f"{' '.join(command)}: {done.returncode}\n{done.stderr}")
         return done
 
+    @property
+    def name(self) -> str:
+        return str(self.node.spec.config["node_name"])
+
+    @property
+    def bus_address(self) -> str:
+        return f"{self.node.http_host}:{self.node.http_port}"
+
     def status(self) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://{self.node.http_host}:{self.node.http_port}/cluster/status",
-            headers={"Authorization": f"Bearer {status_token(SECRET)}"},
-        )
-        with urllib.request.urlopen(request, timeout=2) as response:
-            data: dict[str, Any] = json.loads(response.read())
+        """The node's own account of itself (``GET /cluster/status`` on the bus)."""
+        data: dict[str, Any] = bus_get(self.bus_address, self.name, "/cluster/status")
         return data
+
+    def members(self) -> dict[str, dict[str, Any]]:
+        """The node's membership table by node name (``GET /cluster/members``)."""
+        data = bus_get(self.bus_address, self.name, "/cluster/members")
+        return {str(m["node"]): m for m in data["members"]}
 
     def balances(self) -> dict[str, Decimal]:
         rows = self.db.query("SELECT name, balance FROM accounts", database="smartswitch")

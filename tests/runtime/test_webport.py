@@ -61,7 +61,7 @@ def test_a_lab_node_s_calls_counters_and_hang_up() -> None:
         # No database in lab mode: nothing to reload, no balances, no registrar.
         assert port.sessions is None and port.config_version is None
         assert port.balance(1) is None and port.balances() == {}
-        assert port.registrar is None and port.shared_registrations is None
+        assert port.registrar is None and port.bus is None
         assert port.read_only is False and port.primary_name == ""
         port.config_changed()
 

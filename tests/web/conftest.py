@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,19 @@ def _template() -> tuple[Path, dict[str, str]]:
 
 
 @contextlib.contextmanager
-def make_env(tmp_path: Path) -> Iterator[WebEnv]:
+def make_env(
+    tmp_path: Path, configure: Callable[[FakeNode], None] | None = None
+) -> Iterator[WebEnv]:
+    """The app over a copy of the seeded database; ``configure`` changes the node stand-in
+    before the app is made (what it mounts depends on it: the cluster bus)."""
     template, tokens = _template()
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)
     shutil.copy(template, data / "smartswitch.db")
     url = database_url(data)
     node, engine = fake_node(data, url)
+    if configure is not None:
+        configure(node)
     app = create_app(node)
     with TestClient(app, base_url="http://testserver") as client:
         yield WebEnv(client, node, tokens, url)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
@@ -18,7 +19,6 @@ from smartswitch.web.ports import (
     NodePort,
     RegistrarPort,
     Sessions,
-    SharedRegistrations,
 )
 
 
@@ -70,7 +70,7 @@ class FakeNode:
     db_role: DatabaseRole = field(default_factory=lambda: DatabaseRole("single", True, "single"))
     config_version: int | None = 1
     registrar: RegistrarPort | None = None
-    shared_registrations: SharedRegistrations | None = None
+    bus: NodeBus | None = None
     live_balances: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
     named_balances: dict[str, Decimal] = field(default_factory=dict)
     live_calls: dict[str, LiveCall] = field(default_factory=dict)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from smartswitch.cluster.replication import DatabaseRole
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
 
-from .conftest import WebEnv
+from smartswitch.cluster.membership import Heartbeat
+from smartswitch.cluster.nodebus import NodeBus
+from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.signing import Signer, derive_key
+
+from .conftest import WebEnv, make_env
+from .fakes import FakeNode
 from .test_ui import login
+
+SECRET = "test-cluster-secret-0123456789"
 
 
 def test_cluster_page_shows_the_node_its_role_and_replication(web: WebEnv) -> None:
@@ -31,3 +43,73 @@ def test_cluster_page_shows_the_node_its_role_and_replication(web: WebEnv) -> No
 def test_cluster_page_needs_a_login(web: WebEnv) -> None:
     response = web.client.get("/cluster", follow_redirects=False)
     assert response.status_code in (302, 303, 401)
+
+
+def _heartbeat(node: str, **figures: Any) -> Heartbeat:
+    values: dict[str, Any] = {
+        "node": node,
+        "dedicated_ip": "127.0.0.1",
+        # Nothing listens on port 1: a status read there fails at once, on loopback.
+        "http_address": "127.0.0.1:1",
+        "sip_address": "127.0.0.1:5060",
+        "alive": True,
+        "calls": 0,
+        "cps": 0.0,
+        "capacity": 1000,
+        "outbox_depth": 0,
+        "version": "0.1.0",
+        "schema": "0007",
+        "db_role": "replica",
+    }
+    return Heartbeat(**{**values, **figures})
+
+
+def test_a_cluster_node_mounts_the_signed_bus_and_shows_its_membership(tmp_path: Path) -> None:
+    bus = NodeBus("test1", SECRET, lambda: _heartbeat("test1"), _no_peers)
+
+    def cluster_node(node: FakeNode) -> None:
+        node.bus = bus
+        node.config.db_scheme = "replication"
+        node.config.cluster_secret = SECRET
+
+    with make_env(tmp_path, cluster_node) as web:
+        now = time.monotonic()
+        table = bus.membership
+        table.expect(["test1", "node2", "node3", "node4"])
+        table.heard(_heartbeat("test1", db_role="primary"), now)
+        table.heard(_heartbeat("node2", calls=40, cps=2.5, capacity=500, outbox_depth=3), now)
+        table.heard(_heartbeat("node3"), now - 3.5)  # missed three heartbeats: down
+
+        # The bus routes answer a signed request, and only that.
+        signer = Signer("node2", derive_key(SECRET))
+        headers = signer.sign("GET", "/cluster/status", b"", "test1", time.time())
+        answer = web.client.get("/cluster/status", headers=headers)
+        assert answer.status_code == 200 and answer.json()["node"] == "test1"
+        signer.check_response(headers, 200, dict(answer.headers), answer.content)
+        assert web.client.get("/cluster/status", headers=headers).status_code == 401  # replay
+        assert web.client.get("/cluster/status").json() == {"detail": "missing"}
+
+        metrics = web.client.get("/metrics").text
+        assert 'smartswitch_cluster_bus_requests_refused_total{reason="replayed"} 1' in metrics
+        assert 'smartswitch_cluster_bus_requests_refused_total{reason="missing"} 1' in metrics
+        assert 'smartswitch_cluster_node_up{node="node2"} 1' in metrics
+        assert 'smartswitch_cluster_node_up{node="node3"} 0' in metrics
+
+        login(web)
+        html = web.client.get("/cluster", headers={"HX-Request": "true"}).text
+        rows = {
+            m.group(1): m.group(2)
+            for m in re.finditer(r"<tr>\s*<td>(\w+)</td>(.*?)</tr>", html, re.DOTALL)
+        }
+        assert set(rows) == {"test1", "node2", "node3", "node4"}
+        cells = [re.sub(r"<[^>]+>", "", c).strip() for c in rows["node2"].split("</td>")]
+        assert re.fullmatch(r"\d+\.\d s ago", cells[1]), cells  # last seen, on the node's clock
+        assert cells[:1] + cells[2:8] == ["up", "40", "2.5", "500", "3", "0.1.0", "replica"]
+        assert ">down<" in rows["node3"] and re.search(r"[3-9]\.\d s ago", rows["node3"])
+        assert ">never heard<" in rows["node4"]
+        assert ">up<" in rows["test1"]  # itself; its role from its own status, not a heartbeat
+    asyncio.run(bus.client.aclose())
+
+
+async def _no_peers() -> list[tuple[str, str]]:
+    return []

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_args(replica)
     replica.add_argument("--primary-database-url", help="the primary (default: from config)")
-    status = cluster_sub.add_parser("status", help="every node: role, replication, outbox")
+    status = cluster_sub.add_parser(
+        "status", help="every node: up or down, load, role, replication, outbox"
+    )
     status.add_argument("--format", choices=["table", "json"], default="table")
     store_args(status)
 

@@ -8,10 +8,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
+from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
+from smartswitch.cluster.nodes import ask_status, list_nodes
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
+from smartswitch.cluster.signing import Signer, derive_key
 from smartswitch.runtime.config import NodeConfig
 
 
@@ -48,39 +50,118 @@ def add_replica(config: NodeConfig) -> int:
 
 
 async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
-    """Every registered node's own account of itself (its /cluster/status)."""
+    """Every node: up or down as the membership table of this node (else of the first node
+    that answers) has it from the heartbeats, its load, and its own account of itself
+    (``/cluster/status``); all read on the signed cluster bus."""
     from smartswitch.store.database import create_engine, database_url, session_factory
 
+    if not config.cluster_secret:
+        print("smartswitch: cluster_secret is not set in the node config", file=sys.stderr)
+        return 1
     engine = create_engine(database_url(config.data_dir, config.database_url))
     try:
         async with session_factory(engine)() as session:
             nodes = await list_nodes(session)
     finally:
         await engine.dispose()
-    token = status_token(config.cluster_secret) if config.cluster_secret else ""
-    rows = await asyncio.gather(*(ask_node(node.name, node.http_address, token) for node in nodes))
+    peers = [Peer(node.name, node.http_address) for node in nodes]
+    # Signed as this node: the command runs with its config, and so holds its secret.
+    client = BusClient(Signer(config.name, derive_key(config.cluster_secret)), timeout=2.0)
+    try:
+        seen_by, members = await _members(client, config, peers)
+        asked = [p for p in peers if members is None or members.get(p.name, {}).get("up")]
+        statuses = await asyncio.gather(*(ask_status(client, peer) for peer in asked))
+    finally:
+        await client.aclose()
+    by_name = {row["node"]: row for row in statuses}
+    names = sorted({p.name for p in peers} | set(members or {}))
+    rows = [_row(name, (members or {}).get(name), by_name.get(name), seen_by) for name in names]
     if fmt == "json":
         json.dump(rows, out, indent=2, default=str)
         out.write("\n")
     else:
         _table(rows, out)
-    return 0 if rows and all(r["reachable"] for r in rows) else 1
+    return 0 if rows and all(r["state"] == "up" for r in rows) else 1
+
+
+async def _members(
+    client: BusClient, config: NodeConfig, peers: list[Peer]
+) -> tuple[str, dict[str, dict[str, Any]] | None]:
+    """The membership table, from this node, else from the first other node that answers:
+    (who answered, the table by node name); ("", None) if no node answers."""
+    own = [p for p in peers if p.name == config.name] or [Peer(config.name, config.http_listen)]
+    for peer in [*own, *(p for p in peers if p.name != config.name)]:
+        try:
+            data = await client.get(peer, PATHS.members)
+            return peer.name, {str(m["node"]): m for m in data["members"]}
+        except (BusError, KeyError, TypeError):
+            continue
+    return "", None
+
+
+def _row(
+    name: str, member: dict[str, Any] | None, status: dict[str, Any] | None, seen_by: str
+) -> dict[str, Any]:
+    beat = (member or {}).get("heartbeat") or {}
+    if member is None:
+        state = "unknown"  # no table answered, or not in it yet
+    elif member.get("up"):
+        state = "up"
+    else:
+        state = "down" if member.get("age") is not None else "never heard"
+    row: dict[str, Any] = {
+        "node": name,
+        "state": state,
+        "seen_by": seen_by,
+        "last_seen": None if member is None else member.get("age"),
+        **{k: beat[k] for k in _FIGURES if k in beat},
+    }
+    if status is not None:
+        row.update({k: v for k, v in status.items() if k not in row or k == "reachable"})
+        row["node"] = name
+    else:
+        row["reachable"] = False
+    return row
+
+
+_FIGURES = ("calls", "cps", "capacity", "outbox_depth", "version", "db_role")
 
 
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
-    header = ("node", "role", "reachable", "io/sql", "lag", "outbox", "last delivery", "error")
+    header = (
+        "node",
+        "state",
+        "last seen",
+        "calls",
+        "cps",
+        "capacity",
+        "outbox",
+        "version",
+        "role",
+        "io/sql",
+        "lag",
+        "last delivery",
+        "error",
+    )
     lines = [header]
     for row in rows:
         db = row.get("db") or {}
         last = row.get("last_delivery")
+        seen = row.get("last_seen")
+        role = str(db.get("role") or row.get("db_role") or "?")
         lines.append(
             (
                 str(row["node"]),
-                str(db.get("role", "?")) + (" (read-only)" if row.get("read_only") else ""),
-                "yes" if row["reachable"] else "no",
+                str(row["state"]),
+                "-" if seen is None else f"{float(seen):.1f} s ago",
+                str(row.get("calls", "-")),
+                str(row.get("cps", "-")),
+                str(row.get("capacity", "-")),
+                str(row.get("outbox_depth", "-")),
+                str(row.get("version", "-")),
+                role + (" (read-only)" if row.get("read_only") else ""),
                 f"{db.get('io_running') or '-'}/{db.get('sql_running') or '-'}",
                 "-" if db.get("lag") is None else f"{db['lag']} s",
-                str(row.get("outbox_depth", "-")),
                 time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
                 str(row.get("error") or db.get("last_error") or row.get("delivery_error") or ""),
             )

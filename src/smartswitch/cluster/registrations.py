@@ -21,7 +21,6 @@ import logging
 from typing import Any, Protocol
 
 from smartswitch.cluster.bus import PATHS, BusError, MessageError, Peer, Peers
-from smartswitch.cluster.nodes import BearerClient
 from smartswitch.cluster.signing import SignedRequest
 from smartswitch.registrar.location import (
     LOCAL,
@@ -100,10 +99,6 @@ class RegistrationSync:
     ``bus`` is the node's :class:`~smartswitch.cluster.bus.BusClient`; ``timeout`` bounds
     each push and pull, and peers that missed a push are tried again every ``retry`` seconds
     (or with the next change).
-
-    A string for ``bus`` is the transitional bearer token (``nodes.status_token``), for a node
-    whose web layer does not mount :func:`~smartswitch.cluster.endpoints.cluster_router` yet;
-    it goes with that token once the runtime passes the bus client.
     """
 
     def __init__(
@@ -111,7 +106,7 @@ class RegistrationSync:
         node_name: str,
         location: LocationService,
         peers: Peers,
-        bus: BusTransport | str,
+        bus: BusTransport,
         *,
         timeout: float = 3.0,
         retry: float = 5.0,
@@ -121,11 +116,7 @@ class RegistrationSync:
         self.peers = peers
         self.timeout = timeout
         self.retry = retry
-        self._owned: BearerClient | None = None
-        if isinstance(bus, str):
-            self._owned = BearerClient(node_name, bus)
-            bus = self._owned
-        self.bus: BusTransport = bus
+        self.bus = bus
         self._changes: list[dict[str, Any]] = []
         self._stale: set[str] = set()  # peers that missed a push: they get everything next
         self._wake = asyncio.Event()
@@ -159,8 +150,6 @@ class RegistrationSync:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._owned is not None:
-            await self._owned.aclose()
 
     async def serve_own(self, request: SignedRequest) -> dict[str, Any]:
         """Bus handler, ``GET PATHS.registrations``: the bindings this node took, for a node

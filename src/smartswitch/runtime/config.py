@@ -44,6 +44,9 @@ class NodeConfig:
     dedicated_ip: str = ""
     shared_ip: str = ""
     cluster_secret: str = ""
+    # Calls this node is meant to carry at once: sent in its heartbeats, what the load
+    # balancer's free capacity is measured against (0: not set, the node gets no share).
+    capacity: int = 1000
     # The web UI's read-only mode (a replica's): forced on here; the cluster also sets it live.
     read_only: bool = False
     read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
@@ -90,6 +93,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "dedicated_ip": str,
     "shared_ip": str,
     "cluster_secret": str,
+    "capacity": int,
     "read_only": bool,
     "read_only_primary": str,
     "cookie_secure": bool,
@@ -194,7 +198,7 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
             raise _fail(path, text, key, f"not an IP address: {value!r}") from None
     if key in ("reg_min_expires", "reg_max_expires", "reg_default_expires") and value < 1:
         raise _fail(path, text, key, "must be at least 1 (seconds)")
-    if key == "auth_fail_limit" and value < 0:
+    if key in ("auth_fail_limit", "capacity") and value < 0:
         raise _fail(path, text, key, "must not be negative")
     if key == "digest_algorithms":
         if (

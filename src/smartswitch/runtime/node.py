@@ -9,15 +9,18 @@ import logging
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Generator
 
 import uvicorn
 
+from smartswitch import __version__
 from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.ports import CallPolicy
-from smartswitch.cluster.nodes import list_nodes, register_node, status_token
-from smartswitch.cluster.registrations import RegistrationSync
+from smartswitch.cluster.membership import Heartbeat
+from smartswitch.cluster.nodebus import NodeBus
+from smartswitch.cluster.nodes import list_nodes, register_node
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
@@ -25,6 +28,7 @@ from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
+from smartswitch.store.migrate import head_revision
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
@@ -49,6 +53,23 @@ def advertised_host(host: str) -> str:
         return "127.0.0.1"
 
 
+class CallRate:
+    """Call attempts per second over the last ``window`` seconds, from the B2BUA's running
+    count sampled at each heartbeat (no work on the call path)."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def sample(self, count: int, now: float) -> float:
+        samples = self._samples
+        samples.append((now, count))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        first_at, first = samples[0]
+        return (count - first) / (now - first_at) if now > first_at else 0.0
+
+
 class Node:
     """A whole switch. Billing mode (the default) reads peers, tariffs and routes from the
     database; lab mode (``[[route]]`` in the config) routes by prefix with no billing."""
@@ -62,7 +83,9 @@ class Node:
         self.stopping = asyncio.Event()
         self.db_role = DatabaseRole(config.db_scheme, True, "single")
         self._background: list[asyncio.Task[None]] = []
-        self.registration_sync: RegistrationSync | None = None
+        self.bus: NodeBus | None = None
+        self._rate = CallRate()
+        self._schema = ""
         self.signalling: Signalling | None = None
 
     @property
@@ -97,20 +120,48 @@ class Node:
             except Exception as exc:
                 log.info("node not registered on the primary yet: %s", exc)
                 await asyncio.sleep(2.0)
-        registrar = self.services.registrar
-        if registrar is not None and config.cluster_secret:
-            self.registration_sync = RegistrationSync(
-                config.node_name or config.node_id,
-                registrar.location,
-                self._cluster_nodes,
-                status_token(config.cluster_secret),
-            )
-            self.registration_sync.start()
+        if self.bus is not None:
+            self.bus.start_registrations()
 
     async def _cluster_nodes(self) -> list[tuple[str, str]]:
         assert self.services is not None
         async with self.services.sessions() as session:
             return [(n.name, n.http_address) for n in await list_nodes(session)]
+
+    def _make_bus(self) -> NodeBus | None:
+        """The cluster bus of a cluster node (a cluster scheme and a secret); None alone."""
+        config = self.config
+        if self.services is None or config.db_scheme == "single" or not config.cluster_secret:
+            return None
+        registrar = self.services.registrar
+        self._schema = head_revision()
+        return NodeBus(
+            config.name,
+            config.cluster_secret,
+            self._heartbeat,
+            self._cluster_nodes,
+            location=registrar.location if registrar is not None else None,
+        )
+
+    def _heartbeat(self) -> Heartbeat:
+        """This node's figures, every second (cheap: counts only, nothing on the call path)."""
+        config = self.config
+        b2bua = self.b2bua
+        now = time.monotonic()
+        return Heartbeat(
+            node=config.name,
+            dedicated_ip=config.dedicated_ip,
+            http_address=config.http_listen,
+            sip_address=config.sip_listen,
+            alive=not self.stopping.is_set(),
+            calls=len({id(call) for call in b2bua.calls.values()}),
+            cps=round(self._rate.sample(b2bua.stats["calls"], now), 3),
+            capacity=config.capacity,
+            outbox_depth=self.services.outbox.depth if self.services is not None else 0,
+            version=__version__,
+            schema=self._schema,
+            db_role=self.db_role.role,
+        )
 
     async def _watch_role(self) -> None:
         assert self.services is not None
@@ -124,6 +175,12 @@ class Node:
                 )
             self.db_role = role
             await asyncio.sleep(1.0)
+
+    async def _start_bus(self, server: uvicorn.Server, bus: NodeBus) -> None:
+        """Heartbeats start once the bus routes are served (the others answer ours at once)."""
+        while not server.started:
+            await asyncio.sleep(0.05)
+        bus.start()
 
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
@@ -151,6 +208,10 @@ class Node:
             self.services = BillingServices(config, lambda: time.time() - loop.time())
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
+            # The cluster bus, served by the node's HTTP server (its http_listen, on the
+            # dedicated IP; its routes verify every request themselves). Made before the
+            # registration below, which starts its registration sync.
+            self.bus = self._make_bus()
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
@@ -188,6 +249,10 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         http_task = asyncio.create_task(server.serve())
+        if self.bus is not None:
+            self._background.append(
+                asyncio.create_task(self._start_bus(server, self.bus), name="bus-start")
+            )
         log.info(
             "smartswitch node %s: SIP on %s (UDP, TCP), HTTP on %s",
             self.config.node_id,
@@ -203,6 +268,9 @@ class Node:
         done, _ = await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if http_task in done and not self.stopping.is_set():
             http_task.result()  # the HTTP side failed (port taken): raise it
+        if self.bus is not None:
+            # Down everywhere at once (a farewell heartbeat), before the calls are ended.
+            await self.bus.close()
         log.info("shutting down: ending %d calls", len(self.b2bua.calls))
         self.b2bua.shutdown(loop.time())
         if self.services is not None and self.services.registrar is not None:
@@ -219,8 +287,6 @@ class Node:
         await self.signalling.close()
         for task in self._background:
             task.cancel()
-        if self.registration_sync is not None:
-            await self.registration_sync.close()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")

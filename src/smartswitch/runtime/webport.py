@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from smartswitch.b2bua.call import Call
-from smartswitch.cluster.registrations import RegistrationSync, apply_changes, binding_to_dict
+from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
@@ -25,7 +25,6 @@ from smartswitch.web.ports import (
     LiveCall,
     RegistrarPort,
     Sessions,
-    SharedRegistrations,
 )
 
 if TYPE_CHECKING:
@@ -163,13 +162,11 @@ class WebPort:
     def registrar(self) -> RegistrarPort | None:
         return self._registrar
 
+    # -- the cluster
+
     @property
-    def shared_registrations(self) -> SharedRegistrations | None:
-        sync = self._node.registration_sync
-        services = self._node.services
-        if sync is None or services is None or services.registrar is None:
-            return None
-        return _Shared(sync, services.registrar)
+    def bus(self) -> NodeBus | None:
+        return self._node.bus
 
 
 class _Registrar:
@@ -190,22 +187,6 @@ class _Registrar:
     @property
     def guard(self) -> SourceGuard:
         return self._service.guard
-
-
-class _Shared:
-    def __init__(self, sync: RegistrationSync, service: RegistrarService) -> None:
-        self._sync = sync
-        self._service = service
-
-    @property
-    def node_name(self) -> str:
-        return self._sync.node_name
-
-    def own_bindings(self) -> list[dict[str, Any]]:
-        return [binding_to_dict(b) for b in self._sync.own_bindings()]
-
-    def apply(self, sender: str, changes: list[dict[str, Any]]) -> int:
-        return apply_changes(self._service.location, sender, changes)
 
 
 def _kinds(counts: dict[bytes, int]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from smartswitch.admin import users
 from smartswitch.admin.operations import Conflict, NotFound
 from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.web import api, pages
-from smartswitch.web.cluster import cluster_router
+from smartswitch.web.cluster import node_status
 from smartswitch.web.context import HERE, LabMode, Web
 from smartswitch.web.ports import NodePort
 from smartswitch.web.registrations import registrations_router
@@ -82,14 +82,17 @@ def create_app(node: NodePort) -> FastAPI:
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus text format (on the event loop: the counters live there)."""
-        return PlainTextResponse(
-            metrics_text(node, web.sampler), media_type="text/plain; version=0.0.4"
-        )
+        text = metrics_text(node, web.sampler)
+        if node.bus is not None:  # bus requests refused by reason, nodes up
+            text += node.bus.metrics()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)
-    # Node to node, with the cluster secret's token instead of a login (web/cluster.py).
-    app.include_router(cluster_router(node))
+    # Node to node: the cluster bus, every request signed with the cluster secret's key and
+    # verified by its routes instead of a login (cluster/endpoints.py).
+    if node.bus is not None:
+        app.include_router(node.bus.router(lambda: node_status(node)))
     # The registrar's state, read by `smartswitch registrations` (web/registrations.py).
     app.include_router(registrations_router(node), dependencies=[Depends(api.api_user)])
 

@@ -1,22 +1,22 @@
-"""The node-to-node status endpoint behind ``smartswitch cluster status`` and the cluster page.
+"""The cluster as the web side shows it: this node's status, and every node's row for the
+Cluster page and the peer page.
 
-Not a user page: nodes call it with a bearer token derived from the shared cluster secret
-(:func:`smartswitch.cluster.nodes.status_token`), so it is outside the web login. The handlers
-are ``async``: they run on the event loop, where the state they read and change lives.
+Nodes talk to each other only on the signed cluster bus (:mod:`smartswitch.cluster.nodebus`,
+mounted by :func:`smartswitch.web.app.create_app`): :func:`node_status` is what this node
+answers to ``GET /cluster/status`` there. The handlers run on the event loop, where the state
+they read lives.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import time
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Header, HTTPException
-
-from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
-from smartswitch.web.ports import NodePort, SharedRegistrations
+from smartswitch.cluster.bus import Peer
+from smartswitch.cluster.membership import NodeState
+from smartswitch.cluster.nodes import list_nodes
+from smartswitch.web.ports import NodePort
 
 
 def node_status(node: NodePort) -> dict[str, Any]:
@@ -50,68 +50,70 @@ def node_status(node: NodePort) -> dict[str, Any]:
     return status
 
 
+def member_view(state: NodeState | None) -> dict[str, Any]:
+    """A node's row of the membership table: up or down (from its heartbeats, within 5 s of
+    its death), when last heard, and the figures of its last heartbeat."""
+    if state is None:
+        return {"state": "unknown", "age": None}
+    view: dict[str, Any] = {
+        "state": "up" if state.up else ("down" if state.age is not None else "never heard"),
+        "age": None if state.age is None else round(state.age, 1),
+    }
+    beat = state.heartbeat
+    if beat is not None:
+        view.update(
+            calls=beat.calls,
+            cps=beat.cps,
+            capacity=beat.capacity,
+            outbox_depth=beat.outbox_depth,
+            version=beat.version,
+            db_role=beat.db_role,
+            alive=beat.alive,
+        )
+    return view
+
+
 async def cluster_overview(node: NodePort) -> list[dict[str, Any]]:
-    """Every node as it reports itself (this one directly, the others over HTTP): the cluster
-    page. A single node, or one without a cluster secret, shows itself alone."""
-    me = {"reachable": True, **node_status(node)}
+    """Every node of the cluster, by name: its membership (``member``: up or down from the
+    heartbeats) and its own account of itself (this one directly; the others', when they
+    are up, on the bus). A single node shows itself alone."""
+    me_name = node.config.node_name or node.config.node_id
+    bus = node.bus
+    members = {s.node: s for s in bus.members()} if bus is not None else {}
+    me = {"reachable": True, **node_status(node), "member": member_view(members.get(me_name))}
+    if bus is None:
+        me["member"]["state"] = "up"
     config = node.config
     sessions = node.sessions
     if sessions is None or config.db_scheme == "single" or not config.cluster_secret:
         return [_with_ages(me)]
     async with sessions() as session:
-        nodes = await list_nodes(session)
-    token = status_token(config.cluster_secret)
-    name = config.node_name or config.node_id
-    others = [ask_node(n.name, n.http_address, token) for n in nodes if n.name != name]
-    rows = [me, *await asyncio.gather(*others)]
+        nodes = {n.name: n.http_address for n in await list_nodes(session)}
+    names = sorted((set(nodes) | set(members)) - {me_name})
+    up = [
+        Peer(name, nodes.get(name) or _heard_address(members[name]))
+        for name in names
+        if name in members and members[name].up
+    ]
+    statuses = await bus.statuses(up) if bus is not None else {}
+    rows = [me]
+    for name in names:
+        member = member_view(members.get(name))
+        if name in statuses:
+            row = {**statuses[name], "node": name, "member": member}
+        elif bus is None:
+            row = {"node": name, "reachable": False, "error": "no cluster bus", "member": member}
+        else:
+            row = {"node": name, "reachable": False, "error": member["state"], "member": member}
+        rows.append(row)
     return sorted((_with_ages(row) for row in rows), key=lambda row: str(row["node"]))
+
+
+def _heard_address(state: NodeState) -> str:
+    return state.heartbeat.http_address if state.heartbeat is not None else ""
 
 
 def _with_ages(row: dict[str, Any]) -> dict[str, Any]:
     last = row.get("last_delivery")
     row["last_delivery_ago"] = None if last is None else max(0, int(time.time() - last))
     return row
-
-
-def cluster_router(node: NodePort) -> APIRouter:
-    router = APIRouter()
-
-    def check(authorization: str) -> None:
-        secret = node.config.cluster_secret
-        expected = f"Bearer {status_token(secret)}" if secret else None
-        if expected is None or not hmac.compare_digest(authorization, expected):
-            raise HTTPException(status_code=401, detail="cluster token required")
-
-    @router.get("/cluster/status", include_in_schema=False)
-    async def status(authorization: str = Header(default="")) -> dict[str, Any]:
-        check(authorization)
-        return node_status(node)
-
-    def shared() -> SharedRegistrations:
-        sharing = node.shared_registrations
-        if sharing is None:
-            raise HTTPException(status_code=409, detail="this node does not share registrations")
-        return sharing
-
-    @router.get("/cluster/registrations", include_in_schema=False)
-    async def own_registrations(authorization: str = Header(default="")) -> dict[str, Any]:
-        """The bindings this node took, for a node that (re)joins."""
-        check(authorization)
-        sharing = shared()
-        return {"node": sharing.node_name, "bindings": sharing.own_bindings()}
-
-    @router.post("/cluster/registrations", include_in_schema=False)
-    async def take_registrations(
-        body: Annotated[dict[str, Any], Body()], authorization: str = Header(default="")
-    ) -> dict[str, Any]:
-        """Another node's binding changes."""
-        check(authorization)
-        try:
-            applied = shared().apply(str(body["node"]), list(body["changes"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise HTTPException(
-                status_code=422, detail=f"bad registration changes: {exc}"
-            ) from None
-        return {"applied": applied}
-
-    return router

@@ -3,7 +3,7 @@
 The pages, the API, ``/health``, ``/metrics`` and the node-to-node endpoints read the node
 through :class:`NodePort` and nothing else: its settings, whether configuration may be changed
 here, the database sessions, live balances, the calls in progress (and hanging one up), the
-registrar's state, counters, the cluster status and a "configuration changed" hook. Live state
+registrar's state, counters, the node's end of the cluster bus and a "configuration changed" hook. Live state
 crosses as plain values (:class:`LiveCall`, :class:`Counters`, ...), never as the B2BUA's or
 the registrar's own objects.
 
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 
@@ -126,22 +127,6 @@ class RegistrarPort(Protocol):
         ...
 
 
-class SharedRegistrations(Protocol):
-    """This node's part in sharing registrations across the cluster."""
-
-    @property
-    def node_name(self) -> str: ...
-
-    def own_bindings(self) -> list[dict[str, Any]]:
-        """The bindings this node took, as sent to a node that (re)joins."""
-        ...
-
-    def apply(self, sender: str, changes: list[dict[str, Any]]) -> int:
-        """Take another node's binding changes; how many applied (raises KeyError,
-        TypeError or ValueError for a malformed change)."""
-        ...
-
-
 class NodePort(Protocol):
     """The running node as the web side sees it."""
 
@@ -175,8 +160,9 @@ class NodePort(Protocol):
     def registrar(self) -> RegistrarPort | None: ...
 
     @property
-    def shared_registrations(self) -> SharedRegistrations | None:
-        """None unless this node shares its registrations with a cluster."""
+    def bus(self) -> NodeBus | None:
+        """This node's end of the cluster bus (its routes, membership, client); None unless
+        it is a node of a cluster."""
         ...
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:

@@ -1,0 +1,104 @@
+"""One node's end of the cluster bus, built once from its name and the cluster secret.
+
+The runtime makes a :class:`NodeBus` for a cluster node (a database scheme other than
+``single`` and a cluster secret) and hands it to the web side, which mounts its routes
+(:meth:`NodeBus.router`) on the node's HTTP server (its ``http_listen``, on the dedicated IP)
+and reads its table for ``/metrics``, the Cluster page and ``smartswitch cluster status``.
+Every node-to-node request goes through :attr:`NodeBus.client`: heartbeats, registration
+sync, status reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter
+
+from smartswitch.cluster.bus import BusClient, Peer, Peers
+from smartswitch.cluster.endpoints import Status, cluster_router, metrics_text
+from smartswitch.cluster.membership import Heartbeat, Heartbeater, Membership, NodeState
+from smartswitch.cluster.nodes import ask_status
+from smartswitch.cluster.registrations import RegistrationSync
+from smartswitch.cluster.signing import Signer, Verifier, derive_key
+from smartswitch.registrar.location import LocationService
+
+__all__ = ["NodeBus"]
+
+
+class NodeBus:
+    """The verifier of requests to this node, the client of its requests to the others, the
+    membership table its heartbeats feed, and (with ``location``) its registration sync.
+
+    ``own()`` gives this node's heartbeat figures; ``peers()`` the cluster's nodes as (name,
+    bus address) pairs, read from the ``nodes`` table. Nothing runs before :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cluster_secret: str,
+        own: Callable[[], Heartbeat],
+        peers: Peers,
+        *,
+        location: LocationService | None = None,
+        interval: float = 1.0,
+        misses: int = 3,
+        timeout: float = 2.0,
+    ) -> None:
+        key = derive_key(cluster_secret)
+        self.name = name
+        self.peers = peers
+        self.verifier = Verifier(name, key)
+        self.client = BusClient(Signer(name, key), timeout=timeout)
+        self.membership = Membership(interval, misses)
+        self.heartbeater = Heartbeater(self.membership, self.client, own, peers)
+        self.registrations = (
+            None if location is None else RegistrationSync(name, location, peers, self.client)
+        )
+        self._registrations_started = False
+
+    def router(self, status: Status) -> APIRouter:
+        """The bus routes (``/cluster/...``), every one verified; ``status`` answers
+        ``GET /cluster/status``."""
+        return cluster_router(
+            self.verifier,
+            heartbeater=self.heartbeater,
+            status=status,
+            registrations=self.registrations,
+        )
+
+    def start(self) -> None:
+        """Heartbeats every interval, from now on (the routes must be served already)."""
+        self.heartbeater.start()
+
+    def start_registrations(self) -> None:
+        """Push and pull registrations (once this node is in the ``nodes`` table)."""
+        if self.registrations is not None and not self._registrations_started:
+            self._registrations_started = True
+            self.registrations.start()
+
+    async def close(self) -> None:
+        """A farewell heartbeat (the others see this node down at once), then stop."""
+        await self.heartbeater.close(farewell=True)
+        if self.registrations is not None and self._registrations_started:
+            await self.registrations.close()
+        await self.client.aclose()
+
+    def members(self, now: float | None = None) -> list[NodeState]:
+        """Every node of the table (configured or heard), with its latest heartbeat."""
+        return self.membership.state(time.monotonic() if now is None else now)
+
+    def metrics(self) -> str:
+        """The bus's lines for ``/metrics``: refusals by reason, nonces, nodes up."""
+        return metrics_text(self.verifier, self.membership)
+
+    async def statuses(
+        self, peers: list[Peer], timeout: float = 1.0
+    ) -> dict[str, Mapping[str, Any]]:
+        """Each of ``peers``' own account of itself (``GET /cluster/status``, signed), asked
+        at once; a peer that does not answer is marked unreachable with the reason."""
+        answers = await asyncio.gather(*(ask_status(self.client, p, timeout) for p in peers))
+        return {peer.name: answer for peer, answer in zip(peers, answers, strict=True)}
