@@ -134,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--config", type=Path, default=Path("/etc/smartswitch/node.toml"))
     units.add_argument("--data-dir", type=Path, default=Path("/var/lib/smartswitch"))
 
+    drain = sub.add_parser(
+        "drain",
+        help="take this host's node out of service: refuse new calls, let these end, "
+        "flush the outbox, stop",
+    )
+    drain.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds for calls to end (default 300)"
+    )
+    drain.add_argument(
+        "--retry-after", type=int, default=60, help="Retry-After of the 503s (default 60)"
+    )
+    drain.add_argument(
+        "--flush-timeout", type=float, default=30.0, help="seconds to deliver the outbox"
+    )
+    drain.add_argument("--no-wait", action="store_true", help="start the drain and return at once")
+    drain.add_argument("--url", help="the node's HTTP address (default: http_listen)")
+    drain.add_argument("--config", type=Path, help="TOML node configuration")
+    drain.add_argument("--data-dir", type=Path, help="the node's data directory (its token)")
+
     registrations = sub.add_parser(
         "registrations", help="a running node's registrar: bindings, or --outbound to suppliers"
     )
@@ -386,6 +405,40 @@ def _registrations_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain_command(args: argparse.Namespace) -> int:
+    from smartswitch.cli.drain import DrainError, drain, node_url
+    from smartswitch.web.security import local_control_token
+
+    config = load_config(args.config)
+    if args.deadline < 0 or args.flush_timeout < 0 or args.retry_after < 0:
+        print(
+            "smartswitch: --deadline, --retry-after, --flush-timeout: not negative", file=sys.stderr
+        )
+        return 2
+    data_dir = args.data_dir or config.data_dir
+    token = local_control_token(data_dir)
+    if token is None:
+        print(
+            f"smartswitch: no node secret in {data_dir} (not the node's data directory, "
+            "or not readable by this user)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return drain(
+            args.url or node_url(config.http_listen),
+            token,
+            deadline=args.deadline,
+            retry_after=args.retry_after,
+            flush_timeout=args.flush_timeout,
+            wait=not args.no_wait,
+            out=sys.stdout,
+        )
+    except DrainError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+
+
 def _init_command(args: argparse.Namespace) -> int:
     from smartswitch.cli.setup import default_data_dir, render_config, write_config
 
@@ -428,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_command(args)
         if args.command == "registrations":
             return _registrations_command(args)
+        if args.command == "drain":
+            return _drain_command(args)
         return _store_command(args)
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)

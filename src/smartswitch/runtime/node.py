@@ -25,6 +25,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.drain import Drainer, DrainTarget
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -87,6 +88,7 @@ class Node:
         self._rate = CallRate()
         self._schema = ""
         self.signalling: Signalling | None = None
+        self.drainer: Drainer | None = None
 
     @property
     def read_only(self) -> bool:
@@ -181,6 +183,44 @@ class Node:
         while not server.started:
             await asyncio.sleep(0.05)
         bus.start()
+
+    def calls_in_progress(self) -> int:
+        # A call is filed under more than one key (its A and B Call-IDs).
+        return len({id(call) for call in self.b2bua.calls.values()})
+
+    def drain(self, deadline: float, retry_after: int, flush_timeout: float = 30.0) -> Drainer:
+        """Start draining (runtime/drain.py): refuse new calls, let these end, flush the
+        outbox, stop. A second request while draining returns the drain under way."""
+        if self.drainer is None:
+            loop = asyncio.get_running_loop()
+            services = self.services
+
+            def end_calls() -> None:
+                self.b2bua.shutdown(loop.time())
+                if self.endpoint is not None:
+                    self.endpoint.flush()
+
+            async def flush_appends() -> None:
+                if services is not None:
+                    await services.outbox.drain_appends()
+
+            target = DrainTarget(
+                refuse_calls=self.sip.refuse_new_calls,
+                calls=self.calls_in_progress,
+                end_calls=end_calls,
+                outbox_depth=lambda: services.outbox.depth if services is not None else None,
+                flush_appends=flush_appends,
+                stop=self.stopping.set,
+            )
+            self.drainer = Drainer(
+                target,
+                loop.time,
+                deadline=deadline,
+                retry_after=retry_after,
+                flush_timeout=flush_timeout,
+            )
+            self.drainer.start()
+        return self.drainer
 
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config

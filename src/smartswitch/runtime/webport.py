@@ -21,6 +21,7 @@ from smartswitch.runtime.registrar import RegistrarService
 from smartswitch.web.ports import (
     Counters,
     Delivery,
+    DrainStatus,
     EngineState,
     LiveCall,
     RegistrarPort,
@@ -72,6 +73,19 @@ class WebPort:
     def config_changed(self) -> None:
         if self._node.services is not None:
             self._node.services.reload_soon()
+
+    # -- draining
+
+    def drain(self, deadline: float, retry_after: int, flush_timeout: float) -> DrainStatus:
+        return self._node.drain(deadline, retry_after, flush_timeout).status()
+
+    def drain_status(self) -> DrainStatus | None:
+        drainer = self._node.drainer
+        return drainer.status() if drainer is not None else None
+
+    async def drain_finished(self, timeout: float) -> DrainStatus | None:
+        drainer = self._node.drainer
+        return await drainer.wait(timeout) if drainer is not None else None
 
     # -- money
 
