@@ -19,6 +19,7 @@ from smartswitch.web.ports import (
     LiveCall,
     NodePort,
     RegistrarPort,
+    Release,
     Sessions,
 )
 
@@ -79,6 +80,7 @@ class FakeNode:
     stats: Counters = field(default_factory=Counters)
     reloads_asked: int = 0
     draining: DrainStatus | None = None
+    release: Release = field(default_factory=lambda: Release("0.1.0", "0008", "0008"))
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)

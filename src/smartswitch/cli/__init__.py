@@ -44,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    store_args(db_sub.add_parser("upgrade", help="create or migrate the schema"))
+    db_upgrade = db_sub.add_parser(
+        "upgrade",
+        help="create or migrate the schema (in a cluster: on the primary, once nodes allow)",
+    )
+    store_args(db_upgrade)
+    db_upgrade.add_argument(
+        "--ignore-node",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a registered node gone for good: its release does not hold back the upgrade",
+    )
 
     provision = sub.add_parser("provision", help="apply a declarative YAML configuration")
     provision.add_argument("file", type=Path)
@@ -228,6 +239,7 @@ def _run_loop(coro: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from smartswitch.runtime.node import Node
+    from smartswitch.store.migrate import SchemaError
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging(config.log_level, queued=True)
@@ -236,7 +248,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Node(config).run()
 
-    _run_loop(main())
+    try:
+        _run_loop(main())
+    except SchemaError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -246,19 +262,25 @@ def _store_command(args: argparse.Namespace) -> int:
     from smartswitch.admin.provisioning import ProvisioningError, provision
     from smartswitch.admin.reports import export_cdrs, list_accounts
     from smartswitch.store.database import create_engine, database_url
-    from smartswitch.store.migrate import upgrade_async
+    from smartswitch.store.migrate import SchemaError, prepare_schema
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging("warning")
     url = database_url(config.data_dir, config.database_url)
 
     async def main() -> int:
-        await upgrade_async(url)
+        if args.command == "db":
+            return await _db_upgrade(url, config, args.ignore_node)
+        try:
+            # A single node's commands bring its own database up to date; in a cluster only
+            # `db upgrade` on the primary migrates (store/migrate.py, expand then contract).
+            await prepare_schema(url, migrate_existing=config.db_scheme == "single")
+        except SchemaError as exc:
+            print(f"smartswitch: {exc}", file=sys.stderr)
+            return 1
         engine = create_engine(url)
         try:
-            if args.command == "db":
-                print(f"database schema up to date ({url.split('://')[0]})")
-            elif args.command == "provision":
+            if args.command == "provision":
                 if not args.dry_run and not await _writable(engine, config):
                     return 1
                 try:
@@ -292,6 +314,39 @@ def _store_command(args: argparse.Namespace) -> int:
     if args.command != "db":
         config.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(main())
+
+
+async def _db_upgrade(url: str, config: NodeConfig, ignore: list[str]) -> int:
+    """``smartswitch db upgrade``: on the primary (or a single node), and in a cluster only
+    when no contract migration would break a node still running an older release."""
+    from smartswitch.cluster.upgrade import plan_upgrade
+    from smartswitch.store.database import create_engine
+    from smartswitch.store.migrate import SchemaError, migrations, upgrade_async
+
+    kind = url.split("://")[0]
+    engine = create_engine(url)
+    try:
+        if config.db_scheme != "single" and not await _writable(engine, config):
+            return 1
+        try:
+            plan = await plan_upgrade(engine, migrations(), set(ignore))
+        except SchemaError as exc:
+            print(f"smartswitch: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        await engine.dispose()
+    if not plan.steps:
+        print(f"database schema up to date at {plan.current} ({kind})")
+        return 0
+    if not plan.safe:
+        print(f"smartswitch: {plan.refusal()}", file=sys.stderr)
+        return 1
+    await upgrade_async(url)
+    for step in plan.steps:
+        kind_of = "contract" if step.contract else "expand"
+        print(f"  {step.revision} ({kind_of}): {step.title}")
+    print(f"database schema upgraded from {plan.current or 'nothing'} to {plan.steps[-1].revision}")
+    return 0
 
 
 async def _user_add(engine: Any, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from smartswitch.runtime.drain import Drainer, DrainTarget
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
-from smartswitch.store.migrate import head_revision
+from smartswitch.store.migrate import head_revision, revision_of
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.web.app import create_app
 
@@ -103,27 +103,38 @@ class Node:
 
     async def _register(self) -> None:
         """Put this node in the cluster's configuration (on the primary), retrying until the
-        primary answers: every node then knows the others."""
+        primary answers: every node then knows the others. Registered with the release it
+        runs and the newest migration its code carries; on a schema from before those
+        columns, again once the schema moved (after `smartswitch db upgrade`)."""
         assert self.services is not None
+        services = self.services
         config = self.config
+        registered = with_versions = False
+        seen_revision: str | None = None
         while True:
             try:
-                async with self.services.money_sessions() as session, session.begin():
-                    await register_node(
-                        session,
-                        name=config.node_name or config.node_id,
-                        dedicated_ip=config.dedicated_ip,
-                        sip_address=config.sip_listen,
-                        http_address=config.http_listen,
-                        shared_ip=config.shared_ip,
-                        db_scheme=config.db_scheme,
-                    )
-                break
+                revision = await revision_of(services.engine)
+                services.db_revision = revision
+                if not registered or (not with_versions and revision != seen_revision):
+                    async with services.money_sessions() as session, session.begin():
+                        with_versions = await register_node(
+                            session,
+                            name=config.node_name or config.node_id,
+                            dedicated_ip=config.dedicated_ip,
+                            sip_address=config.sip_listen,
+                            http_address=config.http_listen,
+                            shared_ip=config.shared_ip,
+                            db_scheme=config.db_scheme,
+                            version=__version__,
+                            schema_head=head_revision(),
+                        )
+                    if not registered and self.bus is not None:
+                        self.bus.start_registrations()
+                    registered = True
+                seen_revision = revision
             except Exception as exc:
                 log.info("node not registered on the primary yet: %s", exc)
-                await asyncio.sleep(2.0)
-        if self.bus is not None:
-            self.bus.start_registrations()
+            await asyncio.sleep(5.0 if registered else 2.0)
 
     async def _cluster_nodes(self) -> list[tuple[str, str]]:
         assert self.services is not None

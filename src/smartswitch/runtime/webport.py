@@ -12,12 +12,14 @@ import asyncio
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from smartswitch import __version__
 from smartswitch.b2bua.call import Call
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
+from smartswitch.store.migrate import head_revision
 from smartswitch.web.ports import (
     Counters,
     Delivery,
@@ -25,6 +27,7 @@ from smartswitch.web.ports import (
     EngineState,
     LiveCall,
     RegistrarPort,
+    Release,
     Sessions,
 )
 
@@ -59,6 +62,15 @@ class WebPort:
     @property
     def db_role(self) -> DatabaseRole:
         return self._node.db_role
+
+    @property
+    def release(self) -> Release:
+        services = self._node.services
+        return Release(
+            __version__,
+            head_revision(),
+            services.db_revision if services is not None else None,
+        )
 
     @property
     def sessions(self) -> Sessions | None:

@@ -107,6 +107,16 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """What the node runs: its package version, the newest schema migration its code
+    carries, and the revision its database is at (None: no database, or not read yet)."""
+
+    version: str
+    schema_head: str
+    db_schema: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DrainStatus:
     """Where a drain stands (``smartswitch drain``; runtime/drain.py): ``draining`` (new
     calls refused, waiting for these to end), ``flushing`` (the outbox), ``drained`` (the node
@@ -163,6 +173,11 @@ class NodePort(Protocol):
 
     @property
     def db_role(self) -> DatabaseRole: ...
+
+    @property
+    def release(self) -> Release:
+        """The version and schema revisions, for the cluster page (version skew)."""
+        ...
 
     @property
     def sessions(self) -> Sessions | None:
