@@ -128,6 +128,11 @@ class Drainer:
             calls_ended_at_deadline=self.calls_ended_at_deadline,
         )
 
+    def cancel(self) -> None:
+        """The node stops for another reason (SIGTERM) while draining."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def wait(self, timeout: float) -> DrainStatus:
         """The status once the drain finished, or after ``timeout`` s."""
         with contextlib.suppress(TimeoutError):

@@ -329,6 +329,8 @@ class Node:
             http_task.result()  # the HTTP side failed (port taken): raise it
         systemd.notify("STOPPING=1", "STATUS=stopping")
         watchdog.cancel()
+        if self.drainer is not None:
+            self.drainer.cancel()  # done already, or overtaken by SIGTERM
         if self.bus is not None:
             # Down everywhere at once (a farewell heartbeat), before the calls are ended.
             await self.bus.close()
