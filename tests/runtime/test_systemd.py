@@ -172,3 +172,27 @@ def test_watchdog_is_not_fed_while_the_service_does_not_answer(
     fed, starved, again = asyncio.run(scenario())
     assert fed >= 4 and again >= 4
     assert starved <= 1  # at most the ping already decided when it stopped answering
+
+
+def test_the_call_id_survives_the_nodes_log_queue(listener: socket.socket) -> None:
+    import logging.handlers
+    import queue
+
+    journal = systemd.JournalHandler(listener.getsockname())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queued = logging.handlers.QueueHandler(records)
+    queued.addFilter(systemd.CallIdFilter())
+    listener_thread = logging.handlers.QueueListener(records, journal)
+    listener_thread.start()
+    logger = logging.getLogger("smartswitch.test.journal3")
+    logger.addHandler(queued)
+    logger.propagate = False
+    try:
+        logger.warning("call %s: BYE from the %s", "q1@10.0.0.2", "caller")
+    finally:
+        listener_thread.stop()
+        logger.removeHandler(queued)
+        journal.close()
+    fields = _fields(listener.recv(65536))
+    assert fields["MESSAGE"].endswith("call q1@10.0.0.2: BYE from the caller")
+    assert fields["CALL_ID"] == "q1@10.0.0.2"

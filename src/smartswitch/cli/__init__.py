@@ -199,10 +199,11 @@ def _setup_logging(level: str, queued: bool = False) -> None:
     """Logging to the journal under systemd, else to standard error. ``queued`` (a running
     node): records go through a queue to a writer thread, so the event loop never waits on a
     slow stderr pipe or the journal's socket; nothing per call is logged at INFO anyway."""
-    from smartswitch.runtime.systemd import JournalHandler, journal_wanted
+    from smartswitch.runtime.systemd import CallIdFilter, JournalHandler, journal_wanted
 
     handler: logging.Handler
-    if journal_wanted():
+    journal = journal_wanted()
+    if journal:
         # Under systemd: entries with fields (a call's id among them), the journal adds the time.
         handler = JournalHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -221,6 +222,8 @@ def _setup_logging(level: str, queued: bool = False) -> None:
         listener.start()
         atexit.register(listener.stop)
         handler = logging.handlers.QueueHandler(records)
+        if journal:
+            handler.addFilter(CallIdFilter())  # the call id, before the queue merges it away
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
     # httpx logs every request at INFO: the cluster bus makes one per peer each second.
     logging.getLogger("httpx").setLevel(logging.WARNING)

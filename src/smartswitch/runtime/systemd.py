@@ -23,6 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 __all__ = [
+    "CallIdFilter",
     "JournalHandler",
     "journal_wanted",
     "notify",
@@ -136,6 +137,18 @@ def _call_id_of(record: logging.LogRecord) -> str | None:
         if isinstance(args, tuple) and args and isinstance(args[0], str):
             return args[0]
     return None
+
+
+class CallIdFilter(logging.Filter):
+    """Keeps a record's call id as its ``call_id`` attribute before the record is queued (a
+    ``QueueHandler`` merges the arguments into the message, and the Call-ID with them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "call_id", None) is None:
+            call_id = _call_id_of(record)
+            if call_id is not None:
+                record.call_id = call_id
+        return True
 
 
 class JournalHandler(logging.Handler):
