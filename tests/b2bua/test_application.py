@@ -6,7 +6,7 @@ from __future__ import annotations
 from smartswitch.sip.message import Request, Response, make_response
 from smartswitch.sip.transaction import Address, ClientTransaction
 
-from .harness import ALICE, BOB, SWITCH, Calls, Phone, Switch, new_request
+from .harness import ALICE, BOB, CAROL, SWITCH, Calls, Phone, Switch, connect, new_request
 
 
 class Registrar:
@@ -96,3 +96,25 @@ def test_answers_and_timeouts_go_to_the_transactions_owner() -> None:
     switch.run(lambda now: switch.layer.send_request(_probe(2), BOB, now, lost))
     switch.advance(1.0 + 32.0)
     assert lost.events == [("timeout", 0, 33.0)]  # Timer F, 64*T1 after it was sent
+
+
+def test_a_draining_node_refuses_new_calls_with_retry_after_and_keeps_its_calls() -> None:
+    switch = Switch(Calls((BOB,)))
+    alice = Phone(switch, ALICE, "alice")
+    bob = Phone(switch, BOB, "bob")
+    connect(switch, alice, bob)
+    switch.sip.refuse_new_calls(30)
+
+    carol = Phone(switch, CAROL, "carol")
+    carol.call()
+    refused = switch.final(carol.address)
+    assert refused.status == 503
+    assert refused.headers.get("retry-after") == "30"
+    assert switch.take(BOB) == []  # no new B leg
+
+    # The call in progress goes on: its BYE reaches the other side and is answered.
+    alice.request("BYE")
+    bye = switch.request(BOB, "BYE")
+    bob.answer(bye, 200)
+    assert switch.responses(ALICE) == [200]
+    assert not switch.b2bua.calls

@@ -115,3 +115,84 @@ def test_journal_entries_carry_the_call_id(listener: socket.socket) -> None:
     assert second["MESSAGE"] == "two\nlines"
     assert second["PRIORITY"] == "3"
     assert "CALL_ID" not in second
+
+
+def test_the_call_paths_lines_carry_their_call_id(listener: socket.socket) -> None:
+    handler = systemd.JournalHandler(listener.getsockname())
+    logger = logging.getLogger("smartswitch.test.journal2")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("call %s: no answer in %.0f s", "xyz@10.0.0.1", 30.0)
+        logger.warning("calls %s", "not-a-call")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    first = _fields(listener.recv(65536))
+    assert first["MESSAGE"] == "call xyz@10.0.0.1: no answer in 30 s"
+    assert first["CALL_ID"] == "xyz@10.0.0.1"
+    assert "CALL_ID" not in _fields(listener.recv(65536))
+
+
+def test_watchdog_is_not_fed_while_the_service_does_not_answer(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.getsockname())
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    listener.setblocking(False)
+    answering = [True]
+
+    async def alive(timeout: float) -> bool:
+        assert 0 < timeout < 0.05
+        return answering[0]
+
+    def pings() -> int:
+        count = 0
+        while True:
+            try:
+                listener.recv(64)
+            except BlockingIOError:
+                return count
+            count += 1
+
+    async def scenario() -> tuple[int, int, int]:
+        task = asyncio.create_task(systemd.watchdog_task(alive))
+        await asyncio.sleep(0.3)
+        fed = pings()
+        answering[0] = False
+        await asyncio.sleep(0.3)
+        starved = pings()
+        answering[0] = True
+        await asyncio.sleep(0.3)
+        again = pings()
+        task.cancel()
+        return fed, starved, again
+
+    fed, starved, again = asyncio.run(scenario())
+    assert fed >= 4 and again >= 4
+    assert starved <= 1  # at most the ping already decided when it stopped answering
+
+
+def test_the_call_id_survives_the_nodes_log_queue(listener: socket.socket) -> None:
+    import logging.handlers
+    import queue
+
+    journal = systemd.JournalHandler(listener.getsockname())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queued = logging.handlers.QueueHandler(records)
+    queued.addFilter(systemd.CallIdFilter())
+    listener_thread = logging.handlers.QueueListener(records, journal)
+    listener_thread.start()
+    logger = logging.getLogger("smartswitch.test.journal3")
+    logger.addHandler(queued)
+    logger.propagate = False
+    try:
+        logger.warning("call %s: BYE from the %s", "q1@10.0.0.2", "caller")
+    finally:
+        listener_thread.stop()
+        logger.removeHandler(queued)
+        journal.close()
+    fields = _fields(listener.recv(65536))
+    assert fields["MESSAGE"].endswith("call q1@10.0.0.2: BYE from the caller")
+    assert fields["CALL_ID"] == "q1@10.0.0.2"

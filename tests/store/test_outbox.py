@@ -643,3 +643,39 @@ def test_unconfirmed_records_survive_a_restart_and_an_old_file_gains_the_column(
 
     run(first_run)
     run(second_run)
+
+
+def test_an_online_backup_of_the_outbox_restores_its_pending_records(tmp_path: Path) -> None:
+    """docs/operations.md: ``sqlite3 DATA_DIR/outbox.db ".backup FILE"`` while the node runs,
+    restored by copying FILE to outbox.db while it is stopped."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sqlite3") is None:
+        pytest.skip("sqlite3 (the command) is not installed")
+    records = [record(n) for n in range(3)]
+
+    async def main() -> list[CdrRecord]:
+        outbox = Outbox(tmp_path / "outbox.db")
+        await outbox.open()
+        try:
+            await appended(outbox, *records)
+            subprocess.run(
+                ["sqlite3", str(tmp_path / "outbox.db"), f".backup {tmp_path / 'backup.db'}"],
+                check=True,
+                timeout=30,
+            )
+        finally:
+            await outbox.close()
+        restored = tmp_path / "restored"
+        restored.mkdir()
+        shutil.copy(tmp_path / "backup.db", restored / "outbox.db")
+        again = Outbox(restored / "outbox.db")
+        await again.open()
+        try:
+            assert again.depth == len(records)
+            return [r for _, r in await again.read_batch(10)]
+        finally:
+            await again.close()
+
+    assert run(main) == records

@@ -14,10 +14,12 @@ from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.web.ports import (
     Counters,
+    DrainStatus,
     EngineState,
     LiveCall,
     NodePort,
     RegistrarPort,
+    Release,
     Sessions,
 )
 
@@ -77,6 +79,8 @@ class FakeNode:
     hung_up: list[str] = field(default_factory=list)
     stats: Counters = field(default_factory=Counters)
     reloads_asked: int = 0
+    draining: DrainStatus | None = None
+    release: Release = field(default_factory=lambda: Release("0.1.0", "0008", "0008"))
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
@@ -101,6 +105,19 @@ class FakeNode:
 
     def config_changed(self) -> None:
         self.reloads_asked += 1
+
+    def drain(self, deadline: float, retry_after: int, flush_timeout: float) -> DrainStatus:
+        if self.draining is None:
+            self.draining = DrainStatus(
+                "draining", len(self.live_calls), 0, retry_after, deadline, 0.0
+            )
+        return self.draining
+
+    def drain_status(self) -> DrainStatus | None:
+        return self.draining
+
+    async def drain_finished(self, timeout: float) -> DrainStatus | None:
+        return self.draining
 
 
 def _conforms(node: FakeNode) -> NodePort:

@@ -113,3 +113,12 @@ def test_a_cluster_node_mounts_the_signed_bus_and_shows_its_membership(tmp_path:
 
 async def _no_peers() -> list[tuple[str, str]]:
     return []
+
+
+def test_cluster_page_shows_each_nodes_schema(web: WebEnv) -> None:
+    from smartswitch.web.ports import Release
+
+    web.node.release = Release("0.2.0", "0009", "0008")
+    login(web)
+    html = web.client.get("/cluster").text
+    assert "0009 / 0008" in html  # the code's newest migration / the database's revision

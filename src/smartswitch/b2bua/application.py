@@ -43,6 +43,14 @@ class SipApplication:
         self.layer = TransactionLayer(self, local)
         self.b2bua = B2BUA(policy, self.layer, settings)
         self.registrations: Registrations | None = None
+        # Set while the node drains (``smartswitch drain``): new calls are refused with 503
+        # and this many seconds of Retry-After (RFC 3261 21.5.4), so the caller or its proxy
+        # tries another node; calls in progress and everything in a dialog go on.
+        self.refusing_calls: int | None = None
+
+    def refuse_new_calls(self, retry_after: int) -> None:
+        """From now on answer every new INVITE 503 with ``Retry-After: retry_after``."""
+        self.refusing_calls = max(0, int(retry_after))
 
     # --- TransactionUser ------------------------------------------------------------------------
 
@@ -52,6 +60,10 @@ class SipApplication:
             return
         method = request.method
         if method == "INVITE":
+            if self.refusing_calls is not None:
+                self.b2bua.stats["rejected"] += 1
+                self._answer(tx, 503, now, ("Retry-After", str(self.refusing_calls)))
+                return
             self.b2bua.invite(tx, request, now)
         elif method == "REGISTER" and self.registrations is not None:
             self.layer.respond(tx, self.registrations.register(request, tx.source, now), now)

@@ -44,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    store_args(db_sub.add_parser("upgrade", help="create or migrate the schema"))
+    db_upgrade = db_sub.add_parser(
+        "upgrade",
+        help="create or migrate the schema (in a cluster: on the primary, once nodes allow)",
+    )
+    store_args(db_upgrade)
+    db_upgrade.add_argument(
+        "--ignore-node",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a registered node gone for good: its release does not hold back the upgrade",
+    )
 
     provision = sub.add_parser("provision", help="apply a declarative YAML configuration")
     provision.add_argument("file", type=Path)
@@ -134,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--config", type=Path, default=Path("/etc/smartswitch/node.toml"))
     units.add_argument("--data-dir", type=Path, default=Path("/var/lib/smartswitch"))
 
+    drain = sub.add_parser(
+        "drain",
+        help="take this host's node out of service: refuse new calls, let these end, "
+        "flush the outbox, stop",
+    )
+    drain.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds for calls to end (default 300)"
+    )
+    drain.add_argument(
+        "--retry-after", type=int, default=60, help="Retry-After of the 503s (default 60)"
+    )
+    drain.add_argument(
+        "--flush-timeout", type=float, default=30.0, help="seconds to deliver the outbox"
+    )
+    drain.add_argument("--no-wait", action="store_true", help="start the drain and return at once")
+    drain.add_argument("--url", help="the node's HTTP address (default: http_listen)")
+    drain.add_argument("--config", type=Path, help="TOML node configuration")
+    drain.add_argument("--data-dir", type=Path, help="the node's data directory (its token)")
+
     registrations = sub.add_parser(
         "registrations", help="a running node's registrar: bindings, or --outbound to suppliers"
     )
@@ -169,10 +199,11 @@ def _setup_logging(level: str, queued: bool = False) -> None:
     """Logging to the journal under systemd, else to standard error. ``queued`` (a running
     node): records go through a queue to a writer thread, so the event loop never waits on a
     slow stderr pipe or the journal's socket; nothing per call is logged at INFO anyway."""
-    from smartswitch.runtime.systemd import JournalHandler, journal_wanted
+    from smartswitch.runtime.systemd import CallIdFilter, JournalHandler, journal_wanted
 
     handler: logging.Handler
-    if journal_wanted():
+    journal = journal_wanted()
+    if journal:
         # Under systemd: entries with fields (a call's id among them), the journal adds the time.
         handler = JournalHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -191,6 +222,8 @@ def _setup_logging(level: str, queued: bool = False) -> None:
         listener.start()
         atexit.register(listener.stop)
         handler = logging.handlers.QueueHandler(records)
+        if journal:
+            handler.addFilter(CallIdFilter())  # the call id, before the queue merges it away
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
     # httpx logs every request at INFO: the cluster bus makes one per peer each second.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -209,6 +242,7 @@ def _run_loop(coro: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from smartswitch.runtime.node import Node
+    from smartswitch.store.migrate import SchemaError
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging(config.log_level, queued=True)
@@ -217,7 +251,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Node(config).run()
 
-    _run_loop(main())
+    try:
+        _run_loop(main())
+    except SchemaError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -227,19 +265,25 @@ def _store_command(args: argparse.Namespace) -> int:
     from smartswitch.admin.provisioning import ProvisioningError, provision
     from smartswitch.admin.reports import export_cdrs, list_accounts
     from smartswitch.store.database import create_engine, database_url
-    from smartswitch.store.migrate import upgrade_async
+    from smartswitch.store.migrate import SchemaError, prepare_schema
 
     config = _apply_flags(load_config(args.config), args)
     _setup_logging("warning")
     url = database_url(config.data_dir, config.database_url)
 
     async def main() -> int:
-        await upgrade_async(url)
+        if args.command == "db":
+            return await _db_upgrade(url, config, args.ignore_node)
+        try:
+            # A single node's commands bring its own database up to date; in a cluster only
+            # `db upgrade` on the primary migrates (store/migrate.py, expand then contract).
+            await prepare_schema(url, migrate_existing=config.db_scheme == "single")
+        except SchemaError as exc:
+            print(f"smartswitch: {exc}", file=sys.stderr)
+            return 1
         engine = create_engine(url)
         try:
-            if args.command == "db":
-                print(f"database schema up to date ({url.split('://')[0]})")
-            elif args.command == "provision":
+            if args.command == "provision":
                 if not args.dry_run and not await _writable(engine, config):
                     return 1
                 try:
@@ -273,6 +317,39 @@ def _store_command(args: argparse.Namespace) -> int:
     if args.command != "db":
         config.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(main())
+
+
+async def _db_upgrade(url: str, config: NodeConfig, ignore: list[str]) -> int:
+    """``smartswitch db upgrade``: on the primary (or a single node), and in a cluster only
+    when no contract migration would break a node still running an older release."""
+    from smartswitch.cluster.upgrade import plan_upgrade
+    from smartswitch.store.database import create_engine
+    from smartswitch.store.migrate import SchemaError, migrations, upgrade_async
+
+    kind = url.split("://")[0]
+    engine = create_engine(url)
+    try:
+        if config.db_scheme != "single" and not await _writable(engine, config):
+            return 1
+        try:
+            plan = await plan_upgrade(engine, migrations(), set(ignore))
+        except SchemaError as exc:
+            print(f"smartswitch: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        await engine.dispose()
+    if not plan.steps:
+        print(f"database schema up to date at {plan.current} ({kind})")
+        return 0
+    if not plan.safe:
+        print(f"smartswitch: {plan.refusal()}", file=sys.stderr)
+        return 1
+    await upgrade_async(url)
+    for step in plan.steps:
+        kind_of = "contract" if step.contract else "expand"
+        print(f"  {step.revision} ({kind_of}): {step.title}")
+    print(f"database schema upgraded from {plan.current or 'nothing'} to {plan.steps[-1].revision}")
+    return 0
 
 
 async def _user_add(engine: Any, args: argparse.Namespace) -> int:
@@ -386,6 +463,40 @@ def _registrations_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain_command(args: argparse.Namespace) -> int:
+    from smartswitch.cli.drain import DrainError, drain, node_url
+    from smartswitch.web.security import local_control_token
+
+    config = load_config(args.config)
+    if args.deadline < 0 or args.flush_timeout < 0 or args.retry_after < 0:
+        print(
+            "smartswitch: --deadline, --retry-after, --flush-timeout: not negative", file=sys.stderr
+        )
+        return 2
+    data_dir = args.data_dir or config.data_dir
+    token = local_control_token(data_dir)
+    if token is None:
+        print(
+            f"smartswitch: no node secret in {data_dir} (not the node's data directory, "
+            "or not readable by this user)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return drain(
+            args.url or node_url(config.http_listen),
+            token,
+            deadline=args.deadline,
+            retry_after=args.retry_after,
+            flush_timeout=args.flush_timeout,
+            wait=not args.no_wait,
+            out=sys.stdout,
+        )
+    except DrainError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+
+
 def _init_command(args: argparse.Namespace) -> int:
     from smartswitch.cli.setup import default_data_dir, render_config, write_config
 
@@ -428,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_command(args)
         if args.command == "registrations":
             return _registrations_command(args)
+        if args.command == "drain":
+            return _drain_command(args)
         return _store_command(args)
     except ConfigError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)

@@ -10,11 +10,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
 from smartswitch.store.schema import NodeRow
+
+
+async def reports_versions(session: AsyncSession) -> bool:
+    """Whether the nodes table has the version columns (schema 0008 on): a node of this
+    release runs on the schema before it until ``smartswitch db upgrade``."""
+
+    def look(sync_session: Any) -> bool:
+        columns = inspect(sync_session.connection()).get_columns("nodes")
+        return {"version", "schema_head"} <= {c["name"] for c in columns}
+
+    return bool(await session.run_sync(look))
 
 
 async def register_node(
@@ -25,8 +36,12 @@ async def register_node(
     http_address: str,
     shared_ip: str,
     db_scheme: str,
-) -> None:
-    """Upsert this node's row (the caller commits, on the primary)."""
+    version: str = "",
+    schema_head: str = "",
+) -> bool:
+    """Upsert this node's row (the caller commits, on the primary), with the release it runs
+    and the newest migration its code carries where the schema has room for them; whether it
+    had (False: the schema predates 0008, register again after the upgrade)."""
     row = await session.scalar(select(NodeRow).where(NodeRow.name == name))
     if row is None:
         row = NodeRow(name=name)
@@ -37,6 +52,22 @@ async def register_node(
     row.shared_ip = shared_ip
     row.db_scheme = db_scheme
     row.registered_at = datetime.now(UTC)
+    if not await reports_versions(session):
+        return False
+    row.version = version
+    row.schema_head = schema_head
+    return True
+
+
+async def node_versions(session: AsyncSession) -> dict[str, tuple[str, str]]:
+    """Every registered node's (version, schema head); ("", "") for a node of a release that
+    does not report them, and for all of them on a schema before 0008."""
+    if not await reports_versions(session):
+        return {row.name: ("", "") for row in await list_nodes(session)}
+    rows = await session.execute(
+        select(NodeRow.name, NodeRow.version, NodeRow.schema_head).order_by(NodeRow.name)
+    )
+    return {name: (version or "", head or "") for name, version, head in rows}
 
 
 async def list_nodes(session: AsyncSession) -> list[NodeRow]:

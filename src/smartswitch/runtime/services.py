@@ -34,7 +34,7 @@ from smartswitch.sip.digest import DigestAuthenticator
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.store.forwarder import Forwarder
 from smartswitch.store.ledger import apply_cdrs
-from smartswitch.store.migrate import upgrade_async
+from smartswitch.store.migrate import prepare_schema, upgrade_async
 from smartswitch.store.outbox import Outbox
 from smartswitch.store.schema import AccountRow, CdrRow
 from smartswitch.store.snapshot import config_version
@@ -78,13 +78,18 @@ class BillingServices:
         self.policy: BillingPolicy | None = None
         self.registrar: RegistrarService | None = None
         self.local_engine: AsyncEngine | None = None
+        self.db_revision: str | None = None  # the schema revision of this node's database
         self._refresh_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Told of each new configuration once the policy and the registrar have it.
         self.listeners: list[Callable[[ConfigViews], None]] = []
 
     async def start(self) -> BillingPolicy:
-        await upgrade_async(self.url)
+        # A single node migrates its own database; a cluster's is migrated by `smartswitch db
+        # upgrade` on the primary, and this release runs on the previous one's schema meanwhile.
+        self.db_revision = await prepare_schema(
+            self.url, migrate_existing=self.config.db_scheme == "single"
+        )
         await self.outbox.open()
         views = await self.loader.load()
         snapshot = views.snapshot

@@ -20,8 +20,10 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 
 __all__ = [
+    "CallIdFilter",
     "JournalHandler",
     "journal_wanted",
     "notify",
@@ -70,14 +72,29 @@ def watchdog_interval() -> float | None:
     return period / 2 if period > 0 else None
 
 
-async def watchdog_task() -> None:
-    """Feed the watchdog from the event loop until cancelled (see the module docstring)."""
+async def watchdog_task(alive: Callable[[float], Awaitable[bool]] | None = None) -> None:
+    """Feed the watchdog from the event loop until cancelled (see the module docstring).
+
+    With ``alive``, each ping is sent only if ``await alive(timeout)`` says the service
+    itself answers (the node: its SIP port answers an OPTIONS) within ``timeout`` (a third of
+    the interval): a loop that runs but no longer serves is restarted too.
+    """
     interval = watchdog_interval()
     if interval is None:
         return
+    failing = False
     while True:
-        notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
+        started = asyncio.get_running_loop().time()
+        ok = True if alive is None else await alive(interval / 3)
+        if ok:
+            notify("WATCHDOG=1")
+            if failing:
+                log.warning("watchdog: the node answers again")
+        elif not failing:
+            log.error("watchdog: the node does not answer; not feeding systemd's watchdog")
+        failing = not ok
+        spent = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(max(0.0, interval - spent))
 
 
 def journal_wanted() -> bool:
@@ -111,11 +128,35 @@ def _field(name: str, value: str) -> bytes:
     return name.encode() + b"=" + data + b"\n"
 
 
+def _call_id_of(record: logging.LogRecord) -> str | None:
+    # The call path's convention: a line about a call starts "call %s: ..." with the Call-ID
+    # as its first argument (b2bua/engine.py, routing/policy.py). Read here, in the handler,
+    # so the call path builds nothing more per line for a journal it may not log to.
+    if isinstance(record.msg, str) and record.msg.startswith("call %s"):
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str):
+            return args[0]
+    return None
+
+
+class CallIdFilter(logging.Filter):
+    """Keeps a record's call id as its ``call_id`` attribute before the record is queued (a
+    ``QueueHandler`` merges the arguments into the message, and the Call-ID with them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "call_id", None) is None:
+            call_id = _call_id_of(record)
+            if call_id is not None:
+                record.call_id = call_id
+        return True
+
+
 class JournalHandler(logging.Handler):
     """Log records as journal entries with fields: ``MESSAGE``, ``PRIORITY``,
-    ``SYSLOG_IDENTIFIER``, ``LOGGER``, and ``CALL_ID`` when the record carries one
-    (``log.info(..., extra={"call_id": ...})``), so ``journalctl CALL_ID=...`` finds a call's
-    lines. A datagram the journal refuses (too large, socket gone) falls back to stderr."""
+    ``SYSLOG_IDENTIFIER``, ``LOGGER``, and ``CALL_ID`` when the record is about a call
+    (``extra={"call_id": ...}``, or the call path's ``"call %s: ..."`` lines), so
+    ``journalctl CALL_ID=...`` finds a call's lines. A datagram the journal refuses (too
+    large, socket gone) falls back to stderr."""
 
     def __init__(self, path: str = JOURNAL_SOCKET, identifier: str = "smartswitch") -> None:
         super().__init__()
@@ -132,7 +173,7 @@ class JournalHandler(logging.Handler):
                 _field("SYSLOG_IDENTIFIER", self.identifier),
                 _field("LOGGER", record.name),
             ]
-            call_id = getattr(record, "call_id", None)
+            call_id = getattr(record, "call_id", None) or _call_id_of(record)
             if call_id:
                 parts.append(_field("CALL_ID", str(call_id)))
             self.sock.sendto(b"".join(parts), self.address)

@@ -12,18 +12,22 @@ import asyncio
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from smartswitch import __version__
 from smartswitch.b2bua.call import Call
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
+from smartswitch.store.migrate import head_revision
 from smartswitch.web.ports import (
     Counters,
     Delivery,
+    DrainStatus,
     EngineState,
     LiveCall,
     RegistrarPort,
+    Release,
     Sessions,
 )
 
@@ -60,6 +64,15 @@ class WebPort:
         return self._node.db_role
 
     @property
+    def release(self) -> Release:
+        services = self._node.services
+        return Release(
+            __version__,
+            head_revision(),
+            services.db_revision if services is not None else None,
+        )
+
+    @property
     def sessions(self) -> Sessions | None:
         services = self._node.services
         return services.sessions if services is not None else None
@@ -72,6 +85,19 @@ class WebPort:
     def config_changed(self) -> None:
         if self._node.services is not None:
             self._node.services.reload_soon()
+
+    # -- draining
+
+    def drain(self, deadline: float, retry_after: int, flush_timeout: float) -> DrainStatus:
+        return self._node.drain(deadline, retry_after, flush_timeout).status()
+
+    def drain_status(self) -> DrainStatus | None:
+        drainer = self._node.drainer
+        return drainer.status() if drainer is not None else None
+
+    async def drain_finished(self, timeout: float) -> DrainStatus | None:
+        drainer = self._node.drainer
+        return await drainer.wait(timeout) if drainer is not None else None
 
     # -- money
 

@@ -4,6 +4,17 @@
 at head is left alone) and takes the same URLs as :func:`~smartswitch.store.database.
 create_engine`, so the migrations run with the same connection settings as the switch.
 
+**Expand, then contract.** A cluster is upgraded one node at a time, so for a while nodes of
+two releases share one schema, in either order: the new release runs against the old schema
+until ``smartswitch db upgrade`` (this code never migrates an existing cluster database by
+itself: :func:`prepare_schema`), and the old release runs against the new schema until its
+last node is upgraded. So a migration only *expands* (new tables; new columns nullable or with
+a server default) unless its module says ``contract = True`` (it drops, renames or narrows
+something): a contract migration ships in a later release than the one that stopped using
+what it removes, and ``db upgrade`` refuses it while a node whose code does not carry it is
+still registered (smartswitch.cluster.upgrade). ``tests/store/test_expand_contract.py`` checks
+every migration after :data:`EXPAND_BASELINE` against its flag.
+
 On SQLite the whole upgrade is one transaction.  MariaDB commits every DDL statement
 implicitly, so a migration that fails halfway leaves the tables it already made: fix the cause
 and run the upgrade again only after removing them (or restore the backup taken before).
@@ -12,8 +23,10 @@ and run the upgrade again only after removing them (or restore the backup taken 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,19 +35,53 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smartswitch.store.database import create_engine
 
 __all__ = [
+    "EXPAND_BASELINE",
+    "OLDEST_SUPPORTED",
+    "Migration",
+    "SchemaError",
     "alembic_config",
     "current_revision",
     "head_revision",
+    "knows",
+    "migrations",
+    "pending",
+    "prepare_schema",
+    "revision_of",
     "run_blocking",
     "upgrade",
     "upgrade_async",
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("smartswitch.store.migrate")
+
+#: The oldest schema this code runs against: the previous release's (a rolling upgrade runs
+#: this release on it until ``smartswitch db upgrade``). Moves forward with each release.
+OLDEST_SUPPORTED = "0007"
+#: The migrations after this one are checked to be expand-only unless flagged contract; the
+#: ones up to it were written before the rule (each release since runs on its own schema).
+EXPAND_BASELINE = "0007"
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not one this code can run against, or cannot move to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration shipped in the package."""
+
+    revision: str
+    down_revision: str | None
+    contract: bool  # drops, renames or narrows: needs every node to run code that knows it
+    title: str  # its docstring's first line
+
 
 _HERE = Path(__file__).resolve().parent
 
@@ -54,18 +101,116 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade_async(database_url: str, revision: str = "head") -> None:
-    """Bring the database at ``database_url`` up to ``revision`` (default: the newest)."""
+def migrations(config: Config | None = None) -> list[Migration]:
+    """Every migration of the package (or of ``config``'s script directory), oldest first."""
+    script = ScriptDirectory.from_config(config or alembic_config())
+    found = []
+    for rev in reversed(list(script.walk_revisions())):
+        down = rev.down_revision
+        if down is not None and not isinstance(down, str):
+            raise SchemaError(f"migration {rev.revision} merges branches: not supported")
+        title = (rev.doc or "").strip().splitlines()
+        found.append(
+            Migration(
+                rev.revision,
+                down,
+                bool(getattr(rev.module, "contract", False)),
+                title[0] if title else "",
+            )
+        )
+    return found
+
+
+def pending(current: str | None, steps: list[Migration]) -> list[Migration]:
+    """The migrations a database at ``current`` still needs (all of them for None)."""
+    ids = [m.revision for m in steps]
+    if current is None:
+        return list(steps)
+    if current not in ids:
+        raise SchemaError(
+            f"the database's schema is at revision {current}, which this release does not "
+            "know: a newer release made it"
+        )
+    return steps[ids.index(current) + 1 :]
+
+
+def knows(head: str, revision: str, steps: list[Migration]) -> bool:
+    """Whether code whose newest migration is ``head`` carries ``revision``: an empty head
+    is a release from before nodes reported one (older than every migration since); a head
+    this code does not know is a newer release's."""
+    ids = [m.revision for m in steps]
+    if not head:
+        return False
+    if head not in ids:
+        return True
+    return ids.index(head) >= ids.index(revision)
+
+
+async def revision_of(engine: AsyncEngine) -> str | None:
+    """The revision the database behind ``engine`` is at (None: never migrated)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda c: MigrationContext.configure(c).get_current_revision()
+        )
+
+
+async def prepare_schema(database_url: str, *, migrate_existing: bool) -> str:
+    """Make sure this code can run on the database; returns its revision then.
+
+    An empty database is created at head. An existing one is migrated only with
+    ``migrate_existing`` (a single node, which owns its database); in a cluster it is left
+    to ``smartswitch db upgrade`` on the primary, and accepted from :data:`OLDEST_SUPPORTED`
+    on (and at a newer release's revision: expand-then-contract keeps this code working).
+    """
+    engine = create_engine(database_url)
+    try:
+        current = await revision_of(engine)
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    steps = migrations()
+    ids = [m.revision for m in steps]
+    if current is None or (migrate_existing and current != head):
+        pending(current, steps)  # a newer release's schema: refused, not "downgraded"
+        await upgrade_async(database_url)
+        return head
+    if current not in ids:
+        log.warning(
+            "the database's schema is at %s, newer than this release's %s: running on it "
+            "(migrations only expand while an older node may run)",
+            current,
+            head,
+        )
+    elif ids.index(current) < ids.index(OLDEST_SUPPORTED):
+        raise SchemaError(
+            f"the database's schema is at {current}, older than this release runs on "
+            f"({OLDEST_SUPPORTED}): run `smartswitch db upgrade` on the primary with the "
+            "previous release first"
+        )
+    elif current != head:
+        log.warning(
+            "the database's schema is at %s, this release's is %s: run `smartswitch db "
+            "upgrade` on the primary once every node runs this release",
+            current,
+            head,
+        )
+    return current
+
+
+async def upgrade_async(
+    database_url: str, revision: str = "head", config: Config | None = None
+) -> None:
+    """Bring the database at ``database_url`` up to ``revision`` (default: the newest) with
+    the package's migrations (or ``config``'s)."""
     engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_upgrade_on, revision)
+            await connection.run_sync(_upgrade_on, revision, config or alembic_config())
     finally:
         await engine.dispose()
 
 
-def _upgrade_on(connection: Connection, revision: str) -> None:
-    config = alembic_config()
+def _upgrade_on(connection: Connection, revision: str, config: Config) -> None:
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
@@ -113,9 +258,6 @@ async def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None if it has never been migrated."""
     engine = create_engine(database_url)
     try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(
-                lambda c: MigrationContext.configure(c).get_current_revision()
-            )
+        return await revision_of(engine)
     finally:
         await engine.dispose()

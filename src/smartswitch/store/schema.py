@@ -473,6 +473,12 @@ class NodeRow(Base):
     shared_ip: Mapped[str] = mapped_column(String(64), default="")
     db_scheme: Mapped[str] = mapped_column(String(16), default="single")
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # What the node runs (revision 0008). Deferred and defaulted by the server, so this code
+    # also works against the schema before 0008 (a rolling upgrade runs new nodes on the old
+    # schema until `smartswitch db upgrade`): a select never names them unless asked, and an
+    # insert names them only when set (smartswitch.cluster.nodes does so only if they exist).
+    version: Mapped[str] = mapped_column(String(32), server_default="", deferred=True)
+    schema_head: Mapped[str] = mapped_column(String(32), server_default="", deferred=True)
 
 
 # --------------------------------------------------------------------------------------------

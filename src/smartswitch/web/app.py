@@ -25,6 +25,7 @@ from smartswitch.admin.writer import ConfigInvalid
 from smartswitch.web import api, pages
 from smartswitch.web.cluster import node_status
 from smartswitch.web.context import HERE, LabMode, Web
+from smartswitch.web.control import control_router
 from smartswitch.web.ports import NodePort
 from smartswitch.web.registrations import registrations_router
 from smartswitch.web.security import inline_script_hashes, security_headers
@@ -95,6 +96,8 @@ def create_app(node: NodePort) -> FastAPI:
         app.include_router(node.bus.router(lambda: node_status(node)))
     # The registrar's state, read by `smartswitch registrations` (web/registrations.py).
     app.include_router(registrations_router(node), dependencies=[Depends(api.api_user)])
+    # Draining the node, for `smartswitch drain` and admins (web/control.py).
+    app.include_router(control_router(node))
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:

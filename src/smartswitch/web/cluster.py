@@ -23,11 +23,16 @@ def node_status(node: NodePort) -> dict[str, Any]:
     """What this node can tell about itself: role, replication, outbox, balances, its
     registrations with suppliers."""
     counters = node.counters()
+    release = node.release
     status: dict[str, Any] = {
         "node": node.config.node_name or node.config.node_id,
         "db": node.db_role.as_dict(),
         "read_only": node.read_only,
         "calls": counters.in_progress,
+        # Version skew during a rolling upgrade: what this node runs, on which schema.
+        "version": release.version,
+        "schema_head": release.schema_head,
+        "db_schema": release.db_schema,
     }
     registrar = node.registrar
     if registrar is not None:

@@ -106,6 +106,34 @@ class Counters:
     bindings: int | None = None  # registered contacts; None: no registrar
 
 
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What the node runs: its package version, the newest schema migration its code
+    carries, and the revision its database is at (None: no database, or not read yet)."""
+
+    version: str
+    schema_head: str
+    db_schema: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DrainStatus:
+    """Where a drain stands (``smartswitch drain``; runtime/drain.py): ``draining`` (new
+    calls refused, waiting for these to end), ``flushing`` (the outbox), ``drained`` (the node
+    is stopping)."""
+
+    phase: str
+    calls: int
+    outbox_depth: int | None
+    retry_after: int
+    seconds_left: float
+    elapsed: float
+    calls_ended_at_deadline: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
 class RegistrarPort(Protocol):
     """The node's registrar: its location service, bans and outbound registrations."""
 
@@ -145,6 +173,11 @@ class NodePort(Protocol):
 
     @property
     def db_role(self) -> DatabaseRole: ...
+
+    @property
+    def release(self) -> Release:
+        """The version and schema revisions, for the cluster page (version skew)."""
+        ...
 
     @property
     def sessions(self) -> Sessions | None:
@@ -187,4 +220,18 @@ class NodePort(Protocol):
     def config_changed(self) -> None:
         """Configuration was just changed through this node: reload now, not at the next
         poll."""
+        ...
+
+    def drain(self, deadline: float, retry_after: int, flush_timeout: float) -> DrainStatus:
+        """Start draining this node (or return the drain under way): refuse new calls with
+        503 and ``retry_after``, wait ``deadline`` s for the calls to end, flush the outbox
+        (at most ``flush_timeout`` s), stop."""
+        ...
+
+    def drain_status(self) -> DrainStatus | None:
+        """The drain under way, or None."""
+        ...
+
+    async def drain_finished(self, timeout: float) -> DrainStatus | None:
+        """Wait up to ``timeout`` s for the drain under way to finish; its status then."""
         ...

@@ -74,6 +74,22 @@ def local_token(data_dir: Path) -> str | None:
     return LOCAL_PREFIX + hmac.new(secret, b"local read-only", hashlib.sha256).hexdigest()
 
 
+CONTROL_PREFIX = "ssc_"
+
+
+def local_control_token(data_dir: Path) -> str | None:
+    """The token of commands that drive the node from its own machine (``smartswitch
+    drain``): derived from the web secret like :func:`local_token`, with another label, so
+    it is held by whoever may read the data directory and by nobody else, and a read-only
+    local token is not one. None before the node made its secret."""
+    path = data_dir / "web.secret"
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return CONTROL_PREFIX + hmac.new(secret, b"local node control", hashlib.sha256).hexdigest()
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
