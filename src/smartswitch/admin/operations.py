@@ -55,6 +55,7 @@ from smartswitch.admin.writer import (
     apply_change,
 )
 from smartswitch.billing.rating import RateError, check_rate
+from smartswitch.model import capture as cap
 from smartswitch.model.config import Rate
 from smartswitch.model.increment import Increment
 from smartswitch.store.ledger import UnknownAccountError, adjust, topup
@@ -575,6 +576,11 @@ class Admin:
         except ValueError as exc:
             raise invalid(source, "value", str(exc)) from None
         async with self.sessions() as session, session.begin():
+            if name in PEER_NAME_SETTINGS and value:
+                known = set(await session.scalars(select(PeerRow.name)))
+                unknown = [n for n in sorted(cap.split_names(value)) if n not in known]
+                if unknown:
+                    raise invalid(source, "value", f"no peer named {', '.join(unknown)}")
             await bump_config_version(session)
             row = await session.get(SettingRow, name)
             before = None if row is None else {"value": row.value}
@@ -715,4 +721,69 @@ SETTINGS: dict[str, tuple[Setting, Any]] = {
         ),
         _bind_address,
     ),
+    "capture_mode": (
+        Setting(
+            "capture_mode",
+            "Call capture",
+            "off: no call is captured. all: every call. selected: the calls of the customers "
+            "and suppliers named below. A captured call's SIP (both legs) goes into one pcap "
+            "file, linked from its CDR and copied to every node.",
+            cap.CAPTURE_DEFAULTS["capture_mode"],
+        ),
+        cap.parse_mode,
+    ),
+    "capture_customers": (
+        Setting(
+            "capture_customers",
+            "Captured customers",
+            "Peer names, comma-separated: their calls as a customer are captured (mode selected).",
+        ),
+        cap.parse_peer_names,
+    ),
+    "capture_suppliers": (
+        Setting(
+            "capture_suppliers",
+            "Captured suppliers",
+            "Peer names, comma-separated: calls sent to them are captured (mode selected).",
+        ),
+        cap.parse_peer_names,
+    ),
+    "capture_hep": (
+        Setting(
+            "capture_hep",
+            "HEP collector",
+            "IP:PORT of a Homer collector: every captured message is also sent there as HEP3 "
+            "(UDP). Empty: none.",
+        ),
+        cap.parse_hep_address,
+    ),
+    "capture_hep_id": (
+        Setting(
+            "capture_hep_id",
+            "HEP capture id",
+            "The capture agent id sent with HEP (a whole number 0-4294967295).",
+            cap.CAPTURE_DEFAULTS["capture_hep_id"],
+        ),
+        cap.parse_hep_id,
+    ),
+    "capture_max_age_days": (
+        Setting(
+            "capture_max_age_days",
+            "Keep captures (days)",
+            "Capture files older than this are deleted on every node (0: no limit by age).",
+            cap.CAPTURE_DEFAULTS["capture_max_age_days"],
+        ),
+        cap.parse_days,
+    ),
+    "capture_max_mb": (
+        Setting(
+            "capture_max_mb",
+            "Captures at most (MiB)",
+            "When all capture files take more, the oldest are deleted (0: no limit by size).",
+            cap.CAPTURE_DEFAULTS["capture_max_mb"],
+        ),
+        cap.parse_megabytes,
+    ),
 }
+# Settings that name peers: each name must be a peer's.
+PEER_NAME_SETTINGS = frozenset({"capture_customers", "capture_suppliers"})
