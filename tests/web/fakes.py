@@ -6,14 +6,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.web.ports import (
+    CaptureState,
     Counters,
     EngineState,
+    FileSyncState,
     LiveCall,
     NodePort,
     RegistrarPort,
@@ -77,6 +80,9 @@ class FakeNode:
     hung_up: list[str] = field(default_factory=list)
     stats: Counters = field(default_factory=Counters)
     reloads_asked: int = 0
+    capture: CaptureState | None = None
+    captures: dict[tuple[str, str], Path] = field(default_factory=dict)  # (node, CDR id)
+    file_sync: FileSyncState | None = None
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
@@ -98,6 +104,15 @@ class FakeNode:
 
     def engine_state(self) -> EngineState:
         return EngineState(calls=len(self.live_calls))
+
+    def capture_state(self) -> CaptureState | None:
+        return self.capture
+
+    def capture_file(self, node: str, cdr_id: str) -> Path | None:
+        return self.captures.get((node, cdr_id))
+
+    async def file_sync_state(self) -> FileSyncState | None:
+        return self.file_sync
 
     def config_changed(self) -> None:
         self.reloads_asked += 1

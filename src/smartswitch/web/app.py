@@ -82,8 +82,9 @@ def create_app(node: NodePort) -> FastAPI:
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus text format (on the event loop: the counters live there)."""
+        sync = await node.file_sync_state()
         return PlainTextResponse(
-            metrics_text(node, web.sampler), media_type="text/plain; version=0.0.4"
+            metrics_text(node, web.sampler, sync), media_type="text/plain; version=0.0.4"
         )
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
