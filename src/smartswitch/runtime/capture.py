@@ -84,6 +84,7 @@ class CaptureService:
         *,
         on_written: Callable[[Path], None] | None = None,
         on_deleted: Callable[[Path], None] | None = None,
+        on_retention: Callable[[float | None, float], None] | None = None,
         retention_interval: float = 300.0,
         linger: float = 4.0,
     ) -> None:
@@ -92,6 +93,7 @@ class CaptureService:
         self.endpoint = endpoint
         self.on_written = on_written
         self.on_deleted = on_deleted
+        self.on_retention = on_retention  # (max age in seconds or None, sweep interval)
         self.retention_interval = retention_interval
         self.writer = CaptureWriter(self.directory, on_written=self._written, retention=None)
         self.recorder = CaptureRecorder(CapturePolicy(), self.writer, None, linger=linger)

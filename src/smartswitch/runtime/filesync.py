@@ -16,6 +16,7 @@ above (its filter), and only to write.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -92,6 +93,13 @@ class FileSyncService:
             self.sync.forget(path)
         except ValueError as exc:
             log.error("file sync: %s", exc)
+
+    def retention_changed(self, max_age: float | None, sweep_interval: float) -> None:
+        """Files this old are left out of reconciliation: retention deletes them on every
+        node, each at its own sweep, and the origin must not push one back to a node that
+        already deleted it in between (two sweep intervals of margin)."""
+        limit = None if max_age is None else max(max_age - 2 * sweep_interval, 0.0)
+        self.sync.settings = dataclasses.replace(self.sync.settings, reconcile_max_age=limit)
 
     async def status(self) -> FileSyncStatus:
         return await self.sync.status()

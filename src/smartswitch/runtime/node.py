@@ -165,6 +165,7 @@ class Node:
             endpoint,
             on_written=sync.add if sync is not None else None,
             on_deleted=sync.forget if sync is not None else None,
+            on_retention=sync.retention_changed if sync is not None else None,
             retention_interval=config.capture_retention_interval,
             linger=config.capture_linger,
         )
