@@ -11,6 +11,7 @@ Run it under the heavy lock: ``flock /tmp/ss-heavy.lock pytest tests/cluster/tes
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.node import node_command
 from e2e.sipp import free_port
 from smartswitch.capture.hep import HepError, HepMessage, decode
 from smartswitch.capture.writer import relative_path
@@ -53,6 +56,7 @@ TSHARK = shutil.which("tshark")
 RSYNC = shutil.which("rsync")
 HEP_ID = 3_000_000_123  # a uint32 above 2**31: signedness mistakes show
 NAMES = ("node1", "node2", "node3")
+PASSWORD = "capture viewer password 1"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -110,6 +114,7 @@ class Cluster:
     tmp: Path
     calls: int = 0
     seen: set[str] = field(default_factory=set)
+    openers: dict[int, urllib.request.OpenerDirector] = field(default_factory=dict)
 
     def api(self, member: int, path: str) -> bytes:
         node = self.members[member - 1].node
@@ -119,6 +124,22 @@ class Cluster:
             headers={"Authorization": f"Bearer {token}"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
+            data: bytes = response.read()
+        return data
+
+    def ui(self, member: int, path: str) -> bytes:
+        """A page of node ``member``'s web UI as the user the fixture made (logged in)."""
+        node = self.members[member - 1].node
+        base = f"http://{node.http_host}:{node.http_port}"
+        opener = self.openers.get(member)
+        if opener is None:
+            opener = urllib.request.build_opener(
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+            )
+            form = urllib.parse.urlencode({"username": "viewer", "password": PASSWORD})
+            opener.open(f"{base}/login", form.encode(), timeout=5).read()
+            self.openers[member] = opener
+        with opener.open(f"{base}{path}", timeout=5) as response:
             data: bytes = response.read()
         return data
 
@@ -207,6 +228,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         path = tmp / "provision.yaml"
         path.write_text(yaml.safe_dump(document))
         members[0].cli("provision", str(path))
+        # A read-only web user, made on the primary (replicated to the others).
+        subprocess.run(
+            [
+                *node_command(),
+                *("user", "add", "viewer", "--role", "read-only", "--password-stdin"),
+                *("--config", str(members[0].node.config_path)),
+            ],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         for member in members[1:]:
             member.cli("cluster", "add-replica")
         for member in members:
@@ -283,6 +317,12 @@ def test_pcap_has_both_legs_and_reaches_every_node(cluster: Cluster) -> None:
     with pytest.raises(urllib.error.HTTPError) as missing:
         cluster.api(3, "/api/v1/captures/node1/01ARZ3NDEKTSV4RRFFQ69G5FAV.pcap")
     assert missing.value.code == 404
+
+    # And node 3's web UI: the CDR page links to it, a logged-in user downloads it.
+    page = cluster.ui(3, "/cdrs")
+    link = f"/captures/node1/{cdr['id']}.pcap"
+    assert f'href="{link}"'.encode() in page
+    assert cluster.ui(3, link) == origin.read_bytes()
 
     # HEP: every message of both legs, one correlation id (the A leg's Call-ID), our id.
     def all_sent() -> bool:
