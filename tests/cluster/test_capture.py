@@ -32,13 +32,14 @@ import pytest
 import yaml
 
 from e2e.node import node_command
-from e2e.sipp import free_port
+from e2e.sipp import SippOptions, free_port
 from smartswitch.capture.hep import HepError, HepMessage, decode
 from smartswitch.capture.writer import relative_path
 from smartswitch.web.security import local_token
 
 from .harness import (
     CUSTOMER_IP,
+    DIALLED,
     NODE_IPS,
     SUPPLIER_IP,
     ClusterNode,
@@ -57,6 +58,7 @@ RSYNC = shutil.which("rsync")
 HEP_ID = 3_000_000_123  # a uint32 above 2**31: signedness mistakes show
 NAMES = ("node1", "node2", "node3")
 PASSWORD = "capture viewer password 1"
+TCP_SUPPLIER_IP = "127.0.0.32"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -115,6 +117,7 @@ class Cluster:
     calls: int = 0
     seen: set[str] = field(default_factory=set)
     openers: dict[int, urllib.request.OpenerDirector] = field(default_factory=dict)
+    tcp_port: int = 0
 
     def api(self, member: int, path: str) -> bytes:
         node = self.members[member - 1].node
@@ -151,7 +154,9 @@ class Cluster:
         rows: list[dict[str, Any]] = json.loads(self.api(member, "/api/v1/cdrs?limit=1000"))["cdrs"]
         return rows
 
-    def make_calls(self, count: int, member: int = 1) -> list[dict[str, Any]]:
+    def make_calls(
+        self, count: int, member: int = 1, dialled: str = DIALLED
+    ) -> list[dict[str, Any]]:
         """``count`` calls through node ``member``; their CDRs once all are in the money
         database (the primary's, node 1's)."""
         self.calls += 1
@@ -163,6 +168,7 @@ class Cluster:
             rate=10,
             duration_ms=200,
             timeout_s=60,
+            service=dialled,
         )
         result = proc.wait()
         assert result.successful == count, result.stats
@@ -196,6 +202,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     members: list[ClusterNode] = []
     try:
         supplier = start_supplier(sipps)
+        tcp_supplier = sipps.start(
+            "supplier-tcp",
+            SippOptions(
+                scenario="uas",
+                local_ip=TCP_SUPPLIER_IP,
+                local_port=free_port(TCP_SUPPLIER_IP),
+                transport="tcp",
+                calls=None,
+                timeout_s=300,
+            ),
+        )
+        tcp_supplier.wait_until_listening()
         for i in range(3):
             db = MariaDBInstance(tmp, f"db{i + 1}", server_id=i + 1)
             dbs.append(db)
@@ -219,7 +237,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ]
         dbs[0].create_database()
         members[0].cli("cluster", "init-primary")
-        document = yaml.safe_load(provisioning(supplier.options.local_port))
+        document = yaml.safe_load(
+            provisioning(
+                supplier.options.local_port,
+                [{"prefix": "44", "price_per_minute": "0.0100", "increment": "1/1"}],
+            )
+        )
+        # Calls to 44... leave over TCP (the B leg), to a second supplier.
+        document["peers"].append(
+            {
+                "name": "carrier-tcp",
+                "role": "supplier",
+                "account": "carrier",
+                "tariff": "buy",
+                "address": f"{TCP_SUPPLIER_IP}:{tcp_supplier.options.local_port}",
+                "transport": "tcp",
+            }
+        )
+        document["routes"].append(
+            {"prefix": "44", "strategy": "least_cost", "suppliers": ["carrier-tcp"]}
+        )
         document["settings"] = {
             "capture_mode": "all",
             "capture_hep": f"127.0.0.1:{hep.port}",
@@ -249,6 +286,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # Every node's file sync follows the two others (the nodes table, replicated).
         for i in (1, 2, 3):
             wait_for(partial(made.syncs_to_both_others, i), 30, f"node {i}'s file sync peers")
+        made.tcp_port = tcp_supplier.options.local_port
         yield made
     finally:
         for member in members:
@@ -260,11 +298,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             db.stop()
 
 
-def sip_rows(path: Path) -> list[dict[str, str]]:
-    """Each SIP message of a pcap as tshark reads it."""
+def sip_rows(path: Path, tcp_port: int = 0) -> list[dict[str, str]]:
+    """Each SIP message of a pcap as tshark reads it (``tcp_port``: SIP over TCP there too)."""
     assert TSHARK is not None
-    names = ("ip.src", "ip.dst", "sip.Call-ID", "sip.Method", "sip.Status-Code", "sip.CSeq.method")
+    names = (
+        "ip.src",
+        "ip.dst",
+        "sip.Call-ID",
+        "sip.Method",
+        "sip.Status-Code",
+        "sip.CSeq.method",
+        "frame.protocols",
+    )
     command = [TSHARK, "-n", "-r", str(path), "-Y", "sip", "-T", "fields"]
+    if tcp_port:
+        command += ["-d", f"tcp.port=={tcp_port},sip"]
     for name in names:
         command += ["-e", name]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -382,3 +430,20 @@ def test_file_deleted_by_retention_stays_deleted(cluster: Cluster) -> None:
     metrics = cluster.api(1, "/metrics").decode()
     assert "smartswitch_capture_files_deleted_total" in metrics
     assert 'smartswitch_filesync_backlog{peer="node2"} 0' in metrics
+
+
+def test_a_b_leg_over_tcp_is_captured_as_tcp(cluster: Cluster) -> None:
+    (cdr,) = cluster.make_calls(1, dialled="442071234567")
+    origin = cluster.path(1, cdr)
+    wait_for(origin.exists, 10, f"{origin} written")
+    rows = sip_rows(origin, cluster.tcp_port)
+    a_call_id = cdr["call_id"]
+    (b_call_id,) = {r["sip.Call-ID"] for r in rows} - {a_call_id}
+    wanted = {"INVITE", "200/INVITE", "ACK", "BYE", "200/BYE"}
+    assert wanted <= kinds(rows, a_call_id), rows
+    assert wanted <= kinds(rows, b_call_id), rows
+    for row in rows:
+        over_tcp = ":tcp:" in row["frame.protocols"]
+        assert over_tcp == (row["sip.Call-ID"] == b_call_id), row
+        if over_tcp:
+            assert {row["ip.src"], row["ip.dst"]} == {NODE_IPS[0], TCP_SUPPLIER_IP}
