@@ -187,7 +187,14 @@ def node_modes(args: argparse.Namespace) -> dict[str, Any]:
                 files, packets = count_files(captures), hep.packets
                 cpu = node.cpu_seconds()
                 step = run_step(args, f"r{round_}-{mode}", target, args.rate, workdir)
-                time.sleep(args.settle)  # the last calls' files are written in it
+                # Every captured call's file written (after its linger, by the writer
+                # thread, which lags on a loaded machine) before the CPU is read, so each
+                # mode pays for its own files.
+                wanted = files + (step.successful if mode != "off" else 0)
+                deadline = time.monotonic() + 30
+                while count_files(captures) < wanted and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(args.settle)
                 used = node.cpu_seconds() - cpu
                 per_call = used / step.successful if step.successful else None
                 # ENVIRONMENT.md's "clean": no failure, every call, retransmissions <= 1 %.
