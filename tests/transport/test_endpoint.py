@@ -330,3 +330,30 @@ def test_the_tap_sees_requests_on_connections_we_open() -> None:
         endpoint.close()
 
     _run(test)
+
+
+def test_a_tcp_connection_we_open_leaves_from_the_listening_address() -> None:
+    """A node listening on one address connects from it (the address its Via names), not
+    from whatever address the kernel would route from."""
+
+    async def test() -> None:
+        listen = "127.0.0.2"
+        port = free_port(listen)
+        sip = SipApplication(NoCalls(), {"udp": (listen, port), "tcp": (listen, port)})
+        endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
+        await endpoint.listen(listen, port, listen)
+        got: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.put_nowait(writer.get_extra_info("peername"))
+            await reader.read(4096)
+
+        server = await asyncio.start_server(accept, HOST, 0)
+        dest = Address("tcp", HOST, int(server.sockets[0].getsockname()[1]))
+        _send(endpoint, sip, _request("OPTIONS", dest, 1), dest)
+        peername = await asyncio.wait_for(got.get(), WAIT)
+        assert peername[0] == listen
+        server.close()
+        endpoint.close()
+
+    _run(test)

@@ -334,6 +334,10 @@ class SipEndpoint:
         local = None
         if origin is not None and (":" in dest.host) == origin.v6:
             local = (origin.host, 0)  # a connection we open leaves from the origin
+        elif not self.wildcard and (":" in dest.host) == (":" in self.listen_host):
+            # Listening on one address: connect from it, as UDP sends from it, rather than
+            # from whatever address the kernel routes from (the Via names the listening one).
+            local = (self.listen_host, 0)
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
