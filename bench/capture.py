@@ -1,6 +1,18 @@
-"""What call capture costs: per message on the event loop, and per file in the writer thread.
+"""What call capture costs: per message on the event loop, and per file in the writer thread;
+and, with ``--node``, on a real billing node carrying sipp calls.
 
     PYTHONPATH=src python bench/capture.py [--calls N] [--json]
+    PYTHONPATH=src python bench/capture.py --node [--rate 200] [--seconds 10] [--rounds 2]
+
+``--node``: one billing node (as bench/calls.py's billing sweep: ACL, tariff, least cost, CDR
+through the outbox), sipp UAC -> node -> sipp UAS, the same fixed-rate batch of calls in each
+of three capture settings, switched by provisioning ``settings:`` while the node runs: **off**,
+**pcap** (every call, one file each) and **pcap+hep** (also HEP3 to a local UDP socket). The
+modes alternate for ``--rounds`` rounds so drift on a shared machine hits them alike. Per mode:
+the node's CPU per call (utime+stime from /proc across the batch and the settle after it, so
+the writer thread's files count), the implied calls/s per core (1 / CPU per call) and its ratio
+to capture off, whether the batch was clean, files written and HEP packets received.
+``--sweep 300,600,...`` also finds each mode's highest clean rate (first failure stops it).
 
 Measures, on the synthetic two-leg call of tests/capture/calls.py (14 messages, UDP):
 
@@ -21,9 +33,11 @@ import json
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -89,12 +103,195 @@ def calls_through(recorder: CaptureRecorder, calls: int, captured: bool) -> Call
     return work
 
 
+MODES = ("off", "pcap", "pcap+hep")
+
+
+class HepCounter:
+    """A UDP socket counting the HEP packets it gets (in a thread)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.packets = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.recv(65_536)
+            except TimeoutError:
+                continue
+            self.packets += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def count_files(directory: Path) -> int:
+    return sum(1 for _ in directory.rglob("*.pcap")) if directory.exists() else 0
+
+
+def node_modes(args: argparse.Namespace) -> dict[str, Any]:
+    from benchutil import save_results, start_run
+    from calls import (
+        CALLEE_IP,
+        NODE_IP,
+        billing_document,
+        billing_node_config,
+        run_step,
+        start_uas,
+    )
+    from e2e.node import Node, NodeSpec
+
+    workdir, results = start_run(args.out, "capture-node")
+    results.update(rate=args.rate, seconds=args.seconds, rounds=args.rounds)
+    uas, uas_port = start_uas(workdir, 5000)
+    hep = HepCounter()
+    node: Node | None = None
+    settings = {
+        "off": {"capture_mode": "off", "capture_hep": ""},
+        "pcap": {"capture_mode": "all", "capture_hep": ""},
+        "pcap+hep": {"capture_mode": "all", "capture_hep": f"127.0.0.1:{hep.port}"},
+    }
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    try:
+        uas.wait_until_listening()
+        spec = NodeSpec(
+            workdir=workdir / "node",
+            sip_host=NODE_IP,
+            config=billing_node_config({"capture_linger": 0.5}),
+        )
+        node = Node(spec)
+        node.provision(billing_document(f"{CALLEE_IP}:{uas_port}"))
+        node.start()
+        target = node.sip_address
+        captures = node.data_dir / "captures"
+
+        def switch(mode: str) -> None:
+            assert node is not None
+            before = node.stored_config_version()
+            node.provision({"settings": settings[mode]})
+            if node.stored_config_version() > before:
+                node.wait_config_version(before + 1)
+
+        for round_ in range(args.rounds):
+            for mode in MODES:
+                switch(mode)
+                files, packets = count_files(captures), hep.packets
+                cpu = node.cpu_seconds()
+                step = run_step(args, f"r{round_}-{mode}", target, args.rate, workdir)
+                # Every captured call's file written (after its linger, by the writer
+                # thread, which lags on a loaded machine) before the CPU is read, so each
+                # mode pays for its own files.
+                wanted = files + (step.successful if mode != "off" else 0)
+                deadline = time.monotonic() + 30
+                while count_files(captures) < wanted and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(args.settle)
+                used = node.cpu_seconds() - cpu
+                per_call = used / step.successful if step.successful else None
+                # ENVIRONMENT.md's "clean": no failure, every call, retransmissions <= 1 %.
+                clean = (
+                    step.returncode == 0
+                    and step.failed == 0
+                    and step.successful == step.calls
+                    and step.retransmissions <= step.calls / 100
+                )
+                runs[mode].append(
+                    {
+                        "clean": clean,
+                        "calls": step.calls,
+                        "successful": step.successful,
+                        "retransmissions": step.retransmissions,
+                        "cpu_ms_per_call": None if per_call is None else per_call * 1000,
+                        "files": count_files(captures) - files,
+                        "hep_packets": hep.packets - packets,
+                    }
+                )
+                print(f"round {round_} {mode:9} {runs[mode][-1]}", flush=True)
+        sweeps: dict[str, int] = {}
+        for mode in MODES if args.sweep else ():
+            switch(mode)
+            best = 0
+            for rate in args.sweep:
+                step = run_step(args, f"sweep-{mode}", target, rate, workdir)
+                time.sleep(args.settle)
+                if (
+                    step.returncode != 0
+                    or step.failed
+                    or step.successful < step.calls
+                    or step.retransmissions > step.calls / 100
+                ):
+                    break
+                best = rate
+            sweeps[mode] = best
+            print(f"sweep {mode:9} highest clean rate {best} calls/s", flush=True)
+    finally:
+        if node is not None:
+            node.stop()
+        uas.stop()
+        hep.close()
+
+    summary: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        costs = [r["cpu_ms_per_call"] for r in runs[mode] if r["cpu_ms_per_call"]]
+        cost = min(costs) if costs else None  # the least disturbed round
+        summary[mode] = {
+            "cpu_ms_per_call": cost,
+            "calls_per_s_per_core": None if not cost else 1000.0 / cost,
+            "all_clean": all(r["clean"] for r in runs[mode]),
+            "files": sum(r["files"] for r in runs[mode]),
+            "hep_packets": sum(r["hep_packets"] for r in runs[mode]),
+        }
+    base = summary["off"]["calls_per_s_per_core"]
+    for mode in MODES:
+        per_core = summary[mode]["calls_per_s_per_core"]
+        summary[mode]["ratio_to_off"] = per_core / base if per_core and base else None
+    results.update(runs=runs, summary=summary, sweeps=sweeps)
+    print(f"capture on a billing node, {args.rate} calls/s for {args.seconds:g} s a batch")
+    for mode in MODES:
+        s = summary[mode]
+        print(
+            f"  {mode:9} {s['cpu_ms_per_call'] or 0:.2f} ms CPU/call, "
+            f"{s['calls_per_s_per_core'] or 0:.0f} calls/s per core, "
+            f"ratio {s['ratio_to_off'] or 0:.2f}, clean {s['all_clean']}, "
+            f"{s['files']} files, {s['hep_packets']} HEP packets"
+            + (f", highest clean rate {sweeps[mode]}" if mode in sweeps else "")
+        )
+    save_results(workdir, results)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per timed run")
     parser.add_argument("--runs", type=int, default=5, help="timed runs; the best counts")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--node", action="store_true", help="off / pcap / pcap+hep on a node")
+    parser.add_argument("--rate", type=int, default=200, help="--node: calls per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--node: seconds a batch")
+    parser.add_argument("--rounds", type=int, default=2, help="--node: rounds of the 3 modes")
+    parser.add_argument("--settle", type=float, default=2.0, help="--node: pause after a batch")
+    parser.add_argument("--duration-ms", type=int, default=100, help="--node: call length")
+    parser.add_argument("--step-timeout", type=float, default=60.0, help="--node: batch bound")
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [int(r) for r in text.split(",") if r],
+        default=[],
+        help="--node: rates to sweep per mode, e.g. 300,600,900",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    if args.node:
+        node_modes(args)
+        return
     calls, runs = int(args.calls), int(args.runs)
     results: dict[str, float | str] = {"commit": git_commit(), "calls": calls}
 

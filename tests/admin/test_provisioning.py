@@ -20,6 +20,7 @@ from smartswitch.admin.provisioning import (
     provision,
     provision_text,
 )
+from smartswitch.model.capture import capture_settings
 from smartswitch.model.config import (
     AclEntry,
     ConfigSnapshot,
@@ -68,6 +69,7 @@ def test_example_twice_is_idempotent(db_url: str) -> None:
             "routes": ["(default)"],
             "subscribers": [],
             "dids": [],
+            "settings": [],
         }
         before = await _dump(engine)
         second = await provision(engine, EXAMPLE)
@@ -222,6 +224,7 @@ def test_updates_replace_rates_and_keep_balances(db_url: str, tmp_path: Path) ->
         "routes": ["(default)"],
         "subscribers": [],
         "dids": [],
+        "settings": [],
     }
     accounts = {a.name: a for a in snap.accounts.values()}
     # The balance in the file is the opening balance: not applied to an existing account.
@@ -683,3 +686,47 @@ def test_merge_keys_and_empty_document(db_url: str) -> None:
         ("s1", "192.0.2.1"),
         ("s2", "192.0.2.2"),
     ]
+
+
+def test_settings_section_sets_capture_and_checks_each_value(db_url: str, tmp_path: Path) -> None:
+    good = EXAMPLE.read_text() + textwrap.dedent(
+        """
+        settings:
+          capture_mode: selected
+          capture_customers: acme-trunk
+          capture_hep: "127.0.0.1:9060"
+          capture_max_age_days: 7
+        """
+    )
+    bad = good.replace("capture_mode: selected", "capture_mode: sometimes").replace(
+        "capture_customers: acme-trunk", "capture_customers: nobody"
+    )
+
+    async def scenario(engine: AsyncEngine) -> ProvisionReport:
+        with pytest.raises(ProvisioningError) as info:
+            await provision(engine, _write(tmp_path, bad))
+        assert "settings.capture_mode: one of off, all, selected" in str(info.value)
+        report = await provision(engine, _write(tmp_path, good))
+        again = await provision(engine, _write(tmp_path, good))
+        assert not again.changed
+        with pytest.raises(ProvisioningError, match="no peer named nobody"):
+            await provision_text(engine, "settings: {capture_suppliers: nobody}")
+        return report
+
+    report = run_with_engine(db_url, scenario)
+    assert report.created["settings"] == [
+        "capture_mode",
+        "capture_customers",
+        "capture_hep",
+        "capture_max_age_days",
+    ]
+
+    async def read(engine: AsyncEngine) -> dict[str, str]:
+        async with session_factory(engine)() as session:
+            snapshot = await load_snapshot(session)
+        return snapshot.settings
+
+    settings = run_with_engine(db_url, read)
+    capture = capture_settings(settings)
+    assert capture.mode == "selected" and capture.customers == {"acme-trunk"}
+    assert capture.hep == ("127.0.0.1", 9060) and capture.max_age_days == 7

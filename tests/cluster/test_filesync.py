@@ -501,6 +501,15 @@ def test_daemon_refuses_wrong_password_other_hosts_and_downloads(
     )  # fmt: skip
     assert download.returncode != 0 and "write only" in download.stderr
 
+    # The files root may be a node's data dir: only the synced kinds are writable there.
+    (src / "node.secret").write_text("overwritten")
+    (src / "captures" / "n1" / "fine.pcap").write_bytes(b"y")
+    node = RsyncClient(src, password, address=ADDRESSES["n1"])
+    run = cluster.run(node.run(n2, ["node.secret", "captures/n1/fine.pcap"], dry_run=False))
+    assert run.reached, run.error
+    assert not (cluster.root("n2") / "node.secret").exists()
+    assert (cluster.root("n2") / "captures" / "n1" / "fine.pcap").read_bytes() == b"y"
+
 
 @needs_rsync
 def test_killed_daemon_is_restarted(cluster: Cluster) -> None:

@@ -269,3 +269,91 @@ def test_a_request_over_tcp_to_a_listener_opens_one_connection_and_gets_its_answ
         other.close()
 
     _run(test)
+
+
+def test_the_tap_sees_each_message_with_the_addresses_on_the_wire() -> None:
+    """UDP and TCP, in and out: the source and destination as they crossed the wire (our
+    listening address, the peer's address and its real port), in the order they did."""
+
+    async def test() -> None:
+        endpoint, _, _ = await _switch()
+        seen: list[tuple[str, tuple[str, int], tuple[str, int], bytes]] = []
+        endpoint.tap = lambda t, src, dst, data, wall: seen.append((t, src, dst, data[:12]))
+        transport, peer, peer_port = await _udp_peer()
+        transport.sendto(options(endpoint.port, 1), (HOST, endpoint.port))
+        await peer.next()
+        me = (HOST, endpoint.port)
+        assert seen == [
+            ("udp", (HOST, peer_port), me, b"OPTIONS sip:"),
+            ("udp", me, (HOST, peer_port), b"SIP/2.0 200 "),
+        ]
+        seen.clear()
+        reader, writer = await asyncio.open_connection(HOST, endpoint.port)
+        tcp_port = int(writer.get_extra_info("sockname")[1])
+        writer.write(options(endpoint.port, 2, "TCP"))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(4096), WAIT)
+        assert seen == [
+            ("tcp", (HOST, tcp_port), me, b"OPTIONS sip:"),
+            ("tcp", me, (HOST, tcp_port), b"SIP/2.0 200 "),
+        ]
+        seen.clear()
+        endpoint.tap = None  # off: nothing more is told
+        transport.sendto(options(endpoint.port, 3), (HOST, endpoint.port))
+        await peer.next()
+        assert seen == []
+        writer.close()
+        transport.close()
+        endpoint.close()
+
+    _run(test)
+
+
+def test_the_tap_sees_requests_on_connections_we_open() -> None:
+    async def test() -> None:
+        endpoint, sip, _ = await _switch()
+        seen: list[tuple[str, tuple[str, int], tuple[str, int]]] = []
+        endpoint.tap = lambda t, src, dst, data, wall: seen.append((t, src, dst))
+        got: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.put_nowait(writer.get_extra_info("peername"))
+            await reader.read(4096)
+
+        server = await asyncio.start_server(accept, HOST, 0)
+        port = int(server.sockets[0].getsockname()[1])
+        dest = Address("tcp", HOST, port)
+        _send(endpoint, sip, _request("OPTIONS", dest, 1), dest)
+        peername = await asyncio.wait_for(got.get(), WAIT)
+        assert seen == [("tcp", (HOST, int(peername[1])), (HOST, port))]
+        server.close()
+        endpoint.close()
+
+    _run(test)
+
+
+def test_a_tcp_connection_we_open_leaves_from_the_listening_address() -> None:
+    """A node listening on one address connects from it (the address its Via names), not
+    from whatever address the kernel would route from."""
+
+    async def test() -> None:
+        listen = "127.0.0.2"
+        port = free_port(listen)
+        sip = SipApplication(NoCalls(), {"udp": (listen, port), "tcp": (listen, port)})
+        endpoint = SipEndpoint(sip.layer, asyncio.get_running_loop())
+        await endpoint.listen(listen, port, listen)
+        got: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.put_nowait(writer.get_extra_info("peername"))
+            await reader.read(4096)
+
+        server = await asyncio.start_server(accept, HOST, 0)
+        dest = Address("tcp", HOST, int(server.sockets[0].getsockname()[1]))
+        _send(endpoint, sip, _request("OPTIONS", dest, 1), dest)
+        peername = await asyncio.wait_for(got.get(), WAIT)
+        assert peername[0] == listen
+        server.close()
+        endpoint.close()
+
+    _run(test)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from smartswitch.cluster.nodebus import NodeBus
@@ -13,9 +14,11 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.web.ports import (
+    CaptureState,
     Counters,
     DrainStatus,
     EngineState,
+    FileSyncState,
     LiveCall,
     NodePort,
     RegistrarPort,
@@ -81,6 +84,9 @@ class FakeNode:
     reloads_asked: int = 0
     draining: DrainStatus | None = None
     release: Release = field(default_factory=lambda: Release("0.1.0", "0008", "0008"))
+    capture: CaptureState | None = None
+    captures: dict[tuple[str, str], Path] = field(default_factory=dict)  # (node, CDR id)
+    file_sync: FileSyncState | None = None
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
@@ -102,6 +108,15 @@ class FakeNode:
 
     def engine_state(self) -> EngineState:
         return EngineState(calls=len(self.live_calls))
+
+    def capture_state(self) -> CaptureState | None:
+        return self.capture
+
+    def capture_file(self, node: str, cdr_id: str) -> Path | None:
+        return self.captures.get((node, cdr_id))
+
+    async def file_sync_state(self) -> FileSyncState | None:
+        return self.file_sync
 
     def config_changed(self) -> None:
         self.reloads_asked += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from smartswitch.model.capture import CAPTURE_DEFAULTS
+
 from .conftest import WebEnv
 
 
@@ -235,10 +237,14 @@ def test_every_change_bumps_the_config_version(web: WebEnv) -> None:
 
 
 def test_settings(web: WebEnv) -> None:
-    assert web.get("/api/v1/settings").json() == {"bind_address": ""}
+    defaults = {"bind_address": "", **CAPTURE_DEFAULTS}
+    assert web.get("/api/v1/settings").json() == defaults
     ok = web.put("/api/v1/settings/bind_address", {"value": "203.0.113.5"})
     assert ok.status_code == 200 and ok.json()["value"] == "203.0.113.5"
-    assert web.get("/api/v1/settings", role="read-only").json() == {"bind_address": "203.0.113.5"}
+    assert web.get("/api/v1/settings", role="read-only").json() == {
+        **defaults,
+        "bind_address": "203.0.113.5",
+    }
     bad = web.put("/api/v1/settings/bind_address", {"value": "not-an-ip"})
     assert bad.status_code == 422 and fields(bad) == ["value"]
     assert web.put("/api/v1/settings/colour", {"value": "red"}).status_code == 404

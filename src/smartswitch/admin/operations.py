@@ -17,7 +17,6 @@ import asyncio
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from smartswitch.admin import fields as f
 from smartswitch.admin.audit_log import AuditEntry, AuditFilter, Change, Who, snapshot
 from smartswitch.admin.form_source import read_form
 from smartswitch.admin.readers import RATE
+from smartswitch.admin.settings import PEER_NAME_SETTINGS, SETTINGS, Setting
 from smartswitch.admin.subscribers import DidSpec, SubscriberSpec
 from smartswitch.admin.views import (
     Account,
@@ -55,6 +55,7 @@ from smartswitch.admin.writer import (
     apply_change,
 )
 from smartswitch.billing.rating import RateError, check_rate
+from smartswitch.model import capture as cap
 from smartswitch.model.config import Rate
 from smartswitch.model.increment import Increment
 from smartswitch.store.ledger import UnknownAccountError, adjust, topup
@@ -575,6 +576,11 @@ class Admin:
         except ValueError as exc:
             raise invalid(source, "value", str(exc)) from None
         async with self.sessions() as session, session.begin():
+            if name in PEER_NAME_SETTINGS and value:
+                known = set(await session.scalars(select(PeerRow.name)))
+                unknown = [n for n in sorted(cap.split_names(value)) if n not in known]
+                if unknown:
+                    raise invalid(source, "value", f"no peer named {', '.join(unknown)}")
             await bump_config_version(session)
             row = await session.get(SettingRow, name)
             before = None if row is None else {"value": row.value}
@@ -678,41 +684,3 @@ def parse_rates_csv(text: str, source: str = "rates.csv") -> list[Rate]:
     if issues:
         raise ConfigInvalid(issues[:MAX_CSV_ISSUES])
     return rates
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    name: str
-    label: str
-    help: str
-    default: str = ""
-
-
-def _bind_address(text: str) -> str:
-    text = text.strip()
-    if text:
-        import ipaddress
-
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            raise ValueError(f"an IP address (the shared IP) or empty, got {text!r}") from None
-    return text
-
-
-SETTINGS: dict[str, tuple[Setting, Any]] = {
-    "bind_address": (
-        Setting(
-            "bind_address",
-            "Signalling bind address",
-            "Empty: each node originates calls and its registrations with suppliers from its "
-            "own dedicated IP (fail-over and load balancing). The shared IP: calls and the one "
-            "registration leave from the shared IP, from the node holding it (fail-over only).",
-        ),
-        _bind_address,
-    ),
-}

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from smartswitch.admin import fields as f
 from smartswitch.admin.passwords import check_password
+from smartswitch.admin.settings import SETTINGS
 from smartswitch.admin.source import (
     Entity,
     FieldRead,
@@ -45,6 +46,7 @@ from smartswitch.admin.writer import (
     PeerSpec,
     Ref,
     RouteSpec,
+    SettingSpec,
     SupplierSpec,
     TariffSpec,
 )
@@ -477,4 +479,27 @@ def document(given: Given | None, file: str) -> ConfigChange:
     change.routes = section("routes", "route for prefix", route, lambda r: r.prefix)
     change.subscribers = section("subscribers", "subscriber", subscriber, lambda s: s.username)
     change.dids = section("dids", "DID", did, lambda d: d.number)
+    change.settings = settings(e)
     return change
+
+
+def settings(e: Entity) -> list[SettingSpec]:
+    """The ``settings:`` mapping: setting name -> its text, each checked by its own rule."""
+    given = e.fields.get("settings")
+    if given is None or given.is_null:
+        return []
+    try:
+        fields_given = given.fields(tuple(SETTINGS))
+    except Invalid:
+        return []
+    found = []
+    for name, value in fields_given.items():
+        try:
+            text = SETTINGS[name][1](value.text(Kind.TEXT))
+        except ValueError as exc:
+            value.report(str(exc))
+            continue
+        except Invalid:
+            continue
+        found.append(SettingSpec(value.line, value.path, name, text))
+    return found

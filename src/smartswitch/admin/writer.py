@@ -37,7 +37,9 @@ from sqlalchemy.orm import selectinload
 
 from smartswitch.admin import audit_log, subscribers
 from smartswitch.admin.audit_log import Change, Who, snapshot
+from smartswitch.admin.settings import PEER_NAME_SETTINGS
 from smartswitch.admin.subscribers import DidSpec, RegisterSpec, SubscriberSpec
+from smartswitch.model.capture import split_names
 from smartswitch.model.config import (
     Peer,
     PeerRole,
@@ -56,6 +58,7 @@ from smartswitch.store.schema import (
     RateRow,
     RouteRow,
     RouteSupplierRow,
+    SettingRow,
     TariffRow,
 )
 from smartswitch.store.snapshot import bump_config_version, config_version, to_peer
@@ -114,7 +117,7 @@ class ConfigInvalid(Exception):
         self.issues = tuple(issues)
 
 
-KINDS = ("accounts", "tariffs", "peers", "routes", "subscribers", "dids")
+KINDS = ("accounts", "tariffs", "peers", "routes", "subscribers", "dids", "settings")
 
 
 @dataclass(slots=True)
@@ -229,6 +232,16 @@ class RouteSpec:
     suppliers: list[SupplierSpec]
 
 
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    """A global setting as a provisioning file gives it (already checked on its own)."""
+
+    line: int | None
+    path: str
+    name: str
+    value: str
+
+
 @dataclass(slots=True)
 class ConfigChange:
     file: str  # where the change comes from: a provisioning file, "web", "api"
@@ -239,6 +252,7 @@ class ConfigChange:
     routes: list[RouteSpec] = field(default_factory=list)
     subscribers: list[SubscriberSpec] = field(default_factory=list)
     dids: list[DidSpec] = field(default_factory=list)
+    settings: list[SettingSpec] = field(default_factory=list)
     realm: str = "smartswitch"  # the digest realm subscribers' passwords are hashed for
     who: Who | None = None  # for the audit log; None: ``actor`` through ``file``, no address
 
@@ -332,6 +346,7 @@ class ConfigWriter:
         await self.apply_peers(peers, accounts, tariffs)
         await self.apply_routes(routes, peers)
         await subscribers.apply(self, loaded, accounts, tariffs, peers)
+        await self.apply_settings(peers)
         if self.report.changed and not self.report.dry_run:
             self.report.config_version = await bump_config_version(session)
             await audit_log.record(session, self.doc.origin(), self.changes)
@@ -693,6 +708,27 @@ class ConfigWriter:
                 self.audited("peers", spec.name, before, snapshot(row))
                 self.note("peers", spec.name, False, changed)
         await self.session.flush()
+
+    async def apply_settings(self, peers: dict[str, PeerRow]) -> None:
+        """The file's global settings; a setting naming peers names peers of the database
+        or of this file."""
+        for spec in self.doc.settings:
+            if spec.name in PEER_NAME_SETTINGS:
+                unknown = sorted(n for n in split_names(spec.value) if n not in peers)
+                if unknown:
+                    self.error(spec.line, spec.path, f"no peer named {', '.join(unknown)}")
+        self.check()
+        for spec in self.doc.settings:
+            row = await self.session.get(SettingRow, spec.name)
+            before = None if row is None else {"value": row.value}
+            changed = row is None or row.value != spec.value
+            if row is None:
+                self.session.add(SettingRow(name=spec.name, value=spec.value))
+            elif changed:
+                row.value = spec.value
+            if changed:
+                self.audited("settings", spec.name, before, {"value": spec.value})
+            self.note("settings", spec.name, row is None, changed)
 
     async def apply_routes(self, routes: dict[str, RouteRow], peers: dict[str, PeerRow]) -> None:
         session = self.session

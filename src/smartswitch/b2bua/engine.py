@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartswitch.b2bua.call import Attempt, Call, CallState, Leg, PendingAck
-from smartswitch.b2bua.ports import CallPolicy, Destination, Rejection
+from smartswitch.b2bua.ports import CallObserver, CallPolicy, Destination, Rejection
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Headers, Request, Response, make_response
@@ -94,6 +94,8 @@ class B2BUA:
         self.stats = {"calls": 0, "answered": 0, "rejected": 0}
         # [attempts, answers] by destination label (the supplier peer's name), for /metrics.
         self.label_stats: dict[str, list[int]] = {}
+        # Told of every call's legs (call capture); None costs the call path nothing.
+        self.observer: CallObserver | None = None
 
     @property
     def now(self) -> float:
@@ -198,6 +200,8 @@ class B2BUA:
         tx.owner = _CallInvites(self, call)
         self.calls[self._call_key(call)] = call
         log.debug("call %s: from %s to %s", call.id, tx.source.host, request.uri)
+        if self.observer is not None:
+            self.observer.call_started(call.id, session, now)
         self._next_attempt(call, now)
 
     @staticmethod
@@ -238,6 +242,8 @@ class B2BUA:
         if counts is None:
             counts = self.label_stats[dest.label] = [0, 0]
         counts[0] += 1
+        if self.observer is not None:
+            self.observer.leg_started(call.id, call.b_call_id, call.session, index)
         tx = self.layer.send_request(invite, dest.address, now, owner=_CallInvites(self, call))
         call.pending[tx] = attempt
 
@@ -601,6 +607,8 @@ class B2BUA:
             log.exception("call %s: the policy failed to close the call", call.id)
             done()
         done.inline = False
+        if self.observer is not None:
+            self.observer.call_ended(call.id, now)
 
     def hangup(self, key: str, now: float) -> bool:
         """Operator hang-up (web UI, shutdown): end the call whatever its state."""

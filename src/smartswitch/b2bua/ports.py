@@ -139,3 +139,18 @@ class Registrations(Protocol):
 
     def register(self, request: Request, source: Address, now: float) -> Response:
         """The response to a REGISTER received from ``source`` at ``now`` (the loop's clock)."""
+
+
+class CallObserver(Protocol):
+    """Told of each call's legs as the B2BUA makes them (call capture links both legs of a
+    call by it). Called on the call path: it must only take note, never block."""
+
+    def call_started(self, call_id: str, session: CallSession, now: float) -> None:
+        """A call was taken on (``call_id``: the caller's Call-ID), before its first B leg."""
+
+    def leg_started(self, call_id: str, leg_call_id: str, session: CallSession, index: int) -> None:
+        """A B leg with Call-ID ``leg_call_id`` to ``session.destinations[index]``, before its
+        INVITE is sent."""
+
+    def call_ended(self, call_id: str, now: float) -> None:
+        """The call is over; its session was told (and its CDR made) just before."""

@@ -95,7 +95,6 @@ from smartswitch.cluster.tasks import cancel_and_wait
 
 log = logging.getLogger("smartswitch.cluster.filesync")
 
-KINDS = ("captures", "recordings")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@%:-]*\Z")
 PARTIAL_DIR = ".rsync-partial"
 # rsync exit statuses after which the peer answered: 0, or 23/24 (some files not sent).

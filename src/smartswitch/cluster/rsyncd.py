@@ -46,6 +46,9 @@ log = logging.getLogger("smartswitch.cluster.rsyncd")
 
 MODULE = "smartswitch"
 USER = "smartswitch"
+# The top-level directories of the files root that travel; the module's filter hides the
+# rest (a node's files root may be its data dir, beside its database and secrets).
+KINDS = ("captures", "recordings")
 
 
 def rsync_password(cluster_secret: str) -> str:
@@ -116,6 +119,7 @@ def render_config(
         "    timeout = 120",
         "    transfer logging = no",
         "    dont compress = *",
+        "    filter = " + " ".join(f"+ /{kind}/***" for kind in KINDS) + " - *",
     ]
     if hosts_allow is not None:
         if hosts_allow:

@@ -176,6 +176,9 @@ class ConfigSnapshot:
     # The global signalling setting "bind address": empty, each node originates from its own
     # dedicated IP; else the shared IP, from which only the node holding it originates.
     bind_address: str = ""
+    # Every global setting as stored (name -> text), already validated by the writer: the
+    # capture settings among them (read by the runtime, not the call path).
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,13 @@ class NodeConfig:
     auth_ban_time: float = 300.0
     source_rate_limit: float = 50.0  # requests/s one source may send through the guard (0: off)
     source_rate_burst: float = 100.0
+    # File sync and call capture (docs/capture.md): every node's rsync daemon listens on
+    # its dedicated IP on this port; the reconciliation pass and the capture retention run
+    # this often (seconds); a call's file is written this long after its end (the last BYE).
+    rsync_port: int = 873
+    file_reconcile_interval: float = 60.0
+    capture_retention_interval: float = 300.0
+    capture_linger: float = 4.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
     @property
@@ -106,6 +113,10 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "auth_ban_time": (int, float),
     "source_rate_limit": (int, float),
     "source_rate_burst": (int, float),
+    "rsync_port": int,
+    "file_reconcile_interval": (int, float),
+    "capture_retention_interval": (int, float),
+    "capture_linger": (int, float),
     "route": list,
 }
 
@@ -185,6 +196,7 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         "auth_ban_time",
         "source_rate_limit",
         "source_rate_burst",
+        "capture_linger",
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")
@@ -198,6 +210,12 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
             raise _fail(path, text, key, f"not an IP address: {value!r}") from None
     if key in ("reg_min_expires", "reg_max_expires", "reg_default_expires") and value < 1:
         raise _fail(path, text, key, "must be at least 1 (seconds)")
+    if key in ("file_reconcile_interval", "capture_retention_interval"):
+        if value <= 0:
+            raise _fail(path, text, key, "must be more than 0 (seconds)")
+        return float(value)
+    if key == "rsync_port" and not 0 < value < 65536:
+        raise _fail(path, text, key, "a port, 1-65535")
     if key in ("auth_fail_limit", "capacity") and value < 0:
         raise _fail(path, text, key, "must not be negative")
     if key == "digest_algorithms":

@@ -11,6 +11,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Generator
+from dataclasses import replace
 
 import uvicorn
 
@@ -25,8 +26,10 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime import systemd
+from smartswitch.runtime.capture import CaptureService, CdrTap
 from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.drain import Drainer, DrainTarget
+from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
@@ -91,6 +94,8 @@ class Node:
         self._schema = ""
         self.signalling: Signalling | None = None
         self.drainer: Drainer | None = None
+        self.capture: CaptureService | None = None
+        self.filesync: FileSyncService | None = None
 
     @property
     def read_only(self) -> bool:
@@ -250,6 +255,42 @@ class Node:
             ),
         )
 
+    async def _start_capture(self, services: BillingServices, endpoint: SipEndpoint) -> None:
+        """Call capture and, in a cluster, the file sync that copies captures (and
+        recordings) to every node."""
+        config = self.config
+        policy = services.policy
+        assert policy is not None
+        if FileSyncService.wanted(config):
+            self.filesync = FileSyncService(config, services.sessions)
+            try:
+                await self.filesync.start()
+            except Exception:
+                log.exception("file sync did not start; files stay on this node")
+                self.filesync = None
+        sync = self.filesync
+        capture = CaptureService(
+            config.data_dir,
+            config.name,
+            endpoint,
+            on_written=sync.add if sync is not None else None,
+            on_deleted=sync.forget if sync is not None else None,
+            on_retention=sync.retention_changed if sync is not None else None,
+            retention_interval=config.capture_retention_interval,
+            linger=config.capture_linger,
+        )
+        b2bua = self.b2bua
+
+        def observe(observer: CaptureService | None) -> None:
+            b2bua.observer = observer
+
+        capture.start(observe)
+        # The CDR names the call's file: the policy's sink tells the capture first.
+        policy.records = replace(policy.records, sink=CdrTap(policy.records.sink, capture))
+        services.listeners.append(capture.views_changed)
+        capture.apply(policy.views.snapshot)
+        self.capture = capture
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
@@ -284,6 +325,8 @@ class Node:
             await self.signalling.apply(self.services.policy.views.snapshot.bind_address)
         else:
             await self.signalling.apply("")
+        if self.services is not None and self.services.policy is not None:
+            await self._start_capture(self.services, self.endpoint)
         if self.services is not None and self.services.registrar is not None:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
@@ -348,6 +391,10 @@ class Node:
         await http_task
         stop_task.cancel()
         await self.signalling.close()
+        if self.capture is not None:
+            await self.capture.close()  # the calls that just ended get their files
+        if self.filesync is not None:
+            await self.filesync.close()
         for task in self._background:
             task.cancel()
         if self.services is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartswitch import __version__
@@ -17,18 +18,22 @@ from smartswitch.b2bua.call import Call
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.registrar.guard import SourceGuard
+from smartswitch.runtime.capture import capture_path
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
 from smartswitch.store.migrate import head_revision
 from smartswitch.web.ports import (
+    CaptureState,
     Counters,
     Delivery,
     DrainStatus,
     EngineState,
+    FileSyncState,
     LiveCall,
     RegistrarPort,
     Release,
     Sessions,
+    SyncPeer,
 )
 
 if TYPE_CHECKING:
@@ -180,6 +185,56 @@ class WebPort:
             server_transactions=len(b2bua.layer.server),
             timers=len(b2bua.timers),
             dialogs=len(b2bua.dialogs),
+        )
+
+    # -- capture and file sync
+
+    def capture_state(self) -> CaptureState | None:
+        capture = self._node.capture
+        if capture is None:
+            return None
+        stats = capture.stats()
+        return CaptureState(
+            mode=capture.settings.mode,
+            error=stats.error,
+            calls_active=stats.calls_active,
+            calls_captured=stats.calls_captured,
+            calls_skipped=stats.calls_skipped,
+            files_written=stats.files_written,
+            write_errors=stats.write_errors,
+            messages_dropped=stats.messages_dropped,
+            files_deleted=capture.files_deleted,
+            hep_sent=stats.hep_sent,
+            hep_errors=stats.hep_errors,
+        )
+
+    def capture_file(self, node: str, cdr_id: str) -> Path | None:
+        try:
+            path = capture_path(self._node.config.data_dir, node, cdr_id)
+        except ValueError:
+            return None
+        return path if path.is_file() else None
+
+    async def file_sync_state(self) -> FileSyncState | None:
+        sync = self._node.filesync
+        if sync is None:
+            return None
+        status = await sync.status()
+        return FileSyncState(
+            daemon_running=status.daemon_running,
+            daemon_error=status.daemon_error,
+            peers=tuple(
+                SyncPeer(
+                    name=p.name,
+                    queued=p.queued,
+                    oldest_queued=p.oldest_queued,
+                    pushed=p.pushed,
+                    failures=p.failures,
+                    failing=p.failing,
+                    last_error=p.last_error,
+                )
+                for p in status.peers
+            ),
         )
 
     # -- registrations

@@ -248,6 +248,7 @@ class SnapshotParts:
     dids: dict[str, Did]
     tariffs: tuple[TariffHead, ...]
     bind_address: str = ""  # the global signalling setting (settings table)
+    settings: dict[str, str] | None = None  # every row of the settings table
 
 
 def read_parts(
@@ -313,7 +314,11 @@ def read_parts(
     )
     subscribers = {row.id: to_subscriber(row) for row in session.scalars(select(SubscriberRow))}
     dids = {row.number: to_did(row) for row in session.scalars(select(DidRow))}
-    bind_address = session.scalar(select(SettingRow.value).where(SettingRow.name == BIND_ADDRESS))
+    settings = {
+        str(name): str(value)
+        for name, value in session.connection().execute(select(SettingRow.name, SettingRow.value))
+    }
+    bind_address = settings.get(BIND_ADDRESS)
     parts = SnapshotParts(
         version,
         accounts,
@@ -323,6 +328,7 @@ def read_parts(
         dids,
         tuple(heads),
         (bind_address or "").strip(),
+        settings,
     )
     return parts, lines
 
@@ -369,6 +375,7 @@ def assemble(
         subscribers=parts.subscribers,
         dids=parts.dids,
         bind_address=parts.bind_address,
+        settings=dict(parts.settings or {}),
     )
 
 

@@ -85,6 +85,10 @@ def message_kind(data: bytes) -> bytes:
     return method if end > 0 and method.isalpha() and method.isupper() else b"other"
 
 
+# What the tap is told of each message: (transport, source, destination, bytes, wall time).
+Tap = Callable[[str, tuple[str, int], tuple[str, int], bytes, float], None]
+
+
 class SipEndpoint:
     def __init__(self, layer: TransactionLayer, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
@@ -107,6 +111,10 @@ class SipEndpoint:
         self.origin: Origin | None = None
         # Remotes heard on the listening socket while there is an origin: answered from it.
         self._heard: dict[tuple[str, int], None] = {}
+        # Every message in and out, with the addresses on the wire (call capture); None, the
+        # usual case, costs one attribute test per message.
+        self.tap: Tap | None = None
+        self.wall_offset = 0.0  # wall clock minus the loop's, for the tap's timestamps
 
     def local_for(self, dest: Address) -> tuple[str, int]:
         """Our address as ``dest`` sees it (for Via and Contact): the originating address for
@@ -126,17 +134,7 @@ class SipEndpoint:
                 return origin.host, self.port
         if not self.wildcard:
             return self.advertised, self.port
-        host = self._sources.get(dest.host)
-        if host is None:
-            family = socket.AF_INET6 if ":" in dest.host else socket.AF_INET
-            try:
-                with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                    probe.connect((dest.host, dest.port))
-                    host = str(probe.getsockname()[0])
-            except OSError:
-                host = self.advertised
-            self._sources[dest.host] = host
-        return host, self.port
+        return self._routed_from(dest.host), self.port
 
     async def listen(self, host: str, port: int, advertised: str) -> None:
         """UDP and TCP on the same address."""
@@ -220,12 +218,47 @@ class SipEndpoint:
 
     # --- input ---------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, source: Address) -> None:
+    def receive(self, data: bytes, source: Address, local: tuple[str, int] | None = None) -> None:
+        """A message from ``source``; ``local``: the address it reached (for the tap; None:
+        the listening address)."""
         self.stats["rx"] += 1
         kind = message_kind(data)
         self.rx_by_kind[kind] = self.rx_by_kind.get(kind, 0) + 1
-        self.layer.receive(data, source, self.loop.time())
+        now = self.loop.time()
+        self.layer.receive(data, source, now)
+        tap = self.tap
+        if tap is not None:
+            # After the core has handled it (a call it starts now exists), before what it
+            # caused is sent: the capture keeps the order of the wire.
+            if local is None:
+                local = self._listening_for(source)
+            tap(
+                source.transport,
+                (source.host, source.port),
+                local,
+                data,
+                now + self.wall_offset,
+            )
         self.flush()
+
+    def _listening_for(self, peer: Address) -> tuple[str, int]:
+        """The listening socket's address as ``peer`` reaches it (a wildcard: the route's)."""
+        if not self.wildcard:
+            return self.listen_host, self.port
+        return self._routed_from(peer.host), self.port
+
+    def _routed_from(self, host: str) -> str:
+        source = self._sources.get(host)
+        if source is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((host, 9))
+                    source = str(probe.getsockname()[0])
+            except OSError:
+                source = self.advertised
+            self._sources[host] = source
+        return source
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -264,13 +297,19 @@ class SipEndpoint:
             origin = self.origin
             if origin is not None and self._from_origin(dest, origin):
                 origin.udp.sendto(data, (dest.host, dest.port))
+                if self.tap is not None:
+                    self._tap_out(data, dest, (origin.host, self.port))
             elif self.udp is not None:
                 self.udp.sendto(data, (dest.host, dest.port))
+                if self.tap is not None:
+                    self._tap_out(data, dest, self._listening_for(dest))
             return
         key = (dest.host, dest.port)
         conn = self.connections.get(key)
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
+            if self.tap is not None:
+                self._tap_out(data, dest, conn.local)
             return
         pending = self._pending.get(key)
         if pending is not None:
@@ -279,12 +318,26 @@ class SipEndpoint:
         self._pending[key] = [data]
         self.loop.create_task(self._connect(dest))
 
+    def _tap_out(self, data: bytes, dest: Address, local: tuple[str, int]) -> None:
+        if self.tap is not None:
+            self.tap(
+                dest.transport,
+                local,
+                (dest.host, dest.port),
+                data,
+                self.loop.time() + self.wall_offset,
+            )
+
     async def _connect(self, dest: Address) -> None:
         key = (dest.host, dest.port)
         origin = self.origin
         local = None
         if origin is not None and (":" in dest.host) == origin.v6:
             local = (origin.host, 0)  # a connection we open leaves from the origin
+        elif not self.wildcard and (":" in dest.host) == (":" in self.listen_host):
+            # Listening on one address: connect from it, as UDP sends from it, rather than
+            # from whatever address the kernel routes from (the Via names the listening one).
+            local = (self.listen_host, 0)
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
@@ -302,6 +355,8 @@ class SipEndpoint:
         for data in self._pending.pop(key, []):
             assert conn.transport is not None
             conn.transport.write(data)
+            if self.tap is not None:
+                self._tap_out(data, Address("tcp", key[0], key[1]), conn.local)
 
     def connection_lost(self, conn: TcpConnection, key: tuple[str, int]) -> None:
         if self.connections.get(key) is conn:
@@ -329,6 +384,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
         endpoint = self.endpoint
         if endpoint.origin is not None:
             endpoint.heard(addr, self.origin)
+        if self.origin and endpoint.tap is not None and endpoint.origin is not None:
+            endpoint.receive(
+                data, Address("udp", addr[0], addr[1]), (endpoint.origin.host, endpoint.port)
+            )
+            return
         endpoint.receive(data, Address("udp", addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -345,6 +405,7 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
         self.local_host = ""  # our address on this connection
+        self.local: tuple[str, int] = ("", 0)  # and port
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they do implement it.
@@ -352,6 +413,7 @@ class TcpConnection(asyncio.Protocol):
         local = self.transport.get_extra_info("sockname")
         if isinstance(local, tuple) and local:
             self.local_host = str(local[0])
+            self.local = (self.local_host, int(local[1]))
         if self.key is None:
             peer = self.transport.get_extra_info("peername")
             self.key = (str(peer[0]), int(peer[1]))
@@ -368,7 +430,7 @@ class TcpConnection(asyncio.Protocol):
             return
         source = Address("tcp", self.key[0], self.key[1])
         for message in messages:
-            self.endpoint.receive(message, source)
+            self.endpoint.receive(message, source, self.local)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.key is not None:

@@ -83,7 +83,8 @@ def create_app(node: NodePort) -> FastAPI:
     @app.get("/metrics", tags=["public"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus text format (on the event loop: the counters live there)."""
-        text = metrics_text(node, web.sampler)
+        sync = await node.file_sync_state()
+        text = metrics_text(node, web.sampler, sync)
         if node.bus is not None:  # bus requests refused by reason, nodes up
             text += node.bus.metrics()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -155,6 +155,43 @@ class RegistrarPort(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureState:
+    """Call capture on this node, for the dashboard and /metrics."""
+
+    mode: str  # off, all, selected
+    error: str | None  # why files are not being written (a full or unwritable directory)
+    calls_active: int
+    calls_captured: int
+    calls_skipped: int
+    files_written: int
+    write_errors: int
+    messages_dropped: int
+    files_deleted: int  # by retention
+    hep_sent: int
+    hep_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPeer:
+    """File sync towards one other node."""
+
+    name: str
+    queued: int  # files waiting for it (its backlog)
+    oldest_queued: float | None  # wall time the oldest of them was queued
+    pushed: int
+    failures: int
+    failing: bool
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSyncState:
+    daemon_running: bool
+    daemon_error: str | None
+    peers: tuple[SyncPeer, ...]
+
+
 class NodePort(Protocol):
     """The running node as the web side sees it."""
 
@@ -216,6 +253,20 @@ class NodePort(Protocol):
     def counters(self) -> Counters: ...
 
     def engine_state(self) -> EngineState: ...
+
+    def capture_state(self) -> CaptureState | None:
+        """None when this node does not capture (lab mode)."""
+        ...
+
+    def capture_file(self, node: str, cdr_id: str) -> Path | None:
+        """The capture of the call with CDR id ``cdr_id`` handled by ``node``, when this node
+        holds it (its own, or copied here by the file sync); None otherwise or for names that
+        are not a node's and a CDR id."""
+        ...
+
+    async def file_sync_state(self) -> FileSyncState | None:
+        """None when this node syncs no files (not in a cluster)."""
+        ...
 
     def config_changed(self) -> None:
         """Configuration was just changed through this node: reload now, not at the next

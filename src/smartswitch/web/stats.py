@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.registrar.guard import REASONS
 from smartswitch.store.schema import CdrRow
-from smartswitch.web.ports import NodePort
+from smartswitch.web.ports import FileSyncState, NodePort
 
 SAMPLE_SECONDS = 5.0
 HOUR_SAMPLES = int(3600 / SAMPLE_SECONDS)
@@ -220,7 +220,8 @@ def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def metrics_text(node: NodePort, sampler: Sampler) -> str:
+def metrics_text(node: NodePort, sampler: Sampler, sync: FileSyncState | None = None) -> str:
+    """The node's metrics; ``sync``: the file sync's state (read before, it is async)."""
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -348,6 +349,66 @@ def metrics_text(node: NodePort, sampler: Sampler) -> str:
             "gauge",
             "1 while the last delivery to the database failed.",
             [("", 1 if delivery.last_error else 0)],
+        )
+    capture = node.capture_state()
+    if capture is not None:
+        metric(
+            "smartswitch_capture_error",
+            "gauge",
+            "1 while captures cannot be written (a full or unwritable directory): calls go "
+            "on uncaptured.",
+            [("", 1 if capture.error else 0)],
+        )
+        metric(
+            "smartswitch_capture_calls_active",
+            "gauge",
+            "Calls being captured now.",
+            [("", capture.calls_active)],
+        )
+        for name, help_, value in (
+            (
+                "calls_captured",
+                "Calls whose capture was handed to the writer.",
+                capture.calls_captured,
+            ),
+            (
+                "calls_skipped",
+                "Calls not captured because of the error state.",
+                capture.calls_skipped,
+            ),
+            ("files_written", "Capture files written.", capture.files_written),
+            ("write_errors", "Capture files that could not be written.", capture.write_errors),
+            ("messages_dropped", "Captured messages not written.", capture.messages_dropped),
+            ("files_deleted", "Capture files deleted by retention.", capture.files_deleted),
+            ("hep_sent", "Messages sent as HEP3.", capture.hep_sent),
+            ("hep_errors", "HEP3 messages that could not be sent.", capture.hep_errors),
+        ):
+            metric(f"smartswitch_capture_{name}_total", "counter", help_, [("", value)])
+    if sync is not None:
+        metric(
+            "smartswitch_filesync_daemon_up",
+            "gauge",
+            "1 while this node's rsync daemon runs.",
+            [("", 1 if sync.daemon_running else 0)],
+        )
+        peers = [(f'{{peer="{_label_value(p.name)}"}}', p) for p in sync.peers]
+        metric(
+            "smartswitch_filesync_backlog",
+            "gauge",
+            "Files waiting to be copied to another node.",
+            [(label, p.queued) for label, p in peers],
+        )
+        metric(
+            "smartswitch_filesync_pushed_total",
+            "counter",
+            "Files copied to another node and verified there.",
+            [(label, p.pushed) for label, p in peers],
+        )
+        metric(
+            "smartswitch_filesync_failing",
+            "gauge",
+            "1 while copying to that node fails.",
+            [(label, 1 if p.failing else 0) for label, p in peers],
         )
     version = node.config_version
     if version is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
+from smartswitch.web import captures
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.api.common import Reader, Writer
 from smartswitch.web.shared import web_of
@@ -28,7 +29,14 @@ async def list_cdrs(
     """CDRs newest first, filtered by time range, peer (customer or supplier), number
     (caller or callee contains it) and SIP code."""
     total, rows = await cdr_queries.query(web_of(request).sessions, flt, limit, offset)
+    captures.with_links(web_of(request).node, "/api/v1", rows)
     return {"total": total, "cdrs": rows}
+
+
+@router.get("/captures/{origin}/{cdr_id}.pcap", response_class=FileResponse)
+async def capture_download(request: Request, user: Reader, origin: str, cdr_id: str) -> Response:
+    """The pcap of a call (``capture`` in a CDR of ``/cdrs``), from this node's copy."""
+    return captures.download(web_of(request).node, origin, cdr_id)
 
 
 @router.get("/cdrs.csv", response_class=PlainTextResponse)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from smartswitch.admin import fields
+from smartswitch.web import captures
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.pages.common import PAGE, page_number, page_user, render
 from smartswitch.web.shared import admin_of, web_of
@@ -57,6 +58,7 @@ async def cdrs_page(request: Request) -> Response:
         total, rows = await cdr_queries.query(
             web_of(request).sessions, flt, PAGE, (page - 1) * PAGE
         )
+        captures.with_links(web_of(request).node, "", rows)
     peers = sorted(p.name for p in await admin_of(request).list_peers())
     return render(
         request,
@@ -82,3 +84,10 @@ async def cdrs_csv(request: Request) -> Response:
     if errors:
         raise HTTPException(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     return await cdr_queries.csv_response(web_of(request).sessions, flt)
+
+
+@router.get("/captures/{origin}/{cdr_id}.pcap")
+async def capture_download(request: Request, origin: str, cdr_id: str) -> Response:
+    """The call's capture, from this node's copy (any node serves any node's captures)."""
+    await page_user(request)
+    return captures.download(web_of(request).node, origin, cdr_id)

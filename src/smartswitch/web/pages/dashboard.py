@@ -42,6 +42,8 @@ async def _dashboard(request: Request) -> dict[str, Any]:
         "hour_attempts": attempts,
         "hour_asr": (100.0 * answered / attempts) if attempts else None,
         "hour_acd": (talk / 1000.0 / answered) if answered else None,
+        "capture": web.node.capture_state(),
+        "file_sync": await web.node.file_sync_state(),
     }
 
 

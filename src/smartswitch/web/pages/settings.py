@@ -52,7 +52,9 @@ async def save_settings(request: Request) -> Response:
     current = await admin.get_settings()
     errors: dict[str, str] = {}
     for name in SETTINGS:
-        value = str(data.get(name, ""))
+        if name not in data:
+            continue  # a form of some settings only leaves the others as they are
+        value = str(data[name])
         if value == current.get(name):
             continue
         try:
