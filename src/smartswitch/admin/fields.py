@@ -38,7 +38,7 @@ __all__ = [
 
 E = TypeVar("E")
 
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
 MONEY_DIGITS = 18  # store.types.PRECISION
 INT_MAX = 2**31 - 1  # what an INTEGER column holds on MariaDB
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")

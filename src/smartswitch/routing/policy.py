@@ -293,7 +293,9 @@ class BillingPolicy:
         request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
         return Destination(
             uri=request_uri,
-            address=Address(transport, uri.host, uri.port or 5060),
+            address=Address(
+                transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
+            ),
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,

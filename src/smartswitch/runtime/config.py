@@ -60,6 +60,21 @@ class NodeConfig:
     auth_ban_time: float = 300.0
     source_rate_limit: float = 50.0  # requests/s one source may send through the guard (0: off)
     source_rate_burst: float = 100.0
+    # SIP over TLS (docs/security.md): a listener on tls_listen (empty: none) presenting
+    # tls_cert/tls_key, reloaded when the files change; tls_ca verifies client certificates
+    # (a peer identified by its certificate) and the peers we connect to.
+    tls_listen: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_verify_peers: bool = True
+    tls_reload_interval: float = 5.0
+    # Requests from unidentified sources (out-of-dialog INVITE, OPTIONS, REGISTER from an
+    # address no peer's ACL, certificate or recent digest success names): answered at most
+    # flood_rate per second per address (bursts of flood_burst), the rest dropped and counted;
+    # never answered with more bytes than they carried (0 rate: no limit).
+    flood_rate: float = 20.0
+    flood_burst: float = 40.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
     @property
@@ -102,6 +117,14 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "auth_ban_time": (int, float),
     "source_rate_limit": (int, float),
     "source_rate_burst": (int, float),
+    "tls_listen": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_ca": str,
+    "tls_verify_peers": bool,
+    "tls_reload_interval": (int, float),
+    "flood_rate": (int, float),
+    "flood_burst": (int, float),
     "route": list,
 }
 
@@ -146,6 +169,8 @@ def load_config(path: Path | None) -> NodeConfig:
         if not isinstance(value, expected):
             raise _fail(path, text, key, f"expected {_type_name(expected)}")
         setattr(config, key, _convert(path, text, key, value))
+    if config.tls_listen and not (config.tls_cert and config.tls_key):
+        raise _fail(path, text, "tls_listen", "needs tls_cert and tls_key")
     if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
         raise _fail(
             path,
@@ -166,7 +191,7 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 def _convert(path: Path, text: str, key: str, value: Any) -> Any:
     if key == "data_dir":
         return Path(value)
-    if key in ("sip_listen", "http_listen"):
+    if key in ("sip_listen", "http_listen") or (key == "tls_listen" and value):
         try:
             parse_hostport(value)
         except ValueError as exc:
@@ -181,6 +206,9 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         "auth_ban_time",
         "source_rate_limit",
         "source_rate_burst",
+        "tls_reload_interval",
+        "flood_rate",
+        "flood_burst",
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")

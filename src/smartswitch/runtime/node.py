@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 
@@ -26,6 +27,7 @@ from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
 from smartswitch.transport.endpoint import SipEndpoint
+from smartswitch.transport.tls import TlsContexts, TlsSettings
 from smartswitch.web.app import create_app
 
 log = logging.getLogger("smartswitch.runtime.node")
@@ -140,6 +142,32 @@ class Node:
             ),
         )
 
+    async def _listen_tls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The TLS listener, and the watch that reloads its certificate when the files change
+        (every ``tls_reload_interval`` seconds, and at once on SIGHUP)."""
+        config = self.config
+        assert self.endpoint is not None
+        contexts = TlsContexts(
+            TlsSettings(
+                cert=Path(config.tls_cert),
+                key=Path(config.tls_key),
+                ca=Path(config.tls_ca) if config.tls_ca else None,
+                verify_peers=config.tls_verify_peers,
+            )
+        )
+        host, port = parse_hostport(config.tls_listen)
+        await self.endpoint.listen_tls(host, port, contexts)
+        loop.add_signal_handler(signal.SIGHUP, contexts.reload_if_changed)
+        if config.tls_reload_interval > 0:
+            self._background.append(
+                asyncio.create_task(self._watch_tls(contexts), name="tls-reload")
+            )
+
+    async def _watch_tls(self, contexts: TlsContexts) -> None:
+        while True:
+            await asyncio.sleep(self.config.tls_reload_interval)
+            contexts.reload_if_changed()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
@@ -161,6 +189,8 @@ class Node:
         self.b2bua.resume = self.endpoint.run
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
+        if config.tls_listen:
+            await self._listen_tls(loop)
         # Where B legs and outbound registrations leave from (the "bind address" setting):
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
@@ -189,9 +219,10 @@ class Node:
             loop.add_signal_handler(sig, self.stopping.set)
         http_task = asyncio.create_task(server.serve())
         log.info(
-            "smartswitch node %s: SIP on %s (UDP, TCP), HTTP on %s",
+            "smartswitch node %s: SIP on %s (UDP, TCP)%s, HTTP on %s",
             self.config.node_id,
             self.config.sip_listen,
+            f", TLS on {self.config.tls_listen}" if self.config.tls_listen else "",
             self.config.http_listen,
         )
         # What start-up built (modules, configuration views) lives as long as the process:

@@ -53,7 +53,7 @@ class PeerIn(In):
         None, description="digest secret; never returned; left out, the stored one is kept"
     )
     address: str | None = Field(None, description="HOST[:PORT] of a supplier")
-    transport: Literal["udp", "tcp"] | None = None
+    transport: Literal["udp", "tcp", "tls"] | None = None
     max_calls: int | None = None
     max_cps: int | None = None
     caller_rewrite: list[RewriteIn] | None = None
