@@ -297,6 +297,36 @@ def _authorized(
     return build_authorization(challenge, "INVITE", uri, username, password, nc)
 
 
+FINGERPRINT = ":".join(["AB"] * 32)
+OTHER_FINGERPRINT = ":".join(["CD"] * 32)
+
+
+def _over_tls(policy: BillingPolicy, certificates: dict[Address, str]) -> None:
+    policy.certificate_of = certificates.get
+
+
+def test_a_client_certificate_identifies_its_peer_from_any_address() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"acl": (), "tls_fingerprint": FINGERPRINT}))
+    elsewhere = Address("tls", "127.0.0.9", 40000)
+    _over_tls(policy, {elsewhere: FINGERPRINT})
+    assert routed(policy, source=elsewhere).customer.name == "acme-trunk"
+    # The same address over UDP, or over TLS without the certificate: a stranger.
+    assert refused(policy, source=Address("udp", "127.0.0.9", 40000)).status == 407
+    _over_tls(policy, {elsewhere: OTHER_FINGERPRINT})
+    assert refused(policy, source=elsewhere).status == 407
+
+
+def test_a_peer_known_by_its_certificate_is_refused_by_its_acl_alone() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"tls_fingerprint": FINGERPRINT}))
+    tls_caller = Address("tls", CALLER.host, 40001)
+    _over_tls(policy, {tls_caller: OTHER_FINGERPRINT})
+    for source in (CALLER, tls_caller):
+        rejection = refused(policy, source=source)
+        assert (rejection.status, rejection.reason) == (403, "Forbidden (certificate required)")
+    _over_tls(policy, {tls_caller: FINGERPRINT})
+    assert routed(policy, source=tls_caller).customer.name == "acme-trunk"
+
+
 def test_digest_credentials_identify_the_customer() -> None:
     policy, _, _ = make_policy()
     request = invite(proxy_authorization=_authorized(policy))

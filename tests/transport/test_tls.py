@@ -30,7 +30,6 @@ from smartswitch.transport.tls import (
     TlsError,
     TlsSettings,
     fingerprint,
-    normalise_fingerprint,
 )
 from tlscerts import Ca, Issued, fingerprint_of, make_ca
 from transport.test_endpoint import HOST, WAIT, NoCalls, options
@@ -244,13 +243,3 @@ def test_tls_to_a_destination_opens_a_verified_connection(pki: tuple[Ca, Issued,
         client.close()
 
     _run(test)
-
-
-def test_fingerprints_are_normalised() -> None:
-    raw = "ab" * 32
-    assert normalise_fingerprint(raw) == ":".join(["AB"] * 32)
-    assert normalise_fingerprint("sha256 Fingerprint=" + ":".join(["ab"] * 32)) == ":".join(
-        ["AB"] * 32
-    )
-    with pytest.raises(ValueError, match="64 hex digits"):
-        normalise_fingerprint("abc")

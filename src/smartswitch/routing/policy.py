@@ -97,6 +97,9 @@ class BillingPolicy:
         # that REGISTER and INVITE authentication share (one count per source address).
         self.location = location
         self.guard = guard
+        # The transport's: the verified client certificate's fingerprint of a TLS source
+        # (mutual TLS), None for any other source. Set by the node once it listens on TLS.
+        self.certificate_of: Callable[[Address], str | None] | None = None
 
     def update(self, views: ConfigViews) -> None:
         """A new configuration: calls in progress keep the values they started with."""
@@ -123,8 +126,24 @@ class BillingPolicy:
         self, request: Request, source: Address, now: float
     ) -> Peer | Subscriber | Rejection:
         views = self.views
+        certificate = None
+        if source.transport == "tls" and self.certificate_of is not None:
+            certificate = self.certificate_of(source)
+            if certificate is not None:
+                by_certificate = views.certificates.get(certificate)
+                if by_certificate is not None:
+                    return by_certificate
         peer = views.acl.match(source.host, source.port)
         if peer is not None:
+            if peer.tls_fingerprint is not None and peer.tls_fingerprint != certificate:
+                # A peer known by its certificate: its address alone is not enough.
+                log.info(
+                    "call %s: %s needs its TLS certificate (source %s)",
+                    request.call_id,
+                    peer.name,
+                    source.host,
+                )
+                return Rejection(403, "Forbidden (certificate required)")
             return peer
         if not views.credential_peers and not views.subscribers:
             return Rejection(403, "Forbidden")

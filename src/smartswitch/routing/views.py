@@ -21,6 +21,8 @@ class ConfigViews:
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     dids: dict[str, Did] = field(default_factory=dict)
     did_acl: AclIndex = field(default_factory=lambda: AclIndex(()))
+    # Mutual TLS: customers by the fingerprint of their client certificate.
+    certificates: dict[str, Peer] = field(default_factory=dict)
 
     @classmethod
     def build(cls, snapshot: ConfigSnapshot, previous: ConfigViews | None = None) -> ConfigViews:
@@ -41,6 +43,9 @@ class ConfigViews:
             subscribers={s.username: s for s in snapshot.subscribers.values()},
             dids={number: d for number, d in snapshot.dids.items() if d.enabled},
             did_acl=AclIndex(peers, role="did"),
+            certificates={
+                p.tls_fingerprint: p for p in peers if p.tls_fingerprint and p.is_customer
+            },
         )
 
     @property

@@ -157,6 +157,9 @@ class Node:
         )
         host, port = parse_hostport(config.tls_listen)
         await self.endpoint.listen_tls(host, port, contexts)
+        if self.services is not None and self.services.policy is not None:
+            # Mutual TLS: a peer known by its client certificate.
+            self.services.policy.certificate_of = self.endpoint.peer_certificate
         loop.add_signal_handler(signal.SIGHUP, contexts.reload_if_changed)
         if config.tls_reload_interval > 0:
             self._background.append(

@@ -31,7 +31,7 @@ from pathlib import Path
 
 log = logging.getLogger("smartswitch.transport.tls")
 
-__all__ = ["TlsContexts", "TlsError", "TlsSettings", "fingerprint", "normalise_fingerprint"]
+__all__ = ["TlsContexts", "TlsError", "TlsSettings", "fingerprint"]
 
 
 class TlsError(ValueError):
@@ -51,19 +51,6 @@ def fingerprint(der: bytes) -> str:
     -fingerprint -sha256`` prints it)."""
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def normalise_fingerprint(text: str) -> str:
-    """A fingerprint as an operator may paste it (any case, with or without colons, an
-    ``sha256 Fingerprint=`` prefix) in the form :func:`fingerprint` gives; ValueError if it is
-    not 32 bytes of hex."""
-    value = text.strip()
-    if "=" in value:
-        value = value.rpartition("=")[2]
-    hexdigits = value.replace(":", "").replace(" ", "").upper()
-    if len(hexdigits) != 64 or any(c not in "0123456789ABCDEF" for c in hexdigits):
-        raise ValueError("a SHA-256 fingerprint: 64 hex digits, colons allowed")
-    return ":".join(hexdigits[i : i + 2] for i in range(0, 64, 2))
 
 
 def _stamp(path: Path) -> tuple[int, int]:
