@@ -28,7 +28,7 @@ from tlscerts import Ca, Issued, fingerprint_of, make_ca
 
 from .conftest import CALLEE_IP, CALLER_IP, NODE_IP, SippFactory, StartBillingNode
 from .node import Node, wait_for
-from .sipp import SCENARIOS, SippResult, free_port, sipp_tls_binary
+from .sipp import SCENARIOS, SippResult, expect_final_scenario, free_port, sipp_tls_binary
 from .test_billing import EXAMPLE, peer
 from .test_registrar import DID, PHONE_IP, PROVIDER_IP, document, wait_binding
 
@@ -248,6 +248,37 @@ def test_a_phone_registered_over_tls_receives_its_did_call_on_its_connection(
     assert result.received_requests("BYE"), result.describe()
     [cdr] = node.wait_cdrs(1)
     assert (cdr["callee"], cdr["subscriber"], cdr["sip_code"]) == (DID, "alice", 200)
+
+
+def test_a_customer_known_by_its_client_certificate(
+    start_billing_node: StartBillingNode, sipp: SippFactory, pki: Pki, tmp_path: Path
+) -> None:
+    """Mutual TLS: acme-trunk's certificate is its identity. Its own certificate calls; another
+    certificate of the same CA from the same address, or its address over UDP, gets 403; a
+    certificate of a CA the node does not trust does not get past the handshake."""
+    uas = sipp.uas("uas_answer", calls=1)
+    doc = _example(SippFactory.address(uas), "udp")
+    peer(doc, "acme-trunk")["tls_fingerprint"] = fingerprint_of(pki.caller.cert)
+    node = start_billing_node(doc, **tls_config(pki))
+    _ok(sipp.uac(tls_address(node), "uac", transport="tls", **sipp_tls(pki, pki.caller)))
+    _ok(uas.wait(15))
+
+    expect_403 = expect_final_scenario(403, tmp_path / "scenarios")
+    other = sipp.uac(
+        tls_address(node), expect_403, transport="tls", name="other", **sipp_tls(pki, pki.phone)
+    )
+    _ok(other)
+    udp = sipp.uac(node.sip_address, expect_403, name="udp")
+    _ok(udp)
+    [refusal] = udp.received_responses(403)
+    assert refusal.reason == "Forbidden (certificate required)"
+
+    port = tls_port(node)
+    response, _ = exchange(port, options(port, 1), _client(pki, pki.impostor))
+    assert response is None  # refused at the handshake: no SIP answer
+    response, _ = exchange(port, options(port, 2), _client(pki, pki.caller))
+    assert response is not None and response.status == 200
+    assert len(node.wait_cdrs(1)) == 1  # the one call; the refused ones cost nothing
 
 
 # --------------------------------------------------------------------------- the TLS port
