@@ -108,6 +108,18 @@ class BillingPolicy:
 
     # --- identification -------------------------------------------------------------------------
 
+    def known_source(self, transport: str, host: str, port: int) -> bool:
+        """Whether requests from this source are a known peer's before any password is
+        checked: a customer's or a DID provider's ACL, a customer's TLS certificate. The
+        flood gate (smartswitch.sip.flood) holds everyone else to a rate and a byte budget."""
+        views = self.views
+        if views.acl.match(host, port) is not None or views.did_acl.match(host, port):
+            return True
+        if transport == "tls" and self.certificate_of is not None and views.certificates:
+            certificate = self.certificate_of(Address(transport, host, port))
+            return certificate is not None and certificate in views.certificates
+        return False
+
     def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         peer = self.views.credential_peers.get(username)
         if peer is None or peer.password is None:

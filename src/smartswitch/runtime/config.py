@@ -73,8 +73,10 @@ class NodeConfig:
     # address no peer's ACL, certificate or recent digest success names): answered at most
     # flood_rate per second per address (bursts of flood_burst), the rest dropped and counted;
     # never answered with more bytes than they carried (0 rate: no limit).
-    flood_rate: float = 20.0
-    flood_burst: float = 40.0
+    flood_rate: float = 50.0
+    flood_burst: float = 100.0
+    flood_total_rate: float = 1000.0  # the same, all unidentified sources together
+    flood_total_burst: float = 2000.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
     @property
@@ -125,6 +127,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "tls_reload_interval": (int, float),
     "flood_rate": (int, float),
     "flood_burst": (int, float),
+    "flood_total_rate": (int, float),
+    "flood_total_burst": (int, float),
     "route": list,
 }
 
@@ -209,6 +213,8 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         "tls_reload_interval",
         "flood_rate",
         "flood_burst",
+        "flood_total_rate",
+        "flood_total_burst",
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")

@@ -26,6 +26,7 @@ from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
+from smartswitch.sip.flood import FloodGate, FloodSettings
 from smartswitch.transport.endpoint import SipEndpoint
 from smartswitch.transport.tls import TlsContexts, TlsSettings
 from smartswitch.web.app import create_app
@@ -187,6 +188,18 @@ class Node:
                 self._background.append(asyncio.create_task(self._register(), name="register"))
         self.sip = self._build_sip(policy)
         self.b2bua = self.sip.b2bua
+        if self.services is not None and self.services.policy is not None:
+            # Billing mode: who is not known by address or certificate is held to a rate and
+            # answered with no more bytes than it sent. Lab mode has no one to tell apart.
+            self.sip.layer.gate = FloodGate(
+                FloodSettings(
+                    rate=config.flood_rate,
+                    burst=config.flood_burst,
+                    total_rate=config.flood_total_rate,
+                    total_burst=config.flood_total_burst,
+                ),
+                identified=self.services.policy.known_source,
+            )
         self.endpoint = SipEndpoint(self.sip.layer, loop)
         self.b2bua.clock = loop.time
         self.b2bua.resume = self.endpoint.run
