@@ -1,7 +1,7 @@
 """The flood gate (smartswitch.sip.flood) on a virtual clock, alone and inside the transaction
 layer: per-source and overall rates, requests dropped and counted, answers to unidentified UDP
 sources never bigger than the request (challenges trimmed first), the 100 Trying held back,
-and the budget lifted by the user once it knows the sender."""
+and the meter lifted by the user once it knows the sender."""
 
 from __future__ import annotations
 
@@ -93,15 +93,22 @@ def test_memory_is_bounded_and_the_longest_unseen_source_goes_first() -> None:
 # --------------------------------------------------------------------------- in the layer
 
 
-def test_an_answer_bigger_than_a_stranger_s_udp_request_is_not_sent() -> None:
+def test_an_answer_bigger_than_what_a_udp_stranger_sent_waits_for_its_retransmission() -> None:
+    """A single forged packet gets nothing bigger back; a real sender retransmits (T1 later)
+    and its second copy pays for the answer: bytes out never exceed bytes in."""
     layer, user = challenger("SHA-256", "MD5")
     data = invite()
     layer.receive(data, STRANGER, 0.0)
     assert user.kinds() == ["request"]  # the user saw it and answered 407
     assert sent(layer) == []  # neither the 100 Trying nor the 407 left
     assert layer.gate is not None and layer.gate.stats["oversize"] == 1
-    layer.receive(data, STRANGER, 0.5)  # its retransmission: nothing to resend
-    assert sent(layer) == []
+    layer.receive(data, STRANGER, 0.5)  # the retransmission
+    out = layer.drain()
+    assert [d[:11] for d, _ in out] == [b"SIP/2.0 407"]
+    assert sum(len(d) for d, _ in out) <= 2 * len(data)
+    assert b"algorithm=MD5" in out[0][0]  # two copies paid for both offers
+    layer.handle_timer(1.0)  # Timer G: nothing left to pay for a retransmission of ours
+    assert layer.drain() == []
 
 
 def test_a_challenge_loses_its_later_offers_to_fit_and_comes_alone() -> None:
@@ -125,14 +132,14 @@ def test_a_big_enough_request_gets_its_whole_challenge() -> None:
     assert b"algorithm=MD5" in response_data and len(response_data) <= len(data)
 
 
-def test_over_tcp_the_address_is_proved_and_no_budget_applies() -> None:
+def test_over_tcp_the_address_is_proved_and_nothing_is_metered() -> None:
     layer, _user = challenger("SHA-256", "MD5")
     layer.receive(invite(source=STRANGER_TCP), STRANGER_TCP, 0.0)
     statuses = [m.status for m, _ in sent(layer) if isinstance(m, Response)]
     assert statuses == [100, 407]
 
 
-def test_a_known_trunk_is_neither_rated_nor_budgeted() -> None:
+def test_a_known_trunk_is_neither_rated_nor_metered() -> None:
     layer, _user = challenger("SHA-256", "MD5")
     for n in range(300):
         layer.receive(invite(n, source=TRUNK), TRUNK, 0.0)
@@ -171,12 +178,12 @@ def test_in_dialog_requests_are_not_gated() -> None:
     assert len(user.events) == 5
 
 
-def test_the_user_lifts_the_budget_once_it_knows_the_caller() -> None:
+def test_the_user_lifts_the_meter_once_it_knows_the_caller() -> None:
     """A caller whose password checked: the 100 Trying and every later answer go out,
     however big."""
 
     def accept(tx: ServerTransaction, request: Request, now: float) -> None:
-        tx.budget = None
+        tx.metered = False
         accepted.append(tx)
 
     accepted: list[ServerTransaction] = []
@@ -198,7 +205,8 @@ def test_a_malformed_request_from_a_stranger_is_rated_and_never_answered_bigger(
     tiny = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n\r\n"
     for _ in range(4):
         layer.receive(tiny, STRANGER, 0.0)
-    for data, _ in layer.drain():
-        assert len(data) <= len(tiny)
+    out = layer.drain()
+    assert len(out) == 1  # the second copy paid for the 400 the first could not
+    assert sum(len(data) for data, _ in out) <= 4 * len(tiny)
     assert layer.gate is not None
     assert layer.gate.stats["dropped"] == 2

@@ -56,7 +56,7 @@ class SipApplication:
         elif method == "REGISTER" and self.registrations is not None:
             response = self.registrations.register(request, tx.source, now)
             if response.status < 300:
-                tx.budget = None  # its password checked: the binding list may be long
+                tx.metered = False  # its password checked: the binding list may be long
             self.layer.respond(tx, response, now)
         elif method == "OPTIONS":
             self._answer(tx, 200, now, ("Allow", ALLOW), ("Accept", "application/sdp"))

@@ -189,7 +189,7 @@ class B2BUA:
             return
         # The policy knows the caller now (its ACL, certificate or password): its answers
         # are no longer held to the request's size (smartswitch.sip.flood).
-        tx.budget = None
+        tx.metered = False
         call = Call(
             id=request.call_id,
             a_tx=tx,

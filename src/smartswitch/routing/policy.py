@@ -111,7 +111,7 @@ class BillingPolicy:
     def known_source(self, transport: str, host: str, port: int) -> bool:
         """Whether requests from this source are a known peer's before any password is
         checked: a customer's or a DID provider's ACL, a customer's TLS certificate. The
-        flood gate (smartswitch.sip.flood) holds everyone else to a rate and a byte budget."""
+        flood gate (smartswitch.sip.flood) holds everyone else to a rate and to the bytes they sent."""
         views = self.views
         if views.acl.match(host, port) is not None or views.did_acl.match(host, port):
             return True

@@ -19,17 +19,22 @@ never limited here.
    too: a sender cannot get more answers by repeating itself. On top, one bucket for all
    gated sources together (``total_rate``, ``total_burst``; 0: none) bounds the work a flood
    from many addresses costs, so that the known customers' calls keep the CPU.
-2. **Never more bytes than were sent.** Over UDP a source address can be forged, so the bytes
-   we send in answer to a gated request may not exceed the request's own size: the
-   transaction layer gives such a server transaction a byte ``budget`` (the request's
-   length) that every response it sends spends. A response that does not fit is dropped and
-   counted (``oversize``); a challenge with several ``WWW-Authenticate`` /
-   ``Proxy-Authenticate`` offers (SHA-256 and MD5) first loses the later ones, as long as one
-   is left. An INVITE's 100 Trying, which the layer otherwise sends at once, then waits for
-   the transaction user: a request answered at once gets its final answer only. Once the
-   user has identified the sender (digest credentials checked: a call routed, a REGISTER
-   accepted), it lifts the budget (``ServerTransaction.budget = None``). Over TCP and TLS the
-   handshake has proved the address: no budget, the rate still applies.
+2. **Never more bytes than were sent.** Over UDP a source address can be forged, so what we
+   send an unidentified UDP source never adds up to more than it sent us: each source has a
+   byte *credit*, which every admitted request adds its length to (up to ``max_credit``) and
+   every answer to it spends (:meth:`FloodGate.spend`). The transaction layer marks the
+   server transactions of gated UDP requests ``metered``; an answer that the credit does not
+   cover is not sent and is counted (``oversize``), but kept: the request's retransmission
+   brings more credit, and the answer then leaves. So a phone whose first REGISTER is smaller
+   than our 401 gets the 401 with its first retransmission (T1 later), while a forged
+   single packet gets nothing back bigger than itself. Before that, a challenge with several
+   ``WWW-Authenticate`` / ``Proxy-Authenticate`` offers (SHA-256 and MD5) loses the later ones
+   until it fits, as long as one is left (``trimmed``). An INVITE's 100 Trying, which the
+   layer otherwise sends at once, waits for the transaction user: a request refused at once
+   gets its final answer only. Once the user has identified the sender (a call routed, a
+   REGISTER accepted: its password checked), it lifts the meter
+   (``ServerTransaction.metered = False``). Over TCP and TLS the handshake has proved the
+   address: nothing is metered, the rate still applies.
 
 Memory is bounded: ``max_sources`` buckets, the least recently seen forgotten first (a
 forgotten source starts again with a full bucket, which only gives it ``burst`` more).
@@ -52,14 +57,16 @@ class FloodSettings:
     total_rate: float = 1000.0  # gated requests per second from all sources (0: no limit)
     total_burst: float = 2000.0
     max_sources: int = 100_000
+    max_credit: int = 65_536  # bytes a source may have sent us and not yet had answered
 
 
 class _Bucket:
-    __slots__ = ("at", "tokens")
+    __slots__ = ("at", "credit", "tokens")
 
     def __init__(self, tokens: float, at: float) -> None:
         self.tokens = tokens
         self.at = at
+        self.credit = 0
 
     def take(self, rate: float, burst: float, now: float) -> bool:
         tokens = min(burst, self.tokens + (now - self.at) * rate)
@@ -96,19 +103,19 @@ class FloodGate:
         """Source addresses with a bucket now."""
         return len(self._sources)
 
-    def admit(self, host: str, method: str, now: float) -> bool:
-        """Whether a gated request from ``host`` may be answered; False: drop it (counted)."""
+    def admit(self, host: str, method: str, now: float, size: int = 0) -> bool:
+        """Whether a gated request of ``size`` bytes from ``host`` may be answered; False:
+        drop it (counted). Admitted, its size is credited to the source."""
         settings = self.settings
-        if settings.rate > 0:
-            sources = self._sources
-            bucket = sources.pop(host, None)
-            if bucket is None:
-                bucket = _Bucket(settings.burst, now)
-                if len(sources) >= settings.max_sources:
-                    del sources[next(iter(sources))]  # the longest unseen goes first
-            sources[host] = bucket  # the most recently seen last
-            if not bucket.take(settings.rate, settings.burst, now):
-                return self._drop(method)
+        sources = self._sources
+        bucket = sources.pop(host, None)
+        if bucket is None:
+            bucket = _Bucket(settings.burst, now)
+            if len(sources) >= settings.max_sources:
+                del sources[next(iter(sources))]  # the longest unseen goes first
+        sources[host] = bucket  # the most recently seen last
+        if settings.rate > 0 and not bucket.take(settings.rate, settings.burst, now):
+            return self._drop(method)
         if settings.total_rate > 0:
             total = self._total
             if not self._total_started:
@@ -116,6 +123,22 @@ class FloodGate:
             if not total.take(settings.total_rate, settings.total_burst, now):
                 return self._drop(method)
         self.stats["admitted"] += 1
+        bucket.credit = min(bucket.credit + size, settings.max_credit)
+        return True
+
+    def credit(self, host: str) -> int:
+        """Bytes ``host`` may still be sent."""
+        bucket = self._sources.get(host)
+        return bucket.credit if bucket is not None else 0
+
+    def spend(self, host: str, size: int) -> bool:
+        """Take ``size`` bytes from ``host``'s credit: False (nothing taken, ``oversize``
+        counted) if it does not cover them."""
+        bucket = self._sources.get(host)
+        if bucket is None or bucket.credit < size:
+            self.stats["oversize"] += 1
+            return False
+        bucket.credit -= size
         return True
 
     def _drop(self, method: str) -> bool:

@@ -408,12 +408,12 @@ class ServerTransaction:
         "_interval",
         "_retransmit",
         "acked",
-        "budget",
         "is_invite",
         "key",
         "last_response",
         "last_response_data",
         "machine",
+        "metered",
         "owner",
         "request",
         "source",
@@ -431,10 +431,10 @@ class ServerTransaction:
         self.last_response_data: bytes | None = None
         self.owner: ServerOwner | None = None
         self.acked = False  # the user reported the ACK of our 2xx
-        # Bytes its responses may still take: a request from an unidentified source over
-        # UDP is never answered with more than it carried (smartswitch.sip.flood). None: no
-        # limit; the user lifts it once it has identified the sender.
-        self.budget: int | None = None
+        # A request from an unidentified source over UDP: its answers are paid from the
+        # source's byte credit (smartswitch.sip.flood). The user lifts it once it has
+        # identified the sender.
+        self.metered = False
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
         self._interval = T1
@@ -554,8 +554,13 @@ class TransactionLayer:
     def _resend(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
             self.outgoing.append((tx.data, tx.dest))
-        elif tx.last_response_data is not None:
-            self.outgoing.append((tx.last_response_data, tx.source))
+            return
+        data = tx.last_response_data
+        if data is None:
+            return
+        if tx.metered and self.gate is not None and not self.gate.spend(tx.source.host, len(data)):
+            return  # not covered (yet): a retransmission of the request may pay for it
+        self.outgoing.append((data, tx.source))
 
     def _report(self, tx: Transaction, now: float) -> None:
         if isinstance(tx, ClientTransaction):
@@ -608,16 +613,17 @@ class TransactionLayer:
         if unknown:
             assert gate is not None
             method = partial.first_line.partition(" ")[0]
-            if not gate.admit(source.host, method if method in GATED_METHODS else "other", now):
+            method = method if method in GATED_METHODS else "other"
+            if not gate.admit(source.host, method, now, size):
                 return
         log.info("malformed request from %s: %s", source, exc.reason)
         reason = f"Bad Request ({exc.reason})" if exc.status == 400 else exc.reason
         reason = reason.replace("\r", " ").replace("\n", " ")
         data = response_from_partial(partial, exc.status, reason, self.ids.next())
-        if unknown and source.transport == "udp" and len(data) > size:
+        if unknown and source.transport == "udp":
             assert gate is not None
-            gate.stats["oversize"] += 1
-            return
+            if not gate.spend(source.host, len(data)):
+                return
         self.outgoing.append((data, source))
 
     def _reject(
@@ -657,7 +663,7 @@ class TransactionLayer:
             if invite_tx is None or self._step(invite_tx, Event.RECV_ACK, now) == Effect.PASS:
                 self.user.on_ack(request, source, now)
             return
-        budget = None
+        metered = False
         gate = self.gate
         if (
             gate is not None
@@ -665,10 +671,9 @@ class TransactionLayer:
             and not request.to.tag
             and not gate.identified(*source)
         ):
-            if not gate.admit(source.host, method, now):
+            if not gate.admit(source.host, method, now, size):
                 return  # dropped (counted): no answer to reflect
-            if source.transport == "udp":
-                budget = size
+            metered = source.transport == "udp"
         key = _server_key(request, method)
         tx = self.server.get(key)
         if tx is not None:
@@ -677,18 +682,18 @@ class TransactionLayer:
                 self._resend(tx)
             return
         tx = ServerTransaction(key, request, source)
-        tx.budget = budget
+        tx.metered = metered
         self.server[key] = tx
         if method == "CANCEL":
             self._receive_cancel(tx, request, now)
             return
         if tx.is_invite:
-            if budget is None:
+            if not metered:
                 # 17.2.1: the transaction answers 100 itself so the caller stops
                 # retransmitting.
                 self.respond(tx, make_response(request, 100), now)
             else:
-                # Under a byte budget, a final answer given at once is the only one sent.
+                # Metered, a final answer given at once is the only one sent.
                 self.user.on_request(tx, request, now)
                 if not tx.answered and tx.last_response is None:
                     self.respond(tx, make_response(request, 100), now)
@@ -834,18 +839,18 @@ class TransactionLayer:
             return
         data = response.to_bytes()
         tx.last_response = response
-        budget = tx.budget
-        if budget is not None and len(data) > budget:
-            data = self._fit(response, data, budget)
-            if len(data) > budget:
-                # An answer bigger than the request, to an address that may be forged:
-                # not sent (and not retransmitted); the transaction ends on its timers.
-                tx.last_response_data = None
-                if self.gate is not None:
-                    self.gate.stats["oversize"] += 1
+        gate = self.gate
+        if tx.metered and gate is not None:
+            credit = gate.credit(tx.source.host)
+            if len(data) > credit:
+                data = self._fit(response, data, credit)
+            tx.last_response_data = data
+            if not gate.spend(tx.source.host, len(data)):
+                # More than the source has sent, to an address that may be forged: kept for
+                # the request's retransmission to pay for; else never sent.
                 return
-        if budget is not None:
-            tx.budget = budget - len(data)
+            self.outgoing.append((data, tx.source))
+            return
         tx.last_response_data = data
         self.outgoing.append((data, tx.source))
 
