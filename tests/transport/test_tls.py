@@ -21,6 +21,7 @@ import pytest
 
 from e2e.sipp import free_port
 from smartswitch.b2bua.application import SipApplication
+from smartswitch.runtime.config import ConfigError, load_config
 from smartswitch.sip.framing import StreamFramer
 from smartswitch.sip.message import Response, parse_message
 from smartswitch.sip.transaction import Address
@@ -243,3 +244,21 @@ def test_tls_to_a_destination_opens_a_verified_connection(pki: tuple[Ca, Issued,
         client.close()
 
     _run(test)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('tls_listen = "127.0.0.1:5061"\n', "tls_listen: needs tls_cert and tls_key"),
+        ('tls_listen = "5061"\ntls_cert = "a"\ntls_key = "b"\n', "tls_listen: expected HOST:PORT"),
+        ("flood_rate = -1\n", "flood_rate: must not be negative"),
+    ],
+)
+def test_tls_and_flood_keys_are_checked_at_load(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    path.write_text('tls_listen = "0.0.0.0:5061"\ntls_cert = "c.pem"\ntls_key = "k.pem"\n')
+    config = load_config(path)
+    assert (config.tls_listen, config.tls_cert, config.flood_rate) == ("0.0.0.0:5061", "c.pem", 50)
