@@ -839,3 +839,17 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
     }
     assert byes == {CALLER, CARRIER_B_ADDRESS}
     assert accounting.balance(ACME) == 0 and accounting.reserved[ACME] == 0
+
+
+def test_known_sources_are_what_the_flood_gate_lets_through_unmetered() -> None:
+    policy, _, _ = make_policy()
+    assert policy.known_source("udp", CALLER.host, CALLER.port)  # acme-trunk's ACL
+    assert policy.known_source("udp", "127.0.0.3", 5070)  # carrier-a's address
+    assert policy.known_source("udp", "127.0.0.4", 40000)  # carrier-b's, any port
+    assert not policy.known_source("udp", STRANGER.host, STRANGER.port)
+    tls = Address("tls", STRANGER.host, 40000)
+    assert not policy.known_source(*tls)
+    policy, _, _ = make_policy(snapshot(customer={"acl": (), "tls_fingerprint": FINGERPRINT}))
+    _over_tls(policy, {tls: FINGERPRINT})
+    assert policy.known_source(*tls)
+    assert not policy.known_source("udp", STRANGER.host, 40000)

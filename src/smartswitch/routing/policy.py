@@ -110,10 +110,13 @@ class BillingPolicy:
 
     def known_source(self, transport: str, host: str, port: int) -> bool:
         """Whether requests from this source are a known peer's before any password is
-        checked: a customer's or a DID provider's ACL, a customer's TLS certificate. The
-        flood gate (smartswitch.sip.flood) holds everyone else to a rate and to the bytes they sent."""
+        checked: a customer's or a DID provider's ACL, a supplier's address, a customer's TLS
+        certificate. The flood gate (smartswitch.sip.flood) holds everyone else to a rate and
+        to the bytes they sent."""
         views = self.views
         if views.acl.match(host, port) is not None or views.did_acl.match(host, port):
+            return True
+        if host in views.peer_hosts:
             return True
         if transport == "tls" and self.certificate_of is not None and views.certificates:
             certificate = self.certificate_of(Address(transport, host, port))
