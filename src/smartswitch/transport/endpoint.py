@@ -111,8 +111,6 @@ class SipEndpoint:
         self.tls: TlsContexts | None = None
         self.tls_server: asyncio.Server | None = None
         self.tls_port = 0
-        # TLS handshakes that failed (plain bytes, a refused certificate), for /metrics.
-        self.tls_refused = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.stats = {"rx": 0, "tx": 0}
