@@ -16,9 +16,10 @@ on). The figure reported is the highest passing step, in REGISTER transactions p
 Contact (a fixed port: sipp's own changes from step to step), so later steps refresh the
 bindings of earlier ones instead of piling up to ``max_contacts``.
 
-The node's source guard is configured off (``source_rate_limit = 0``): every request of the
-bench comes from one address, which the default throttle (50 per second) would rightly slow
-down. The failure ban stays on (no registration of the bench fails).
+The node's source guard and its flood gate are configured off (``source_rate_limit = 0``,
+``flood_rate = 0``, ``flood_total_rate = 0``): every request of the bench comes from one
+address, which the default throttles (50 per second) would rightly slow down. The failure ban
+stays on (no registration of the bench fails).
 
 Traffic stays on loopback; processes started here are stopped by PID; results go to
 bench/results/register-<UTC time>.json (git-ignored) with the sipp and node logs beside it.
@@ -222,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "log_level": "warning",
             "digest_algorithms": ["MD5"],  # sipp's digest is MD5 only
             "source_rate_limit": 0,  # one source sends everything here (see the docstring)
+            "flood_rate": 0,
+            "flood_total_rate": 0,
         },
     )
     node = Node(spec)

@@ -730,3 +730,33 @@ def test_settings_section_sets_capture_and_checks_each_value(db_url: str, tmp_pa
     capture = capture_settings(settings)
     assert capture.mode == "selected" and capture.customers == {"acme-trunk"}
     assert capture.hep == ("127.0.0.1", 9060) and capture.max_age_days == 7
+
+
+def test_a_peer_certificate_fingerprint_is_stored_in_one_form(db_url: str, tmp_path: Path) -> None:
+    """Pasted as ``openssl x509 -fingerprint -sha256`` prints it, or bare lower-case hex:
+    kept as ``AB:CD:...``; anything else is refused naming the field."""
+    digest = "0a" * 32
+    text = EXAMPLE.read_text().replace(
+        'acl: ["127.0.0.2/32"],', f'acl: ["127.0.0.2/32"], tls_fingerprint: "{digest}",'
+    )
+    assert digest in text
+    path = _write(tmp_path, text)
+
+    async def scenario(engine: AsyncEngine) -> ConfigSnapshot:
+        await provision(engine, path)
+        return await _snapshot(engine)
+
+    snap = run_with_engine(db_url, scenario)
+    fingerprints = {p.name: p.tls_fingerprint for p in snap.peers.values()}
+    assert fingerprints == {
+        "acme-trunk": ":".join(["0A"] * 32),
+        "carrier-a": None,
+        "carrier-b": None,
+    }
+    bad = _write(tmp_path, text.replace(digest, "0a0b"), "bad.yaml")
+
+    async def refused(engine: AsyncEngine) -> None:
+        with pytest.raises(ProvisioningError, match=r"peers\[0\]\.tls_fingerprint: a SHA-256"):
+            await provision(engine, bad)
+
+    run_with_engine(db_url, refused)

@@ -40,11 +40,11 @@ BUILTIN_SCENARIOS = frozenset(
     {"uac", "uas", "regexp", "branchc", "branchs", "uac_pcap", "3pcc-C-A", "3pcc-C-B"}
 )
 
-Transport = Literal["udp", "tcp"]
+Transport = Literal["udp", "tcp", "tls"]
 
 # -t u1: one UDP socket for all calls; t1: one TCP connection for all calls
-# (a UAS in t1 mode still accepts every connection made to it).
-_TRANSPORT_FLAG: dict[str, str] = {"udp": "u1", "tcp": "t1"}
+# (a UAS in t1 mode still accepts every connection made to it); l1: the same over TLS.
+_TRANSPORT_FLAG: dict[str, str] = {"udp": "u1", "tcp": "t1", "tls": "l1"}
 
 # RFC 3261 7.3.3 compact header names, so lookups by the long name also find
 # headers a peer sent in compact form.
@@ -79,6 +79,22 @@ def sipp_binary() -> str:
             "sipp is not installed: run scripts/install-system-deps.sh (Debian: sip-tester)"
         )
     return path
+
+
+def sipp_tls_binary() -> str | None:
+    """A sipp built with TLS (``-t l1``), or None: ``$SIPP_TLS``, else ``sipp-tls`` on the
+    PATH (scripts/build-sipp-tls.sh builds it), else ``sipp`` itself if it has TLS. Debian's
+    sip-tester 3.6.1 is built without it ("To use a TLS transport you must compile SIPp with
+    OpenSSL")."""
+    for candidate in (os.environ.get("SIPP_TLS"), shutil.which("sipp-tls"), shutil.which("sipp")):
+        if not candidate:
+            continue
+        out = subprocess.run(
+            [candidate, "-v"], capture_output=True, text=True, check=False, timeout=10
+        )
+        if "-TLS" in out.stdout + out.stderr:
+            return candidate
+    return None
 
 
 def sipp_version() -> str:
@@ -383,6 +399,11 @@ class SippOptions:
     keys: Mapping[str, str] = field(default_factory=dict)
     """``-key name value``: ``[name]`` in the scenario."""
     extra: Sequence[str] = ()
+    tls_cert: Path | None = None
+    """``-tls_cert``/``-tls_key``/``-tls_ca`` for ``transport="tls"``: the certificate sipp
+    presents (a UAS always does; a UAC does when it is given), the CA it verifies with."""
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
 
 def scenario_args(scenario: str | Path) -> list[str]:
@@ -398,7 +419,13 @@ def scenario_args(scenario: str | Path) -> list[str]:
 
 def build_command(options: SippOptions, workdir: Path) -> list[str]:
     """The sipp command line for ``options``, writing its files into ``workdir``."""
-    cmd = [sipp_binary()]
+    if options.transport == "tls":
+        binary = sipp_tls_binary()
+        if binary is None:
+            raise FileNotFoundError("no sipp with TLS: run scripts/build-sipp-tls.sh")
+        cmd = [binary]
+    else:
+        cmd = [sipp_binary()]
     if options.remote is not None:
         cmd.append(options.remote)
     cmd += scenario_args(options.scenario)
@@ -430,6 +457,12 @@ def build_command(options: SippOptions, workdir: Path) -> list[str]:
     cmd += ["-default_behaviors", "all,-abortunexp"]
     for key, value in options.keys.items():
         cmd += ["-key", key, value]
+    if options.tls_cert is not None:
+        cmd += ["-tls_cert", str(options.tls_cert)]
+    if options.tls_key is not None:
+        cmd += ["-tls_key", str(options.tls_key)]
+    if options.tls_ca is not None:
+        cmd += ["-tls_ca", str(options.tls_ca)]
     cmd += list(options.extra)
     return cmd
 

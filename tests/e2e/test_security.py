@@ -115,10 +115,24 @@ def _register(node: Node, local: tuple[str, int], cseq: int, call_id: str, auth:
     return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
 
 
-def _answer(sock: socket.socket) -> tuple[int, str]:
-    """The final answer to the request just sent (status, WWW-Authenticate of a 401)."""
+def _answer(sock: socket.socket, request: bytes) -> tuple[int, str]:
+    """Send ``request`` and return its final answer (status, WWW-Authenticate of a 401),
+    sending it again every T1, doubling, as any UDP client does (RFC 3261 17.1.2.2): the
+    node answers an unknown source with no more bytes than it has sent (docs/security.md),
+    so a challenge bigger than the first copy comes with the second."""
+    interval = 0.5
+    sock.send(request)
     while True:
-        data = sock.recv(65535).decode("utf-8", "replace")
+        sock.settimeout(interval)
+        try:
+            raw = sock.recv(65535)
+        except TimeoutError:
+            if interval >= 4.0:
+                raise
+            interval *= 2
+            sock.send(request)
+            continue
+        data = raw.decode("utf-8", "replace")
         status = int(data.split(" ", 2)[1])
         if status < 200:
             continue
@@ -135,14 +149,12 @@ def guess(node: Node, source: str, password: str) -> str:
         sock.connect((node.sip_host, node.sip_port))
         local = sock.getsockname()
         call_id = f"atk-{next(_SEQ)}@{source}"
-        sock.send(_register(node, local, 1, call_id, ""))
-        status, challenge = _answer(sock)
+        status, challenge = _answer(sock, _register(node, local, 1, call_id, ""))
         if status != 401:
             return f"{status} at once"
         uri = f"sip:{node.sip_address}"
         auth = build_authorization(challenge, "REGISTER", uri, "alice", password, 1)
-        sock.send(_register(node, local, 2, call_id, auth))
-        return str(_answer(sock)[0])
+        return str(_answer(sock, _register(node, local, 2, call_id, auth))[0])
 
 
 def attack(

@@ -297,6 +297,36 @@ def _authorized(
     return build_authorization(challenge, "INVITE", uri, username, password, nc)
 
 
+FINGERPRINT = ":".join(["AB"] * 32)
+OTHER_FINGERPRINT = ":".join(["CD"] * 32)
+
+
+def _over_tls(policy: BillingPolicy, certificates: dict[Address, str]) -> None:
+    policy.certificate_of = certificates.get
+
+
+def test_a_client_certificate_identifies_its_peer_from_any_address() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"acl": (), "tls_fingerprint": FINGERPRINT}))
+    elsewhere = Address("tls", "127.0.0.9", 40000)
+    _over_tls(policy, {elsewhere: FINGERPRINT})
+    assert routed(policy, source=elsewhere).customer.name == "acme-trunk"
+    # The same address over UDP, or over TLS without the certificate: a stranger.
+    assert refused(policy, source=Address("udp", "127.0.0.9", 40000)).status == 407
+    _over_tls(policy, {elsewhere: OTHER_FINGERPRINT})
+    assert refused(policy, source=elsewhere).status == 407
+
+
+def test_a_peer_known_by_its_certificate_is_refused_by_its_acl_alone() -> None:
+    policy, _, _ = make_policy(snapshot(customer={"tls_fingerprint": FINGERPRINT}))
+    tls_caller = Address("tls", CALLER.host, 40001)
+    _over_tls(policy, {tls_caller: OTHER_FINGERPRINT})
+    for source in (CALLER, tls_caller):
+        rejection = refused(policy, source=source)
+        assert (rejection.status, rejection.reason) == (403, "Forbidden (certificate required)")
+    _over_tls(policy, {tls_caller: FINGERPRINT})
+    assert routed(policy, source=tls_caller).customer.name == "acme-trunk"
+
+
 def test_digest_credentials_identify_the_customer() -> None:
     policy, _, _ = make_policy()
     request = invite(proxy_authorization=_authorized(policy))
@@ -809,3 +839,17 @@ def test_the_b2bua_cuts_at_the_balance_limit_even_when_slice_timers_fire_late(
     }
     assert byes == {CALLER, CARRIER_B_ADDRESS}
     assert accounting.balance(ACME) == 0 and accounting.reserved[ACME] == 0
+
+
+def test_known_sources_are_what_the_flood_gate_lets_through_unmetered() -> None:
+    policy, _, _ = make_policy()
+    assert policy.known_source("udp", CALLER.host, CALLER.port)  # acme-trunk's ACL
+    assert policy.known_source("udp", "127.0.0.3", 5070)  # carrier-a's address
+    assert policy.known_source("udp", "127.0.0.4", 40000)  # carrier-b's, any port
+    assert not policy.known_source("udp", STRANGER.host, STRANGER.port)
+    tls = Address("tls", STRANGER.host, 40000)
+    assert not policy.known_source(*tls)
+    policy, _, _ = make_policy(snapshot(customer={"acl": (), "tls_fingerprint": FINGERPRINT}))
+    _over_tls(policy, {tls: FINGERPRINT})
+    assert policy.known_source(*tls)
+    assert not policy.known_source("udp", STRANGER.host, 40000)

@@ -111,22 +111,22 @@ def test_every_migration_after_the_baseline_only_expands_unless_marked(tmp_path:
 
 
 def _with_extra(tmp_path: Path, body: str, contract: bool) -> Config:
-    """The package's migrations plus a 0009 whose upgrade() is ``body``, in a copy."""
+    """The package's migrations plus a 9999 whose upgrade() is ``body``, in a copy."""
     source = Path(alembic_config().get_main_option("script_location") or "")
     target = tmp_path / "migrations"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     head = migrations()[-1].revision
-    (target / "versions" / "0009_extra.py").write_text(
+    (target / "versions" / "9999_extra.py").write_text(
         f'''"""A test migration.
 
-Revision ID: 0009
+Revision ID: 9999
 Revises: {head}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
+revision = "9999"
 down_revision = "{head}"
 branch_labels = None
 depends_on = None
@@ -154,7 +154,7 @@ def test_the_check_catches_a_drop_a_rename_and_a_not_null_column(tmp_path: Path)
     for what, body in bodies.items():
         config = _with_extra(tmp_path / what.replace(" ", "-"), body, contract=False)
         step = migrations(config)[-1]
-        assert step.revision == "0009" and not step.contract
+        assert step.revision == "9999" and not step.contract
         changes = _changes(step, tmp_path / what.replace(" ", "-"), config)
         assert changes, f"{what}: not seen"
     # An expand step passes.
@@ -195,9 +195,9 @@ def test_db_upgrade_refuses_a_contract_step_while_a_node_does_not_know_it(
         await upgrade_async(url, head, config)
         engine = create_engine(url)
         try:
-            await _register(engine, {"node1": "0009", "node2": head, "node3": ""})
+            await _register(engine, {"node1": "9999", "node2": head, "node3": ""})
             plan = await plan_upgrade(engine, steps)
-            assert [m.revision for m in plan.steps] == ["0009"]
+            assert [m.revision for m in plan.steps] == ["9999"]
             assert not plan.safe
             assert [b.node for b in plan.blockers] == ["node2", "node3"]
             refusal = plan.refusal()
@@ -208,7 +208,7 @@ def test_db_upgrade_refuses_a_contract_step_while_a_node_does_not_know_it(
             assert (await plan_upgrade(engine, steps, {"node2", "node3"})).safe
             # Everyone on the release that carries it: safe.
             async with engine.begin() as conn:
-                await conn.execute(text("UPDATE nodes SET schema_head = '0009'"))
+                await conn.execute(text("UPDATE nodes SET schema_head = '9999'"))
             assert (await plan_upgrade(engine, steps)).safe
         finally:
             await engine.dispose()

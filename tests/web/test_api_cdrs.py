@@ -152,6 +152,9 @@ def test_metrics(web: WebEnv) -> None:
         messages_in={"INVITE": 7, "200": 5},
         messages_out={"INVITE": 6, "486": 1},
         delivery=Delivery(outbox_depth=3, delivered=4, last_delivery=None, last_error="down"),
+        flood={"admitted": 9, "dropped": 4, "oversize": 2, "trimmed": 1},
+        flood_dropped={"INVITE": 3, "OPTIONS": 1},
+        flood_sources=5,
     )
     web.node.live_calls["x"] = live_call("x")
     web.node.config_version = 12
@@ -169,6 +172,12 @@ def test_metrics(web: WebEnv) -> None:
         "smartswitch_cdrs_delivered_total 4",
         "smartswitch_delivery_failing 1",
         "smartswitch_config_version 12",
+        "smartswitch_flood_admitted_total 9",
+        'smartswitch_flood_dropped_total{method="INVITE"} 3',
+        'smartswitch_flood_dropped_total{method="OPTIONS"} 1',
+        "smartswitch_flood_oversize_dropped_total 2",
+        "smartswitch_flood_challenges_trimmed_total 1",
+        "smartswitch_flood_sources 5",
     ):
         assert line in text.splitlines(), line
 

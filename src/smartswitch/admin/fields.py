@@ -29,6 +29,7 @@ __all__ = [
     "parse_currency",
     "parse_datetime",
     "parse_decimal",
+    "parse_fingerprint",
     "parse_increment",
     "parse_integer",
     "parse_name",
@@ -38,7 +39,7 @@ __all__ = [
 
 E = TypeVar("E")
 
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
 MONEY_DIGITS = 18  # store.types.PRECISION
 INT_MAX = 2**31 - 1  # what an INTEGER column holds on MariaDB
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
@@ -153,6 +154,21 @@ def parse_address_text(text: str) -> str:
     text = text.strip()
     parse_address(text)
     return text
+
+
+def parse_fingerprint(text: str) -> str | None:
+    """A certificate's SHA-256 fingerprint as an operator pastes it (any case, colons or not,
+    ``openssl x509 -fingerprint -sha256``'s ``sha256 Fingerprint=`` prefix), in the one form
+    the TLS transport gives (``AB:CD:...``); empty is none."""
+    value = text.strip()
+    if not value:
+        return None
+    if "=" in value:
+        value = value.rpartition("=")[2]
+    digits = value.replace(":", "").replace(" ", "").upper()
+    if len(digits) != 64 or any(c not in "0123456789ABCDEF" for c in digits):
+        raise ValueError("a SHA-256 fingerprint: 64 hex digits, colons allowed")
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 def parse_acl_item(text: str) -> str:

@@ -116,6 +116,7 @@ CIDR = Parser(Kind.TEXT, _cidr)
 ACL_ENTRY = Parser(Kind.TEXT, f.parse_acl_item)
 ADDRESS = Parser(Kind.TEXT, f.parse_address_text)
 TRANSPORT = Parser(Kind.TEXT, f.parse_transport)
+FINGERPRINT = Parser(Kind.TEXT, f.parse_fingerprint, nullable=True)
 ROLE = Parser(Kind.TEXT, f.parse_role)
 STRATEGY = Parser(Kind.TEXT, f.parse_strategy)
 PROFIT_CONTROL = Parser(Kind.TEXT, f.parse_profit_control)
@@ -284,6 +285,7 @@ def peer(given: Given) -> PeerSpec:
         deliver_dids=optional(BOOL, False),
         register=_sub(register),
         nodes=_distinct(NODE),
+        tls_fingerprint=optional(FINGERPRINT, None),
     )
     _password_policy(e, values, values["username"])
     return PeerSpec(

@@ -125,6 +125,7 @@ class PeerView:
     deliver_dids: bool
     register: RegistrationView | None
     nodes: tuple[str, ...] = ()  # the nodes it is attached to (empty: every node)
+    tls_fingerprint: str | None = None  # mutual TLS: the client certificate identifying it
 
     def attached(self, node: str) -> bool:
         return not self.nodes or node in self.nodes
@@ -157,6 +158,7 @@ class PeerView:
                 tuple(NodeAccountView(a["node"], a["username"]) for a in row.register_nodes),
             ),
             nodes=tuple(row.nodes),
+            tls_fingerprint=row.tls_fingerprint,
         )
 
 

@@ -213,6 +213,7 @@ class PeerSpec:
     # The nodes it is attached to (empty: every node).
     nodes: list[str] = field(default_factory=list)
     nodes_line: int | None = None
+    tls_fingerprint: str | None = None  # mutual TLS: the client certificate identifying it
 
 
 @dataclass(slots=True)
@@ -693,6 +694,7 @@ class ConfigWriter:
                 "profit_control": spec.profit_control,
                 "enabled": spec.enabled,
                 "nodes": sorted(spec.nodes),
+                "tls_fingerprint": spec.tls_fingerprint,
                 **subscribers.register_columns(spec),
             }
             row = peers.get(spec.name)

@@ -66,7 +66,10 @@ class SipApplication:
                 return
             self.b2bua.invite(tx, request, now)
         elif method == "REGISTER" and self.registrations is not None:
-            self.layer.respond(tx, self.registrations.register(request, tx.source, now), now)
+            response = self.registrations.register(request, tx.source, now)
+            if response.status < 300:
+                tx.metered = False  # its password checked: the binding list may be long
+            self.layer.respond(tx, response, now)
         elif method == "OPTIONS":
             self._answer(tx, 200, now, ("Allow", ALLOW), ("Accept", "application/sdp"))
         elif method in _DIALOG_ONLY:

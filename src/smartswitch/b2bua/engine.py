@@ -189,6 +189,9 @@ class B2BUA:
                 response.headers.add(name, value)
             self.layer.respond(tx, response, now)
             return
+        # The policy knows the caller now (its ACL, certificate or password): its answers
+        # are no longer held to the request's size (smartswitch.sip.flood).
+        tx.metered = False
         call = Call(
             id=request.call_id,
             a_tx=tx,

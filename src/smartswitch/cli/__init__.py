@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
+from smartswitch.transport.tls import TlsError
 
 CLI_ACTOR = "cli"  # who made a change from the command line, in the audit log
 
@@ -542,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "drain":
             return _drain_command(args)
         return _store_command(args)
-    except ConfigError as exc:
+    except (ConfigError, TlsError) as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -135,6 +135,10 @@ class Peer:
     # The nodes it is attached to (empty: every node). A customer is served only by these
     # nodes; a supplier is sent calls only from these nodes.
     nodes: frozenset[str] = frozenset()
+    # Mutual TLS: the SHA-256 fingerprint ("AB:CD:...") of the client certificate that
+    # identifies it on the TLS port. Set, its ACL alone no longer admits a call: the call
+    # must come over TLS with this certificate.
+    tls_fingerprint: str | None = None
 
     def attached(self, node: str) -> bool:
         """Whether the peer is attached to ``node`` (every node when its set is empty)."""

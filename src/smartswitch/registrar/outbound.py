@@ -104,7 +104,7 @@ class OutboundTarget:
             username=username,
             password=password,
             domain=domain,
-            address=Address(transport, host, port or 5060),
+            address=Address(transport, host, port or (5061 if transport == "tls" else 5060)),
             expires=spec.expires,
         )
 

@@ -183,7 +183,7 @@ def route_did(
     suffix = f";transport={transport}" if transport != "udp" else ""
     destination = Destination(
         uri=f"sip:{number}@{format_host(uri.host)}{port}{suffix}",
-        address=Address(transport, uri.host, uri.port or 5060),
+        address=Address(transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)),
         callee=number,
         caller=caller_out,
         label=target.name,

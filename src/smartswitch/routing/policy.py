@@ -97,6 +97,9 @@ class BillingPolicy:
         # that REGISTER and INVITE authentication share (one count per source address).
         self.location = location
         self.guard = guard
+        # The transport's: the verified client certificate's fingerprint of a TLS source
+        # (mutual TLS), None for any other source. Set by the node once it listens on TLS.
+        self.certificate_of: Callable[[Address], str | None] | None = None
 
     def update(self, views: ConfigViews) -> None:
         """A new configuration: calls in progress keep the values they started with."""
@@ -104,6 +107,21 @@ class BillingPolicy:
         self.accounting.load_limits(views.snapshot.accounts)
 
     # --- identification -------------------------------------------------------------------------
+
+    def known_source(self, transport: str, host: str, port: int) -> bool:
+        """Whether requests from this source are a known peer's before any password is
+        checked: a customer's or a DID provider's ACL, a supplier's address, a customer's TLS
+        certificate. The flood gate (smartswitch.sip.flood) holds everyone else to a rate and
+        to the bytes they sent."""
+        views = self.views
+        if views.acl.match(host, port) is not None or views.did_acl.match(host, port):
+            return True
+        if host in views.peer_hosts:
+            return True
+        if transport == "tls" and self.certificate_of is not None and views.certificates:
+            certificate = self.certificate_of(Address(transport, host, port))
+            return certificate is not None and certificate in views.certificates
+        return False
 
     def _lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
         peer = self.views.credential_peers.get(username)
@@ -123,8 +141,24 @@ class BillingPolicy:
         self, request: Request, source: Address, now: float
     ) -> Peer | Subscriber | Rejection:
         views = self.views
+        certificate = None
+        if source.transport == "tls" and self.certificate_of is not None:
+            certificate = self.certificate_of(source)
+            if certificate is not None:
+                by_certificate = views.certificates.get(certificate)
+                if by_certificate is not None:
+                    return by_certificate
         peer = views.acl.match(source.host, source.port)
         if peer is not None:
+            if peer.tls_fingerprint is not None and peer.tls_fingerprint != certificate:
+                # A peer known by its certificate: its address alone is not enough.
+                log.info(
+                    "call %s: %s needs its TLS certificate (source %s)",
+                    request.call_id,
+                    peer.name,
+                    source.host,
+                )
+                return Rejection(403, "Forbidden (certificate required)")
             return peer
         if not views.credential_peers and not views.subscribers:
             return Rejection(403, "Forbidden")
@@ -293,7 +327,9 @@ class BillingPolicy:
         request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
         return Destination(
             uri=request_uri,
-            address=Address(transport, uri.host, uri.port or 5060),
+            address=Address(
+                transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
+            ),
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,

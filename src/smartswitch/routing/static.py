@@ -23,7 +23,8 @@ log = logging.getLogger("smartswitch.routing")
 def destination_uri(callee: str, uri: SipUri) -> str:
     port = f":{uri.port}" if uri.port else ""
     transport = f";transport={uri.transport}" if uri.transport != "udp" else ""
-    return f"sip:{callee}@{format_host(uri.host)}{port}{transport}"
+    # sips: (RFC 3261 19.1): TLS to that hop, the scheme kept for the next one.
+    return f"{uri.scheme}:{callee}@{format_host(uri.host)}{port}{transport}"
 
 
 @dataclass(frozen=True, slots=True)

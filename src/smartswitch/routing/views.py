@@ -21,6 +21,11 @@ class ConfigViews:
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     dids: dict[str, Did] = field(default_factory=dict)
     did_acl: AclIndex = field(default_factory=lambda: AclIndex(()))
+    # Mutual TLS: customers by the fingerprint of their client certificate.
+    certificates: dict[str, Peer] = field(default_factory=dict)
+    # The hosts of the peers we send to (suppliers' addresses): their OPTIONS pings and the
+    # like are not a stranger's (smartswitch.sip.flood).
+    peer_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, snapshot: ConfigSnapshot, previous: ConfigViews | None = None) -> ConfigViews:
@@ -41,11 +46,22 @@ class ConfigViews:
             subscribers={s.username: s for s in snapshot.subscribers.values()},
             dids={number: d for number, d in snapshot.dids.items() if d.enabled},
             did_acl=AclIndex(peers, role="did"),
+            peer_hosts=frozenset(_host(p.address) for p in peers if p.address and p.enabled),
+            certificates={
+                p.tls_fingerprint: p for p in peers if p.tls_fingerprint and p.is_customer
+            },
         )
 
     @property
     def version(self) -> int:
         return self.snapshot.version
+
+
+def _host(address: str) -> str:
+    """The host of a peer's ``host[:port]`` / ``[v6]:port`` (already checked by the writer)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
 
 
 def _tariff_index(tariff: Tariff, previous: ConfigViews | None) -> TariffIndex:

@@ -70,6 +70,23 @@ class NodeConfig:
     file_reconcile_interval: float = 60.0
     capture_retention_interval: float = 300.0
     capture_linger: float = 4.0
+    # SIP over TLS (docs/security.md): a listener on tls_listen (empty: none) presenting
+    # tls_cert/tls_key, reloaded when the files change; tls_ca verifies client certificates
+    # (a peer identified by its certificate) and the peers we connect to.
+    tls_listen: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_verify_peers: bool = True
+    tls_reload_interval: float = 5.0
+    # Requests from unidentified sources (out-of-dialog INVITE, OPTIONS, REGISTER from an
+    # address no peer's ACL, certificate or recent digest success names): answered at most
+    # flood_rate per second per address (bursts of flood_burst), the rest dropped and counted;
+    # never answered with more bytes than they carried (0 rate: no limit).
+    flood_rate: float = 50.0
+    flood_burst: float = 100.0
+    flood_total_rate: float = 1000.0  # the same, all unidentified sources together
+    flood_total_burst: float = 2000.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
 
     @property
@@ -117,6 +134,16 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "file_reconcile_interval": (int, float),
     "capture_retention_interval": (int, float),
     "capture_linger": (int, float),
+    "tls_listen": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "tls_ca": str,
+    "tls_verify_peers": bool,
+    "tls_reload_interval": (int, float),
+    "flood_rate": (int, float),
+    "flood_burst": (int, float),
+    "flood_total_rate": (int, float),
+    "flood_total_burst": (int, float),
     "route": list,
 }
 
@@ -161,6 +188,8 @@ def load_config(path: Path | None) -> NodeConfig:
         if not isinstance(value, expected):
             raise _fail(path, text, key, f"expected {_type_name(expected)}")
         setattr(config, key, _convert(path, text, key, value))
+    if config.tls_listen and not (config.tls_cert and config.tls_key):
+        raise _fail(path, text, "tls_listen", "needs tls_cert and tls_key")
     if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
         raise _fail(
             path,
@@ -181,7 +210,7 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 def _convert(path: Path, text: str, key: str, value: Any) -> Any:
     if key == "data_dir":
         return Path(value)
-    if key in ("sip_listen", "http_listen"):
+    if key in ("sip_listen", "http_listen") or (key == "tls_listen" and value):
         try:
             parse_hostport(value)
         except ValueError as exc:
@@ -197,6 +226,11 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         "source_rate_limit",
         "source_rate_burst",
         "capture_linger",
+        "tls_reload_interval",
+        "flood_rate",
+        "flood_burst",
+        "flood_total_rate",
+        "flood_total_burst",
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")

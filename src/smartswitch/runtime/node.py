@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Generator
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 
@@ -34,8 +35,10 @@ from smartswitch.runtime.liveness import SipProbe
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
+from smartswitch.sip.flood import FloodGate, FloodSettings
 from smartswitch.store.migrate import head_revision, revision_of
 from smartswitch.transport.endpoint import SipEndpoint
+from smartswitch.transport.tls import TlsContexts, TlsSettings
 from smartswitch.web.app import create_app
 
 log = logging.getLogger("smartswitch.runtime.node")
@@ -291,6 +294,35 @@ class Node:
         capture.apply(policy.views.snapshot)
         self.capture = capture
 
+    async def _listen_tls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The TLS listener, and the watch that reloads its certificate when the files change
+        (every ``tls_reload_interval`` seconds, and at once on SIGHUP)."""
+        config = self.config
+        assert self.endpoint is not None
+        contexts = TlsContexts(
+            TlsSettings(
+                cert=Path(config.tls_cert),
+                key=Path(config.tls_key),
+                ca=Path(config.tls_ca) if config.tls_ca else None,
+                verify_peers=config.tls_verify_peers,
+            )
+        )
+        host, port = parse_hostport(config.tls_listen)
+        await self.endpoint.listen_tls(host, port, contexts)
+        if self.services is not None and self.services.policy is not None:
+            # Mutual TLS: a peer known by its client certificate.
+            self.services.policy.certificate_of = self.endpoint.peer_certificate
+        loop.add_signal_handler(signal.SIGHUP, contexts.reload_if_changed)
+        if config.tls_reload_interval > 0:
+            self._background.append(
+                asyncio.create_task(self._watch_tls(contexts), name="tls-reload")
+            )
+
+    async def _watch_tls(self, contexts: TlsContexts) -> None:
+        while True:
+            await asyncio.sleep(self.config.tls_reload_interval)
+            contexts.reload_if_changed()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
@@ -311,11 +343,25 @@ class Node:
                 self._background.append(asyncio.create_task(self._register(), name="register"))
         self.sip = self._build_sip(policy)
         self.b2bua = self.sip.b2bua
+        if self.services is not None and self.services.policy is not None:
+            # Billing mode: who is not known by address or certificate is held to a rate and
+            # answered with no more bytes than it sent. Lab mode has no one to tell apart.
+            self.sip.layer.gate = FloodGate(
+                FloodSettings(
+                    rate=config.flood_rate,
+                    burst=config.flood_burst,
+                    total_rate=config.flood_total_rate,
+                    total_burst=config.flood_total_burst,
+                ),
+                identified=self.services.policy.known_source,
+            )
         self.endpoint = SipEndpoint(self.sip.layer, loop)
         self.b2bua.clock = loop.time
         self.b2bua.resume = self.endpoint.run
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
+        if config.tls_listen:
+            await self._listen_tls(loop)
         # Where B legs and outbound registrations leave from (the "bind address" setting):
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
@@ -350,9 +396,10 @@ class Node:
                 asyncio.create_task(self._start_bus(server, self.bus), name="bus-start")
             )
         log.info(
-            "smartswitch node %s: SIP on %s (UDP, TCP), HTTP on %s",
+            "smartswitch node %s: SIP on %s (UDP, TCP)%s, HTTP on %s",
             self.config.node_id,
             self.config.sip_listen,
+            f", TLS on {self.config.tls_listen}" if self.config.tls_listen else "",
             self.config.http_listen,
         )
         # What start-up built (modules, configuration views) lives as long as the process:

@@ -149,6 +149,7 @@ class WebPort:
         endpoint = self._node.endpoint
         services = self._node.services
         registrar = services.registrar if services is not None else None
+        gate = self._node.sip.layer.gate
         return Counters(
             calls=b2bua.stats["calls"],
             answered=b2bua.stats["answered"],
@@ -159,6 +160,9 @@ class WebPort:
             messages_out=_kinds(endpoint.tx_by_kind) if endpoint is not None else {},
             delivery=self._delivery(),
             bindings=len(registrar.location) if registrar is not None else None,
+            flood=dict(gate.stats) if gate is not None else None,
+            flood_dropped=dict(gate.dropped_by_method) if gate is not None else {},
+            flood_sources=gate.sources if gate is not None else 0,
         )
 
     def _delivery(self) -> Delivery | None:

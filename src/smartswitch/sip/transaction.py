@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from smartswitch.sip.errors import SipParseError
+from smartswitch.sip.flood import GATED_METHODS, FloodGate
 from smartswitch.sip.message import (
     Headers,
     PartialMessage,
@@ -412,6 +413,7 @@ class ServerTransaction:
         "last_response",
         "last_response_data",
         "machine",
+        "metered",
         "owner",
         "request",
         "source",
@@ -429,6 +431,10 @@ class ServerTransaction:
         self.last_response_data: bytes | None = None
         self.owner: ServerOwner | None = None
         self.acked = False  # the user reported the ACK of our 2xx
+        # A request from an unidentified source over UDP: its answers are paid from the
+        # source's byte credit (smartswitch.sip.flood). The user lifts it once it has
+        # identified the sender.
+        self.metered = False
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
         self._interval = T1
@@ -483,6 +489,8 @@ class TransactionLayer:
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
         self.stats_malformed = 0
+        # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
+        self.gate: FloodGate | None = None
 
     @property
     def now(self) -> float:
@@ -546,8 +554,13 @@ class TransactionLayer:
     def _resend(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
             self.outgoing.append((tx.data, tx.dest))
-        elif tx.last_response_data is not None:
-            self.outgoing.append((tx.last_response_data, tx.source))
+            return
+        data = tx.last_response_data
+        if data is None:
+            return
+        if tx.metered and self.gate is not None and not self.gate.spend(tx.source.host, len(data)):
+            return  # not covered (yet): a retransmission of the request may pay for it
+        self.outgoing.append((data, tx.source))
 
     def _report(self, tx: Transaction, now: float) -> None:
         if isinstance(tx, ClientTransaction):
@@ -563,7 +576,7 @@ class TransactionLayer:
         try:
             message = parse_message(data, require_content_length=source.reliable)
         except SipParseError as exc:
-            self._malformed(exc, source)
+            self._malformed(exc, source, len(data), now)
             return
         except Exception:
             # A bug in the parser must cost one message, not the transport's receive loop.
@@ -572,7 +585,7 @@ class TransactionLayer:
             return
         try:
             if isinstance(message, Request):
-                self._receive_request(message, source, now)
+                self._receive_request(message, source, now, len(data))
             else:
                 self._receive_response(message, source, now)
         except SipParseError as exc:
@@ -587,7 +600,7 @@ class TransactionLayer:
             if isinstance(message, Request):
                 self._reject(message, source, 500, "Server Internal Error", now)
 
-    def _malformed(self, exc: SipParseError, source: Address) -> None:
+    def _malformed(self, exc: SipParseError, source: Address, size: int, now: float) -> None:
         self.stats_malformed += 1
         partial = exc.partial
         if not isinstance(partial, PartialMessage) or not partial.is_request:
@@ -595,10 +608,22 @@ class TransactionLayer:
             return
         if partial.first_line.startswith("ACK "):
             return  # never answer an ACK (RFC 3261 17.2.1)
+        gate = self.gate
+        unknown = gate is not None and not gate.identified(*source)
+        if unknown:
+            assert gate is not None
+            method = partial.first_line.partition(" ")[0]
+            method = method if method in GATED_METHODS else "other"
+            if not gate.admit(source.host, method, now, size):
+                return
         log.info("malformed request from %s: %s", source, exc.reason)
         reason = f"Bad Request ({exc.reason})" if exc.status == 400 else exc.reason
         reason = reason.replace("\r", " ").replace("\n", " ")
         data = response_from_partial(partial, exc.status, reason, self.ids.next())
+        if unknown and source.transport == "udp":
+            assert gate is not None
+            if not gate.spend(source.host, len(data)):
+                return
         self.outgoing.append((data, source))
 
     def _reject(
@@ -620,7 +645,9 @@ class TransactionLayer:
             # Called from receive()'s error handlers, which must not raise in turn.
             log.exception("could not answer a request from %s", source)
 
-    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+    def _receive_request(
+        self, request: Request, source: Address, now: float, size: int = 0
+    ) -> None:
         via = request.top_via
         # RFC 3581 / RFC 3261 18.2.1: remember where the request really came from.
         if "rport" in via.params or via.host != source.host:
@@ -636,6 +663,17 @@ class TransactionLayer:
             if invite_tx is None or self._step(invite_tx, Event.RECV_ACK, now) == Effect.PASS:
                 self.user.on_ack(request, source, now)
             return
+        metered = False
+        gate = self.gate
+        if (
+            gate is not None
+            and method in GATED_METHODS
+            and not request.to.tag
+            and not gate.identified(*source)
+        ):
+            if not gate.admit(source.host, method, now, size):
+                return  # dropped (counted): no answer to reflect
+            metered = source.transport == "udp"
         key = _server_key(request, method)
         tx = self.server.get(key)
         if tx is not None:
@@ -644,13 +682,22 @@ class TransactionLayer:
                 self._resend(tx)
             return
         tx = ServerTransaction(key, request, source)
+        tx.metered = metered
         self.server[key] = tx
         if method == "CANCEL":
             self._receive_cancel(tx, request, now)
             return
         if tx.is_invite:
-            # 17.2.1: the transaction answers 100 itself so the caller stops retransmitting.
-            self.respond(tx, make_response(request, 100), now)
+            if not metered:
+                # 17.2.1: the transaction answers 100 itself so the caller stops
+                # retransmitting.
+                self.respond(tx, make_response(request, 100), now)
+            else:
+                # Metered, a final answer given at once is the only one sent.
+                self.user.on_request(tx, request, now)
+                if not tx.answered and tx.last_response is None:
+                    self.respond(tx, make_response(request, 100), now)
+                return
         self.user.on_request(tx, request, now)
 
     def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request, now: float) -> None:
@@ -792,8 +839,44 @@ class TransactionLayer:
             return
         data = response.to_bytes()
         tx.last_response = response
+        gate = self.gate
+        if tx.metered and gate is not None:
+            credit = gate.credit(tx.source.host)
+            if len(data) > credit:
+                data = self._fit(response, data, credit)
+            tx.last_response_data = data
+            if not gate.spend(tx.source.host, len(data)):
+                # More than the source has sent, to an address that may be forged: kept for
+                # the request's retransmission to pay for; else never sent.
+                return
+            self.outgoing.append((data, tx.source))
+            return
         tx.last_response_data = data
         self.outgoing.append((data, tx.source))
+
+    def _fit(self, response: Response, data: bytes, budget: int) -> bytes:
+        """A challenge that offers several algorithms, with the later offers left out until
+        it fits ``budget`` (the first, preferred, one always kept); else ``data``."""
+        items = response.headers._items
+        for name in ("www-authenticate", "proxy-authenticate"):
+            offers = sum(1 for it in items if it[0] == name)
+            for keep in range(offers - 1, 0, -1):
+                kept: list[tuple[str, str, str]] = []
+                seen = 0
+                for item in items:
+                    if item[0] == name:
+                        seen += 1
+                        if seen > keep:
+                            continue
+                    kept.append(item)
+                trimmed = Response(response.status, response.reason, Headers(), response.body)
+                trimmed.headers._items = kept
+                out = trimmed.to_bytes()
+                if len(out) <= budget:
+                    if self.gate is not None:
+                        self.gate.stats["trimmed"] += 1
+                    return out
+        return data
 
     def ack_received(self, tx: ServerTransaction, now: float) -> None:
         """The user matched the ACK of our 2xx to this INVITE: stop retransmitting it.

@@ -216,6 +216,9 @@ class PeerRow(Base):
     register_nodes: Mapped[list[dict[str, str]]] = mapped_column(
         JSON, default=list, server_default="[]"
     )
+    # Mutual TLS (revision 0009): the SHA-256 fingerprint ("AB:CD:...") of the client
+    # certificate the peer presents; set, it identifies the peer, and is required of it.
+    tls_fingerprint: Mapped[str | None] = mapped_column(String(95), default=None)
 
 
 class RouteRow(Base):

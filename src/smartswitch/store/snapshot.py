@@ -151,6 +151,7 @@ def to_peer(row: PeerRow) -> Peer:
         deliver_dids=row.deliver_dids,
         register=to_supplier_registration(row),
         nodes=frozenset(row.nodes),
+        tls_fingerprint=row.tls_fingerprint,
     )
 
 

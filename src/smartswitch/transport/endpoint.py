@@ -14,6 +14,16 @@ of those dialogs (a BYE to the caller): a peer hears us from the address it reac
 Over TCP, a connection we open is bound to the originating address, and a connection keeps
 the address it was made on. A wildcard listener already accepts on every local address; a
 listener on one address gets a second TCP listener on the originating one.
+
+**TLS** (:meth:`SipEndpoint.listen_tls`) is TCP with a TLS layer: the same connection class,
+the same table of connections and the same framing; only the transport's name ("tls") and the
+listening port (5061 by default) differ. Connections are keyed by the whole
+:class:`~smartswitch.sip.transaction.Address` (transport, host, port), so a message for a TLS
+destination never leaves on a plain TCP connection to the same host and port. What reaches the
+TLS port without a valid handshake (plain TCP bytes, a refused certificate) never reaches the
+SIP core: the handshake fails and the connection is closed. A request to an address we hold
+a connection to (a phone's flow: its REGISTER's connection; a dialog's) leaves on that
+connection; only with none is one opened (:attr:`SipEndpoint.tls` gives the client context).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -29,6 +40,7 @@ from typing import cast
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.framing import StreamFramer
 from smartswitch.sip.transaction import Address, TransactionLayer
+from smartswitch.transport.tls import TlsContexts, fingerprint
 
 log = logging.getLogger("smartswitch.transport")
 
@@ -39,6 +51,9 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_FREEBIND = 78
 # Remote addresses that reached us on the listening socket (answered from there), at most.
 MAX_HEARD = 65_536
+# A TLS client that has not finished its handshake by then is cut off (a slow-handshake flood
+# must not hold connections open).
+TLS_HANDSHAKE_TIMEOUT = 5.0
 
 
 def _bound_socket(kind: int, host: str, port: int, *, freebind: bool) -> socket.socket:
@@ -95,8 +110,11 @@ class SipEndpoint:
         self.loop = loop
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.Server | None = None
-        self.connections: dict[tuple[str, int], TcpConnection] = {}
-        self._pending: dict[tuple[str, int], list[bytes]] = {}
+        self.connections: dict[Address, TcpConnection] = {}
+        self._pending: dict[Address, list[bytes]] = {}
+        self.tls: TlsContexts | None = None
+        self.tls_server: asyncio.Server | None = None
+        self.tls_port = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.stats = {"rx": 0, "tx": 0}
@@ -123,18 +141,19 @@ class SipEndpoint:
         connected UDP socket sends nothing; the answer is cached). A TCP connection's own
         local address when there is one."""
         origin = self.origin
+        port = self.tls_port if dest.transport == "tls" else self.port
         if dest.transport == "udp":
             if origin is not None and self._from_origin(dest, origin):
-                return origin.host, self.port
+                return origin.host, port
         else:
-            conn = self.connections.get((dest.host, dest.port))
+            conn = self.connections.get(dest)
             if conn is not None and conn.local_host:
-                return conn.local_host, self.port
+                return conn.local_host, port
             if origin is not None and (":" in dest.host) == origin.v6:
-                return origin.host, self.port
+                return origin.host, port
         if not self.wildcard:
-            return self.advertised, self.port
-        return self._routed_from(dest.host), self.port
+            return self.advertised, port
+        return self._routed_from(dest.host), port
 
     async def listen(self, host: str, port: int, advertised: str) -> None:
         """UDP and TCP on the same address."""
@@ -150,6 +169,22 @@ class SipEndpoint:
         self.tcp_server = await self.loop.create_server(
             lambda: TcpConnection(self, None), host, port, reuse_address=True
         )
+
+    async def listen_tls(self, host: str, port: int, contexts: TlsContexts) -> None:
+        """A TLS listener (after :meth:`listen`, whose address is advertised); ``contexts``
+        also serve the TLS connections we open. The contexts are reloaded in place
+        (:meth:`TlsContexts.reload_if_changed`): nothing here changes on a reload."""
+        self.tls = contexts
+        self.tls_port = port
+        self.tls_server = await self.loop.create_server(
+            lambda: TcpConnection(self, None, "tls"),
+            host,
+            port,
+            reuse_address=True,
+            ssl=contexts.server,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        )
+        self.layer.local["tls"] = (self.advertised, port)
 
     async def originate_from(self, host: str | None, *, freebind: bool = False) -> None:
         """Send new requests from ``host`` (None: from the listening address, as without an
@@ -304,18 +339,17 @@ class SipEndpoint:
                 if self.tap is not None:
                     self._tap_out(data, dest, self._listening_for(dest))
             return
-        key = (dest.host, dest.port)
-        conn = self.connections.get(key)
+        conn = self.connections.get(dest)
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
             if self.tap is not None:
                 self._tap_out(data, dest, conn.local)
             return
-        pending = self._pending.get(key)
+        pending = self._pending.get(dest)
         if pending is not None:
             pending.append(data)
             return
-        self._pending[key] = [data]
+        self._pending[dest] = [data]
         self.loop.create_task(self._connect(dest))
 
     def _tap_out(self, data: bytes, dest: Address, local: tuple[str, int]) -> None:
@@ -329,7 +363,6 @@ class SipEndpoint:
             )
 
     async def _connect(self, dest: Address) -> None:
-        key = (dest.host, dest.port)
         origin = self.origin
         local = None
         if origin is not None and (":" in dest.host) == origin.v6:
@@ -338,27 +371,52 @@ class SipEndpoint:
             # Listening on one address: connect from it, as UDP sends from it, rather than
             # from whatever address the kernel routes from (the Via names the listening one).
             local = (self.listen_host, 0)
+        context = None
+        if dest.transport == "tls":
+            if self.tls is None:
+                log.info("cannot reach %s:%s over TLS: no tls_cert", dest.host, dest.port)
+                self._pending.pop(dest, None)
+                self.run(lambda now: self.layer.transport_error(dest, now))
+                return
+            context = self.tls.client
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: TcpConnection(self, key), dest.host, dest.port, local_addr=local
+                    lambda: TcpConnection(self, dest, dest.transport),
+                    dest.host,
+                    dest.port,
+                    local_addr=local,
+                    ssl=context,
+                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if context else None,
                 ),
                 timeout=5.0,
             )
-        except (OSError, TimeoutError) as exc:
-            log.info("cannot connect to %s:%s over TCP: %s", dest.host, dest.port, exc)
-            self._pending.pop(key, None)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info(
+                "cannot connect to %s:%s over %s: %s",
+                dest.host,
+                dest.port,
+                dest.transport.upper(),
+                exc,
+            )
+            self._pending.pop(dest, None)
             self.run(lambda now: self.layer.transport_error(dest, now))
 
-    def connection_made(self, conn: TcpConnection, key: tuple[str, int]) -> None:
+    def peer_certificate(self, source: Address) -> str | None:
+        """The SHA-256 fingerprint of the certificate the TLS connection ``source`` came on
+        presented, once it verified against ``tls_ca``; None for anything else."""
+        conn = self.connections.get(source)
+        return conn.certificate if conn is not None else None
+
+    def connection_made(self, conn: TcpConnection, key: Address) -> None:
         self.connections[key] = conn
         for data in self._pending.pop(key, []):
             assert conn.transport is not None
             conn.transport.write(data)
             if self.tap is not None:
-                self._tap_out(data, Address("tcp", key[0], key[1]), conn.local)
+                self._tap_out(data, key, conn.local)
 
-    def connection_lost(self, conn: TcpConnection, key: tuple[str, int]) -> None:
+    def connection_lost(self, conn: TcpConnection, key: Address) -> None:
         if self.connections.get(key) is conn:
             del self.connections[key]
 
@@ -369,6 +427,8 @@ class SipEndpoint:
             self.udp.close()
         if self.tcp_server is not None:
             self.tcp_server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         self._close_origin()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
@@ -397,15 +457,19 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or opened by us; messages framed by Content-Length."""
+    """One TCP or TLS connection, accepted or opened by us; messages framed by
+    Content-Length. For TLS, asyncio calls :meth:`connection_made` once the handshake is
+    done: a failed handshake never gets here."""
 
-    def __init__(self, endpoint: SipEndpoint, key: tuple[str, int] | None) -> None:
+    def __init__(self, endpoint: SipEndpoint, key: Address | None, kind: str = "tcp") -> None:
         self.endpoint = endpoint
         self.key = key
+        self.kind = kind
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
         self.local_host = ""  # our address on this connection
         self.local: tuple[str, int] = ("", 0)  # and port
+        self.certificate: str | None = None  # the verified client certificate's fingerprint
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they do implement it.
@@ -416,7 +480,12 @@ class TcpConnection(asyncio.Protocol):
             self.local = (self.local_host, int(local[1]))
         if self.key is None:
             peer = self.transport.get_extra_info("peername")
-            self.key = (str(peer[0]), int(peer[1]))
+            self.key = Address(self.kind, str(peer[0]), int(peer[1]))
+        if self.kind == "tls":
+            tls = self.transport.get_extra_info("ssl_object")
+            der = tls.getpeercert(binary_form=True) if tls is not None else None
+            # Only a chain that verified against tls_ca gets this far with a certificate.
+            self.certificate = fingerprint(der) if der else None
         self.endpoint.connection_made(self, self.key)
 
     def data_received(self, data: bytes) -> None:
@@ -424,11 +493,11 @@ class TcpConnection(asyncio.Protocol):
         try:
             messages = self.framer.feed(data)
         except SipParseError as exc:
-            log.info("closing TCP connection from %s: %s", self.key, exc.reason)
+            log.info("closing %s connection from %s: %s", self.kind, self.key, exc.reason)
             if self.transport is not None:
                 self.transport.close()
             return
-        source = Address("tcp", self.key[0], self.key[1])
+        source = self.key
         for message in messages:
             self.endpoint.receive(message, source, self.local)
 

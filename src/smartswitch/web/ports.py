@@ -104,6 +104,11 @@ class Counters:
     messages_out: Mapping[str, int] = field(default_factory=dict)
     delivery: Delivery | None = None  # None: no outbox (lab mode)
     bindings: int | None = None  # registered contacts; None: no registrar
+    flood: Mapping[str, int] | None = None
+    """The flood gate's counters (admitted, dropped, oversize, trimmed); None: no gate."""
+    flood_dropped: Mapping[str, int] = field(default_factory=dict)
+    """Requests from unidentified sources dropped over their rate, by method."""
+    flood_sources: int = 0  # unidentified source addresses tracked now
 
 
 @dataclass(frozen=True, slots=True)

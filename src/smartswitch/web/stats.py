@@ -286,6 +286,41 @@ def metrics_text(node: NodePort, sampler: Sampler, sync: FileSyncState | None = 
         metric(
             "smartswitch_registrations", "gauge", "Registered contacts.", [("", counters.bindings)]
         )
+    flood = counters.flood
+    if flood is not None:
+        metric(
+            "smartswitch_flood_admitted_total",
+            "counter",
+            "Requests from unidentified sources answered (within their rate).",
+            [("", flood.get("admitted", 0))],
+        )
+        metric(
+            "smartswitch_flood_dropped_total",
+            "counter",
+            "Requests from unidentified sources dropped over their rate, by method.",
+            [
+                (f'{{method="{_label_value(m)}"}}', n)
+                for m, n in sorted(counters.flood_dropped.items())
+            ],
+        )
+        metric(
+            "smartswitch_flood_oversize_dropped_total",
+            "counter",
+            "Answers to unidentified UDP sources not sent: bigger than the request.",
+            [("", flood.get("oversize", 0))],
+        )
+        metric(
+            "smartswitch_flood_challenges_trimmed_total",
+            "counter",
+            "Challenges sent with fewer algorithms to fit the request's size.",
+            [("", flood.get("trimmed", 0))],
+        )
+        metric(
+            "smartswitch_flood_sources",
+            "gauge",
+            "Unidentified source addresses with a rate bucket now.",
+            [("", counters.flood_sources)],
+        )
     guard = node.registrar.guard if node.registrar is not None else None
     if guard is not None:
         now = time.time()

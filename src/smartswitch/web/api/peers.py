@@ -53,7 +53,10 @@ class PeerIn(In):
         None, description="digest secret; never returned; left out, the stored one is kept"
     )
     address: str | None = Field(None, description="HOST[:PORT] of a supplier")
-    transport: Literal["udp", "tcp"] | None = None
+    transport: Literal["udp", "tcp", "tls"] | None = None
+    tls_fingerprint: str | None = Field(
+        None, description="mutual TLS: SHA-256 of the client certificate that identifies it"
+    )
     max_calls: int | None = None
     max_cps: int | None = None
     caller_rewrite: list[RewriteIn] | None = None
@@ -86,6 +89,7 @@ def peer_out(peer: PeerView) -> dict[str, Any]:
         "has_password": peer.has_password,
         "address": peer.address,
         "transport": peer.transport,
+        "tls_fingerprint": peer.tls_fingerprint,
         "max_calls": peer.max_calls,
         "max_cps": peer.max_cps,
         "caller_rewrite": list(peer.caller_rewrite),

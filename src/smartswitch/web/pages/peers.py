@@ -50,6 +50,7 @@ def _peer_values(peer: PeerView) -> dict[str, Any]:
         "password": "",  # secrets never go back to the browser; empty keeps the stored one
         "address": peer.address or "",
         "transport": peer.transport,
+        "tls_fingerprint": peer.tls_fingerprint or "",
         "max_calls": peer.max_calls or "",
         "max_cps": peer.max_cps or "",
         "caller_rewrite": _rewrite_text(peer.caller_rewrite),
