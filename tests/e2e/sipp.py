@@ -83,7 +83,7 @@ def sipp_binary() -> str:
 
 def sipp_tls_binary() -> str | None:
     """A sipp built with TLS (``-t l1``), or None: ``$SIPP_TLS``, else ``sipp-tls`` on the
-    PATH (scripts/build-sipp-tls.sh builds it), else ``sipp`` itself if it has TLS. Debian's
+    PATH (built from sipp's source with OpenSSL), else ``sipp`` itself if it has TLS. Debian's
     sip-tester 3.6.1 is built without it ("To use a TLS transport you must compile SIPp with
     OpenSSL")."""
     for candidate in (os.environ.get("SIPP_TLS"), shutil.which("sipp-tls"), shutil.which("sipp")):
@@ -422,7 +422,7 @@ def build_command(options: SippOptions, workdir: Path) -> list[str]:
     if options.transport == "tls":
         binary = sipp_tls_binary()
         if binary is None:
-            raise FileNotFoundError("no sipp with TLS: run scripts/build-sipp-tls.sh")
+            raise FileNotFoundError("no sipp with TLS (sipp-tls or $SIPP_TLS)")
         cmd = [binary]
     else:
         cmd = [sipp_binary()]
