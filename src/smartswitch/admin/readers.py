@@ -51,6 +51,7 @@ from smartswitch.admin.writer import (
 from smartswitch.billing.rating import RateError, check_rate
 from smartswitch.model.config import ProfitControl, Rate, RouteStrategy
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import MediaMode
 from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 
 __all__ = [
@@ -115,6 +116,8 @@ ACL_ENTRY = Parser(Kind.TEXT, f.parse_acl_item)
 ADDRESS = Parser(Kind.TEXT, f.parse_address_text)
 TRANSPORT = Parser(Kind.TEXT, f.parse_transport)
 ROLE = Parser(Kind.TEXT, f.parse_role)
+MEDIA_MODE = Parser(Kind.TEXT, lambda text: f.parse_media_mode(text or "direct"))  # blank: default
+CODEC = Parser(Kind.TEXT, f.parse_codec)
 STRATEGY = Parser(Kind.TEXT, f.parse_strategy)
 PROFIT_CONTROL = Parser(Kind.TEXT, f.parse_profit_control)
 INCREMENT = Parser(Kind.TEXT, f.parse_increment)
@@ -282,6 +285,10 @@ def peer(given: Given) -> PeerSpec:
         deliver_dids=optional(BOOL, False),
         register=_sub(register),
         nodes=_distinct(NODE),
+        media=optional(MEDIA_MODE, MediaMode.DIRECT),
+        codecs=_distinct(CODEC),
+        record=optional(BOOL, False),
+        direct_fallback=optional(BOOL, False),
     )
     _password_policy(e, values, values["username"])
     return PeerSpec(

@@ -125,6 +125,10 @@ class PeerView:
     deliver_dids: bool
     register: RegistrationView | None
     nodes: tuple[str, ...] = ()  # the nodes it is attached to (empty: every node)
+    media: str = "direct"  # or "relay"
+    codecs: tuple[str, ...] = ()  # allowed (empty: any)
+    record: bool = False
+    direct_fallback: bool = False
 
     def attached(self, node: str) -> bool:
         return not self.nodes or node in self.nodes
@@ -157,6 +161,10 @@ class PeerView:
                 tuple(NodeAccountView(a["node"], a["username"]) for a in row.register_nodes),
             ),
             nodes=tuple(row.nodes),
+            media=row.media_mode,
+            codecs=tuple(row.media_codecs),
+            record=row.media_record,
+            direct_fallback=row.media_fallback,
         )
 
 

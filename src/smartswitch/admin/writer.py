@@ -46,6 +46,7 @@ from smartswitch.model.config import (
     RouteStrategy,
 )
 from smartswitch.model.ids import new_ulid
+from smartswitch.model.media import MediaMode
 from smartswitch.routing.acl import AclConflictError, AclIndex
 from smartswitch.store.schema import (
     AccountRow,
@@ -210,6 +211,12 @@ class PeerSpec:
     # The nodes it is attached to (empty: every node).
     nodes: list[str] = field(default_factory=list)
     nodes_line: int | None = None
+    # Media (docs/media.md): direct (SDP untouched) or relayed through rtpengine; the codecs
+    # it may see and send (empty: any); its relayed calls recorded; direct when no relay is up.
+    media: MediaMode = MediaMode.DIRECT
+    codecs: list[str] = field(default_factory=list)
+    record: bool = False
+    direct_fallback: bool = False
 
 
 @dataclass(slots=True)
@@ -678,6 +685,10 @@ class ConfigWriter:
                 "profit_control": spec.profit_control,
                 "enabled": spec.enabled,
                 "nodes": sorted(spec.nodes),
+                "media_mode": spec.media.value,
+                "media_codecs": list(spec.codecs),
+                "media_record": spec.record,
+                "media_fallback": spec.direct_fallback,
                 **subscribers.register_columns(spec),
             }
             row = peers.get(spec.name)

@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import DIRECT, MediaSettings
 
 
 class PeerRole(enum.StrEnum):
@@ -135,6 +136,7 @@ class Peer:
     # The nodes it is attached to (empty: every node). A customer is served only by these
     # nodes; a supplier is sent calls only from these nodes.
     nodes: frozenset[str] = frozenset()
+    media: MediaSettings = DIRECT  # direct (SDP untouched) or relayed, codecs, recording
 
     def attached(self, node: str) -> bool:
         """Whether the peer is attached to ``node`` (every node when its set is empty)."""

@@ -22,6 +22,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.media import NodeMedia
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -64,6 +65,7 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self.registration_sync: RegistrationSync | None = None
         self.signalling: Signalling | None = None
+        self.media: NodeMedia | None = None
 
     @property
     def read_only(self) -> bool:
@@ -165,6 +167,10 @@ class Node:
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
         self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
+        if config.media_enabled:
+            interface = config.media_interface or config.dedicated_ip or advertised_host(host)
+            self.media = NodeMedia(config, self.b2bua, self.endpoint.run, interface)
+            await self.media.start()
         if self.services is not None and self.services.policy is not None:
             self.services.listeners.append(self.signalling.views_changed)
             await self.signalling.apply(self.services.policy.views.snapshot.bind_address)
@@ -212,6 +218,9 @@ class Node:
             await asyncio.sleep(0)
         self.endpoint.flush()
         await asyncio.sleep(0.1)  # let the BYEs and final answers leave
+        if self.media is not None:
+            await self.media.close()  # the ended calls' sessions deleted at the relay first
+            self.endpoint.flush()
         self.endpoint.close()
         server.should_exit = True
         await http_task

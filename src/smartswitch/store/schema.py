@@ -216,6 +216,12 @@ class PeerRow(Base):
     register_nodes: Mapped[list[dict[str, str]]] = mapped_column(
         JSON, default=list, server_default="[]"
     )
+    # Media (revision 0008_media): "direct" or "relay"; the codecs allowed (a JSON list of
+    # names, empty: any); its relayed calls recorded; direct media when no relay is up.
+    media_mode: Mapped[str] = mapped_column(String(8), default="direct", server_default="direct")
+    media_codecs: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    media_record: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    media_fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RouteRow(Base):
