@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from smartswitch.model.cdr import HangupSide
 from smartswitch.store.database import create_engine, session_factory
 from smartswitch.store.schema import CdrRow
-from smartswitch.web.ports import Counters, Delivery
+from smartswitch.web.ports import Counters, Delivery, MediaRelayState, MediaState
 
 from .conftest import WebEnv
 from .fakes import live_call
@@ -181,3 +182,23 @@ def test_dashboard_numbers(web: WebEnv) -> None:
     live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
     assert "67%" in live  # 2 of the 3 calls of the last hour answered
     assert "58 s" in live  # ACD
+
+
+def test_media_down_on_metrics_and_dashboard(web: WebEnv) -> None:
+    relay = MediaRelayState("local", "127.0.0.1:2223", 1, False, 0, 9, 3, 0, "no answer")
+    web.node.stats = Counters(media=MediaState(up=False, relays=(relay,), failed_calls=2))
+    lines = web.client.get("/metrics").text.splitlines()
+    for line in (
+        "smartswitch_media_up 0",
+        'smartswitch_media_relay_up{relay="local"} 0',
+        'smartswitch_media_timeouts_total{relay="local"} 3',
+        "smartswitch_media_calls_failed_total 2",
+    ):
+        assert line in lines, line
+    web.client.post("/login", data={"username": "admin", "password": "correct horse battery"})
+    live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
+    assert "Media relay: <strong>down</strong>" in live and "no answer" in live
+    web.node.stats = Counters(media=MediaState(up=True, relays=(replace(relay, up=True),)))
+    assert "smartswitch_media_up 1" in web.client.get("/metrics").text.splitlines()
+    live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
+    assert "Media relay: <strong>up</strong>" in live

@@ -23,6 +23,8 @@ from smartswitch.web.ports import (
     Delivery,
     EngineState,
     LiveCall,
+    MediaRelayState,
+    MediaState,
     RegistrarPort,
     Sessions,
     SharedRegistrations,
@@ -129,6 +131,33 @@ class WebPort:
             messages_out=_kinds(endpoint.tx_by_kind) if endpoint is not None else {},
             delivery=self._delivery(),
             bindings=len(registrar.location) if registrar is not None else None,
+            media=self._media(),
+        )
+
+    def _media(self) -> MediaState | None:
+        media = self._node.media
+        if media is None:
+            return None
+        status = media.status()
+        return MediaState(
+            up=status.up,
+            relays=tuple(
+                MediaRelayState(
+                    r.name,
+                    r.address,
+                    r.weight,
+                    r.up,
+                    r.calls,
+                    r.requests,
+                    r.timeouts,
+                    r.errors,
+                    r.last_error,
+                )
+                for r in status.relays
+            ),
+            restarts=status.restarts,
+            lost_calls=status.lost_calls,
+            failed_calls=status.failed_calls,
         )
 
     def _delivery(self) -> Delivery | None:
