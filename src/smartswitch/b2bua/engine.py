@@ -234,6 +234,8 @@ class B2BUA:
                 )
                 return
             self._start_attempt(call, call.attempt_index, now)
+        if call.state is CallState.ENDED:
+            return  # refused on the spot (no media relay for a relayed destination)
         call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
