@@ -364,7 +364,8 @@ class B2BUA:
         call.media_ids.discard(media_id)
         self.media_calls.pop(media_id, None)
         if self.media is not None:
-            self.media.delete(media_id)
+            recorded = media_id == call.media_id and self._media_settings(call).record
+            self.media.delete(media_id, call.id if recorded else None)
 
     def media_lost(self, media_ids: list[str], now: float) -> int:
         """The relay holding these sessions died (its rtpengine restarted): their calls have

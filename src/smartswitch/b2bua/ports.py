@@ -170,8 +170,9 @@ class MediaRelay(Protocol):
         """Answer the session's offer with ``sdp`` (``call.to_tag`` set); ``reply`` gets it
         rewritten."""
 
-    def delete(self, call_id: str) -> None:
-        """End the session (never fails; unknown ids are ignored)."""
+    def delete(self, call_id: str, record_as: str | None = None) -> None:
+        """End the session (never fails; unknown ids are ignored). ``record_as``: the session
+        was recorded for the call with this Call-ID: file its recording under that name."""
 
     def instance_of(self, call_id: str) -> str | None:
         """The relay holding the session (for the CDR and the lost-relay hang-up)."""

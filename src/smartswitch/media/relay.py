@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable
 
 from smartswitch.b2bua.ports import MediaReply
+from smartswitch.media.archive import RecordingArchive
 from smartswitch.media.engine import MediaEngine
 from smartswitch.model.media import CallRef, MediaFailure, MediaOptions
 
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 class EngineRelay:
     """:class:`~smartswitch.b2bua.ports.MediaRelay` over the weighted rtpengine pool."""
 
-    def __init__(self, engine: MediaEngine) -> None:
+    def __init__(self, engine: MediaEngine, archive: RecordingArchive | None = None) -> None:
         self.engine = engine
+        self.archive = archive
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -38,8 +40,8 @@ class EngineRelay:
     def answer(self, call: CallRef, sdp: bytes, options: MediaOptions, reply: MediaReply) -> None:
         self._spawn(self.engine.answer(call, sdp, options), reply)
 
-    def delete(self, call_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._delete(call_id))
+    def delete(self, call_id: str, record_as: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._delete(call_id, record_as))
         self._keep(task)
 
     def instance_of(self, call_id: str) -> str | None:
@@ -58,11 +60,24 @@ class EngineRelay:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
             await asyncio.sleep(0)  # the replies' resumed work may start new deletes
 
-    async def _delete(self, call_id: str) -> None:
+    async def _delete(self, call_id: str, record_as: str | None) -> None:
         try:
             await self.engine.delete(call_id)
         except Exception:  # never fails by contract; a bug here must not kill the loop
             log.exception("media delete of %s failed", call_id)
+        archive = self.archive
+        if record_as is None or archive is None:
+            return
+        try:
+            # Off the loop: copying and decoding a long call takes a while.
+            filed = await asyncio.to_thread(archive.file, call_id, record_as)
+        except Exception:
+            archive.failed += 1
+            log.exception("recording of %s not filed", record_as)
+            return
+        if filed is None:
+            archive.failed += 1
+            log.warning("recording of %s: rtpengine wrote no pcap", record_as)
 
     def _spawn(self, request: Awaitable[bytes], reply: MediaReply) -> None:
         task = asyncio.get_running_loop().create_task(self._run(request, reply))

@@ -14,12 +14,14 @@ leaving two parties hearing nothing until one hangs up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from smartswitch.b2bua.engine import B2BUA
+from smartswitch.media.archive import RecordingArchive
 from smartswitch.media.engine import MediaEngine, RelayConfig, RelayStatus
 from smartswitch.media.relay import EngineRelay
 from smartswitch.media.supervisor import RtpengineConfig, RtpengineExit, RtpengineSupervisor
@@ -74,6 +76,8 @@ class NodeMedia:
         self.engine: MediaEngine | None = None
         self.relay: EngineRelay | None = None
         self.lost_calls = 0
+        self.archive: RecordingArchive | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -99,9 +103,32 @@ class NodeMedia:
             tries=config.media_tries,
         )
         await self.engine.start()
-        self.relay = EngineRelay(self.engine)
+        if config.media_rtpengine:
+            # Only the own rtpengine's pcaps are on this file system to be filed.
+            data_dir = Path(config.data_dir)
+            self.archive = RecordingArchive(
+                data_dir / "rtpengine",
+                data_dir / "recordings",
+                max_age=config.recording_max_age_days * 86400.0,
+                max_bytes=config.recording_max_bytes,
+            )
+            self._pruner = asyncio.create_task(self._prune_forever(), name="recordings-prune")
+        self.relay = EngineRelay(self.engine, self.archive)
         self.b2bua.media = self.relay
         log.info("media: %s", ", ".join(f"{r.name} {r.host}:{r.port}" for r in relays))
+
+    async def _prune_forever(self) -> None:
+        archive = self.archive
+        assert archive is not None
+        while True:
+            try:
+                removed = await asyncio.to_thread(archive.prune)
+            except OSError as exc:
+                log.warning("recordings retention: %s", exc)
+            else:
+                if removed:
+                    log.info("recordings retention: %d files removed", removed)
+            await asyncio.sleep(600.0)
 
     def _own_exited(self, exit: RtpengineExit) -> None:
         engine = self.engine
@@ -133,6 +160,8 @@ class NodeMedia:
 
     async def close(self) -> None:
         """After the B2BUA ended its calls: wait for their deletes, then stop."""
+        if self._pruner is not None:
+            self._pruner.cancel()
         if self.relay is not None:
             await self.relay.drain()
         self.b2bua.media = None
