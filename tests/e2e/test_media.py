@@ -399,6 +399,44 @@ def test_malformed_sdp_gets_its_4xx_with_a_reason_and_the_node_lives(lab: Lab) -
     assert "smartswitch_media_up 1" in metrics(lab.node)
 
 
+def test_node_shutdown_deletes_its_relayed_sessions(
+    lab: Lab, sipp: SippFactory, tmp_path: Path
+) -> None:
+    """A second node on the same rtpengine, stopped (SIGTERM) during a relayed call: it ends
+    the call and deletes the session before it exits."""
+    before = set(sessions())
+    spec = NodeSpec(workdir=tmp_path / "node2", sip_host=NODE)
+    spec.config = {
+        "log_level": "info",
+        "media_relay": [{"name": "rtp1", "address": f"{RTPENGINE}:{NG_PORT}"}],
+    }
+    other = Node(spec)
+    try:
+        other.provision(document(lab.ports[CARRIER_A], lab.ports[CARRIER_B]))
+        other.start()
+        callee = carrier(sipp, lab, CARRIER_A)
+        options = SippOptions(
+            scenario="uac_wait_bye",
+            local_ip=RELAY_CALLER,
+            local_port=free_port(RELAY_CALLER),
+            remote=other.sip_address,
+            service=DIALLED,
+            calls=1,
+            timeout_s=40,
+            recv_timeout_ms=15000,
+            extra=("-mi", RELAY_CALLER, "-mp", "18000"),
+        )
+        call = sipp._new("uac-shutdown", "uac", options).start()
+        wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
+        other.stop_cleanly()
+        assert set(sessions()) <= before  # deleted before the node exited
+        assert call.wait().successful == 1  # the caller got the node's BYE
+        callee.wait()
+    finally:
+        if other.running:
+            other.kill()
+
+
 def test_rtpengine_stopped_relay_call_503_direct_call_completes(
     lab: Lab, sipp: SippFactory
 ) -> None:
