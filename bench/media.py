@@ -8,8 +8,9 @@
 2. **RTP**: ``--rtp-calls`` relayed calls at ``--rtp-rate`` calls/s, each playing sipp's
    ``g711a.pcap`` (20 ms G.711 A-law packets, about 8 s) to a supplier echoing it
    (``-rtp_echo``). In the steady state the script reads rtpengine's counters of every call
-   (``query``): packets received from the callers and echoed back by the callees; the loss is
-   1 - echoed / sent (what the relay lost both ways plus the echo's in-flight packets), with
+   (``query``): seconds of audio received from the callers and echoed back by the callees
+   (bytes, not packets: rtpengine transcodes PCMA to the callee's PCMU in 30 ms packets); the
+   loss is 1 - echoed / sent (what was lost both ways plus the echo's in-flight audio), with
    the number of calls up at that moment.
 
 Not measured here (bench/README.md says so): rtpengine alone with the same streams.
@@ -148,18 +149,26 @@ def rtp_load(node: Node, engine_pid: int, workdir: Path, calls: int, rate: float
     # (each lasts about 9 s).
     time.sleep(min(calls / rate, 8.5) * 0.9)
     ids = [str(c) for c in ng("list", limit=1000).get("calls", [])]
-    sent = echoed = 0
+    sent = echoed = 0.0
+    packets = [0, 0]
     up = 0
     for call_id in ids:
         try:
             stats = parse_stats(ng("query", **{"call-id": call_id}))
         except (OSError, ValueError):
             continue
-        counts = sorted((t.rtp.packets for t in stats.tags), reverse=True)
-        if len(counts) == 2 and counts[0] > 0:
+        # Seconds of G.711 audio received from each side (8000 bytes a second, less the 12
+        # bytes of RTP header of each packet): rtpengine transcodes to the callee's PCMU and
+        # repacketises (30 ms packets out of 20 ms ones), so packets do not compare, audio does.
+        sides = sorted(
+            ((t.rtp.bytes - 12 * t.rtp.packets) / 8000, t.rtp.packets) for t in stats.tags
+        )
+        if len(sides) == 2 and sides[1][0] > 0:
             up += 1
-            sent += counts[0]
-            echoed += counts[1]
+            sent += sides[1][0]
+            echoed += sides[0][0]
+            packets[0] += sides[1][1]
+            packets[1] += sides[0][1]
     result = caller.wait()
     return {
         "calls": calls,
@@ -167,8 +176,10 @@ def rtp_load(node: Node, engine_pid: int, workdir: Path, calls: int, rate: float
         "successful": result.successful,
         "failed": result.failed,
         "calls_up_when_measured": up,
-        "packets_from_callers": sent,
-        "packets_echoed": echoed,
+        "audio_s_from_callers": round(sent, 2),
+        "audio_s_echoed": round(echoed, 2),
+        "packets_from_callers": packets[0],
+        "packets_echoed": packets[1],
         "loss_percent": round(100 * (1 - echoed / sent), 3) if sent else None,
         "rtpengine_cpu_s": round(cpu_seconds(engine_pid) - engine_cpu, 2),
         "node_cpu_s": round(node.cpu_seconds() - node_cpu, 2),

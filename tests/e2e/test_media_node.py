@@ -173,7 +173,7 @@ def caller(sipp: SippFactory, node: Node, scenario: str, duration_ms: int = 0) -
 
 def test_recorded_call_has_a_wav_as_long_as_the_call(node: Node, sipp: SippFactory) -> None:
     callee = carrier(sipp, node)
-    result = caller(sipp, node, "uac_pcap").wait()
+    result = caller(sipp, node, "uac_pcap_call").wait()
     assert result.successful == 1, result.describe()
     callee.wait()
     cdr = node.wait_cdrs(1)[-1]
