@@ -184,7 +184,8 @@ def invite(
     ]
     if auth:
         lines.append(f"Proxy-Authorization: {auth}")
-    body = "v=0\r\n"
+    # A whole SDP: the B2BUA refuses a malformed one (488) before routing.
+    body = f"v=0\r\no=- 1 1 IN IP4 {source.host}\r\ns=-\r\nc=IN IP4 {source.host}\r\nt=0 0\r\n"
     return "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])
 
 

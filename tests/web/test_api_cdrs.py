@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import wave
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from smartswitch.media.archive import recording_name
 from smartswitch.model.cdr import HangupSide
 from smartswitch.store.database import create_engine, session_factory
 from smartswitch.store.schema import CdrRow
-from smartswitch.web.ports import Counters, Delivery
+from smartswitch.web.ports import Counters, Delivery, MediaRelayState, MediaState
 
 from .conftest import WebEnv
 from .fakes import live_call
@@ -190,3 +194,52 @@ def test_dashboard_numbers(web: WebEnv) -> None:
     live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
     assert "67%" in live  # 2 of the 3 calls of the last hour answered
     assert "58 s" in live  # ACD
+
+
+def test_media_down_on_metrics_and_dashboard(web: WebEnv) -> None:
+    relay = MediaRelayState("local", "127.0.0.1:2223", 1, False, 0, 9, 3, 0, "no answer")
+    web.node.stats = Counters(media=MediaState(up=False, relays=(relay,), failed_calls=2))
+    lines = web.client.get("/metrics").text.splitlines()
+    for line in (
+        "smartswitch_media_up 0",
+        'smartswitch_media_relay_up{relay="local"} 0',
+        'smartswitch_media_timeouts_total{relay="local"} 3',
+        "smartswitch_media_calls_failed_total 2",
+    ):
+        assert line in lines, line
+    web.client.post("/login", data={"username": "admin", "password": "correct horse battery"})
+    live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
+    assert "Media relay: <strong>down</strong>" in live and "no answer" in live
+    web.node.stats = Counters(media=MediaState(up=True, relays=(replace(relay, up=True),)))
+    assert "smartswitch_media_up 1" in web.client.get("/metrics").text.splitlines()
+    live = web.client.get("/dashboard/live", headers={"HX-Request": "true"}).text
+    assert "Media relay: <strong>up</strong>" in live
+
+
+def test_cdr_links_its_recording_which_plays_and_downloads(web: WebEnv) -> None:
+    world_with_cdrs(web)
+    directory = Path(web.node.config.data_dir) / "recordings"
+    directory.mkdir(parents=True, exist_ok=True)
+    name = recording_name("call-0@test")
+    with wave.open(str(directory / f"{name}.wav"), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(bytes(16000))
+    (directory / f"{name}.pcap").write_bytes(b"\xd4\xc3\xb2\xa1")
+    (directory / "secret.wav").write_bytes(b"not a recording of a call")
+    web.client.post("/login", data={"username": "admin", "password": "correct horse battery"})
+    page = web.client.get("/cdrs").text
+    assert page.count("<audio") == 1 and f'src="/recordings/{name}.wav"' in page
+    played = web.client.get(f"/recordings/{name}.wav")
+    assert played.status_code == 200 and played.headers["content-type"] == "audio/wav"
+    assert played.content.startswith(b"RIFF")
+    download = web.client.get(f"/recordings/{name}.pcap?download=1")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    for bad in (
+        "..%2Fsmartswitch.db",
+        "call-1@test.wav",
+        "x.txt",
+        "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd.wav",
+    ):
+        assert web.client.get(f"/recordings/{bad}").status_code == 404, bad

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from smartswitch.model.config import PeerRole, ProfitControl, RewriteRule, RouteStrategy
 from smartswitch.model.increment import Increment, IncrementError
+from smartswitch.model.media import MediaMode
 from smartswitch.routing.selection import RewriteError, check_rewrite_rule
 from smartswitch.store.schema import NAME_LENGTH, PREFIX_LENGTH
 from smartswitch.store.types import exact_decimal, utc_ms
@@ -40,6 +41,7 @@ __all__ = [
 E = TypeVar("E")
 
 TRANSPORTS = ("udp", "tcp", "tls")
+MEDIA_MODES = tuple(m.value for m in MediaMode)
 MONEY_DIGITS = 18  # store.types.PRECISION
 INT_MAX = 2**31 - 1  # what an INTEGER column holds on MariaDB
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
@@ -148,6 +150,18 @@ parse_role = parse_choice(PeerRole, ROLES)
 parse_strategy = parse_choice(RouteStrategy, STRATEGIES)
 parse_profit_control = parse_choice(ProfitControl, PROFIT_CONTROLS)
 parse_transport = parse_choice(str, TRANSPORTS)
+parse_media_mode = parse_choice(MediaMode, MEDIA_MODES)
+
+_CODEC = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,31}")
+
+
+def parse_codec(text: str) -> str:
+    """A codec's encoding name as rtpengine and SDP's rtpmap spell it (PCMA, G729, opus,
+    telephone-event): letters, digits, dots and dashes; "all" is rtpengine's word, not a codec."""
+    text = text.strip()
+    if not _CODEC.fullmatch(text) or text.lower() == "all":
+        raise ValueError(f"not a codec name (like PCMA, PCMU, G729, opus): {text!r}")
+    return text
 
 
 def parse_address_text(text: str) -> str:

@@ -53,6 +53,7 @@ from smartswitch.admin.writer import (
 from smartswitch.billing.rating import RateError, check_rate
 from smartswitch.model.config import ProfitControl, Rate, RouteStrategy
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import MediaMode
 from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 
 __all__ = [
@@ -118,6 +119,8 @@ ADDRESS = Parser(Kind.TEXT, f.parse_address_text)
 TRANSPORT = Parser(Kind.TEXT, f.parse_transport)
 FINGERPRINT = Parser(Kind.TEXT, f.parse_fingerprint, nullable=True)
 ROLE = Parser(Kind.TEXT, f.parse_role)
+MEDIA_MODE = Parser(Kind.TEXT, lambda text: f.parse_media_mode(text or "direct"))  # blank: default
+CODEC = Parser(Kind.TEXT, f.parse_codec)
 STRATEGY = Parser(Kind.TEXT, f.parse_strategy)
 PROFIT_CONTROL = Parser(Kind.TEXT, f.parse_profit_control)
 INCREMENT = Parser(Kind.TEXT, f.parse_increment)
@@ -286,6 +289,10 @@ def peer(given: Given) -> PeerSpec:
         register=_sub(register),
         nodes=_distinct(NODE),
         tls_fingerprint=optional(FINGERPRINT, None),
+        media=optional(MEDIA_MODE, MediaMode.DIRECT),
+        codecs=_distinct(CODEC),
+        record=optional(BOOL, False),
+        direct_fallback=optional(BOOL, False),
     )
     _password_policy(e, values, values["username"])
     return PeerSpec(

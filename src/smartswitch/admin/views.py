@@ -126,6 +126,10 @@ class PeerView:
     register: RegistrationView | None
     nodes: tuple[str, ...] = ()  # the nodes it is attached to (empty: every node)
     tls_fingerprint: str | None = None  # mutual TLS: the client certificate identifying it
+    media: str = "direct"  # or "relay"
+    codecs: tuple[str, ...] = ()  # allowed (empty: any)
+    record: bool = False
+    direct_fallback: bool = False
 
     def attached(self, node: str) -> bool:
         return not self.nodes or node in self.nodes
@@ -159,6 +163,10 @@ class PeerView:
             ),
             nodes=tuple(row.nodes),
             tls_fingerprint=row.tls_fingerprint,
+            media=row.media_mode,
+            codecs=tuple(row.media_codecs),
+            record=row.media_record,
+            direct_fallback=row.media_fallback,
         )
 
 

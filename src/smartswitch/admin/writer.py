@@ -48,6 +48,7 @@ from smartswitch.model.config import (
     RouteStrategy,
 )
 from smartswitch.model.ids import new_ulid
+from smartswitch.model.media import MediaMode
 from smartswitch.routing.acl import AclConflictError, AclIndex
 from smartswitch.store.schema import (
     AccountRow,
@@ -214,6 +215,12 @@ class PeerSpec:
     nodes: list[str] = field(default_factory=list)
     nodes_line: int | None = None
     tls_fingerprint: str | None = None  # mutual TLS: the client certificate identifying it
+    # Media (docs/media.md): direct (SDP untouched) or relayed through rtpengine; the codecs
+    # it may see and send (empty: any); its relayed calls recorded; direct when no relay is up.
+    media: MediaMode = MediaMode.DIRECT
+    codecs: list[str] = field(default_factory=list)
+    record: bool = False
+    direct_fallback: bool = False
 
 
 @dataclass(slots=True)
@@ -695,6 +702,10 @@ class ConfigWriter:
                 "enabled": spec.enabled,
                 "nodes": sorted(spec.nodes),
                 "tls_fingerprint": spec.tls_fingerprint,
+                "media_mode": spec.media.value,
+                "media_codecs": list(spec.codecs),
+                "media_record": spec.record,
+                "media_fallback": spec.direct_fallback,
                 **subscribers.register_columns(spec),
             }
             row = peers.get(spec.name)

@@ -30,6 +30,7 @@ class Attempt:
     ended: float | None = None
     status: int | None = None
     reason: str = ""
+    media_id: str | None = None  # its relayed media session (the relay's call-id), if any
 
     def freeze(self, now: float) -> CallAttempt:
         """The attempt as the policy sees it; one still going counts as ended at ``now``."""
@@ -94,6 +95,12 @@ class Call:
     deferred_b_ack: bool = False  # delayed offer: B's ACK carries the caller's answer
     # By the side the re-INVITE came from and its CSeq there.
     pending_acks: dict[tuple[str, int], PendingAck] = field(default_factory=dict)
+    # Relayed media: sessions open at the relay (one per attempt), offers still out, and the
+    # answered attempt's session with the relay's tags of the caller's and the callee's side.
+    media_ids: set[str] = field(default_factory=set)
+    offering: int = 0
+    media_id: str | None = None
+    media_tags: tuple[str, str] = ("", "")
 
     @property
     def attempt(self) -> Attempt | None:

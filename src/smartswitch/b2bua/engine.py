@@ -13,10 +13,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartswitch.b2bua.call import Attempt, Call, CallState, Leg, PendingAck
-from smartswitch.b2bua.ports import CallObserver, CallPolicy, Destination, Rejection
+from smartswitch.b2bua.ports import (
+    CallObserver,
+    CallPolicy,
+    Destination,
+    MediaRelay,
+    Rejection,
+)
 from smartswitch.model.cdr import HangupSide
+from smartswitch.model.media import (
+    CallRef,
+    MediaFailure,
+    MediaOptions,
+    MediaSettings,
+    MediaUnavailable,
+)
 from smartswitch.sip.dialog import Dialog
-from smartswitch.sip.message import Headers, Request, Response, make_response
+from smartswitch.sip.message import Headers, Request, Response, SipMessage, make_response
+from smartswitch.sip.sdp import SdpError, SessionDescription
 from smartswitch.sip.transaction import (
     Address,
     ClientTransaction,
@@ -91,7 +105,11 @@ class B2BUA:
         # The loop's clock, set by the node: for readers outside the call path (the web UI's
         # call ages and hang-ups); the B2BUA itself never reads it.
         self.clock: Callable[[], float] | None = None
-        self.stats = {"calls": 0, "answered": 0, "rejected": 0}
+        self.stats = {"calls": 0, "answered": 0, "rejected": 0, "media_failed": 0}
+        # The media relay for calls whose destination relays media (None: no relay on this
+        # node; such calls fall back to direct media where allowed, else get 503).
+        self.media: MediaRelay | None = None
+        self.media_calls: dict[str, Call] = {}  # by relayed session (the relay's call-id)
         # [attempts, answers] by destination label (the supplier peer's name), for /metrics.
         self.label_stats: dict[str, list[int]] = {}
         # Told of every call's legs (call capture); None costs the call path nothing.
@@ -155,6 +173,7 @@ class B2BUA:
             attempt.ended = now
             attempt.status = 408
             attempt.reason = "Request Timeout"
+            self._media_forget(call, attempt.media_id)
             self._attempt_failed(call, 408, "Request Timeout", now)
 
     def _relay_timeout(self, relay: _Relay, now: float) -> None:
@@ -178,6 +197,8 @@ class B2BUA:
         request.sip_uri  # noqa: B018 - 416 for a URI scheme we cannot route
         if not request.headers.get("contact"):
             self._respond(tx, 400, now, "Bad Request (missing Contact)")
+            return
+        if self._bad_sdp(tx, request, now):
             return
         session = self.policy.route(request, tx.source, now)
         self.stats["calls"] += 1
@@ -226,6 +247,8 @@ class B2BUA:
                 )
                 return
             self._start_attempt(call, call.attempt_index, now)
+        if call.state is CallState.ENDED:
+            return  # refused on the spot (no media relay for a relayed destination)
         call.state = CallState.CALLING if call.ringing_time is None else CallState.EARLY
         if call.no_answer_timer is not None:
             call.no_answer_timer.cancel()
@@ -247,8 +270,143 @@ class B2BUA:
         counts[0] += 1
         if self.observer is not None:
             self.observer.leg_started(call.id, call.b_call_id, call.session, index)
-        tx = self.layer.send_request(invite, dest.address, now, owner=_CallInvites(self, call))
+        # A delayed offer (no SDP in the INVITE) passes through: the caller's offer would
+        # come in the ACK, after the callee's answer, which this relay does not rewrite.
+        if dest.media.relay and invite.body and self._offer_media(call, attempt, invite, now):
+            return
+        self._send_attempt(call, attempt, invite, now)
+
+    def _send_attempt(self, call: Call, attempt: Attempt, invite: Request, now: float) -> None:
+        tx = self.layer.send_request(
+            invite, attempt.destination.address, now, owner=_CallInvites(self, call)
+        )
         call.pending[tx] = attempt
+
+    # --- relayed media --------------------------------------------------------------------------
+
+    def _bad_sdp(self, tx: ServerTransaction, request: Request, now: float) -> bool:
+        """Answer an INVITE or UPDATE whose SDP we cannot read (488, or 400 for a body that is
+        not SDP) with the reason in a Reason header; True if it was."""
+        if not request.body or not _is_sdp(request):
+            return False
+        try:
+            SessionDescription.parse(request.body)
+        except SdpError as exc:
+            log.info("call %s: bad SDP: %s", request.call_id, exc)
+            response = make_response(request, exc.status, None, self.ids.next())
+            response.headers.add("Reason", _reason_header(exc.status, str(exc)))
+            self.layer.respond(tx, response, now)
+            return True
+        return False
+
+    def _offer_media(self, call: Call, attempt: Attempt, invite: Request, now: float) -> bool:
+        """Offer the caller's SDP to the relay for ``attempt``; the INVITE leaves with the
+        relay's SDP once it answers. False: send the INVITE as it is (direct media, the relay
+        being down and the destination allowing it)."""
+        settings = attempt.destination.media
+        media = self.media
+        if media is None or not media.available:
+            if settings.fallback:
+                log.info("call %s: no media relay up: direct media", call.id)
+                return False
+            failure = MediaUnavailable("no media relay is up", command="offer")
+            self._media_failed(call, attempt, failure, now)
+            return True
+        media_id = call.b_call_id
+        attempt.media_id = media_id
+        call.media_ids.add(media_id)
+        self.media_calls[media_id] = call
+        call.offering += 1
+        ref = CallRef(media_id, call.a_request.from_.tag or "")
+
+        def offered(now: float, result: bytes | MediaFailure) -> None:
+            call.offering -= 1
+            if call.state is CallState.ENDED or call.cancelled or attempt.status is not None:
+                self._media_forget(call, media_id)  # the call ended while the relay answered
+                return
+            if isinstance(result, MediaFailure):
+                self._media_forget(call, media_id)
+                if isinstance(result, MediaUnavailable) and settings.fallback:
+                    log.info("call %s: media relay failed (%s): direct", call.id, result.reason)
+                    self._send_attempt(call, attempt, invite, now)
+                    return
+                self._media_failed(call, attempt, result, now)
+                return
+            invite.body = result
+            self._send_attempt(call, attempt, invite, now)
+
+        media.offer(ref, invite.body, _options(settings, offer=True), self._later(offered))
+        return True
+
+    def _later(
+        self, work: Callable[[float, bytes | MediaFailure], None]
+    ) -> Callable[[bytes | MediaFailure], None]:
+        """The relay's reply, run as new input of the B2BUA (with the time, its sends flushed)."""
+
+        def reply(result: bytes | MediaFailure) -> None:
+            self.resume(lambda now: work(now, result))
+
+        return reply
+
+    def _media_failed(
+        self, call: Call, attempt: Attempt, failure: MediaFailure, now: float
+    ) -> None:
+        """The relay could not take the attempt's media: the call gets the failure's status
+        (503 when no relay answers, 488 for an SDP it refused) with the reason, never a half
+        set-up call; another route would meet the same relay."""
+        self.stats["media_failed"] += 1
+        log.warning("call %s: media relay: %s", call.id, failure)
+        attempt.ended = now
+        attempt.status = failure.status
+        attempt.reason = f"media: {failure.reason}"
+        if call.pending or call.offering:
+            return  # other forks are still out
+        reason = "Service Unavailable" if failure.status == 503 else None
+        self._fail_call(
+            call,
+            failure.status,
+            reason or _PHRASES.get(failure.status, "Media Failure"),
+            HangupSide.SWITCH,
+            "media relay failed",
+            now,
+            headers=(("Reason", _reason_header(failure.status, f"media relay: {failure.reason}")),),
+        )
+
+    def _media_forget(self, call: Call, media_id: str | None) -> None:
+        """End a relayed session (an attempt that failed or lost, or the call's end)."""
+        if media_id is None or media_id not in call.media_ids:
+            return
+        call.media_ids.discard(media_id)
+        self.media_calls.pop(media_id, None)
+        if self.media is not None:
+            recorded = media_id == call.media_id and self._media_settings(call).record
+            self.media.delete(media_id, call.id if recorded else None)
+
+    def media_lost(self, media_ids: list[str], now: float) -> int:
+        """The relay holding these sessions died (its rtpengine restarted): their calls have
+        no media any more. End them, saying so in their CDRs; returns how many."""
+        ended = 0
+        for media_id in media_ids:
+            call = self.media_calls.pop(media_id, None)
+            if call is None or call.state is CallState.ENDED:
+                continue
+            call.media_ids.discard(media_id)
+            ended += 1
+            log.warning("call %s: its media relay was lost", call.id)
+            if call.state is CallState.CONNECTED:
+                self._hangup(call, HangupSide.SWITCH, "media relay lost", now)
+            else:
+                self._cancel_b(call, now)
+                self._fail_call(
+                    call,
+                    503,
+                    "Service Unavailable",
+                    HangupSide.SWITCH,
+                    "media relay lost",
+                    now,
+                    headers=(("Reason", _reason_header(503, "media relay lost")),),
+                )
+        return ended
 
     def _contact(self, peer: Address) -> str:
         host, port = self.layer.local_address(peer)
@@ -323,12 +481,20 @@ class B2BUA:
             if call.ringing_time is None:
                 call.ringing_time = now
             call.state = CallState.EARLY
-            relay = make_response(call.a_request, status, response.reason, call.a_tag)
-            self._echo_record_route(call.a_request, relay)
-            relay.headers.add("Contact", self._contact(call.a_tx.source))
-            self._copy_headers(response, relay)
-            relay.body = response.body
-            self.layer.respond(call.a_tx, relay, now)
+            if attempt.media_id is not None and response.body:
+
+                def answered(now: float, result: bytes | MediaFailure) -> None:
+                    if attempt.status is not None or call.a_tx.answered or call.cancelled:
+                        return  # the attempt or the call went on meanwhile
+                    if isinstance(result, MediaFailure):
+                        # The final answer is answered again; early media waits for it.
+                        log.info("call %s: early media not relayed: %s", call.id, result)
+                        result = b""
+                    self._relay_provisional(call, response, result, now)
+
+                self._answer_media(call, attempt, response, answered)
+                return
+            self._relay_provisional(call, response, response.body, now)
             return
         del call.pending[tx]
         attempt.ended = now
@@ -341,9 +507,53 @@ class B2BUA:
                 counts[1] += 1
             call.b_tx = tx
             self._cancel_pending(call, now)  # the other forks lost
+            if attempt.media_id is not None and response.body:
+                # The caller's 200 waits for the relay's answer; meanwhile B's retransmitted
+                # 2xx is absorbed (b_tx) and the no-answer timer must not fire.
+                if call.no_answer_timer is not None:
+                    call.no_answer_timer.cancel()
+
+                def connected(now: float, result: bytes | MediaFailure) -> None:
+                    if call.state is CallState.ENDED:
+                        self._ack_and_bye_stray(tx, response, now)
+                        return
+                    if isinstance(result, MediaFailure):
+                        self._ack_and_bye_stray(tx, response, now)
+                        self._media_failed(call, attempt, result, now)
+                        return
+                    response.body = result
+                    self._connect(call, tx, response, attempt, now)
+
+                self._answer_media(call, attempt, response, connected)
+                return
             self._connect(call, tx, response, attempt, now)
         else:
+            self._media_forget(call, attempt.media_id)
             self._attempt_failed(call, status, response.reason, now)
+
+    def _relay_provisional(self, call: Call, response: Response, body: bytes, now: float) -> None:
+        relay = make_response(call.a_request, response.status, response.reason, call.a_tag)
+        self._echo_record_route(call.a_request, relay)
+        relay.headers.add("Contact", self._contact(call.a_tx.source))
+        self._copy_headers(response, relay)
+        if not body:
+            relay.headers.remove("content-type")
+        relay.body = body
+        self.layer.respond(call.a_tx, relay, now)
+
+    def _answer_media(
+        self,
+        call: Call,
+        attempt: Attempt,
+        response: Response,
+        then: Callable[[float, bytes | MediaFailure], None],
+    ) -> None:
+        """The callee's answer SDP through the relay, then ``then`` with it rewritten."""
+        assert attempt.media_id is not None and self.media is not None
+        a_tag = call.a_request.from_.tag or ""
+        ref = CallRef(attempt.media_id, a_tag, response.to.tag or "")
+        options = _options(attempt.destination.media, offer=False)
+        self.media.answer(ref, response.body, options, self._later(then))
 
     def _connect(
         self,
@@ -371,6 +581,9 @@ class B2BUA:
             a_dialog.flow = source  # NAT or a TCP connection: answer where it came from
         call.a_leg = Leg(call, "a", a_dialog)
         self.dialogs[(a_dialog.call_id, a_dialog.local_tag)] = call.a_leg
+        if attempt.media_id is not None:
+            call.media_id = attempt.media_id
+            call.media_tags = (a_req.from_.tag or "", response.to.tag or "")
 
         if a_req.body:
             self._ack_b(call, None)
@@ -449,6 +662,7 @@ class B2BUA:
                 attempt.ended = now
                 attempt.status = 487
                 attempt.reason = "Request Terminated"
+            self._media_forget(call, attempt.media_id)
         call.pending.clear()
 
     def _cancel_b(self, call: Call, now: float) -> None:
@@ -456,12 +670,21 @@ class B2BUA:
             self._cancel_pending(call, now)
 
     def _fail_call(
-        self, call: Call, status: int, reason: str, side: HangupSide, why: str, now: float
+        self,
+        call: Call,
+        status: int,
+        reason: str,
+        side: HangupSide,
+        why: str,
+        now: float,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if call.state is CallState.ENDED:
             return
         if not call.a_tx.answered:
             response = make_response(call.a_request, status, reason, call.a_tag)
+            for name, value in headers:
+                response.headers.add(name, value)
             self.layer.respond(call.a_tx, response, now)
         call.final_status = status
         call.final_reason = reason
@@ -488,11 +711,64 @@ class B2BUA:
         if method == "OPTIONS" and request.headers.get("max-forwards") == "0":
             self._respond(tx, 200, now)
             return
-        out = other.dialog.create_request(method)
+        if call.media_id is not None and request.body and method in ("INVITE", "UPDATE"):
+            if not self._bad_sdp(tx, request, now):
+                self._reoffer_media(call, leg, other, tx, request, now)
+            return
+        self._relay_request(call, leg, other, tx, request, request.body, now)
+
+    def _relay_request(
+        self,
+        call: Call,
+        leg: Leg,
+        other: Leg,
+        tx: ServerTransaction,
+        request: Request,
+        body: bytes,
+        now: float,
+        media: bool = False,
+    ) -> None:
+        out = other.dialog.create_request(request.method)
         self._copy_headers(request, out)
-        out.body = request.body
-        relay = _Relay(self, call, tx, leg, other, method)
+        out.body = body
+        relay = _Relay(self, call, tx, leg, other, request.method, media)
         self.layer.send_request(out, other.dialog.next_hop(), now, owner=relay)
+
+    def _media_ref(self, call: Call, offerer: Leg) -> CallRef:
+        """The relayed session as seen from the side that offers (a re-INVITE, an UPDATE)."""
+        a_tag, b_tag = call.media_tags
+        assert call.media_id is not None
+        if offerer.side == "a":
+            return CallRef(call.media_id, a_tag, b_tag)
+        return CallRef(call.media_id, b_tag, a_tag)
+
+    def _media_settings(self, call: Call) -> MediaSettings:
+        attempt = call.answered_attempt
+        return attempt.destination.media if attempt is not None else MediaSettings()
+
+    def _reoffer_media(
+        self, call: Call, leg: Leg, other: Leg, tx: ServerTransaction, request: Request, now: float
+    ) -> None:
+        """A re-INVITE or UPDATE with SDP in a relayed call: the session is updated (a new
+        offer from that side), and the request goes on with the relay's SDP."""
+        media = self.media
+        assert media is not None
+
+        def offered(now: float, result: bytes | MediaFailure) -> None:
+            if tx.answered:
+                return
+            if call.state is not CallState.CONNECTED:
+                self._respond(tx, 481, now)
+            elif isinstance(result, MediaFailure):
+                response = make_response(request, result.status, None, self.ids.next())
+                response.headers.add("Reason", _reason_header(result.status, str(result)))
+                self.layer.respond(tx, response, now)
+            else:
+                self._relay_request(call, leg, other, tx, request, result, now, media=True)
+
+        settings = self._media_settings(call)
+        ref = self._media_ref(call, leg)
+        media.offer(ref, request.body, _options(settings, offer=True), self._later(offered))
 
     def _relay_response(
         self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
@@ -509,10 +785,46 @@ class B2BUA:
         server_tx = relay.server_tx
         if status == 100 or server_tx.answered:
             return
+        media = self.media
+        if (
+            relay.media
+            and media is not None
+            and response.body
+            and status < 300
+            and relay.from_leg is not None
+            and call.media_id is not None
+        ):
+            # The answer to a re-offer: through the relay before it goes back.
+            ref = self._media_ref(call, relay.from_leg)  # from the offerer, to the answerer
+
+            def answered(now: float, result: bytes | MediaFailure) -> None:
+                if server_tx.answered:
+                    return
+                if isinstance(result, MediaFailure):
+                    log.warning("call %s: re-offer not answered by the relay: %s", call.id, result)
+                    result = response.body  # better the callee's SDP than a dropped update
+                self._relay_final(relay, server_tx, tx, response, result, now)
+
+            options = _options(self._media_settings(call), offer=False)
+            media.answer(ref, response.body, options, self._later(answered))
+            return
+        self._relay_final(relay, server_tx, tx, response, response.body, now)
+
+    def _relay_final(
+        self,
+        relay: _Relay,
+        server_tx: ServerTransaction,
+        tx: ClientTransaction,
+        response: Response,
+        body: bytes,
+        now: float,
+    ) -> None:
+        call = relay.call
+        status = response.status
         request = server_tx.request
         out = make_response(request, status, response.reason)
         self._copy_headers(response, out)
-        out.body = response.body
+        out.body = body
         if relay.method == "INVITE" and 200 <= status < 300:
             out.headers.add(
                 "Contact", relay.from_leg.dialog.local_contact if relay.from_leg else ""
@@ -600,6 +912,8 @@ class B2BUA:
             if timer is not None:
                 timer.cancel()
         self.calls.pop(self._call_key(call), None)
+        for media_id in list(call.media_ids):
+            self._media_forget(call, media_id)
         for leg in (call.a_leg, call.b_leg):
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
@@ -669,6 +983,7 @@ class _Relay:
     from_leg: Leg | None
     to_leg: Leg
     method: str
+    media: bool = False  # a re-offer through the relay: its answer goes through it too
 
     def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
         self.b2bua._relay_response(self, tx, response, now)
@@ -719,3 +1034,30 @@ def _best_fork_answer(call: Call) -> tuple[int, str]:
     if not answers:
         return 480, "Temporarily Unavailable"
     return min(answers)
+
+
+_PHRASES = {400: "Bad Request", 488: "Not Acceptable Here", 500: "Server Internal Error"}
+
+
+def _is_sdp(message: SipMessage) -> bool:
+    content_type = message.headers.get("content-type")
+    if content_type is None:
+        return True  # a body without a type: SDP is the only one an INVITE carries here
+    return content_type.split(";", 1)[0].strip().lower() == "application/sdp"
+
+
+def _reason_header(status: int, text: str) -> str:
+    """A Reason header (RFC 3326) for a refusal of ours: the cause and what went wrong."""
+    cleaned = text.replace("\\", "").replace('"', "'").replace("\r", " ").replace("\n", " ")
+    return f'SIP;cause={status};text="{cleaned[:200]}"'
+
+
+def _options(settings: MediaSettings, *, offer: bool) -> MediaOptions:
+    """How the relay rewrites an SDP of a call with these settings: only the allowed codecs
+    in an offer (the recipient never sees the others), recording from the first offer."""
+    codecs = settings.codecs if offer else ()
+    return MediaOptions(
+        codec_strip=("all",) if codecs else (),
+        codec_except=codecs,
+        record_call=settings.record and offer,
+    )

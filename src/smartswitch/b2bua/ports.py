@@ -18,6 +18,12 @@ The seam, in the order of a call:
   the B2BUA's live call.
 
 Times are the B2BUA's clock (the event loop's), as passed to :meth:`CallPolicy.route`.
+
+Media (:class:`MediaRelay`): a destination whose :attr:`Destination.media` says ``relay`` has
+its SDP offered to the relay before the INVITE leaves and answered before the 18x/200 reaches
+the caller; the relay's session ends with the attempt (a failure, a route advance) or the call
+(every end, every failure path). The relay answers later (it is a network service): each call
+takes a ``reply`` that is called once, outside the B2BUA's input, and the B2BUA resumes from it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from smartswitch.model.cdr import HangupSide
+from smartswitch.model.media import DIRECT, CallRef, MediaFailure, MediaOptions, MediaSettings
 from smartswitch.sip.message import Request, Response
 from smartswitch.sip.transaction import Address
 
@@ -42,6 +49,7 @@ class Destination:
     label: str = ""  # a peer name, for logs and CDRs
     flow: bool = False  # in-dialog requests follow the INVITE's address, not the callee's
     # Contact: a registered phone behind NAT is reached only through the mapping it keeps open
+    media: MediaSettings = DIRECT  # the call's media with this destination (both parties')
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +162,32 @@ class CallObserver(Protocol):
 
     def call_ended(self, call_id: str, now: float) -> None:
         """The call is over; its session was told (and its CDR made) just before."""
+
+
+MediaReply = Callable[[bytes | MediaFailure], None]
+"""Called once with the rewritten SDP, or with the failure (its ``status`` is the answer)."""
+
+
+class MediaRelay(Protocol):
+    """The media relay (rtpengine over ng), as the B2BUA drives it for relayed calls.
+
+    ``call.call_id`` names one relayed session (the B2BUA uses one per attempt: a route
+    advance re-offers for the new B leg); its ``from_tag`` is the offerer's tag."""
+
+    @property
+    def available(self) -> bool:
+        """Whether any relay is up (a relayed call without one gets 503 or falls back)."""
+
+    def offer(self, call: CallRef, sdp: bytes, options: MediaOptions, reply: MediaReply) -> None:
+        """Offer ``sdp``; ``reply`` gets it rewritten (the relay's address in it)."""
+
+    def answer(self, call: CallRef, sdp: bytes, options: MediaOptions, reply: MediaReply) -> None:
+        """Answer the session's offer with ``sdp`` (``call.to_tag`` set); ``reply`` gets it
+        rewritten."""
+
+    def delete(self, call_id: str, record_as: str | None = None) -> None:
+        """End the session (never fails; unknown ids are ignored). ``record_as``: the session
+        was recorded for the call with this Call-ID: file its recording under that name."""
+
+    def instance_of(self, call_id: str) -> str | None:
+        """The relay holding the session (for the CDR and the lost-relay hang-up)."""

@@ -255,6 +255,11 @@ class MediaEngine:
         relay.calls = 0
         return lost
 
+    def mark_up(self, name: str) -> None:
+        """The relay ``name`` is known to answer again (its rtpengine restarted and answered
+        its ready ping): new calls go to it now, not at the next health ping."""
+        self._mark(self._relays[name], up=True)
+
     # State -------------------------------------------------------------------------------------
 
     def relay_of(self, call_id: str) -> str | None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import DIRECT, MediaSettings
 
 
 class PeerRole(enum.StrEnum):
@@ -139,6 +140,7 @@ class Peer:
     # identifies it on the TLS port. Set, its ACL alone no longer admits a call: the call
     # must come over TLS with this certificate.
     tls_fingerprint: str | None = None
+    media: MediaSettings = DIRECT  # direct (SDP untouched) or relayed, codecs, recording
 
     def attached(self, node: str) -> bool:
         """Whether the peer is attached to ``node`` (every node when its set is empty)."""

@@ -13,18 +13,77 @@ offer itself is unusable (488).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DIRECT",
     "CallRef",
     "MediaError",
     "MediaFailure",
+    "MediaMode",
     "MediaOptions",
+    "MediaSettings",
     "MediaStats",
     "MediaUnavailable",
     "PacketCounters",
     "TagStats",
 ]
+
+
+class MediaMode(enum.StrEnum):
+    DIRECT = "direct"  # the SDP passes untouched: media flows between the parties
+    RELAY = "relay"  # offer/answer through rtpengine: media flows through the node
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """A peer's media settings, and (combined for both parties, :meth:`combine`) a call's.
+
+    ``codecs`` empty: whatever the parties offer; else only these (rtpengine's strip of every
+    other codec, so a peer allowed only PCMA never sees G.729). Codec filtering and recording
+    need the relay: they are ignored in direct mode, where the SDP is never touched.
+    ``fallback``: when no relay answers, pass the SDP through untouched (direct) instead of
+    refusing the call with 503.
+    """
+
+    mode: MediaMode = MediaMode.DIRECT
+    codecs: tuple[str, ...] = ()
+    record: bool = False
+    fallback: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.codecs, str):
+            raise TypeError("MediaSettings.codecs is a tuple of codec names")
+
+    @property
+    def relay(self) -> bool:
+        return self.mode is MediaMode.RELAY
+
+    def combine(self, other: MediaSettings) -> MediaSettings:
+        """The call's settings between a party with these and one with ``other``: relayed if
+        either wants it, only the codecs both allow, recorded if either asks, and falling back
+        to direct media only if every party that asked for the relay allows it."""
+        if self == other:
+            return self
+        if self.codecs and other.codecs:
+            wanted = {c.upper() for c in other.codecs}
+            codecs = tuple(c for c in self.codecs if c.upper() in wanted)
+            if not codecs:
+                codecs = other.codecs  # none in common: the one receiving the offer decides
+        else:
+            codecs = self.codecs or other.codecs
+        relays = [s for s in (self, other) if s.relay]
+        return MediaSettings(
+            mode=MediaMode.RELAY if relays else MediaMode.DIRECT,
+            codecs=codecs,
+            record=self.record or other.record,
+            fallback=all(s.fallback for s in relays) if relays else True,
+        )
+
+
+DIRECT = MediaSettings()
+"""The default: direct media, the SDP untouched."""
 
 
 @dataclass(frozen=True, slots=True)

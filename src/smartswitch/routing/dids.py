@@ -187,5 +187,6 @@ def route_did(
         callee=number,
         caller=caller_out,
         label=target.name,
+        media=target.media,
     )
     return session((destination,), target.id, target.account_id, fork=False)

@@ -288,7 +288,7 @@ class BillingPolicy:
                 supplier.id, supplier.max_cps, now
             ):
                 continue  # over its rate now: the next supplier takes the call
-            destinations.append(self._destination(supplier, caller, callee))
+            destinations.append(self._destination(supplier, caller, callee, customer))
             suppliers.append(SupplierChoice(supplier, candidate.rate))
         if not destinations:
             return _busy("no supplier available for this destination")
@@ -316,7 +316,7 @@ class BillingPolicy:
             subscriber_id=subscriber.id if subscriber is not None else None,
         )
 
-    def _destination(self, supplier: Peer, caller: str, callee: str) -> Destination:
+    def _destination(self, supplier: Peer, caller: str, callee: str, customer: Peer) -> Destination:
         address = supplier.address or ""
         uri = SipUri.parse(f"sip:{address}")
         transport = supplier.transport.lower()
@@ -333,6 +333,8 @@ class BillingPolicy:
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,
+            # Relayed if either party wants it; the codecs both allow reach the supplier.
+            media=customer.media.combine(supplier.media),
         )
 
 

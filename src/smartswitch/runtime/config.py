@@ -20,6 +20,15 @@ class ConfigError(ValueError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class MediaRelaySetting:
+    """An external rtpengine (``[[media_relay]]``): its ng address and share of new calls."""
+
+    name: str
+    address: str  # "host:port" of its ng control port
+    weight: int = 1
+
+
 @dataclass(slots=True)
 class NodeConfig:
     data_dir: Path = Path("smartswitch-data")
@@ -88,6 +97,26 @@ class NodeConfig:
     flood_total_rate: float = 1000.0  # the same, all unidentified sources together
     flood_total_burst: float = 2000.0
     route: tuple[StaticRoute, ...] = field(default_factory=tuple)
+    # Media (docs/media.md): the node's own rtpengine (started and restarted by the node,
+    # command line generated) and/or external ones, one chosen per call by weight.
+    media_rtpengine: bool = False
+    media_interface: str = ""  # the address rtpengine puts in SDP (empty: dedicated_ip or SIP's)
+    media_ng: str = "127.0.0.1:2223"  # where the node's own rtpengine listens for ng
+    media_weight: int = 1  # the own rtpengine's share of new calls
+    media_port_min: int = 30000
+    media_port_max: int = 30999  # 4 ports a call; keep below the ephemeral range (32768)
+    media_binary: str = "/usr/bin/rtpengine"
+    media_timeout: float = 0.5  # ng: seconds before a retransmission
+    media_tries: int = 3
+    media_ping_interval: float = 2.0
+    media_relay: tuple[MediaRelaySetting, ...] = field(default_factory=tuple)
+    # Recordings of relayed calls: <data_dir>/recordings, kept this long and up to this size.
+    recording_max_age_days: float = 90.0
+    recording_max_bytes: int = 10 * 1024**3
+
+    @property
+    def media_enabled(self) -> bool:
+        return self.media_rtpengine or bool(self.media_relay)
 
     @property
     def name(self) -> str:
@@ -145,6 +174,19 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "flood_total_rate": (int, float),
     "flood_total_burst": (int, float),
     "route": list,
+    "media_rtpengine": bool,
+    "media_interface": str,
+    "media_ng": str,
+    "media_weight": int,
+    "media_port_min": int,
+    "media_port_max": int,
+    "media_binary": str,
+    "media_timeout": (int, float),
+    "media_tries": int,
+    "media_ping_interval": (int, float),
+    "media_relay": list,
+    "recording_max_age_days": (int, float),
+    "recording_max_bytes": int,
 }
 
 
@@ -190,6 +232,8 @@ def load_config(path: Path | None) -> NodeConfig:
         setattr(config, key, _convert(path, text, key, value))
     if config.tls_listen and not (config.tls_cert and config.tls_key):
         raise _fail(path, text, "tls_listen", "needs tls_cert and tls_key")
+    if config.media_port_max - config.media_port_min < 3:
+        raise _fail(path, text, "media_port_max", "the RTP range needs at least 4 ports")
     if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
         raise _fail(
             path,
@@ -268,6 +312,47 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         if not all(isinstance(c, int) and 300 <= c <= 699 for c in value):
             raise _fail(path, text, key, "SIP codes between 300 and 699")
         return tuple(value)
+    if key in ("media_port_min", "media_port_max") and not 1024 <= value <= 65535:
+        raise _fail(path, text, key, "a UDP port between 1024 and 65535")
+    if key in ("media_weight", "media_tries", "recording_max_bytes") and value < (
+        1 if key == "media_tries" else 0
+    ):
+        raise _fail(path, text, key, "must not be negative" if key != "media_tries" else ">= 1")
+    if key in ("media_timeout", "media_ping_interval", "recording_max_age_days"):
+        if value <= 0:
+            raise _fail(path, text, key, "must be positive")
+        return float(value)
+    if key == "media_interface" and value:
+        try:
+            ipaddress.ip_address(value.split("!")[0].split("/")[-1])
+        except ValueError:
+            raise _fail(path, text, key, f"not an IP address: {value!r}") from None
+    if key == "media_ng":
+        try:
+            parse_hostport(value)
+        except ValueError as exc:
+            raise _fail(path, text, key, str(exc)) from None
+        return value
+    if key == "media_relay":
+        relays = []
+        for entry in value:
+            if not isinstance(entry, dict) or set(entry) - {"name", "address", "weight"}:
+                raise _fail(path, text, key, "each [[media_relay]] has name, address, weight")
+            name, address, weight = entry.get("name"), entry.get("address"), entry.get("weight", 1)
+            if not isinstance(name, str) or not name or name == "local":
+                raise _fail(path, text, key, "name: a string other than 'local' (the own one)")
+            if not isinstance(address, str):
+                raise _fail(path, text, key, f"{name}: address is HOST:PORT")
+            try:
+                parse_hostport(address)
+            except ValueError as exc:
+                raise _fail(path, text, key, f"{name}: {exc}") from None
+            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+                raise _fail(path, text, key, f"{name}: weight is an integer >= 0")
+            relays.append(MediaRelaySetting(name, address, weight))
+        if len({r.name for r in relays}) != len(relays):
+            raise _fail(path, text, key, "names must be unique")
+        return tuple(relays)
     if key == "route":
         routes = []
         for entry in value:

@@ -32,6 +32,7 @@ from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.drain import Drainer, DrainTarget
 from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
+from smartswitch.runtime.media import NodeMedia
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -99,6 +100,7 @@ class Node:
         self.drainer: Drainer | None = None
         self.capture: CaptureService | None = None
         self.filesync: FileSyncService | None = None
+        self.media: NodeMedia | None = None
 
     @property
     def read_only(self) -> bool:
@@ -366,6 +368,10 @@ class Node:
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
         self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
+        if config.media_enabled:
+            interface = config.media_interface or config.dedicated_ip or advertised_host(host)
+            self.media = NodeMedia(config, self.b2bua, self.endpoint.run, interface)
+            await self.media.start()
         if self.services is not None and self.services.policy is not None:
             self.services.listeners.append(self.signalling.views_changed)
             await self.signalling.apply(self.services.policy.views.snapshot.bind_address)
@@ -433,6 +439,9 @@ class Node:
             await asyncio.sleep(0)
         self.endpoint.flush()
         await asyncio.sleep(0.1)  # let the BYEs and final answers leave
+        if self.media is not None:
+            await self.media.close()  # the ended calls' sessions deleted at the relay first
+            self.endpoint.flush()
         self.endpoint.close()
         server.should_exit = True
         await http_task

@@ -30,6 +30,8 @@ from smartswitch.web.ports import (
     EngineState,
     FileSyncState,
     LiveCall,
+    MediaRelayState,
+    MediaState,
     RegistrarPort,
     Release,
     Sessions,
@@ -163,6 +165,33 @@ class WebPort:
             flood=dict(gate.stats) if gate is not None else None,
             flood_dropped=dict(gate.dropped_by_method) if gate is not None else {},
             flood_sources=gate.sources if gate is not None else 0,
+            media=self._media(),
+        )
+
+    def _media(self) -> MediaState | None:
+        media = self._node.media
+        if media is None:
+            return None
+        status = media.status()
+        return MediaState(
+            up=status.up,
+            relays=tuple(
+                MediaRelayState(
+                    r.name,
+                    r.address,
+                    r.weight,
+                    r.up,
+                    r.calls,
+                    r.requests,
+                    r.timeouts,
+                    r.errors,
+                    r.last_error,
+                )
+                for r in status.relays
+            ),
+            restarts=status.restarts,
+            lost_calls=status.lost_calls,
+            failed_calls=status.failed_calls,
         )
 
     def _delivery(self) -> Delivery | None:

@@ -219,6 +219,12 @@ class PeerRow(Base):
     # Mutual TLS (revision 0009): the SHA-256 fingerprint ("AB:CD:...") of the client
     # certificate the peer presents; set, it identifies the peer, and is required of it.
     tls_fingerprint: Mapped[str | None] = mapped_column(String(95), default=None)
+    # Media (revision 0010): "direct" or "relay"; the codecs allowed (a JSON list of
+    # names, empty: any); its relayed calls recorded; direct media when no relay is up.
+    media_mode: Mapped[str] = mapped_column(String(8), default="direct", server_default="direct")
+    media_codecs: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    media_record: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    media_fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RouteRow(Base):

@@ -46,6 +46,7 @@ from smartswitch.model.config import (
     Tariff,
 )
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import DIRECT, MediaMode, MediaSettings
 from smartswitch.store.schema import (
     AccountRow,
     ConfigVersionRow,
@@ -152,6 +153,18 @@ def to_peer(row: PeerRow) -> Peer:
         register=to_supplier_registration(row),
         nodes=frozenset(row.nodes),
         tls_fingerprint=row.tls_fingerprint,
+        media=to_media(row),
+    )
+
+
+def to_media(row: PeerRow) -> MediaSettings:
+    if row.media_mode == MediaMode.DIRECT and not row.media_codecs and not row.media_record:
+        return DIRECT  # most peers: one shared value
+    return MediaSettings(
+        mode=MediaMode(row.media_mode),
+        codecs=tuple(row.media_codecs),
+        record=row.media_record,
+        fallback=row.media_fallback,
     )
 
 

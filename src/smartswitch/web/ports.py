@@ -90,6 +90,32 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaRelayState:
+    """One rtpengine of the node's media pool."""
+
+    name: str
+    address: str
+    weight: int
+    up: bool
+    calls: int  # sessions the node holds on it
+    requests: int
+    timeouts: int  # ng requests it never answered (counted failures)
+    errors: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaState:
+    """The node's media side: down when no relay takes new calls."""
+
+    up: bool
+    relays: tuple[MediaRelayState, ...] = ()
+    restarts: int = 0  # of the node's own rtpengine
+    lost_calls: int = 0  # calls ended because their relay died
+    failed_calls: int = 0  # relayed calls refused: no relay, or the relay refused the SDP
+
+
+@dataclass(frozen=True, slots=True)
 class Counters:
     """Everything ``/metrics`` counts, read at once."""
 
@@ -104,6 +130,7 @@ class Counters:
     messages_out: Mapping[str, int] = field(default_factory=dict)
     delivery: Delivery | None = None  # None: no outbox (lab mode)
     bindings: int | None = None  # registered contacts; None: no registrar
+    media: MediaState | None = None  # None: no media relay configured
     flood: Mapping[str, int] | None = None
     """The flood gate's counters (admitted, dropped, oversize, trimmed); None: no gate."""
     flood_dropped: Mapping[str, int] = field(default_factory=dict)

@@ -271,6 +271,63 @@ def metrics_text(node: NodePort, sampler: Sampler, sync: FileSyncState | None = 
         "Calls a supplier answered.",
         [(f'{{peer="{_label_value(p)}"}}', c[1]) for p, c in by_peer],
     )
+    media = counters.media
+    if media is not None:
+        metric(
+            "smartswitch_media_up",
+            "gauge",
+            "1 when a media relay (rtpengine) takes new calls, 0 when media is down.",
+            [("", 1 if media.up else 0)],
+        )
+        relays = [(f'{{relay="{_label_value(r.name)}"}}', r) for r in media.relays]
+        metric(
+            "smartswitch_media_relay_up",
+            "gauge",
+            "1 when this rtpengine answers its pings.",
+            [(label, 1 if r.up else 0) for label, r in relays],
+        )
+        metric(
+            "smartswitch_media_relay_calls",
+            "gauge",
+            "Relayed sessions held on this rtpengine.",
+            [(label, r.calls) for label, r in relays],
+        )
+        metric(
+            "smartswitch_media_requests_total",
+            "counter",
+            "ng requests sent to this rtpengine.",
+            [(label, r.requests) for label, r in relays],
+        )
+        metric(
+            "smartswitch_media_timeouts_total",
+            "counter",
+            "ng requests this rtpengine never answered.",
+            [(label, r.timeouts) for label, r in relays],
+        )
+        metric(
+            "smartswitch_media_errors_total",
+            "counter",
+            "ng requests this rtpengine answered with an error.",
+            [(label, r.errors) for label, r in relays],
+        )
+        metric(
+            "smartswitch_media_calls_failed_total",
+            "counter",
+            "Relayed calls refused for want of a relay, or whose SDP the relay refused.",
+            [("", media.failed_calls)],
+        )
+        metric(
+            "smartswitch_media_calls_lost_total",
+            "counter",
+            "Calls ended because their rtpengine died.",
+            [("", media.lost_calls)],
+        )
+        metric(
+            "smartswitch_media_restarts_total",
+            "counter",
+            "Restarts of the node's own rtpengine.",
+            [("", media.restarts)],
+        )
     messages: list[tuple[str, float]] = []
     for direction, counts in (("in", counters.messages_in), ("out", counters.messages_out)):
         for kind, count in sorted(counts.items()):

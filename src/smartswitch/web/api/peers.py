@@ -71,6 +71,14 @@ class PeerIn(In):
     nodes: list[str] | None = Field(
         None, description="the nodes it is attached to; empty or left out: every node"
     )
+    media: Literal["direct", "relay"] | None = Field(
+        None, description="direct: SDP untouched (default); relay: media through rtpengine"
+    )
+    codecs: list[str] | None = Field(None, description="codecs it may see (relay); empty: any")
+    record: bool | None = Field(None, description="record its relayed calls")
+    direct_fallback: bool | None = Field(
+        None, description="direct media when no relay is up (else 503)"
+    )
 
 
 class PeerCreate(PeerIn):
@@ -106,6 +114,10 @@ def peer_out(peer: PeerView) -> dict[str, Any]:
             "nodes": [{"node": a.node, "username": a.username} for a in register.nodes],
         },
         "nodes": list(peer.nodes),
+        "media": peer.media,
+        "codecs": list(peer.codecs),
+        "record": peer.record,
+        "direct_fallback": peer.direct_fallback,
     }
 
 

@@ -38,6 +38,7 @@ async def _dashboard(request: Request) -> dict[str, Any]:
     return {
         "charts": dashboard_charts(web.sampler, buckets),
         "in_progress": calls_in_progress(web.node),
+        "media": web.node.counters().media,
         "cps": web.sampler.cps(),
         "hour_attempts": attempts,
         "hour_asr": (100.0 * answered / attempts) if attempts else None,

@@ -68,6 +68,10 @@ def _peer_values(peer: PeerView) -> dict[str, Any]:
         if register is None
         else [{"node": a.node, "username": a.username} for a in register.nodes],
         "nodes": ", ".join(peer.nodes),
+        "media": peer.media,
+        "codecs": ", ".join(peer.codecs),
+        "record": "true" if peer.record else "",
+        "direct_fallback": "true" if peer.direct_fallback else "",
     }
 
 
@@ -187,6 +191,7 @@ async def new_peer(request: Request) -> Response:
     values = {
         "role": "customer",
         "transport": "udp",
+        "media": "direct",
         "profit_control": "allow_loss",
         "enabled": "true",
     }
@@ -204,7 +209,7 @@ async def peer_page(request: Request, name: str) -> Response:
 async def save_peer(request: Request) -> Response:
     user, session, data = await writer_form(request)
     existing = existing_key(data)
-    checkboxes(data, "enabled", "deliver_dids")
+    checkboxes(data, "enabled", "deliver_dids", "record", "direct_fallback")
     _node_accounts(data)
     try:
         key = None if existing is None else ("name", existing)
