@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.web.ports import (
@@ -77,6 +78,7 @@ class FakeNode:
     hung_up: list[str] = field(default_factory=list)
     stats: Counters = field(default_factory=Counters)
     reloads_asked: int = 0
+    vip: VipStatus | None = None
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
@@ -98,6 +100,9 @@ class FakeNode:
 
     def engine_state(self) -> EngineState:
         return EngineState(calls=len(self.live_calls))
+
+    def vip_status(self) -> VipStatus | None:
+        return self.vip
 
     def config_changed(self) -> None:
         self.reloads_asked += 1

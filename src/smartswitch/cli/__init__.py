@@ -206,6 +206,7 @@ def _run_loop(coro: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from smartswitch.cluster.vip import VipError
     from smartswitch.runtime.node import Node
 
     config = _apply_flags(load_config(args.config), args)
@@ -215,7 +216,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Node(config).run()
 
-    _run_loop(main())
+    try:
+        _run_loop(main())
+    except VipError as exc:
+        print(f"smartswitch: the shared IP: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,6 +12,7 @@ from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
+from smartswitch.cluster.vip import VipStatus, since_text
 from smartswitch.runtime.config import NodeConfig
 
 
@@ -58,7 +59,12 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     finally:
         await engine.dispose()
     token = status_token(config.cluster_secret) if config.cluster_secret else ""
-    rows = await asyncio.gather(*(ask_node(node.name, node.http_address, token) for node in nodes))
+    targets = [(node.name, node.http_address) for node in nodes]
+    if not targets:
+        # Nodes register themselves in a shared database only; a node with its own (SQLite)
+        # database is asked alone, at its HTTP address.
+        targets = [(config.name, config.http_listen)]
+    rows = await asyncio.gather(*(ask_node(name, address, token) for name, address in targets))
     if fmt == "json":
         json.dump(rows, out, indent=2, default=str)
         out.write("\n")
@@ -68,7 +74,17 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
 
 
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
-    header = ("node", "role", "reachable", "io/sql", "lag", "outbox", "last delivery", "error")
+    header = (
+        "node",
+        "role",
+        "reachable",
+        "io/sql",
+        "lag",
+        "outbox",
+        "last delivery",
+        "shared IP",
+        "error",
+    )
     lines = [header]
     for row in rows:
         db = row.get("db") or {}
@@ -82,6 +98,7 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
                 "-" if db.get("lag") is None else f"{db['lag']} s",
                 str(row.get("outbox_depth", "-")),
                 time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
+                _vip_cell(row.get("vip")),
                 str(row.get("error") or db.get("last_error") or row.get("delivery_error") or ""),
             )
         )
@@ -91,3 +108,15 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
         out.write("\n")
+
+
+def _vip_cell(vip: Any) -> str:
+    """ "holds 10.0.0.100 since ..." / "backup since ..." / "-" (not taking part)."""
+    if not isinstance(vip, dict):
+        return "-"
+    try:
+        status = VipStatus.from_dict(vip)
+    except (KeyError, TypeError, ValueError):
+        return "?"
+    what = f"holds {status.shared_ip}" if status.holder else status.state.value.lower()
+    return f"{what} since {since_text(status.since)}"

@@ -20,6 +20,7 @@ from smartswitch.cluster.nodes import list_nodes, register_node, status_token
 from smartswitch.cluster.registrations import RegistrationSync
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
+from smartswitch.cluster.vip import KeepalivedSupervisor, VipEvent, VrrpState
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.services import BillingServices
@@ -64,6 +65,7 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self.registration_sync: RegistrationSync | None = None
         self.signalling: Signalling | None = None
+        self.vip: KeepalivedSupervisor | None = None
 
     @property
     def read_only(self) -> bool:
@@ -125,6 +127,15 @@ class Node:
             self.db_role = role
             await asyncio.sleep(1.0)
 
+    def _holds_shared(self, address: str) -> bool:
+        vip = self.vip
+        return vip is not None and vip.holder and address == vip.settings.shared_ip
+
+    def _vip_changed(self, event: VipEvent) -> None:
+        """keepalived reported a state change: origination and registrations follow."""
+        if VrrpState.MASTER in (event.state, event.previous) and self.signalling is not None:
+            self.signalling.shared_ip_changed()
+
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
         host, port = parse_hostport(config.sip_listen)
@@ -161,10 +172,24 @@ class Node:
         self.b2bua.resume = self.endpoint.run
         host, port = parse_hostport(config.sip_listen)
         await self.endpoint.listen(host, port, advertised_host(host))
+        vip_settings = config.vip_settings()
+        if vip_settings is not None:
+            # Listening on the shared IP before keepalived may put it here (IP_FREEBIND): the
+            # first datagram after a take-over finds the socket.
+            await self.endpoint.listen_shared(vip_settings.shared_ip)
+            self.vip = KeepalivedSupervisor(vip_settings, data_dir=config.data_dir)
         # Where B legs and outbound registrations leave from (the "bind address" setting):
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
-        self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
+        vip = self.vip
+        if vip is not None:
+            # With the "bind address" = the shared IP, only the holder originates and
+            # registers; keepalived's word (its notify FIFO) says who holds it.
+            self.signalling = Signalling(
+                config, self.endpoint, registrar, loop.time, holds_shared=self._holds_shared
+            )
+        else:
+            self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
         if self.services is not None and self.services.policy is not None:
             self.services.listeners.append(self.signalling.views_changed)
             await self.signalling.apply(self.services.policy.views.snapshot.bind_address)
@@ -174,6 +199,11 @@ class Node:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
             self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
+        if vip is not None:
+            vip.on_state.append(self._vip_changed)
+            # keepalived's check asks this node's SIP loop, which answers from now on. A
+            # config keepalived refuses stops the node here (VipError), before HTTP starts.
+            await vip.start()
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
@@ -203,6 +233,10 @@ class Node:
         done, _ = await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if http_task in done and not self.stopping.is_set():
             http_task.result()  # the HTTP side failed (port taken): raise it
+        if self.vip is not None:
+            # Give the shared IP up first (a priority-0 advert: a backup takes it at once),
+            # then end the calls.
+            await self.vip.stop()
         log.info("shutting down: ending %d calls", len(self.b2bua.calls))
         self.b2bua.shutdown(loop.time())
         if self.services is not None and self.services.registrar is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from smartswitch.b2bua.call import Call
 from smartswitch.cluster.registrations import RegistrationSync, apply_changes, binding_to_dict
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
@@ -156,6 +157,10 @@ class WebPort:
             timers=len(b2bua.timers),
             dialogs=len(b2bua.dialogs),
         )
+
+    def vip_status(self) -> VipStatus | None:
+        vip = self._node.vip
+        return None if vip is None else vip.status()
 
     # -- registrations
 

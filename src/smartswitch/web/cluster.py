@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException
 
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
+from smartswitch.cluster.vip import since_text
 from smartswitch.web.ports import NodePort, SharedRegistrations
 
 
@@ -29,6 +30,10 @@ def node_status(node: NodePort) -> dict[str, Any]:
         "read_only": node.read_only,
         "calls": counters.in_progress,
     }
+    vip = node.vip_status()
+    if vip is not None:
+        # Who holds the shared IP and since when: every node's own keepalived's word.
+        status["vip"] = vip.as_dict()
     registrar = node.registrar
     if registrar is not None:
         # This node's registrations with suppliers (each node registers its own account):
@@ -70,6 +75,9 @@ async def cluster_overview(node: NodePort) -> list[dict[str, Any]]:
 def _with_ages(row: dict[str, Any]) -> dict[str, Any]:
     last = row.get("last_delivery")
     row["last_delivery_ago"] = None if last is None else max(0, int(time.time() - last))
+    vip = row.get("vip")
+    if isinstance(vip, dict) and isinstance(vip.get("since"), int | float):
+        row["vip_since"] = since_text(float(vip["since"]))
     return row
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -197,6 +198,11 @@ class NodePort(Protocol):
     def counters(self) -> Counters: ...
 
     def engine_state(self) -> EngineState: ...
+
+    def vip_status(self) -> VipStatus | None:
+        """This node's view of the shared IP (its keepalived's state and since when); None
+        when the node does not take part in it."""
+        ...
 
     def config_changed(self) -> None:
         """Configuration was just changed through this node: reload now, not at the next
