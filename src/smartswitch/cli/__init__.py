@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = cluster_sub.add_parser("status", help="every node: role, replication, outbox")
     status.add_argument("--format", choices=["table", "json"], default="table")
     store_args(status)
+    dns = cluster_sub.add_parser(
+        "dns", help="A and SRV records of the nodes and the shared IP, for a DNS zone"
+    )
+    dns.add_argument("zone", help="the zone the records go in, e.g. voice.example.net")
+    dns.add_argument("--ttl", type=int, default=60, help="seconds (default 60)")
+    store_args(dns)
 
     init = sub.add_parser("init", help="write a commented node configuration for this host")
     init.add_argument(
@@ -364,6 +370,8 @@ def _cluster_command(args: argparse.Namespace) -> int:
         if args.primary_database_url:
             config.primary_database_url = args.primary_database_url
         return commands.add_replica(config)
+    if args.cluster_command == "dns":
+        return asyncio.run(commands.dns(config, args.zone, args.ttl, sys.stdout))
     return asyncio.run(commands.status(config, args.format, sys.stdout))
 
 

@@ -8,12 +8,13 @@ import sys
 import time
 from typing import Any, TextIO
 
+from smartswitch.cluster.dns import DnsError, DnsNode, zone_records
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
 from smartswitch.cluster.vip import VipStatus, since_text
-from smartswitch.runtime.config import NodeConfig
+from smartswitch.runtime.config import NodeConfig, parse_hostport
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -71,6 +72,44 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     else:
         _table(rows, out)
     return 0 if rows and all(r["reachable"] for r in rows) else 1
+
+
+async def dns(config: NodeConfig, zone: str, ttl: int, out: TextIO) -> int:
+    """The zone-file records of the cluster's nodes (their dedicated IPs, from the nodes
+    table; this node alone with its own database) and of the shared IP."""
+    from smartswitch.store.database import create_engine, database_url, session_factory
+
+    engine = create_engine(database_url(config.data_dir, config.database_url))
+    try:
+        async with session_factory(engine)() as session:
+            rows = await list_nodes(session)
+    finally:
+        await engine.dispose()
+    try:
+        nodes = [
+            DnsNode(row.name, row.dedicated_ip, _port(row.sip_address))
+            for row in rows
+            if row.dedicated_ip
+        ]
+        if not rows and config.dedicated_ip:
+            nodes = [DnsNode(config.name, config.dedicated_ip, _port(config.sip_listen))]
+        shared = config.shared_ip or next((row.shared_ip for row in rows if row.shared_ip), "")
+        lines = zone_records(zone, nodes, shared, ttl=ttl)
+    except DnsError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    out.write(f"; smartswitch cluster dns {zone}: {len(nodes)} node(s)")
+    out.write(f", shared IP {shared}\n" if shared else ", no shared IP\n")
+    for line in lines:
+        out.write(line + "\n")
+    return 0
+
+
+def _port(sip_address: str) -> int:
+    try:
+        return parse_hostport(sip_address)[1]
+    except ValueError:
+        return 5060
 
 
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
