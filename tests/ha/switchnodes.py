@@ -387,7 +387,7 @@ class SupplierCapture:
         """Stop, then the SIP requests seen: time, source, method, Via sent-by host."""
         self.stop()
         assert TSHARK is not None
-        names = ("frame.time_epoch", "ip.src", "sip.Method", "sip.Via.sent_by.address")
+        names = ("frame.time_epoch", "ip.src", "sip.Method", "sip.Via.sent-by.address")
         command = [TSHARK, "-n", "-r", str(self.path), "-Y", "sip.Request-Line"]
         for port in (SIP_PORT, REGISTRAR_PORT):
             command += ["-d", f"udp.port=={port},sip"]

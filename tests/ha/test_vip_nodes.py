@@ -132,7 +132,7 @@ def test_failover_under_load_new_calls_and_the_registration_follow_the_shared_ip
     registers = [r for r in requests if r["sip.Method"] == "REGISTER"]
     assert set(invites) == {SHARED_IP}, invites
     assert {r["ip.src"] for r in registers} == {SHARED_IP}, registers
-    assert all(r["sip.Via.sent_by.address"] == SHARED_IP for r in registers), registers
+    assert all(r["sip.Via.sent-by.address"] == SHARED_IP for r in registers), registers
     # One registration (the holder's at start, before the capture); after the fail-over the
     # new holder registers again, once, within seconds.
     assert len(registers) == 1, registers
