@@ -178,3 +178,60 @@ def test_tcp_connections_we_open_leave_from_the_origin_which_also_listens() -> N
         endpoint.close()
 
     _run(test)
+
+
+SHARED = "127.0.0.12"  # the shared IP in these tests: an address of this host
+
+
+def test_the_shared_ip_listener_answers_from_the_shared_ip_and_lends_its_socket() -> None:
+    async def test() -> None:
+        endpoint, sip = await _node(DEDICATED)
+        await endpoint.listen_shared(SHARED)
+        port = endpoint.port
+        transport, peer, peer_port = await _peer()
+        # Asked on the shared IP: answered from it (a customer drops answers from elsewhere).
+        transport.sendto(options(port, 1, to=SHARED), (SHARED, port))
+        data, source = await peer.next()
+        assert source == (SHARED, port)
+        response = parse_message(data)
+        assert isinstance(response, Response) and response.status == 200
+        dest = Address("udp", PEER, peer_port)
+        assert sip.layer.local_address(dest) == (SHARED, port)
+        # Asked on the dedicated IP (the health check's way): answered from there.
+        transport.sendto(options(port, 2, to=DEDICATED), (DEDICATED, port))
+        _data, source = await peer.next()
+        assert source == (DEDICATED, port)
+        assert sip.layer.local_address(dest) == (DEDICATED, port)
+        # Originating from the shared IP (the holder) uses the listener's socket, no other.
+        other_transport, other_peer, other_port = await _peer("127.0.0.32")
+        await endpoint.originate_from(SHARED, freebind=True)
+        assert endpoint.origin is not None and endpoint.origin.borrowed
+        new = Address("udp", "127.0.0.32", other_port)
+        _send(endpoint, sip, _request("OPTIONS", new, 3), new)
+        _data, source = await other_peer.next()
+        assert source == (SHARED, port)
+        # Giving the origin up leaves the listener open.
+        await endpoint.originate_from(None)
+        transport.sendto(options(port, 4, to=SHARED), (SHARED, port))
+        _data, source = await peer.next()
+        assert source == (SHARED, port)
+        # The listener over TCP too.
+        with socket.create_connection((SHARED, port), timeout=WAIT):
+            pass
+        other_transport.close()
+        transport.close()
+        endpoint.close()
+
+    _run(test)
+
+
+def test_the_shared_ip_listener_binds_before_the_address_is_here() -> None:
+    async def test() -> None:
+        endpoint, _sip = await _node(DEDICATED)
+        await endpoint.listen_shared(NOT_HERE)
+        assert endpoint.shared is not None and endpoint.shared.host == NOT_HERE
+        await endpoint.originate_from(NOT_HERE, freebind=True)
+        assert endpoint.origin is not None and endpoint.origin.borrowed
+        endpoint.close()
+
+    _run(test)

@@ -11,6 +11,7 @@ from typing import Any
 
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.web.ports import (
@@ -87,6 +88,7 @@ class FakeNode:
     capture: CaptureState | None = None
     captures: dict[tuple[str, str], Path] = field(default_factory=dict)  # (node, CDR id)
     file_sync: FileSyncState | None = None
+    vip: VipStatus | None = None
 
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
@@ -117,6 +119,9 @@ class FakeNode:
 
     async def file_sync_state(self) -> FileSyncState | None:
         return self.file_sync
+
+    def vip_status(self) -> VipStatus | None:
+        return self.vip
 
     def config_changed(self) -> None:
         self.reloads_asked += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from smartswitch.cluster.membership import Heartbeat
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.signing import Signer, derive_key
+from smartswitch.cluster.vip import VipStatus, VrrpState
 
 from .conftest import WebEnv, make_env
 from .fakes import FakeNode
@@ -122,3 +125,25 @@ def test_cluster_page_shows_each_nodes_schema(web: WebEnv) -> None:
     login(web)
     html = web.client.get("/cluster").text
     assert "0009 / 0008" in html  # the code's newest migration / the database's revision
+
+
+def test_cluster_page_shows_who_holds_the_shared_ip_and_since_when(web: WebEnv) -> None:
+    since = datetime(2026, 12, 2, 3, 4, 5, 678000, UTC).timestamp()
+    web.node.vip = VipStatus(
+        node="test1",
+        shared_ip="10.77.0.100",
+        interface="eth0",
+        state=VrrpState.MASTER,
+        since=since,
+        priority=150,
+        keepalived_pid=1234,
+        restarts=0,
+        last_error=None,
+    )
+    login(web)
+    html = web.client.get("/cluster").text
+    assert "holds 10.77.0.100" in html
+    assert "since 2026-12-02 03:04:05.678 UTC" in html
+    web.node.vip = replace(web.node.vip, state=VrrpState.BACKUP)
+    html = web.client.get("/cluster").text
+    assert "holds 10.77.0.100" not in html and "backup since 2026-12-02 03:04:05.678" in html

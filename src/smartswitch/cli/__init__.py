@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--format", choices=["table", "json"], default="table")
     store_args(status)
+    dns = cluster_sub.add_parser(
+        "dns", help="A and SRV records of the nodes and the shared IP, for a DNS zone"
+    )
+    dns.add_argument("zone", help="the zone the records go in, e.g. voice.example.net")
+    dns.add_argument("--ttl", type=int, default=60, help="seconds (default 60)")
+    store_args(dns)
 
     init = sub.add_parser("init", help="write a commented node configuration for this host")
     init.add_argument(
@@ -242,6 +248,7 @@ def _run_loop(coro: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from smartswitch.cluster.vip import VipError
     from smartswitch.runtime.node import Node
     from smartswitch.store.migrate import SchemaError
 
@@ -256,6 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _run_loop(main())
     except SchemaError as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
+    except VipError as exc:
+        print(f"smartswitch: the shared IP: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -439,6 +448,8 @@ def _cluster_command(args: argparse.Namespace) -> int:
         if args.primary_database_url:
             config.primary_database_url = args.primary_database_url
         return commands.add_replica(config)
+    if args.cluster_command == "dns":
+        return asyncio.run(commands.dns(config, args.zone, args.ttl, sys.stdout))
     return asyncio.run(commands.status(config, args.format, sys.stdout))
 
 

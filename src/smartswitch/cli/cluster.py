@@ -9,12 +9,14 @@ import time
 from typing import Any, TextIO
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
+from smartswitch.cluster.dns import DnsError, DnsNode, zone_records
 from smartswitch.cluster.nodes import ask_status, list_nodes
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
 from smartswitch.cluster.signing import Signer, derive_key
-from smartswitch.runtime.config import NodeConfig
+from smartswitch.cluster.vip import VipStatus, since_text
+from smartswitch.runtime.config import NodeConfig, parse_hostport
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -65,6 +67,10 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     finally:
         await engine.dispose()
     peers = [Peer(node.name, node.http_address) for node in nodes]
+    if not peers:
+        # Nodes register themselves in a shared database only; a node with its own (SQLite)
+        # database is asked alone, at its HTTP address.
+        peers = [Peer(config.name, config.http_listen)]
     # Signed as this node: the command runs with its config, and so holds its secret.
     client = BusClient(Signer(config.name, derive_key(config.cluster_secret)), timeout=2.0)
     try:
@@ -127,6 +133,44 @@ def _row(
 _FIGURES = ("calls", "cps", "capacity", "outbox_depth", "version", "db_role")
 
 
+async def dns(config: NodeConfig, zone: str, ttl: int, out: TextIO) -> int:
+    """The zone-file records of the cluster's nodes (their dedicated IPs, from the nodes
+    table; this node alone with its own database) and of the shared IP."""
+    from smartswitch.store.database import create_engine, database_url, session_factory
+
+    engine = create_engine(database_url(config.data_dir, config.database_url))
+    try:
+        async with session_factory(engine)() as session:
+            rows = await list_nodes(session)
+    finally:
+        await engine.dispose()
+    try:
+        nodes = [
+            DnsNode(row.name, row.dedicated_ip, _port(row.sip_address))
+            for row in rows
+            if row.dedicated_ip
+        ]
+        if not rows and config.dedicated_ip:
+            nodes = [DnsNode(config.name, config.dedicated_ip, _port(config.sip_listen))]
+        shared = config.shared_ip or next((row.shared_ip for row in rows if row.shared_ip), "")
+        lines = zone_records(zone, nodes, shared, ttl=ttl)
+    except DnsError as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    out.write(f"; smartswitch cluster dns {zone}: {len(nodes)} node(s)")
+    out.write(f", shared IP {shared}\n" if shared else ", no shared IP\n")
+    for line in lines:
+        out.write(line + "\n")
+    return 0
+
+
+def _port(sip_address: str) -> int:
+    try:
+        return parse_hostport(sip_address)[1]
+    except ValueError:
+        return 5060
+
+
 def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
     header = (
         "node",
@@ -141,6 +185,7 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
         "io/sql",
         "lag",
         "last delivery",
+        "shared IP",
         "error",
     )
     lines = [header]
@@ -163,6 +208,7 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
                 f"{db.get('io_running') or '-'}/{db.get('sql_running') or '-'}",
                 "-" if db.get("lag") is None else f"{db['lag']} s",
                 time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
+                _vip_cell(row.get("vip")),
                 str(row.get("error") or db.get("last_error") or row.get("delivery_error") or ""),
             )
         )
@@ -172,3 +218,15 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
         out.write("\n")
+
+
+def _vip_cell(vip: Any) -> str:
+    """ "holds 10.0.0.100 since ..." / "backup since ..." / "-" (not taking part)."""
+    if not isinstance(vip, dict):
+        return "-"
+    try:
+        status = VipStatus.from_dict(vip)
+    except (KeyError, TypeError, ValueError):
+        return "?"
+    what = f"holds {status.shared_ip}" if status.holder else status.state.value.lower()
+    return f"{what} since {since_text(status.since)}"

@@ -89,6 +89,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -427,6 +428,14 @@ class VipStatus:
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
+
+
+def since_text(since: float, now: float | None = None) -> str:
+    """When a node's shared-IP state began (epoch seconds), in UTC to the millisecond
+    (fail-overs are sub-second), with how long ago: the Cluster page's and the CLI's."""
+    stamp = datetime.fromtimestamp(since, UTC)
+    ago = max(0, int((time.time() if now is None else now) - since))
+    return f"{stamp:%Y-%m-%d %H:%M:%S}.{stamp.microsecond // 1000:03d} UTC ({ago} s ago)"
 
 
 @dataclass(frozen=True, slots=True)

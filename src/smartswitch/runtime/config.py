@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from smartswitch.cluster.vip import VipConfigError, VipSettings
 from smartswitch.routing.static import StaticRoute
 
 
@@ -56,6 +57,18 @@ class NodeConfig:
     # Calls this node is meant to carry at once: sent in its heartbeats, what the load
     # balancer's free capacity is measured against (0: not set, the node gets no share).
     capacity: int = 1000
+    # The shared IP held through VRRP (docs/cluster.md, "Shared IP"): with ``vip_interface``
+    # set, the node writes, runs and supervises its own keepalived for ``shared_ip`` and
+    # listens on it. Every node of the cluster has the same shared IP, prefix, router id and
+    # advert interval; each its own (distinct) priority; ``vip_peers`` are the other nodes'
+    # dedicated IPs (VRRP adverts go to them only: VRRPv3 has no authentication).
+    vip_interface: str = ""
+    vip_prefix_len: int = 24
+    vip_router_id: int = 51
+    vip_priority: int = 100
+    vip_advert_interval: float = 0.1
+    vip_peers: tuple[str, ...] = ()
+    vip_garp_refresh: int = 2  # seconds between gratuitous ARPs while holding it (0: none)
     # The web UI's read-only mode (a replica's): forced on here; the cluster also sets it live.
     read_only: bool = False
     read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
@@ -118,6 +131,32 @@ class NodeConfig:
     def media_enabled(self) -> bool:
         return self.media_rtpengine or bool(self.media_relay)
 
+    def vip_settings(self) -> VipSettings | None:
+        """keepalived's settings for this node, or None when it does not take part in the
+        shared IP. Raises :class:`VipConfigError` for settings keepalived cannot take."""
+        if not self.vip_interface:
+            return None
+        if not self.shared_ip:
+            raise VipConfigError("vip_interface is set but shared_ip is empty")
+        if not self.dedicated_ip:
+            raise VipConfigError("the shared IP needs this node's dedicated_ip (VRRP source)")
+        host, port = parse_hostport(self.sip_listen)
+        return VipSettings(
+            shared_ip=self.shared_ip,
+            interface=self.vip_interface,
+            virtual_router_id=self.vip_router_id,
+            priority=self.vip_priority,
+            unicast_src_ip=self.dedicated_ip,
+            peers=self.vip_peers,
+            # The health check asks the node's SIP loop on its own address.
+            sip_check_host=self.dedicated_ip if host in ("0.0.0.0", "::") else host,
+            sip_check_port=port,
+            prefix_len=self.vip_prefix_len,
+            node_name=self.name,
+            advert_interval=self.vip_advert_interval,
+            garp_master_refresh=self.vip_garp_refresh,
+        )
+
     @property
     def name(self) -> str:
         """This node's name in the cluster: ``node_name``, else ``node_id``. Peers are
@@ -147,6 +186,13 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "shared_ip": str,
     "cluster_secret": str,
     "capacity": int,
+    "vip_interface": str,
+    "vip_prefix_len": int,
+    "vip_router_id": int,
+    "vip_priority": int,
+    "vip_advert_interval": (int, float),
+    "vip_peers": list,
+    "vip_garp_refresh": int,
     "read_only": bool,
     "read_only_primary": str,
     "cookie_secure": bool,
@@ -241,6 +287,11 @@ def load_config(path: Path | None) -> NodeConfig:
             "reg_default_expires",
             "must lie between reg_min_expires and reg_max_expires",
         )
+    try:
+        config.vip_settings()
+    except VipConfigError as exc:
+        key = "shared_ip" if "shared_ip" in str(exc) else "vip_interface"
+        raise _fail(path, text, key, str(exc)) from None
     return config
 
 
@@ -288,6 +339,12 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
             raise _fail(path, text, key, f"not an IP address: {value!r}") from None
     if key in ("reg_min_expires", "reg_max_expires", "reg_default_expires") and value < 1:
         raise _fail(path, text, key, "must be at least 1 (seconds)")
+    if key == "vip_advert_interval":
+        return float(value)
+    if key == "vip_peers":
+        if not all(isinstance(p, str) for p in value):
+            raise _fail(path, text, key, "a list of the other nodes' dedicated IPs")
+        return tuple(value)
     if key in ("file_reconcile_interval", "capture_retention_interval"):
         if value <= 0:
             raise _fail(path, text, key, "must be more than 0 (seconds)")

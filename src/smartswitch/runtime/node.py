@@ -25,6 +25,7 @@ from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.nodes import list_nodes, register_node
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
+from smartswitch.cluster.vip import KeepalivedSupervisor, VipEvent, VrrpState
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime import systemd
 from smartswitch.runtime.capture import CaptureService, CdrTap
@@ -101,6 +102,7 @@ class Node:
         self.capture: CaptureService | None = None
         self.filesync: FileSyncService | None = None
         self.media: NodeMedia | None = None
+        self.vip: KeepalivedSupervisor | None = None
 
     @property
     def read_only(self) -> bool:
@@ -245,6 +247,15 @@ class Node:
             self.drainer.start()
         return self.drainer
 
+    def _holds_shared(self, address: str) -> bool:
+        vip = self.vip
+        return vip is not None and vip.holder and address == vip.settings.shared_ip
+
+    def _vip_changed(self, event: VipEvent) -> None:
+        """keepalived reported a state change: origination and registrations follow."""
+        if VrrpState.MASTER in (event.state, event.previous) and self.signalling is not None:
+            self.signalling.shared_ip_changed()
+
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
         host, port = parse_hostport(config.sip_listen)
@@ -364,10 +375,24 @@ class Node:
         await self.endpoint.listen(host, port, advertised_host(host))
         if config.tls_listen:
             await self._listen_tls(loop)
+        vip_settings = config.vip_settings()
+        if vip_settings is not None:
+            # Listening on the shared IP before keepalived may put it here (IP_FREEBIND): the
+            # first datagram after a take-over finds the socket.
+            await self.endpoint.listen_shared(vip_settings.shared_ip)
+            self.vip = KeepalivedSupervisor(vip_settings, data_dir=config.data_dir)
         # Where B legs and outbound registrations leave from (the "bind address" setting):
         # applied before the registrations start, and again when the setting changes.
         registrar = self.services.registrar if self.services is not None else None
-        self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
+        vip = self.vip
+        if vip is not None:
+            # With the "bind address" = the shared IP, only the holder originates and
+            # registers; keepalived's word (its notify FIFO) says who holds it.
+            self.signalling = Signalling(
+                config, self.endpoint, registrar, loop.time, holds_shared=self._holds_shared
+            )
+        else:
+            self.signalling = Signalling(config, self.endpoint, registrar, loop.time)
         if config.media_enabled:
             interface = config.media_interface or config.dedicated_ip or advertised_host(host)
             self.media = NodeMedia(config, self.b2bua, self.endpoint.run, interface)
@@ -383,6 +408,11 @@ class Node:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
             self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
+        if vip is not None:
+            vip.on_state.append(self._vip_changed)
+            # keepalived's check asks this node's SIP loop, which answers from now on. A
+            # config keepalived refuses stops the node here (VipError), before HTTP starts.
+            await vip.start()
         http_host, http_port = parse_hostport(self.config.http_listen)
         server = _Server(
             uvicorn.Config(
@@ -423,6 +453,10 @@ class Node:
         done, _ = await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if http_task in done and not self.stopping.is_set():
             http_task.result()  # the HTTP side failed (port taken): raise it
+        if self.vip is not None:
+            # Give the shared IP up first (a priority-0 advert: a backup takes it at once),
+            # then end the calls.
+            await self.vip.stop()
         systemd.notify("STOPPING=1", "STATUS=stopping")
         watchdog.cancel()
         if self.drainer is not None:

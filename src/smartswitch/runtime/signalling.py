@@ -17,12 +17,12 @@ A node listening on its dedicated IP already (``sip_listen``) sends from there a
 one listening on a wildcard gets a second socket on the dedicated IP
 (:meth:`~smartswitch.transport.endpoint.SipEndpoint.originate_from`).
 
-Whether this node holds the shared IP is asked of ``holds_shared`` (by default: is the
-address configured on this host now, which is what keepalived does to the holder). TODO(VIP):
-the VIP supervisor of the HA issue owns that state; it should be passed as ``holds_shared``
-and call :meth:`Signalling.shared_ip_changed` on each VRRP transition (MASTER / BACKUP /
-FAULT), and decide whether a node without the VIP refuses new calls rather than sending them
-from its dedicated IP.
+Whether this node holds the shared IP is asked of ``holds_shared``: a node running keepalived
+(:class:`~smartswitch.runtime.node.Node` with ``vip_interface`` set) answers from its
+supervisor's VRRP state and calls :meth:`Signalling.shared_ip_changed` on every transition
+into or out of MASTER; otherwise: is the address configured on this host now, which is what
+keepalived does to the holder. TODO(VIP): decide whether a node without the VIP refuses new
+calls rather than sending them from its dedicated IP.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from smartswitch import __version__
 from smartswitch.b2bua.call import Call
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.capture import capture_path
 from smartswitch.runtime.config import NodeConfig
@@ -269,6 +270,10 @@ class WebPort:
                 for p in status.peers
             ),
         )
+
+    def vip_status(self) -> VipStatus | None:
+        vip = self._node.vip
+        return None if vip is None else vip.status()
 
     # -- registrations
 

@@ -24,6 +24,13 @@ TLS port without a valid handshake (plain TCP bytes, a refused certificate) neve
 SIP core: the handshake fails and the connection is closed. A request to an address we hold
 a connection to (a phone's flow: its REGISTER's connection; a dialog's) leaves on that
 connection; only with none is one opened (:attr:`SipEndpoint.tls` gives the client context).
+
+**The shared IP** (:meth:`SipEndpoint.listen_shared`): a node of a fail-over cluster also
+listens on the shared IP, bound with ``IP_FREEBIND`` so the socket is there before keepalived
+puts the address on the interface. What arrives on it is answered from it (customers drop
+answers from another address than the one they sent to). When the node originates from the
+shared IP (its holder, with the "bind address" setting), that same socket is the originating
+one.
 """
 
 from __future__ import annotations
@@ -86,6 +93,17 @@ class Origin:
     v6: bool
     udp: asyncio.DatagramTransport
     tcp_server: asyncio.Server | None
+    #: The sockets are the shared IP's listener's (closed with it, not with the origin).
+    borrowed: bool = False
+
+
+@dataclass(slots=True)
+class SharedListener:
+    """The sockets on the shared IP."""
+
+    host: str
+    udp: asyncio.DatagramTransport
+    tcp_server: asyncio.Server | None
 
 
 def message_kind(data: bytes) -> bytes:
@@ -133,6 +151,9 @@ class SipEndpoint:
         # usual case, costs one attribute test per message.
         self.tap: Tap | None = None
         self.wall_offset = 0.0  # wall clock minus the loop's, for the tap's timestamps
+        self.shared: SharedListener | None = None
+        # Remotes heard last on the shared IP's socket: answered from it.
+        self._heard_shared: dict[tuple[str, int], None] = {}
 
     def local_for(self, dest: Address) -> tuple[str, int]:
         """Our address as ``dest`` sees it (for Via and Contact): the originating address for
@@ -143,6 +164,9 @@ class SipEndpoint:
         origin = self.origin
         port = self.tls_port if dest.transport == "tls" else self.port
         if dest.transport == "udp":
+            shared = self.shared
+            if shared is not None and (dest.host, dest.port) in self._heard_shared:
+                return shared.host, self.port
             if origin is not None and self._from_origin(dest, origin):
                 return origin.host, port
         else:
@@ -201,6 +225,14 @@ class SipEndpoint:
         self._close_origin()
         if host is None or host == self.listen_host:
             return  # listening there already: nothing to add
+        shared = self.shared
+        if shared is not None and host == shared.host:
+            # Listening there already (the shared IP's freebind socket): send from it.
+            self.origin = Origin(host, freebind, ":" in host, shared.udp, None, borrowed=True)
+            self._heard.clear()
+            self.layer.local_for = self.local_for
+            log.info("originating from the shared IP %s", host)
+            return
         udp_sock = _bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=freebind)
         tcp_server: asyncio.Server | None = None
         try:
@@ -226,10 +258,54 @@ class SipEndpoint:
             return
         self.origin = None
         self._heard.clear()
-        origin.udp.close()
-        if origin.tcp_server is not None:
-            origin.tcp_server.close()
-        self.layer.local_for = self.local_for if self.wildcard else None
+        if not origin.borrowed:
+            origin.udp.close()
+            if origin.tcp_server is not None:
+                origin.tcp_server.close()
+        keep = self.wildcard or self.shared is not None
+        self.layer.local_for = self.local_for if keep else None
+
+    async def listen_shared(self, host: str) -> None:
+        """Listen on the shared IP too (UDP, and TCP unless the listener is a wildcard), on
+        the listening port, bound with ``IP_FREEBIND``: ready before the address arrives.
+        Call after :meth:`listen` and before :meth:`originate_from`."""
+        if self.shared is not None:
+            raise RuntimeError("already listening on the shared IP")
+        if self.origin is not None:
+            raise RuntimeError("listen on the shared IP before choosing the originating address")
+        udp_sock = _bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=True)
+        tcp_server: asyncio.Server | None = None
+        try:
+            udp, _ = await self.loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self, shared=True), sock=udp_sock
+            )
+            if not self.wildcard:
+                tcp_sock = _bound_socket(socket.SOCK_STREAM, host, self.port, freebind=True)
+                tcp_server = await self.loop.create_server(
+                    lambda: TcpConnection(self, None), sock=tcp_sock
+                )
+        except BaseException:
+            udp_sock.close()
+            raise
+        self.shared = SharedListener(host, udp, tcp_server)
+        self.layer.local_for = self.local_for
+        log.info("listening on the shared IP %s:%d too", host, self.port)
+
+    def heard_shared(self, addr: tuple[str, int], on_shared: bool) -> None:
+        """A datagram from ``addr``: on the shared IP's socket (answered from there next),
+        or elsewhere (no longer)."""
+        key = (addr[0], addr[1])
+        heard = self._heard_shared
+        if not on_shared:
+            if heard:
+                heard.pop(key, None)
+            return
+        if heard.pop(key, 0) is None:
+            heard[key] = None
+            return
+        if len(heard) >= MAX_HEARD:
+            del heard[next(iter(heard))]
+        heard[key] = None
 
     def _from_origin(self, dest: Address, origin: Origin) -> bool:
         """Whether a UDP message to ``dest`` leaves from the originating socket."""
@@ -329,6 +405,10 @@ class SipEndpoint:
         kind = message_kind(data)
         self.tx_by_kind[kind] = self.tx_by_kind.get(kind, 0) + 1
         if dest.transport == "udp":
+            shared = self.shared
+            if shared is not None and (dest.host, dest.port) in self._heard_shared:
+                shared.udp.sendto(data, (dest.host, dest.port))
+                return
             origin = self.origin
             if origin is not None and self._from_origin(dest, origin):
                 origin.udp.sendto(data, (dest.host, dest.port))
@@ -430,24 +510,31 @@ class SipEndpoint:
         if self.tls_server is not None:
             self.tls_server.close()
         self._close_origin()
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            shared.udp.close()
+            if shared.tcp_server is not None:
+                shared.tcp_server.close()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint, origin: bool = False) -> None:
+    def __init__(self, endpoint: SipEndpoint, origin: bool = False, shared: bool = False) -> None:
         self.endpoint = endpoint
         self.origin = origin  # the originating socket's, else the listening one's
+        self.shared = shared  # the shared IP's socket (the originating one too, when borrowed)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         endpoint = self.endpoint
-        if endpoint.origin is not None:
-            endpoint.heard(addr, self.origin)
-        if self.origin and endpoint.tap is not None and endpoint.origin is not None:
-            endpoint.receive(
-                data, Address("udp", addr[0], addr[1]), (endpoint.origin.host, endpoint.port)
-            )
+        if endpoint.shared is not None:
+            endpoint.heard_shared(addr, self.shared)
+        origin = endpoint.origin
+        if origin is not None:
+            endpoint.heard(addr, self.origin or (self.shared and origin.borrowed))
+        if self.origin and endpoint.tap is not None and origin is not None:
+            endpoint.receive(data, Address("udp", addr[0], addr[1]), (origin.host, endpoint.port))
             return
         endpoint.receive(data, Address("udp", addr[0], addr[1]))
 

@@ -16,6 +16,7 @@ from typing import Any
 from smartswitch.cluster.bus import Peer
 from smartswitch.cluster.membership import NodeState
 from smartswitch.cluster.nodes import list_nodes
+from smartswitch.cluster.vip import since_text
 from smartswitch.web.ports import NodePort
 
 
@@ -34,6 +35,10 @@ def node_status(node: NodePort) -> dict[str, Any]:
         "schema_head": release.schema_head,
         "db_schema": release.db_schema,
     }
+    vip = node.vip_status()
+    if vip is not None:
+        # Who holds the shared IP and since when: every node's own keepalived's word.
+        status["vip"] = vip.as_dict()
     registrar = node.registrar
     if registrar is not None:
         # This node's registrations with suppliers (each node registers its own account):
@@ -121,4 +126,7 @@ def _heard_address(state: NodeState) -> str:
 def _with_ages(row: dict[str, Any]) -> dict[str, Any]:
     last = row.get("last_delivery")
     row["last_delivery_ago"] = None if last is None else max(0, int(time.time() - last))
+    vip = row.get("vip")
+    if isinstance(vip, dict) and isinstance(vip.get("since"), int | float):
+        row["vip_since"] = since_text(float(vip["since"]))
     return row

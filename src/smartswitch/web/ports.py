@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.vip import VipStatus
 from smartswitch.registrar.guard import SourceGuard
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -298,6 +299,10 @@ class NodePort(Protocol):
 
     async def file_sync_state(self) -> FileSyncState | None:
         """None when this node syncs no files (not in a cluster)."""
+
+    def vip_status(self) -> VipStatus | None:
+        """This node's view of the shared IP (its keepalived's state and since when); None
+        when the node does not take part in it."""
         ...
 
     def config_changed(self) -> None:
