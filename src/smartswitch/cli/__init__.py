@@ -229,6 +229,10 @@ def _setup_logging(level: str, queued: bool = False) -> None:
         listener.start()
         atexit.register(listener.stop)
         handler = logging.handlers.QueueHandler(records)
+        # The queue handler merges the arguments (and a traceback) into the message before
+        # the record crosses threads; the writer's own formatter adds the time, level and
+        # logger name once (without this, the default format put them in the message too).
+        handler.setFormatter(logging.Formatter("%(message)s"))
         if journal:
             handler.addFilter(CallIdFilter())  # the call id, before the queue merges it away
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)

@@ -75,7 +75,11 @@ async def status(config: NodeConfig, fmt: str, out: TextIO) -> int:
     client = BusClient(Signer(config.name, derive_key(config.cluster_secret)), timeout=2.0)
     try:
         seen_by, members = await _members(client, config, peers)
-        asked = [p for p in peers if members is None or members.get(p.name, {}).get("up")]
+        asked = [
+            p
+            for p in peers
+            if members is None or p.name == config.name or members.get(p.name, {}).get("up")
+        ]
         statuses = await asyncio.gather(*(ask_status(client, peer) for peer in asked))
     finally:
         await client.aclose()

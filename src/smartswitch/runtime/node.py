@@ -156,9 +156,11 @@ class Node:
             return [(n.name, n.http_address) for n in await list_nodes(session)]
 
     def _make_bus(self) -> NodeBus | None:
-        """The cluster bus of a cluster node (a cluster scheme and a secret); None alone."""
+        """The cluster bus of a node with a cluster secret (a cluster node; or a node with its
+        own database that shares a VIP with others, whose status the bus serves); None
+        without a secret."""
         config = self.config
-        if self.services is None or config.db_scheme == "single" or not config.cluster_secret:
+        if self.services is None or not config.cluster_secret:
             return None
         registrar = self.services.registrar
         self._schema = head_revision()
