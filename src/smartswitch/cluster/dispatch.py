@@ -267,6 +267,9 @@ class SourceTrust:
     def set_members(self, members: Mapping[str, str]) -> None:
         self._ips = frozenset(ip for ip in members.values() if ip)
 
+    def is_member(self, host: str) -> bool:
+        return host in self._ips
+
     def real_source(
         self, header: str | None, received_from: tuple[str, int]
     ) -> tuple[str, int] | None:

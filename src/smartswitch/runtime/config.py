@@ -47,6 +47,14 @@ class NodeConfig:
     # Calls this node is meant to carry at once: sent in its heartbeats, what the load
     # balancer's free capacity is measured against (0: not set, the node gets no share).
     capacity: int = 1000
+    # Automatic load balancing (docs/cluster.md): "off", or the dispatcher's mode on the
+    # address dispatch_listen (the shared IP in a VIP deployment; HOST:PORT, UDP), "redirect"
+    # (302 with a signed token) or "proxy" (stateless forward with the caller's source).
+    dispatch_mode: str = "off"
+    dispatch_listen: str = ""
+    # Refuse (403) an INVITE from outside the cluster that carries no valid dispatch token.
+    dispatch_require_token: bool = False
+    dispatch_token_lifetime: float = 30.0
     # The web UI's read-only mode (a replica's): forced on here; the cluster also sets it live.
     read_only: bool = False
     read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
@@ -94,6 +102,10 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "shared_ip": str,
     "cluster_secret": str,
     "capacity": int,
+    "dispatch_mode": str,
+    "dispatch_listen": str,
+    "dispatch_require_token": bool,
+    "dispatch_token_lifetime": (int, float),
     "read_only": bool,
     "read_only_primary": str,
     "cookie_secure": bool,
@@ -150,6 +162,12 @@ def load_config(path: Path | None) -> NodeConfig:
         if not isinstance(value, expected):
             raise _fail(path, text, key, f"expected {_type_name(expected)}")
         setattr(config, key, _convert(path, text, key, value))
+    if config.dispatch_mode != "off" and not config.dispatch_listen:
+        raise _fail(path, text, "dispatch_mode", "needs dispatch_listen (HOST:PORT)")
+    if config.dispatch_mode != "off" and not config.cluster_secret:
+        raise _fail(path, text, "dispatch_mode", "needs the cluster_secret (tokens, the bus)")
+    if config.dispatch_require_token and not config.cluster_secret:
+        raise _fail(path, text, "dispatch_require_token", "needs the cluster_secret")
     if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
         raise _fail(
             path,
@@ -170,7 +188,13 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 def _convert(path: Path, text: str, key: str, value: Any) -> Any:
     if key == "data_dir":
         return Path(value)
-    if key in ("sip_listen", "http_listen"):
+    if key == "dispatch_mode" and value not in ("off", "redirect", "proxy"):
+        raise _fail(path, text, key, "one of off, redirect, proxy")
+    if key == "dispatch_token_lifetime":
+        if value <= 0:
+            raise _fail(path, text, key, "must be positive (seconds)")
+        return float(value)
+    if key in ("sip_listen", "http_listen") or (key == "dispatch_listen" and value):
         try:
             parse_hostport(value)
         except ValueError as exc:
