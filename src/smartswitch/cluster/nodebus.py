@@ -59,6 +59,8 @@ class NodeBus:
             None if location is None else RegistrationSync(name, location, peers, self.client)
         )
         self._registrations_started = False
+        self.metric_sources: list[Callable[[], str]] = []
+        """More ``/metrics`` lines from the node's cluster parts (the dispatcher, its gate)."""
 
     def router(self, status: Status) -> APIRouter:
         """The bus routes (``/cluster/...``), every one verified; ``status`` answers
@@ -93,7 +95,8 @@ class NodeBus:
 
     def metrics(self) -> str:
         """The bus's lines for ``/metrics``: refusals by reason, nonces, nodes up."""
-        return metrics_text(self.verifier, self.membership)
+        text = metrics_text(self.verifier, self.membership)
+        return text + "".join(source() for source in self.metric_sources)
 
     async def statuses(
         self, peers: list[Peer], timeout: float = 1.0

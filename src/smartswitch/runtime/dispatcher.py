@@ -87,6 +87,15 @@ class NodeGate:
         self.wall = wall
         self.stats = {"forwarded": 0, "forged_header": 0, "token_ok": 0, "token_refused": 0}
 
+    def metrics(self) -> str:
+        """``/metrics`` lines: INVITEs with a believed or an ignored source header, tokens."""
+        name = "smartswitch_dispatch_gate_total"
+        return (
+            f"# HELP {name} New INVITEs checked by the dispatch gate, by outcome.\n"
+            f"# TYPE {name} counter\n"
+            + "".join(f'{name}{{outcome="{k}"}} {v}\n' for k, v in self.stats.items())
+        )
+
     def admit(self, request: Request, source: Address, now: float) -> Address | Rejection:
         header = request.headers.get(SOURCE_HEADER)
         if header is not None:
@@ -166,6 +175,20 @@ class Dispatcher:
             "no_node": 0,
             "bad": 0,
         }
+
+    def metrics(self) -> str:
+        """``/metrics`` lines: calls sent to each node, and what the dispatcher did."""
+        chosen = "smartswitch_dispatch_chosen_total"
+        events = "smartswitch_dispatch_messages_total"
+        lines = [
+            f"# HELP {chosen} New calls sent to each node by this dispatcher.",
+            f"# TYPE {chosen} counter",
+            *(f'{chosen}{{node="{n}"}} {c}' for n, c in sorted(self.chooser.chosen.items())),
+            f"# HELP {events} Messages the dispatcher handled, by kind.",
+            f"# TYPE {events} counter",
+            *(f'{events}{{kind="{k}"}} {v}' for k, v in self.stats.items()),
+        ]
+        return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

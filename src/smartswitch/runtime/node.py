@@ -205,6 +205,7 @@ class Node:
         trust = SourceTrust({config.name: config.dedicated_ip})
         self.gate = NodeGate(config.name, trust, tokens, config.dispatch_require_token)
         self.sip.gate = self.gate
+        bus.metric_sources.append(self.gate.metrics)
         self._background.append(asyncio.create_task(self._watch_members(bus, trust)))
         mode = DispatchMode(config.dispatch_mode)
         if mode is DispatchMode.OFF:
@@ -225,6 +226,7 @@ class Node:
             tokens,
             attached,
         )
+        bus.metric_sources.append(self.dispatcher.metrics)
 
     async def _watch_members(self, bus: NodeBus, trust: SourceTrust) -> None:
         """The members' dedicated IPs, whose source header this node believes."""
