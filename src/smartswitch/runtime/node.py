@@ -160,6 +160,7 @@ class Node:
             self._heartbeat,
             self._cluster_nodes,
             location=registrar.location if registrar is not None else None,
+            guard=registrar.guard if registrar is not None else None,
         )
 
     def _heartbeat(self) -> Heartbeat:
