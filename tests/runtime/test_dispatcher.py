@@ -9,11 +9,15 @@ import asyncio
 import socket
 import time
 from collections import Counter
+from pathlib import Path
 from typing import cast
+
+import pytest
 
 from cluster.busnet import sample_heartbeat
 from smartswitch.cluster.dispatch import SOURCE_HEADER, DispatchMode, Tokens
 from smartswitch.cluster.membership import Heartbeat
+from smartswitch.runtime.config import ConfigError, NodeConfig, load_config
 from smartswitch.runtime.dispatcher import Dispatcher
 from smartswitch.sip.message import Request, Response, make_response, parse_message
 
@@ -161,3 +165,25 @@ def test_no_node_up_is_503() -> None:
             caller.close()
 
     asyncio.run(scenario())
+
+
+def test_the_dispatch_settings_are_checked(tmp_path: Path) -> None:
+    def load(text: str) -> NodeConfig:
+        path = tmp_path / "node.toml"
+        path.write_text(text)
+        return load_config(path)
+
+    config = load(
+        'cluster_secret = "x"\ndispatch_mode = "proxy"\ndispatch_listen = "127.0.0.20:5060"\n'
+    )
+    assert (config.dispatch_mode, config.dispatch_token_lifetime) == ("proxy", 30.0)
+    for text, error in [
+        ('dispatch_mode = "round-robin"', "one of off, redirect, proxy"),
+        ('cluster_secret = "x"\ndispatch_mode = "redirect"', "needs dispatch_listen"),
+        ('dispatch_mode = "proxy"\ndispatch_listen = "127.0.0.20:5060"', "cluster_secret"),
+        ('dispatch_listen = "127.0.0.20"', "HOST:PORT"),
+        ("dispatch_token_lifetime = 0", "positive"),
+        ("dispatch_require_token = true", "cluster_secret"),
+    ]:
+        with pytest.raises(ConfigError, match=error):
+            load(text)
