@@ -13,7 +13,7 @@ outbound registration.
 from __future__ import annotations
 
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
-from smartswitch.b2bua.ports import CallPolicy, Registrations
+from smartswitch.b2bua.ports import CallPolicy, InviteGate, Registrations, Rejection
 from smartswitch.sip.message import Request, Response, make_response
 from smartswitch.sip.transaction import (
     Address,
@@ -47,6 +47,9 @@ class SipApplication:
         # and this many seconds of Retry-After (RFC 3261 21.5.4), so the caller or its proxy
         # tries another node; calls in progress and everything in a dialog go on.
         self.refusing_calls: int | None = None
+        # A node behind the dispatcher (docs/cluster.md, "Automatic load balancing"): its
+        # real-source header and redirect tokens are checked here, before routing.
+        self.gate: InviteGate | None = None
 
     def refuse_new_calls(self, retry_after: int) -> None:
         """From now on answer every new INVITE 503 with ``Retry-After: retry_after``."""
@@ -64,7 +67,15 @@ class SipApplication:
                 self.b2bua.stats["rejected"] += 1
                 self._answer(tx, 503, now, ("Retry-After", str(self.refusing_calls)))
                 return
-            self.b2bua.invite(tx, request, now)
+            if self.gate is None:
+                self.b2bua.invite(tx, request, now)
+                return
+            verdict = self.gate.admit(request, tx.source, now)
+            if isinstance(verdict, Rejection):
+                self.b2bua.stats["rejected"] += 1
+                self._answer(tx, verdict.status, now, *verdict.headers, reason=verdict.reason)
+                return
+            self.b2bua.invite(tx, request, now, verdict)
         elif method == "REGISTER" and self.registrations is not None:
             response = self.registrations.register(request, tx.source, now)
             if response.status < 300:
@@ -97,9 +108,14 @@ class SipApplication:
             tx.owner.on_timeout(tx, now)
 
     def _answer(
-        self, tx: ServerTransaction, status: int, now: float, *headers: tuple[str, str]
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        *headers: tuple[str, str],
+        reason: str | None = None,
     ) -> None:
-        response = make_response(tx.request, status, None, self.layer.ids.next())
+        response = make_response(tx.request, status, reason, self.layer.ids.next())
         for name, value in headers:
             response.headers.add(name, value)
         self.layer.respond(tx, response, now)

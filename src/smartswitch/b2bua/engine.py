@@ -188,8 +188,11 @@ class B2BUA:
 
     # --- starting a call ------------------------------------------------------------------------
 
-    def invite(self, tx: ServerTransaction, request: Request, now: float) -> None:
-        """An INVITE outside any dialog: a new call, or its refusal."""
+    def invite(
+        self, tx: ServerTransaction, request: Request, now: float, source: Address | None = None
+    ) -> None:
+        """An INVITE outside any dialog: a new call, or its refusal. ``source``: the caller's
+        real address when a trusted dispatcher forwarded the INVITE (else the packet's)."""
         max_forwards = request.headers.get("max-forwards")
         if max_forwards is not None and int(max_forwards) == 0:
             self._respond(tx, 483, now)
@@ -200,7 +203,7 @@ class B2BUA:
             return
         if self._bad_sdp(tx, request, now):
             return
-        session = self.policy.route(request, tx.source, now)
+        session = self.policy.route(request, source or tx.source, now)
         self.stats["calls"] += 1
         if isinstance(session, Rejection):
             self.stats["rejected"] += 1

@@ -142,6 +142,15 @@ class CallPolicy(Protocol):
         """Identify the caller, authorise and route the call."""
 
 
+class InviteGate(Protocol):
+    """What a node behind a dispatcher checks on each new INVITE before routing it."""
+
+    def admit(self, request: Request, source: Address, now: float) -> Address | Rejection:
+        """The address to identify the caller by (the real source a trusted dispatcher
+        passed on, else ``source``), or the refusal (an INVITE that did not come through
+        the dispatcher where one is required)."""
+
+
 class Registrations(Protocol):
     """The registrar, as the SIP application hands it REGISTERs."""
 

@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from smartswitch.cluster.bus import BusClient, Peer, Peers
-from smartswitch.cluster.endpoints import Status, cluster_router, metrics_text
+from smartswitch.cluster.endpoints import Handler, Status, cluster_router, metrics_text
+from smartswitch.cluster.guardsync import GUARD_PATH, GuardPort, GuardSync
 from smartswitch.cluster.membership import Heartbeat, Heartbeater, Membership, NodeState
 from smartswitch.cluster.nodes import ask_status
 from smartswitch.cluster.registrations import RegistrationSync
@@ -44,6 +45,7 @@ class NodeBus:
         peers: Peers,
         *,
         location: LocationService | None = None,
+        guard: GuardPort | None = None,
         interval: float = 1.0,
         misses: int = 3,
         timeout: float = 2.0,
@@ -59,20 +61,31 @@ class NodeBus:
             None if location is None else RegistrationSync(name, location, peers, self.client)
         )
         self._registrations_started = False
+        # Failed digest answers and new trusts shared with the other nodes (issue 14).
+        self.guard_sync = None if guard is None else GuardSync(name, guard, peers, self.client)
+        self.metric_sources: list[Callable[[], str]] = []
+        """More ``/metrics`` lines from the node's cluster parts (the dispatcher, its gate)."""
 
     def router(self, status: Status) -> APIRouter:
         """The bus routes (``/cluster/...``), every one verified; ``status`` answers
         ``GET /cluster/status``."""
+        extra: dict[tuple[str, str], Handler] = {}
+        if self.guard_sync is not None:
+            extra[("POST", GUARD_PATH)] = self.guard_sync.take
         return cluster_router(
             self.verifier,
             heartbeater=self.heartbeater,
             status=status,
             registrations=self.registrations,
+            extra=extra,
         )
 
     def start(self) -> None:
-        """Heartbeats every interval, from now on (the routes must be served already)."""
+        """Heartbeats every interval, and guard events, from now on (the routes must be
+        served already)."""
         self.heartbeater.start()
+        if self.guard_sync is not None:
+            self.guard_sync.start()
 
     def start_registrations(self) -> None:
         """Push and pull registrations (once this node is in the ``nodes`` table)."""
@@ -83,6 +96,8 @@ class NodeBus:
     async def close(self) -> None:
         """A farewell heartbeat (the others see this node down at once), then stop."""
         await self.heartbeater.close(farewell=True)
+        if self.guard_sync is not None:
+            await self.guard_sync.close()
         if self.registrations is not None and self._registrations_started:
             await self.registrations.close()
         await self.client.aclose()
@@ -93,7 +108,8 @@ class NodeBus:
 
     def metrics(self) -> str:
         """The bus's lines for ``/metrics``: refusals by reason, nonces, nodes up."""
-        return metrics_text(self.verifier, self.membership)
+        text = metrics_text(self.verifier, self.membership)
+        return text + "".join(source() for source in self.metric_sources)
 
     async def statuses(
         self, peers: list[Peer], timeout: float = 1.0

@@ -69,6 +69,14 @@ class NodeConfig:
     vip_advert_interval: float = 0.1
     vip_peers: tuple[str, ...] = ()
     vip_garp_refresh: int = 2  # seconds between gratuitous ARPs while holding it (0: none)
+    # Automatic load balancing (docs/cluster.md): "off", or the dispatcher's mode on the
+    # address dispatch_listen (the shared IP in a VIP deployment; HOST:PORT, UDP), "redirect"
+    # (302 with a signed token) or "proxy" (stateless forward with the caller's source).
+    dispatch_mode: str = "off"
+    dispatch_listen: str = ""
+    # Refuse (403) an INVITE from outside the cluster that carries no valid dispatch token.
+    dispatch_require_token: bool = False
+    dispatch_token_lifetime: float = 30.0
     # The web UI's read-only mode (a replica's): forced on here; the cluster also sets it live.
     read_only: bool = False
     read_only_primary: str = ""  # the primary's name or address, named in the read-only banner
@@ -193,6 +201,10 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "vip_advert_interval": (int, float),
     "vip_peers": list,
     "vip_garp_refresh": int,
+    "dispatch_mode": str,
+    "dispatch_listen": str,
+    "dispatch_require_token": bool,
+    "dispatch_token_lifetime": (int, float),
     "read_only": bool,
     "read_only_primary": str,
     "cookie_secure": bool,
@@ -280,6 +292,12 @@ def load_config(path: Path | None) -> NodeConfig:
         raise _fail(path, text, "tls_listen", "needs tls_cert and tls_key")
     if config.media_port_max - config.media_port_min < 3:
         raise _fail(path, text, "media_port_max", "the RTP range needs at least 4 ports")
+    if config.dispatch_mode != "off" and not config.dispatch_listen:
+        raise _fail(path, text, "dispatch_mode", "needs dispatch_listen (HOST:PORT)")
+    if config.dispatch_mode != "off" and not config.cluster_secret:
+        raise _fail(path, text, "dispatch_mode", "needs the cluster_secret (tokens, the bus)")
+    if config.dispatch_require_token and not config.cluster_secret:
+        raise _fail(path, text, "dispatch_require_token", "needs the cluster_secret")
     if not config.reg_min_expires <= config.reg_default_expires <= config.reg_max_expires:
         raise _fail(
             path,
@@ -305,7 +323,13 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 def _convert(path: Path, text: str, key: str, value: Any) -> Any:
     if key == "data_dir":
         return Path(value)
-    if key in ("sip_listen", "http_listen") or (key == "tls_listen" and value):
+    if key == "dispatch_mode" and value not in ("off", "redirect", "proxy"):
+        raise _fail(path, text, key, "one of off, redirect, proxy")
+    if key == "dispatch_token_lifetime":
+        if value <= 0:
+            raise _fail(path, text, key, "must be positive (seconds)")
+        return float(value)
+    if key in ("sip_listen", "http_listen") or (key in ("tls_listen", "dispatch_listen") and value):
         try:
             parse_hostport(value)
         except ValueError as exc:

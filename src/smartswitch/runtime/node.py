@@ -20,6 +20,7 @@ from smartswitch import __version__
 from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
 from smartswitch.b2bua.ports import CallPolicy
+from smartswitch.cluster.dispatch import DispatchMode, SourceTrust, Tokens
 from smartswitch.cluster.membership import Heartbeat
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.nodes import list_nodes, register_node
@@ -30,6 +31,7 @@ from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime import systemd
 from smartswitch.runtime.capture import CaptureService, CdrTap
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.dispatcher import Dispatcher, NodeGate
 from smartswitch.runtime.drain import Drainer, DrainTarget
 from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
@@ -103,6 +105,8 @@ class Node:
         self.filesync: FileSyncService | None = None
         self.media: NodeMedia | None = None
         self.vip: KeepalivedSupervisor | None = None
+        self.gate: NodeGate | None = None
+        self.dispatcher: Dispatcher | None = None
 
     @property
     def read_only(self) -> bool:
@@ -170,6 +174,7 @@ class Node:
             self._heartbeat,
             self._cluster_nodes,
             location=registrar.location if registrar is not None else None,
+            guard=registrar.guard if registrar is not None else None,
         )
 
     def _heartbeat(self) -> Heartbeat:
@@ -203,6 +208,49 @@ class Node:
                     "writable" if role.writable else "read-only",
                 )
             self.db_role = role
+            await asyncio.sleep(1.0)
+
+    def _start_dispatch(self, bus: NodeBus | None) -> None:
+        """The gate of a cluster node (the source header believed from members only, the
+        tokens checked when required), and the dispatcher where ``dispatch_mode`` says."""
+        config = self.config
+        if bus is None or not config.cluster_secret:
+            return
+        tokens = Tokens(config.cluster_secret, config.dispatch_token_lifetime)
+        trust = SourceTrust({config.name: config.dedicated_ip})
+        self.gate = NodeGate(config.name, trust, tokens, config.dispatch_require_token)
+        self.sip.gate = self.gate
+        bus.metric_sources.append(self.gate.metrics)
+        self._background.append(asyncio.create_task(self._watch_members(bus, trust)))
+        mode = DispatchMode(config.dispatch_mode)
+        if mode is DispatchMode.OFF:
+            return
+        policy = self.services.policy if self.services is not None else None
+
+        def attached(host: str, port: int) -> frozenset[str] | None:
+            """The nodes a customer at ``host`` is attached to (None: any, or unknown)."""
+            peer = policy.views.acl.match(host, port) if policy is not None else None
+            return peer.nodes if peer is not None and peer.nodes else None
+
+        sip_host, _ = parse_hostport(config.sip_listen)
+        self.dispatcher = Dispatcher(
+            mode,
+            parse_hostport(config.dispatch_listen),
+            config.dedicated_ip or advertised_host(sip_host),
+            lambda: bus.membership.up(time.monotonic()),
+            tokens,
+            attached,
+        )
+        bus.metric_sources.append(self.dispatcher.metrics)
+
+    async def _watch_members(self, bus: NodeBus, trust: SourceTrust) -> None:
+        """The members' dedicated IPs, whose source header this node believes."""
+        while True:
+            members = {self.config.name: self.config.dedicated_ip}
+            for state in bus.members():
+                if state.heartbeat is not None:
+                    members[state.node] = state.heartbeat.dedicated_ip
+            trust.set_members(members)
             await asyncio.sleep(1.0)
 
     async def _start_bus(self, server: uvicorn.Server, bus: NodeBus) -> None:
@@ -406,6 +454,9 @@ class Node:
             await self.signalling.apply("")
         if self.services is not None and self.services.policy is not None:
             await self._start_capture(self.services, self.endpoint)
+        self._start_dispatch(self.bus)
+        if self.dispatcher is not None:
+            await self.dispatcher.start()
         if self.services is not None and self.services.registrar is not None:
             # REGISTER handling and the outbound registrations; they send from here, outside
             # any network callback, so attach() flushes the endpoint itself.
@@ -463,6 +514,8 @@ class Node:
         watchdog.cancel()
         if self.drainer is not None:
             self.drainer.cancel()  # done already, or overtaken by SIGTERM
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self.bus is not None:
             # Down everywhere at once (a farewell heartbeat), before the calls are ended.
             await self.bus.close()
