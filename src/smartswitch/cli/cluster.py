@@ -6,13 +6,18 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
+from smartswitch.cluster.promotion import DatabaseServer, PromotionError
+from smartswitch.cluster.promotion import promote as _promote
+from smartswitch.cluster.promotion import rejoin as _rejoin
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
 from smartswitch.runtime.config import NodeConfig
+from smartswitch.runtime.primary import url_at
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -91,3 +96,130 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
         out.write("\n")
+
+
+# --- replacing the primary -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ClusterView:
+    """The cluster as the nodes report it: each answering node's database, and the newest
+    epoch any of them (or this node's database) names."""
+
+    servers: dict[str, DatabaseServer]
+    epoch: int
+    primary: DatabaseServer | None
+    unreachable: tuple[str, ...]
+
+
+async def _cluster_view(config: NodeConfig) -> _ClusterView:
+    from smartswitch.cluster.role import database_role
+    from smartswitch.store.database import create_engine, database_url, session_factory
+
+    url = _local_url(config)
+    own = config.name
+    engine = create_engine(database_url(config.data_dir, url))
+    try:
+        async with session_factory(engine)() as session:
+            nodes = await list_nodes(session)
+        role = await database_role(engine, config.db_scheme)
+    finally:
+        await engine.dispose()
+    token = status_token(config.cluster_secret) if config.cluster_secret else ""
+    answers = await asyncio.gather(
+        *(ask_node(n.name, n.http_address, token) for n in nodes if n.name != own)
+    )
+    servers = {own: DatabaseServer(own, url)}
+    epoch, primary_node, primary_address = role.epoch, role.primary_node, role.primary_address
+    unreachable: list[str] = []
+    for answer in answers:
+        if not answer.get("reachable"):
+            unreachable.append(str(answer["node"]))
+            continue
+        address = str(answer.get("database_address") or "")
+        if address:
+            servers[str(answer["node"])] = DatabaseServer(str(answer["node"]), url_at(url, address))
+        db = answer.get("db") or {}
+        if int(db.get("epoch") or 0) > epoch:
+            epoch = int(db["epoch"])
+            primary_node, primary_address = str(db["primary_node"]), str(db["primary_address"])
+    primary = (
+        DatabaseServer(primary_node, url_at(url, primary_address)) if primary_address else None
+    )
+    return _ClusterView(servers, epoch, primary, tuple(unreachable))
+
+
+def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
+    """``smartswitch cluster promote NODE``: a switchover when the primary answers, a
+    failover when it does not (:func:`smartswitch.cluster.promotion.promote`)."""
+    try:
+        view = asyncio.run(_cluster_view(config))
+        candidate = view.servers.get(node)
+        if candidate is None:
+            known = ", ".join(sorted(view.servers))
+            raise PromotionError(
+                f"promotion refused: {node} is not a node that answers (answering: {known}"
+                + (f"; not answering: {', '.join(view.unreachable)}" if view.unreachable else "")
+                + ")"
+            )
+        if view.primary is not None and view.primary.address == candidate.address:
+            out.write(f"{node} is the primary already (epoch {view.epoch})\n")
+            return 0
+        others = [
+            s
+            for s in view.servers.values()
+            if s.address != candidate.address
+            and (view.primary is None or s.address != view.primary.address)
+        ]
+        result = _promote(
+            candidate,
+            others,
+            view.primary,
+            cluster_secret=config.cluster_secret,
+            reason=reason or f"manual promotion of {node}",
+            automatic=False,
+        )
+    except (PromotionError, ClusterError) as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    for step in result.steps:
+        out.write(f"  {step}\n")
+    if result.rejoined is not None and result.rejoined.errant:
+        out.write(
+            "  the old primary had errant transactions, discarded by its snapshot: "
+            + ", ".join(map(str, result.rejoined.errant))
+            + "\n"
+        )
+    for name in result.left_out:
+        out.write(f"  {name} did not answer: run `smartswitch cluster rejoin` on it\n")
+    out.write(f"{result.primary} is the primary of epoch {result.promotion.epoch}\n")
+    return 0
+
+
+def rejoin(config: NodeConfig, out: TextIO) -> int:
+    """``smartswitch cluster rejoin``: this node's database becomes a replica of the primary
+    of the newest epoch (rebuilt from a snapshot when it has errant transactions)."""
+    try:
+        view = asyncio.run(_cluster_view(config))
+        own = view.servers[config.name]
+        if view.primary is None:
+            raise PromotionError("no node names a primary: nothing to rejoin")
+        if view.primary.address == own.address:
+            raise PromotionError(
+                f"this node is the primary of epoch {view.epoch}: nothing to rejoin"
+            )
+        result = _rejoin(own, view.primary, cluster_secret=config.cluster_secret)
+    except (PromotionError, ClusterError) as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    if result.errant:
+        out.write(
+            "errant transactions, discarded (rebuilt from a snapshot of the primary): "
+            + ", ".join(map(str, result.errant))
+            + "\n"
+        )
+    if not result.changed:
+        out.write(f"already a replica of {view.primary}\n")
+    else:
+        out.write(f"a replica of {view.primary} (epoch {view.epoch}) at {result.gtid or '-'}\n")
+    return 0

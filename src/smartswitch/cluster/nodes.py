@@ -21,10 +21,20 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer, PeerFailed, PeerUnreachable
 from smartswitch.store.schema import NodeRow
+
+
+def database_address(url: str | None) -> str:
+    """host:port of a node's database (from its URL), as the other nodes reach it: what a
+    node reports in its status, so that ``cluster promote`` can name every database."""
+    if not url:
+        return ""
+    parsed = make_url(url)
+    return f"{parsed.host or '127.0.0.1'}:{parsed.port or 3306}"
 
 
 def status_token(cluster_secret: str) -> str:

@@ -22,6 +22,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.primary import PrimaryFollower
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -64,6 +65,7 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self.registration_sync: RegistrationSync | None = None
         self.signalling: Signalling | None = None
+        self.follower: PrimaryFollower | None = None
 
     @property
     def read_only(self) -> bool:
@@ -116,6 +118,8 @@ class Node:
         assert self.services is not None
         while True:
             role = await database_role(self.services.engine, self.config.db_scheme)
+            if self.follower is not None:
+                role = await self.follower.observe(role)
             if role.writable != self.db_role.writable:
                 log.info(
                     "database role: %s (%s)",
@@ -151,6 +155,7 @@ class Node:
             self.services = BillingServices(config, lambda: time.time() - loop.time())
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
+            self.follower = PrimaryFollower(config, self.services)
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException
 
-from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
+from smartswitch.cluster.nodes import ask_node, database_address, list_nodes, status_token
 from smartswitch.web.ports import NodePort, SharedRegistrations
 
 
@@ -27,6 +27,7 @@ def node_status(node: NodePort) -> dict[str, Any]:
         "node": node.config.node_name or node.config.node_id,
         "db": node.db_role.as_dict(),
         "read_only": node.read_only,
+        "database_address": database_address(node.config.database_url),
         "calls": counters.in_progress,
     }
     registrar = node.registrar
