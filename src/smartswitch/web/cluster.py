@@ -42,6 +42,8 @@ def node_status(node: NodePort) -> dict[str, Any]:
             delivered=delivery.delivered,
             last_delivery=delivery.last_delivery,
             delivery_error=delivery.last_error,
+            unconfirmed=delivery.unconfirmed,
+            requeued=delivery.requeued,
             config_version=node.config_version,
             balances={
                 name: str(balance.quantize(Decimal("0.0001")))
