@@ -6,18 +6,18 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, TextIO
 
+from smartswitch.cluster.consensus import ConsensusError, EtcdClient, FlapGuard
 from smartswitch.cluster.nodes import ask_node, list_nodes, status_token
-from smartswitch.cluster.promotion import DatabaseServer, PromotionError
+from smartswitch.cluster.promotion import PromotionError
 from smartswitch.cluster.promotion import promote as _promote
 from smartswitch.cluster.promotion import rejoin as _rejoin
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
 from smartswitch.runtime.config import NodeConfig
-from smartswitch.runtime.primary import url_at
+from smartswitch.runtime.primary import ClusterView, cluster_view
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -101,52 +101,16 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
 # --- replacing the primary -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _ClusterView:
-    """The cluster as the nodes report it: each answering node's database, and the newest
-    epoch any of them (or this node's database) names."""
-
-    servers: dict[str, DatabaseServer]
-    epoch: int
-    primary: DatabaseServer | None
-    unreachable: tuple[str, ...]
-
-
-async def _cluster_view(config: NodeConfig) -> _ClusterView:
+async def _cluster_view(config: NodeConfig) -> ClusterView:
     from smartswitch.cluster.role import database_role
     from smartswitch.store.database import create_engine, database_url, session_factory
 
-    url = _local_url(config)
-    own = config.name
-    engine = create_engine(database_url(config.data_dir, url))
+    engine = create_engine(database_url(config.data_dir, _local_url(config)))
     try:
-        async with session_factory(engine)() as session:
-            nodes = await list_nodes(session)
         role = await database_role(engine, config.db_scheme)
+        return await cluster_view(config, session_factory(engine), role)
     finally:
         await engine.dispose()
-    token = status_token(config.cluster_secret) if config.cluster_secret else ""
-    answers = await asyncio.gather(
-        *(ask_node(n.name, n.http_address, token) for n in nodes if n.name != own)
-    )
-    servers = {own: DatabaseServer(own, url)}
-    epoch, primary_node, primary_address = role.epoch, role.primary_node, role.primary_address
-    unreachable: list[str] = []
-    for answer in answers:
-        if not answer.get("reachable"):
-            unreachable.append(str(answer["node"]))
-            continue
-        address = str(answer.get("database_address") or "")
-        if address:
-            servers[str(answer["node"])] = DatabaseServer(str(answer["node"]), url_at(url, address))
-        db = answer.get("db") or {}
-        if int(db.get("epoch") or 0) > epoch:
-            epoch = int(db["epoch"])
-            primary_node, primary_address = str(db["primary_node"]), str(db["primary_address"])
-    primary = (
-        DatabaseServer(primary_node, url_at(url, primary_address)) if primary_address else None
-    )
-    return _ClusterView(servers, epoch, primary, tuple(unreachable))
 
 
 def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
@@ -193,7 +157,18 @@ def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
     for name in result.left_out:
         out.write(f"  {name} did not answer: run `smartswitch cluster rejoin` on it\n")
     out.write(f"{result.primary} is the primary of epoch {result.promotion.epoch}\n")
+    if config.etcd_members:
+        try:
+            asyncio.run(_record_manual(config, node))
+            out.write("  etcd: a promotion by hand recorded (the anti-flap block is lifted)\n")
+        except ConsensusError as exc:
+            print(f"smartswitch: etcd: the promotion was not recorded: {exc}", file=sys.stderr)
     return 0
+
+
+async def _record_manual(config: NodeConfig, node: str) -> None:
+    async with EtcdClient(config.etcd_endpoints) as client:
+        await FlapGuard(client, period=config.failover_anti_flap).record_manual(node)
 
 
 def rejoin(config: NodeConfig, out: TextIO) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -22,6 +23,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.failover import Failover
 from smartswitch.runtime.primary import PrimaryFollower
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
@@ -66,6 +68,7 @@ class Node:
         self.registration_sync: RegistrationSync | None = None
         self.signalling: Signalling | None = None
         self.follower: PrimaryFollower | None = None
+        self.failover: Failover | None = None
 
     @property
     def read_only(self) -> bool:
@@ -120,6 +123,8 @@ class Node:
             role = await database_role(self.services.engine, self.config.db_scheme)
             if self.follower is not None:
                 role = await self.follower.observe(role)
+            if self.failover is not None:
+                role = dataclasses.replace(role, failover=self.failover.summary())
             if role.writable != self.db_role.writable:
                 log.info(
                     "database role: %s (%s)",
@@ -156,6 +161,9 @@ class Node:
             policy = await self.services.start()
             self.db_role = await database_role(self.services.engine, config.db_scheme)
             self.follower = PrimaryFollower(config, self.services)
+            if config.etcd_members and config.db_scheme == "replication":
+                self.failover = Failover(config, self.services, self.follower, lambda: self.db_role)
+                self.failover.start()
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
@@ -226,6 +234,8 @@ class Node:
             task.cancel()
         if self.registration_sync is not None:
             await self.registration_sync.close()
+        if self.failover is not None:
+            await self.failover.close()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")

@@ -26,9 +26,11 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smartswitch.cluster.nodes import ask_node, database_address, list_nodes, status_token
 from smartswitch.cluster.promotion import (
@@ -41,7 +43,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.services import BillingServices
 
-__all__ = ["PrimaryFollower", "url_at"]
+__all__ = ["ClusterView", "PrimaryFollower", "cluster_view", "url_at"]
 
 log = logging.getLogger("smartswitch.runtime.primary")
 
@@ -185,3 +187,48 @@ class PrimaryFollower:
                     new,
                     self.errant,
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The cluster as the nodes report it: each answering node's database (with this node's
+    credentials), and the newest epoch any of them (or this node's database) names."""
+
+    servers: dict[str, DatabaseServer]
+    epoch: int
+    primary: DatabaseServer | None
+    unreachable: tuple[str, ...]
+
+
+async def cluster_view(
+    config: NodeConfig, sessions: async_sessionmaker[AsyncSession], role: DatabaseRole
+) -> ClusterView:
+    """Ask every registered node (``/cluster/status``) for its database and its epoch."""
+    assert config.database_url is not None
+    url = config.database_url
+    own = config.name
+    async with sessions() as session:
+        nodes = await list_nodes(session)
+    token = status_token(config.cluster_secret) if config.cluster_secret else ""
+    answers = await asyncio.gather(
+        *(ask_node(n.name, n.http_address, token) for n in nodes if n.name != own)
+    )
+    servers = {own: DatabaseServer(own, url)}
+    epoch, primary_node, primary_address = role.epoch, role.primary_node, role.primary_address
+    unreachable: list[str] = []
+    for answer in answers:
+        name = str(answer["node"])
+        if not answer.get("reachable"):
+            unreachable.append(name)
+            continue
+        address = str(answer.get("database_address") or "")
+        if address:
+            servers[name] = DatabaseServer(name, url_at(url, address))
+        db = answer.get("db") or {}
+        if int(db.get("epoch") or 0) > epoch:
+            epoch = int(db["epoch"])
+            primary_node, primary_address = str(db["primary_node"]), str(db["primary_address"])
+    primary = (
+        DatabaseServer(primary_node, url_at(url, primary_address)) if primary_address else None
+    )
+    return ClusterView(servers, epoch, primary, tuple(unreachable))
