@@ -161,6 +161,8 @@ class Failover:
                 if self.member is not None and not self.member.running:
                     self.note(f"starting the etcd member on {self.member.peer_url}")
                     await asyncio.to_thread(self.member.start)
+                    # For an operator (and a test) to find it after this node was killed.
+                    (self.config.data_dir / "etcd.pid").write_text(f"{self.member.pid}\n")
                 await self._turn()
             except asyncio.CancelledError:
                 raise
