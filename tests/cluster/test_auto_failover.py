@@ -16,33 +16,29 @@ member on its dedicated IP.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
 import time
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 
-from e2e.sipp import Sipp, completed_call_ids
+from e2e.sipp import completed_call_ids
 
 from .harness import (
-    NODE_IPS,
     ClusterNode,
+    ReplicatedCluster,
     Sipps,
     balances_are,
     caller,
-    cluster_member,
+    cdr_call_ids,
     config_above,
     delivered,
-    provisioning,
-    start_supplier,
+    etcd_settings,
+    outbox_settled,
+    replicated_cluster,
 )
-from .mariadb import MariaDBInstance, free_port, missing_programs, wait_until
+from .mariadb import missing_programs, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.etcd, pytest.mark.e2e]
 
@@ -51,125 +47,15 @@ RATE = 15
 SECONDS = 20
 
 
-def _free_everywhere(exclude: list[int]) -> int:
-    """A port free on every node's address (etcd's ports are the same on every member)."""
-    while True:
-        port = free_port(NODE_IPS[0], exclude=exclude)
-        try:
-            for ip in NODE_IPS:
-                with socket.socket() as s:
-                    s.bind((ip, port))
-            return port
-        except OSError:
-            exclude.append(port)
-
-
-class Cluster:
-    def __init__(self, members: list[ClusterNode], supplier: Sipp, tmp: Path) -> None:
-        self.members = members
-        self.supplier = supplier
-        self.tmp = tmp
-        self.changes = 0
-
-    def writable(self) -> list[ClusterNode]:
-        """The nodes whose status says their database takes configuration."""
-        out = []
-        for member in self.members:
-            with contextlib.suppress(OSError):
-                if member.status()["read_only"] is False:
-                    out.append(member)
-        return out
-
-    def change_config(self, on: ClusterNode) -> tuple[int, str]:
-        self.changes += 1
-        document = self.tmp / f"change-{self.changes}.yaml"
-        document.write_text(
-            provisioning(
-                self.supplier.options.local_port,
-                [
-                    {
-                        "prefix": "44",
-                        "price_per_minute": f"0.03{self.changes:02d}",
-                        "increment": "1/1",
-                    }
-                ],
-            )
-        )
-        done = on.cli("provision", str(document), check=False)
-        return done.returncode, done.stdout + done.stderr
-
-
-def _kill_etcd(member: ClusterNode) -> None:
-    """The node's etcd member, if the node left it running (killed nodes do)."""
-    pid_file = member.node.data_dir / "etcd.pid"
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedCluster]:
     if missing := missing_programs():
         pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
     if shutil.which("etcd") is None:
         pytest.skip("etcd not installed (Debian etcd-server)")
-    tmp = tmp_path_factory.mktemp("autofailover")
-    sipps = Sipps(tmp)
-    dbs = [
-        MariaDBInstance(tmp, f"db{i + 1}", host, server_id=i + 1) for i, host in enumerate(DB_HOSTS)
-    ]
-    taken: list[int] = []
-    client_port = _free_everywhere(taken)
-    taken.append(client_port)
-    peer_port = _free_everywhere(taken)
-    members: list[ClusterNode] = []
-    try:
-        supplier = start_supplier(sipps)
-        for db in dbs:
-            db.initialize()
-            db.start()
-        members = [
-            cluster_member(
-                tmp / f"node{i + 1}",
-                ip,
-                f"node{i + 1}",
-                db,
-                db_scheme="replication",
-                primary_database_url=dbs[0].url,
-                etcd_members=[f"node{j + 1}={nip}" for j, nip in enumerate(NODE_IPS)],
-                etcd_client_port=client_port,
-                etcd_peer_port=peer_port,
-                failover="automatic",
-            )
-            for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
-        ]
-        dbs[0].create_database()
-        members[0].cli("cluster", "init-primary")
-        document = tmp / "provision.yaml"
-        document.write_text(provisioning(supplier.options.local_port))
-        members[0].cli("provision", str(document))
-        for member in members[1:]:
-            member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
-        yield Cluster(members, supplier, tmp)
-    finally:
-        for member in members:
-            if member.node.running:
-                member.node.stop()
-            _kill_etcd(member)
-        sipps.stop_all()
-        for db in dbs:
-            with contextlib.suppress(Exception):
-                db.stop()
-
-
-def settled(member: ClusterNode) -> bool:
-    status = member.status()
-    return int(status["outbox_depth"]) == 0 and int(status["unconfirmed"]) == 0
-
-
-def _cdr_ids(db: MariaDBInstance) -> list[str]:
-    return [str(r[0]) for r in db.query("SELECT call_id FROM cdrs", database="smartswitch")]
+    workdir = tmp_path_factory.mktemp("autofailover")
+    with replicated_cluster(workdir, DB_HOSTS, **etcd_settings()) as made:
+        yield made
 
 
 def _failover_text(member: ClusterNode) -> str:
@@ -181,7 +67,7 @@ def _holds_lease(member: ClusterNode) -> bool:
 
 
 def test_primary_killed_under_load_is_replaced_automatically(
-    cluster: Cluster, sipps: Sipps, cluster_timings: dict[str, float]
+    cluster: ReplicatedCluster, sipps: Sipps, cluster_timings: dict[str, float]
 ) -> None:
     node1, node2, node3 = cluster.members
     wait_until(partial(_holds_lease, node1), 60, "node1 (the primary) holds the leader lease")
@@ -203,8 +89,8 @@ def test_primary_killed_under_load_is_replaced_automatically(
     assert new is not None
     cluster_timings["auto failover: SIGKILL to a writable new primary"] = time.monotonic() - killed
     version = int(new.status()["config_version"])
-    code, text = cluster.change_config(new)
-    assert code == 0, text
+    changed = cluster.change_config(new)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
     accepted = time.monotonic() - killed
     cluster_timings["auto failover: SIGKILL to config change accepted"] = accepted
     assert accepted < 20, accepted
@@ -224,8 +110,8 @@ def test_primary_killed_under_load_is_replaced_automatically(
         finished |= completed_call_ids(result.received)
     assert len(finished) == 2 * RATE * SECONDS
     for member in (node2, node3):
-        wait_until(partial(settled, member), 60, "every outbox confirmed")
-    ids = _cdr_ids(new.db)
+        wait_until(partial(outbox_settled, member), 60, "every outbox confirmed")
+    ids = cdr_call_ids(new.db)
     assert finished <= set(ids), sorted(finished - set(ids))[:5]
     assert len(ids) == len(set(ids))
     audit = new.cli("audit", "--database-url", new.db.url, check=False)
@@ -244,7 +130,7 @@ def test_primary_killed_under_load_is_replaced_automatically(
 
 
 def test_second_failure_within_anti_flap_is_not_promoted_automatically(
-    cluster: Cluster, cluster_timings: dict[str, float]
+    cluster: ReplicatedCluster, cluster_timings: dict[str, float]
 ) -> None:
     (primary,) = cluster.writable()
     wait_until(partial(_holds_lease, primary), 30, "the new primary holds the leader lease")
@@ -262,7 +148,7 @@ def test_second_failure_within_anti_flap_is_not_promoted_automatically(
     done = target.cli("cluster", "promote", name, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "promotion by hand recorded" in done.stdout
-    code, text = cluster.change_config(target)
-    assert code == 0, text
+    changed = cluster.change_config(target)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
     cluster_timings["manual promotion after anti-flap refusal"] = time.monotonic() - started
     wait_until(partial(_holds_lease, target), 30, "the promoted node takes the leader lease")

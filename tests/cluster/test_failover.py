@@ -16,30 +16,27 @@ nodes on 127.0.0.11-.13, each with its own mariadbd on 127.0.0.61-.63; node1's i
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from functools import partial
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from e2e.sipp import Sipp, completed_call_ids
+from e2e.sipp import completed_call_ids
 from smartswitch.cluster.gtid import behind
 
 from .harness import (
-    NODE_IPS,
     ClusterNode,
+    ReplicatedCluster,
     Sipps,
     balances_are,
     caller,
-    cluster_member,
+    cdr_call_ids,
     config_above,
     delivered,
-    provisioning,
-    start_supplier,
+    outbox_settled,
+    replicated_cluster,
 )
 from .mariadb import MariaDBInstance, missing_programs, wait_until
 
@@ -50,88 +47,25 @@ RATE = 15
 SECONDS = 20
 
 
-class Cluster:
-    def __init__(self, members: list[ClusterNode], supplier: Sipp, tmp: Path) -> None:
-        self.members = members
-        self.supplier = supplier
-        self.tmp = tmp
-        self.changes = 0
-
-    def member(self, name: str) -> ClusterNode:
-        return next(m for m in self.members if m.node.spec.config["node_name"] == name)
-
-    def primary(self) -> ClusterNode:
-        for member in self.members:
-            if member.db.is_running and not member.db.query("SELECT @@global.read_only")[0][0]:
-                slave = member.db.query("SHOW SLAVE STATUS")
-                if not slave:
-                    return member
-        raise AssertionError("no writable primary")
-
-    def change_config(self, on: ClusterNode) -> Any:
-        """A new selling rate (prefix 44, a new price each time) provisioned on ``on``."""
-        self.changes += 1
-        document = self.tmp / f"change-{self.changes}.yaml"
-        price = f"0.02{self.changes:02d}"
-        document.write_text(
-            provisioning(
-                self.supplier.options.local_port,
-                [{"prefix": "44", "price_per_minute": price, "increment": "1/1"}],
-            )
-        )
-        return on.cli("provision", str(document), check=False)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedCluster]:
     if missing := missing_programs():
         pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
-    tmp = tmp_path_factory.mktemp("failover")
-    sipps = Sipps(tmp)
-    dbs = [
-        MariaDBInstance(tmp, f"db{i + 1}", host, server_id=i + 1) for i, host in enumerate(DB_HOSTS)
-    ]
-    members: list[ClusterNode] = []
-    try:
-        supplier = start_supplier(sipps)
-        for db in dbs:
-            db.initialize()
-            db.start()
-        members = [
-            cluster_member(
-                tmp / f"node{i + 1}",
-                ip,
-                f"node{i + 1}",
-                db,
-                db_scheme="replication",
-                primary_database_url=dbs[0].url,
-            )
-            for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
-        ]
-        dbs[0].create_database()
-        members[0].cli("cluster", "init-primary")
-        document = tmp / "provision.yaml"
-        document.write_text(provisioning(supplier.options.local_port))
-        members[0].cli("provision", str(document))
-        for member in members[1:]:
-            member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
-        yield Cluster(members, supplier, tmp)
-    finally:
-        for member in members:
-            if member.node.running:
-                member.node.stop()
-        sipps.stop_all()
-        for db in dbs:
-            with contextlib.suppress(Exception):
-                db.stop()
+    with replicated_cluster(tmp_path_factory.mktemp("failover"), DB_HOSTS) as made:
+        yield made
 
 
-def settled(member: ClusterNode) -> bool:
-    """Nothing left in the node's outbox: delivered, and seen in its own database."""
-    status = member.status()
-    return int(status["outbox_depth"]) == 0 and int(status["unconfirmed"]) == 0
+def primary_of(cluster: ReplicatedCluster) -> ClusterNode:
+    """The member whose database is writable and replicates from nobody."""
+    for member in cluster.members:
+        db = member.db
+        if (
+            db.is_running
+            and not db.query("SELECT @@global.read_only")[0][0]
+            and not db.query("SHOW SLAVE STATUS")
+        ):
+            return member
+    raise AssertionError("no writable primary")
 
 
 def epoch_at_least(member: ClusterNode, epoch: int) -> bool:
@@ -142,17 +76,13 @@ def _position(db: MariaDBInstance) -> str:
     return str(db.query("SELECT @@global.gtid_current_pos")[0][0] or "")
 
 
-def _cdr_ids(db: MariaDBInstance) -> list[str]:
-    return [str(r[0]) for r in db.query("SELECT call_id FROM cdrs", database="smartswitch")]
-
-
 def _routes_44(member: ClusterNode, sipps: Sipps, name: str) -> bool:
     result = caller(sipps, name, member.node, 1, 1, service="441234567", timeout_s=20).wait(30)
     return result.successful == 1
 
 
 def test_primary_killed_under_load_a_replica_is_promoted_and_no_record_is_lost(
-    cluster: Cluster, sipps: Sipps, cluster_timings: dict[str, float]
+    cluster: ReplicatedCluster, sipps: Sipps, cluster_timings: dict[str, float]
 ) -> None:
     node1, node2, node3 = cluster.members
     for member in cluster.members:
@@ -210,8 +140,8 @@ def test_primary_killed_under_load_a_replica_is_promoted_and_no_record_is_lost(
         finished |= completed_call_ids(result.received)
     assert len(finished) == 2 * RATE * SECONDS
     for member in (node2, node3):
-        wait_until(partial(settled, member), 60, "every outbox confirmed")
-    ids = _cdr_ids(new.db)
+        wait_until(partial(outbox_settled, member), 60, "every outbox confirmed")
+    ids = cdr_call_ids(new.db)
     assert finished <= set(ids), sorted(finished - set(ids))[:5]
     assert len(ids) == len(set(ids))  # one CDR per call (plus the two 44 calls)
     requeued = sum(int(m.status().get("requeued", 0)) for m in (node2, node3))
@@ -224,10 +154,10 @@ def test_primary_killed_under_load_a_replica_is_promoted_and_no_record_is_lost(
 
 
 def test_old_primary_restarted_stays_read_only_reports_errant_and_rejoins(
-    cluster: Cluster, sipps: Sipps
+    cluster: ReplicatedCluster, sipps: Sipps
 ) -> None:
     node1 = cluster.member("node1")
-    primary = cluster.primary()
+    primary = primary_of(cluster)
     node1.db.start()
     wait_until(lambda: node1.status()["read_only"] is True, 20, "node1 fenced")
 
@@ -252,11 +182,11 @@ def test_old_primary_restarted_stays_read_only_reports_errant_and_rejoins(
     expected = primary.balances()
     wait_until(partial(balances_are, node1, expected), 30, "balances converge")
     assert _routes_44(node1, sipps, "uk-node1")
-    assert sorted(_cdr_ids(node1.db)) == sorted(_cdr_ids(primary.db))
+    assert sorted(cdr_call_ids(node1.db)) == sorted(cdr_call_ids(primary.db))
 
 
-def test_switchover_by_hand(cluster: Cluster, sipps: Sipps) -> None:
-    old = cluster.primary()
+def test_switchover_by_hand(cluster: ReplicatedCluster, sipps: Sipps) -> None:
+    old = primary_of(cluster)
     target = next(m for m in cluster.members if m is not old)
     name = target.node.spec.config["node_name"]
     traffic = caller(sipps, "during-switchover", target.node, calls=60, rate=10)
@@ -272,8 +202,8 @@ def test_switchover_by_hand(cluster: Cluster, sipps: Sipps) -> None:
     result = traffic.wait(timeout=60)
     assert result.failed == 0, result.describe()
     for member in cluster.members:
-        wait_until(partial(settled, member), 30, "outboxes confirmed")
-    ids = _cdr_ids(target.db)
+        wait_until(partial(outbox_settled, member), 30, "outboxes confirmed")
+    ids = cdr_call_ids(target.db)
     assert completed_call_ids(result.received) <= set(ids)
     assert len(ids) == len(set(ids))
     for member in cluster.members:
