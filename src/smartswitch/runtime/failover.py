@@ -113,6 +113,8 @@ class Failover:
         self._failure_seen: float | None = None
         self._unreachable_since: float | None = None
         self.fenced_self = False
+        self._leader_seen = False
+        self._started = time.monotonic()
         self._last_note = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -231,7 +233,12 @@ class Failover:
         holder = await self.client.get(LEADER_KEY)
         if holder is not None:
             self._failure_seen = None
+            self._leader_seen = True
             self.state = f"leader: {holder.text}"
+            return
+        if not self._leader_seen and time.monotonic() - self._started < 3 * self.lease.ttl:
+            # The cluster is starting: the primary's node has not taken the key yet.
+            self.state = "waiting for the primary's node to take the leader key"
             return
         if self._failure_seen is None:
             self._failure_seen = time.time()
