@@ -143,6 +143,9 @@ def _dump_primary(url: URL) -> tuple[str, str]:
         "--master-data=2",
         "--gtid",
         "--routines",
+        # A fresh snapshot replaces the database whole: tables only this server had (written
+        # by a former primary after it was deposed) must not survive a rejoin.
+        "--add-drop-database",
         "--databases",
         name,
     ]
