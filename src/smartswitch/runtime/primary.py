@@ -42,6 +42,7 @@ from smartswitch.cluster.promotion import (
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.services import BillingServices
+from smartswitch.store.database import database_url
 
 __all__ = ["ClusterView", "PrimaryFollower", "cluster_view", "url_at"]
 
@@ -97,7 +98,8 @@ class PrimaryFollower:
             self.services.use_money_url(self.services.url)
         elif role.role == "replica" and role.primary_address:
             assert self.config.database_url is not None
-            self.services.use_money_url(url_at(self.config.database_url, role.primary_address))
+            primary = url_at(self.config.database_url, role.primary_address)
+            self.services.use_money_url(database_url(self.config.data_dir, primary))
         if role.role == "replica":
             self.fenced_by = None
             self.errant = ""
