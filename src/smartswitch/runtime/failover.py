@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 
 from smartswitch.cluster.consensus import (
+    LAST_PROMOTION_KEY,
     LEADER_KEY,
     ConsensusError,
     EtcdClient,
@@ -111,6 +112,7 @@ class Failover:
         self.events: deque[str] = deque(maxlen=50)
         self.state = "starting"
         self._failure_seen: float | None = None
+        self._failure_epoch = 0
         self._unreachable_since: float | None = None
         self.fenced_self = False
         self._leader_seen = False
@@ -240,8 +242,14 @@ class Failover:
             # The cluster is starting: the primary's node has not taken the key yet.
             self.state = "waiting for the primary's node to take the leader key"
             return
+        if self._failure_seen is not None and role.epoch > self._failure_epoch:
+            # Someone promoted a primary since (an operator): its node will take the key.
+            self._failure_seen = None
+            self.state = f"epoch {role.epoch}: waiting for {role.primary_node} to take the key"
+            return
         if self._failure_seen is None:
             self._failure_seen = time.time()
+            self._failure_epoch = role.epoch
             self.note(f"the leader key is gone (the primary {role.primary_node} lost its lease)")
         if not self.settings.automatic:
             self.state = "no leader; automatic promotion is off: promote by hand"
@@ -288,6 +296,10 @@ class Failover:
             )
         except PromotionError as exc:
             self.note(f"promotion refused: {exc}", logging.ERROR)
+            # Nothing was promoted: the anti-flap mark the campaign wrote must not block the
+            # next candidate, and the key goes back.
+            with contextlib.suppress(ConsensusError):
+                await self.client.delete(LAST_PROMOTION_KEY)
             await self.lease.release()
             return
         for step in result.steps:
