@@ -79,7 +79,9 @@ class Node:
     @property
     def primary_name(self) -> str:
         """Where configuration is edited, for the read-only banner."""
-        return self.db_role.primary or self.config.read_only_primary
+        role = self.db_role
+        named = role.primary_node if role.primary_node != self.config.name else ""
+        return role.primary or named or self.config.read_only_primary
 
     async def _register(self) -> None:
         """Put this node in the cluster's configuration (on the primary), retrying until the
