@@ -12,6 +12,8 @@ from smartswitch.cluster.membership import Heartbeat
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.signing import Signer, derive_key
+from smartswitch.store.cluster_state import record_promotion
+from smartswitch.store.database import create_engine, session_factory
 
 from .conftest import WebEnv, make_env
 from .fakes import FakeNode
@@ -122,3 +124,39 @@ def test_cluster_page_shows_each_nodes_schema(web: WebEnv) -> None:
     login(web)
     html = web.client.get("/cluster").text
     assert "0009 / 0008" in html  # the code's newest migration / the database's revision
+
+
+def test_cluster_page_shows_the_epoch_the_failover_state_and_the_promotion_history(
+    web: WebEnv,
+) -> None:
+    async def promote() -> None:
+        engine = create_engine(web.url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await record_promotion(
+                    session, "db1", "10.0.0.11:3306", reason="initial primary",
+                    automatic=False, from_gtid="",
+                )  # fmt: skip
+                await record_promotion(
+                    session, "db2", "10.0.0.12:3306", reason="automatic: lease lapsed",
+                    automatic=True, from_gtid="0-1-42",
+                )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(promote())
+    web.node.db_role = DatabaseRole(
+        "replication",
+        True,
+        "primary",
+        epoch=2,
+        primary_node="db2",
+        failover="automatic promotion; holds the leader lease (epoch 57)",
+    )
+    login(web)
+    html = web.client.get("/cluster").text
+    assert "holds the leader lease (epoch 57)" in html
+    assert "<h2>Promotions</h2>" in html
+    assert "automatic: lease lapsed" in html and "0-1-42" in html
+    assert html.index("automatic: lease lapsed") < html.index("initial primary")  # newest first
+    assert "by hand" in html and ">automatic<" in html
