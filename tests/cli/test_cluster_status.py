@@ -58,6 +58,13 @@ def test_cluster_status_reads_the_membership_on_the_bus(tmp_path: Path) -> None:
         config = NodeConfig(
             data_dir=tmp_path, node_name="node1", cluster_secret=SECRET, db_scheme="replication"
         )
+        # What a node following the primary adds to its status (runtime/primary.py).
+        node2.status = {
+            "db": {"role": "fenced", "epoch": 3, "failover": "automatic; no leader"},
+            "database_address": "127.0.0.32:3306",
+            "unconfirmed": 2,
+            "requeued": 5,
+        }
         async with running(nodes):
             await until(lambda: node1.sees("node2"), within=3)
             code, rows = await _status(config)
@@ -77,9 +84,16 @@ def test_cluster_status_reads_the_membership_on_the_bus(tmp_path: Path) -> None:
                 3,
             )
             assert row["db_role"] == "replica" and row["last_seen"] < 1.0
+            assert row["db"]["epoch"] == 3 and row["database_address"] == "127.0.0.32:3306"
+            assert (row["unconfirmed"], row["requeued"]) == (2, 5)
             assert not by_name["node3"]["reachable"]  # down: not asked
             text = (await _status(config, "table"))[1]
-            assert text.splitlines()[0].split()[:3] == ["node", "state", "last"]
+            header, *lines = text.splitlines()
+            assert header.split()[:3] == ["node", "state", "last"]
+            assert header.split()[-3:] == ["epoch", "failover", "error"]
+            node2_line = next(line for line in lines if line.startswith("node2"))
+            cells = node2_line.split()
+            assert "fenced" in cells and cells[-4:] == ["3", "automatic;", "no", "leader"]
             assert "never heard" in text
 
             await node2.stop()

@@ -104,6 +104,7 @@ class BusNode:
         self.nodes = nodes  # the whole cluster, this node included
         self.location = LocationService()
         self.sync_registrations = False
+        self.status: dict[str, Any] = {}  # what it answers to /cluster/status beside its name
         self.registrations: RegistrationSync | None = None
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -137,7 +138,7 @@ class BusNode:
             cluster_router(
                 self.verifier,
                 heartbeater=self.heartbeater,
-                status=lambda: {"node": self.name},
+                status=lambda: {**self.status, "node": self.name},
                 registrations=self.registrations,
             )
         )

@@ -3,10 +3,15 @@ provision, a node of the cluster as a test sees it, and sipp runs started by PID
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +22,7 @@ from e2e.sipp import Sipp, SippOptions, free_port
 from smartswitch.cluster.signing import Signer, derive_key
 
 from .mariadb import MariaDBInstance
+from .mariadb import free_port as free_port_tcp
 
 NODE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 CUSTOMER_IP = "127.0.0.21"
@@ -210,3 +216,137 @@ def cluster_member(
     node.data_dir.mkdir(parents=True, exist_ok=True)
     node.config_path.write_text(dump_toml(spec.config))
     return ClusterNode(node, db)
+
+
+def outbox_settled(member: ClusterNode) -> bool:
+    """Nothing left in the node's outbox: delivered, and seen in its own database."""
+    status = member.status()
+    return int(status["outbox_depth"]) == 0 and int(status["unconfirmed"]) == 0
+
+
+def cdr_call_ids(db: MariaDBInstance) -> list[str]:
+    return [str(r[0]) for r in db.query("SELECT call_id FROM cdrs", database="smartswitch")]
+
+
+@dataclass
+class ReplicatedCluster:
+    """Three nodes, each with its own mariadbd (the first the primary, the others replicas
+    made by ``cluster add-replica``), and a sipp supplier; see :func:`replicated_cluster`."""
+
+    members: list[ClusterNode]
+    supplier: Sipp
+    workdir: Path
+    changes: int = 0
+
+    def member(self, name: str) -> ClusterNode:
+        return next(m for m in self.members if m.node.spec.config["node_name"] == name)
+
+    def writable(self) -> list[ClusterNode]:
+        """The nodes whose status says their database takes configuration."""
+        out = []
+        for member in self.members:
+            try:
+                if member.status()["read_only"] is False:
+                    out.append(member)
+            except OSError:
+                continue
+        return out
+
+    def change_config(self, on: ClusterNode) -> subprocess.CompletedProcess[str]:
+        """``provision`` on ``on``: a selling rate for prefix 44, a new price each time."""
+        self.changes += 1
+        document = self.workdir / f"change-{self.changes}.yaml"
+        document.write_text(
+            provisioning(
+                self.supplier.options.local_port,
+                [
+                    {
+                        "prefix": "44",
+                        "price_per_minute": f"0.02{self.changes:02d}",
+                        "increment": "1/1",
+                    }
+                ],
+            )
+        )
+        return on.cli("provision", str(document), check=False)
+
+
+@contextlib.contextmanager
+def replicated_cluster(
+    workdir: Path, db_hosts: Sequence[str], **config: Any
+) -> Iterator[ReplicatedCluster]:
+    """Start the cluster (nodes on NODE_IPS, databases on ``db_hosts``, ``config`` added to
+    every node's); stop everything by PID at the end, also on failure. A node's etcd member
+    left running (its node killed) is killed by the PID the node wrote."""
+    sipps = Sipps(workdir)
+    dbs = [
+        MariaDBInstance(workdir, f"db{i + 1}", host, server_id=i + 1)
+        for i, host in enumerate(db_hosts)
+    ]
+    members: list[ClusterNode] = []
+    try:
+        supplier = start_supplier(sipps)
+        for db in dbs:
+            db.initialize()
+            db.start()
+        members = [
+            cluster_member(
+                workdir / f"node{i + 1}",
+                ip,
+                f"node{i + 1}",
+                db,
+                db_scheme="replication",
+                primary_database_url=dbs[0].url,
+                **config,
+            )
+            for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
+        ]
+        dbs[0].create_database()
+        members[0].cli("cluster", "init-primary")
+        document = workdir / "provision.yaml"
+        document.write_text(provisioning(supplier.options.local_port))
+        members[0].cli("provision", str(document))
+        for member in members[1:]:
+            member.cli("cluster", "add-replica")
+        for member in members:
+            member.node.start()
+        yield ReplicatedCluster(members, supplier, workdir)
+    finally:
+        for member in members:
+            if member.node.running:
+                member.node.stop()
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((member.node.data_dir / "etcd.pid").read_text())
+                os.kill(pid, signal.SIGKILL)
+        sipps.stop_all()
+        for db in dbs:
+            with contextlib.suppress(Exception):
+                db.stop()
+
+
+def free_port_everywhere(exclude: list[int]) -> int:
+    """A TCP port free on every node address (etcd's ports are the same on every member)."""
+    while True:
+        port = free_port_tcp(NODE_IPS[0], exclude=exclude)
+        try:
+            for ip in NODE_IPS:
+                with socket.socket() as s:
+                    s.bind((ip, port))
+            return port
+        except OSError:
+            exclude.append(port)
+
+
+def etcd_settings(**overrides: Any) -> dict[str, Any]:
+    """Node config for an etcd member per node on its dedicated IP, automatic promotion."""
+    taken: list[int] = []
+    client = free_port_everywhere(taken)
+    taken.append(client)
+    peer = free_port_everywhere(taken)
+    return {
+        "etcd_members": [f"node{j + 1}={ip}" for j, ip in enumerate(NODE_IPS)],
+        "etcd_client_port": client,
+        "etcd_peer_port": peer,
+        "failover": "automatic",
+        **overrides,
+    }

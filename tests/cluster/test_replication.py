@@ -222,6 +222,8 @@ def test_phone_registered_on_one_node_gets_the_did_calls_arriving_on_another(
     version = primary.status()["config_version"]
     primary.cli("provision", str(subscribers))
     wait_until(partial(config_above, node3, version), 10, "subscribers reach node 3")
+    # The phone registers on node 1: it must have loaded them too (its own poll, not node 3's).
+    wait_until(partial(config_above, primary, version), 10, "subscribers loaded on node 1")
 
     phone = sipps.start(
         "phone",

@@ -15,6 +15,8 @@ from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.signing import Signer, derive_key
 from smartswitch.cluster.vip import VipStatus, VrrpState
+from smartswitch.store.cluster_state import record_promotion
+from smartswitch.store.database import create_engine, session_factory
 
 from .conftest import WebEnv, make_env
 from .fakes import FakeNode
@@ -147,3 +149,39 @@ def test_cluster_page_shows_who_holds_the_shared_ip_and_since_when(web: WebEnv) 
     web.node.vip = replace(web.node.vip, state=VrrpState.BACKUP)
     html = web.client.get("/cluster").text
     assert "holds 10.77.0.100" not in html and "backup since 2026-12-02 03:04:05.678" in html
+
+
+def test_cluster_page_shows_the_epoch_the_failover_state_and_the_promotion_history(
+    web: WebEnv,
+) -> None:
+    async def promote() -> None:
+        engine = create_engine(web.url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await record_promotion(
+                    session, "db1", "10.0.0.11:3306", reason="initial primary",
+                    automatic=False, from_gtid="",
+                )  # fmt: skip
+                await record_promotion(
+                    session, "db2", "10.0.0.12:3306", reason="automatic: lease lapsed",
+                    automatic=True, from_gtid="0-1-42",
+                )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(promote())
+    web.node.db_role = DatabaseRole(
+        "replication",
+        True,
+        "primary",
+        epoch=2,
+        primary_node="db2",
+        failover="automatic promotion; holds the leader lease (epoch 57)",
+    )
+    login(web)
+    html = web.client.get("/cluster").text
+    assert "holds the leader lease (epoch 57)" in html
+    assert "<h2>Promotions</h2>" in html
+    assert "automatic: lease lapsed" in html and "0-1-42" in html
+    assert html.index("automatic: lease lapsed") < html.index("initial primary")  # newest first
+    assert "by hand" in html and ">automatic<" in html

@@ -124,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_args(replica)
     replica.add_argument("--primary-database-url", help="the primary (default: from config)")
+    promote = cluster_sub.add_parser(
+        "promote",
+        help="make NODE's database the primary (switchover; failover when the primary is dead)",
+    )
+    promote.add_argument("node", help="the node whose database becomes the primary")
+    promote.add_argument("--reason", default="", help="recorded in the promotion history")
+    store_args(promote)
+    rejoin = cluster_sub.add_parser(
+        "rejoin", help="make this node's database a replica of the newest epoch's primary"
+    )
+    store_args(rejoin)
     status = cluster_sub.add_parser(
         "status", help="every node: up or down, load, role, replication, outbox"
     )
@@ -454,6 +465,10 @@ def _cluster_command(args: argparse.Namespace) -> int:
         return commands.add_replica(config)
     if args.cluster_command == "dns":
         return asyncio.run(commands.dns(config, args.zone, args.ttl, sys.stdout))
+    if args.cluster_command == "promote":
+        return commands.promote(config, args.node, args.reason, sys.stdout)
+    if args.cluster_command == "rejoin":
+        return commands.rejoin(config, sys.stdout)
     return asyncio.run(commands.status(config, args.format, sys.stdout))
 
 

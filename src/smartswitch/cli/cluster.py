@@ -9,14 +9,19 @@ import time
 from typing import Any, TextIO
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
+from smartswitch.cluster.consensus import ConsensusError, EtcdClient, FlapGuard
 from smartswitch.cluster.dns import DnsError, DnsNode, zone_records
 from smartswitch.cluster.nodes import ask_status, list_nodes
+from smartswitch.cluster.promotion import PromotionError
+from smartswitch.cluster.promotion import promote as _promote
+from smartswitch.cluster.promotion import rejoin as _rejoin
 from smartswitch.cluster.replication import ClusterError
 from smartswitch.cluster.replication import add_replica as _add_replica
 from smartswitch.cluster.replication import init_primary as _init_primary
 from smartswitch.cluster.signing import Signer, derive_key
 from smartswitch.cluster.vip import VipStatus, since_text
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.primary import ClusterView, cluster_view
 
 
 def _local_url(config: NodeConfig) -> str:
@@ -190,6 +195,8 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
         "lag",
         "last delivery",
         "shared IP",
+        "epoch",
+        "failover",
         "error",
     )
     lines = [header]
@@ -213,6 +220,8 @@ def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
                 "-" if db.get("lag") is None else f"{db['lag']} s",
                 time.strftime("%H:%M:%S", time.localtime(last)) if last else "-",
                 _vip_cell(row.get("vip")),
+                str(db.get("epoch") or "-"),
+                str(db.get("failover") or "-"),
                 str(row.get("error") or db.get("last_error") or row.get("delivery_error") or ""),
             )
         )
@@ -234,3 +243,110 @@ def _vip_cell(vip: Any) -> str:
         return "?"
     what = f"holds {status.shared_ip}" if status.holder else status.state.value.lower()
     return f"{what} since {since_text(status.since)}"
+
+
+# --- replacing the primary -----------------------------------------------------------------
+
+
+async def _cluster_view(config: NodeConfig) -> ClusterView:
+    from smartswitch.cluster.role import database_role
+    from smartswitch.store.database import create_engine, database_url, session_factory
+
+    if not config.cluster_secret:
+        raise ClusterError("cluster_secret is not set in the node config")
+    engine = create_engine(database_url(config.data_dir, _local_url(config)))
+    # The other nodes are asked on the signed cluster bus, as this node (see status()).
+    client = BusClient(Signer(config.name, derive_key(config.cluster_secret)), timeout=3.0)
+    try:
+        role = await database_role(engine, config.db_scheme)
+        return await cluster_view(config, session_factory(engine), role, client)
+    finally:
+        await client.aclose()
+        await engine.dispose()
+
+
+def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
+    """``smartswitch cluster promote NODE``: a switchover when the primary answers, a
+    failover when it does not (:func:`smartswitch.cluster.promotion.promote`)."""
+    try:
+        view = asyncio.run(_cluster_view(config))
+        candidate = view.servers.get(node)
+        if candidate is None:
+            known = ", ".join(sorted(view.servers))
+            raise PromotionError(
+                f"promotion refused: {node} is not a node that answers (answering: {known}"
+                + (f"; not answering: {', '.join(view.unreachable)}" if view.unreachable else "")
+                + ")"
+            )
+        if view.primary is not None and view.primary.address == candidate.address:
+            out.write(f"{node} is the primary already (epoch {view.epoch})\n")
+            return 0
+        others = [
+            s
+            for s in view.servers.values()
+            if s.address != candidate.address
+            and (view.primary is None or s.address != view.primary.address)
+        ]
+        result = _promote(
+            candidate,
+            others,
+            view.primary,
+            cluster_secret=config.cluster_secret,
+            reason=reason or f"manual promotion of {node}",
+            automatic=False,
+        )
+    except (PromotionError, ClusterError) as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    for step in result.steps:
+        out.write(f"  {step}\n")
+    if result.rejoined is not None and result.rejoined.errant:
+        out.write(
+            "  the old primary had errant transactions, discarded by its snapshot: "
+            + ", ".join(map(str, result.rejoined.errant))
+            + "\n"
+        )
+    for name in result.left_out:
+        out.write(f"  {name} did not answer: run `smartswitch cluster rejoin` on it\n")
+    out.write(f"{result.primary} is the primary of epoch {result.promotion.epoch}\n")
+    if config.etcd_members:
+        try:
+            asyncio.run(_record_manual(config, node))
+            out.write("  etcd: a promotion by hand recorded (the anti-flap block is lifted)\n")
+        except ConsensusError as exc:
+            print(f"smartswitch: etcd: the promotion was not recorded: {exc}", file=sys.stderr)
+    return 0
+
+
+async def _record_manual(config: NodeConfig, node: str) -> None:
+    async with EtcdClient(config.etcd_endpoints) as client:
+        await FlapGuard(client, period=config.failover_anti_flap).record_manual(node)
+
+
+def rejoin(config: NodeConfig, out: TextIO) -> int:
+    """``smartswitch cluster rejoin``: this node's database becomes a replica of the primary
+    of the newest epoch (rebuilt from a snapshot when it has errant transactions)."""
+    try:
+        view = asyncio.run(_cluster_view(config))
+        own = view.servers[config.name]
+        if view.primary is None:
+            raise PromotionError("no node names a primary: nothing to rejoin")
+        if view.primary.address == own.address:
+            raise PromotionError(
+                f"this node is the primary of epoch {view.epoch}: nothing to rejoin"
+            )
+        result = _rejoin(own, view.primary, cluster_secret=config.cluster_secret)
+    except (PromotionError, ClusterError) as exc:
+        print(f"smartswitch: {exc}", file=sys.stderr)
+        return 1
+    if result.errant:
+        out.write(
+            "errant transactions, discarded (rebuilt from a snapshot of the primary): "
+            + ", ".join(map(str, result.errant))
+            + "\n"
+        )
+    if not result.changed:
+        out.write(f"already a replica of {view.primary}\n")
+    else:
+        out.write(f"a replica of {view.primary} (epoch {view.epoch}) at {result.gtid or '-'}\n")
+    return 0

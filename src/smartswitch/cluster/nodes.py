@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import inspect, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
@@ -26,6 +27,15 @@ async def reports_versions(session: AsyncSession) -> bool:
         return {"version", "schema_head"} <= {c["name"] for c in columns}
 
     return bool(await session.run_sync(look))
+
+
+def database_address(url: str | None) -> str:
+    """host:port of a node's database (from its URL), as the other nodes reach it: what a
+    node reports in its status, so that ``cluster promote`` can name every database."""
+    if not url:
+        return ""
+    parsed = make_url(url)
+    return f"{parsed.host or '127.0.0.1'}:{parsed.port or 3306}"
 
 
 async def register_node(

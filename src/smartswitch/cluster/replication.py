@@ -143,6 +143,9 @@ def _dump_primary(url: URL) -> tuple[str, str]:
         "--master-data=2",
         "--gtid",
         "--routines",
+        # A fresh snapshot replaces the database whole: tables only this server had (written
+        # by a former primary after it was deposed) must not survive a rejoin.
+        "--add-drop-database",
         "--databases",
         name,
     ]
@@ -224,6 +227,7 @@ class DatabaseRole:
     epoch: int = 0  # the cluster state's epoch as this database shows it (0: none recorded)
     primary_node: str = ""  # the primary the cluster state names
     primary_address: str = ""  # its database, host:port
+    failover: str = ""  # the node's part in choosing the primary (etcd lease, campaign)
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -165,6 +165,27 @@ class NodeConfig:
             garp_master_refresh=self.vip_garp_refresh,
         )
 
+    # Replacing the primary (docs/cluster.md): the etcd members, one per node on its dedicated
+    # IP ("NAME=IP"), their client and peer ports; whether this node runs its own member
+    # (when it is one of them); "manual" or "automatic" promotion (automatic needs three
+    # members or more); the leader lease's TTL and the anti-flap period, in seconds.
+    etcd_members: tuple[str, ...] = ()
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+    etcd_run: bool = True
+    failover: str = "manual"
+    failover_ttl: int = 10
+    failover_anti_flap: float = 3600.0
+
+    @property
+    def etcd_cluster(self) -> dict[str, str]:
+        """The etcd members, name -> IP."""
+        return dict(entry.split("=", 1) for entry in self.etcd_members)
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"http://{ip}:{self.etcd_client_port}" for ip in self.etcd_cluster.values()]
+
     @property
     def name(self) -> str:
         """This node's name in the cluster: ``node_name``, else ``node_id``. Peers are
@@ -245,6 +266,13 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "media_relay": list,
     "recording_max_age_days": (int, float),
     "recording_max_bytes": int,
+    "etcd_members": list,
+    "etcd_client_port": int,
+    "etcd_peer_port": int,
+    "etcd_run": bool,
+    "failover": str,
+    "failover_ttl": int,
+    "failover_anti_flap": (int, float),
 }
 
 
@@ -434,6 +462,26 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         if len({r.name for r in relays}) != len(relays):
             raise _fail(path, text, key, "names must be unique")
         return tuple(relays)
+    if key == "etcd_members":
+        for entry in value:
+            name, sep, ip = str(entry).partition("=")
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise _fail(path, text, key, f'each entry "NAME=IP", got {entry!r}') from None
+            if not sep or not name:
+                raise _fail(path, text, key, f'each entry "NAME=IP", got {entry!r}')
+        return tuple(value)
+    if key in ("etcd_client_port", "etcd_peer_port") and not 0 < value < 65536:
+        raise _fail(path, text, key, "a port between 1 and 65535")
+    if key == "failover" and value not in ("manual", "automatic"):
+        raise _fail(path, text, key, "manual or automatic")
+    if key == "failover_ttl" and value < 2:
+        raise _fail(path, text, key, "at least 2 seconds")
+    if key == "failover_anti_flap":
+        if value < 0:
+            raise _fail(path, text, key, "must not be negative")
+        return float(value)
     if key == "route":
         routes = []
         for entry in value:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -33,9 +34,11 @@ from smartswitch.runtime.capture import CaptureService, CdrTap
 from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.dispatcher import Dispatcher, NodeGate
 from smartswitch.runtime.drain import Drainer, DrainTarget
+from smartswitch.runtime.failover import Failover
 from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
 from smartswitch.runtime.media import NodeMedia
+from smartswitch.runtime.primary import PrimaryFollower
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -107,6 +110,8 @@ class Node:
         self.vip: KeepalivedSupervisor | None = None
         self.gate: NodeGate | None = None
         self.dispatcher: Dispatcher | None = None
+        self.follower: PrimaryFollower | None = None
+        self.failover: Failover | None = None
 
     @property
     def read_only(self) -> bool:
@@ -117,7 +122,9 @@ class Node:
     @property
     def primary_name(self) -> str:
         """Where configuration is edited, for the read-only banner."""
-        return self.db_role.primary or self.config.read_only_primary
+        role = self.db_role
+        named = role.primary_node if role.primary_node != self.config.name else ""
+        return role.primary or named or self.config.read_only_primary
 
     async def _register(self) -> None:
         """Put this node in the cluster's configuration (on the primary), retrying until the
@@ -201,6 +208,10 @@ class Node:
         assert self.services is not None
         while True:
             role = await database_role(self.services.engine, self.config.db_scheme)
+            if self.follower is not None:
+                role = await self.follower.observe(role)
+            if self.failover is not None:
+                role = dataclasses.replace(role, failover=self.failover.summary())
             if role.writable != self.db_role.writable:
                 log.info(
                     "database role: %s (%s)",
@@ -401,6 +412,16 @@ class Node:
             # dedicated IP; its routes verify every request themselves). Made before the
             # registration below, which starts its registration sync.
             self.bus = self._make_bus()
+            self.follower = PrimaryFollower(config, self.services, self.bus)
+            if config.etcd_members and config.db_scheme == "replication":
+                if self.bus is None:
+                    # Promotion asks the other nodes on the signed bus, which needs the secret.
+                    log.error("etcd_members set but no cluster_secret: no automatic failover")
+                else:
+                    self.failover = Failover(
+                        config, self.services, self.follower, lambda: self.db_role, self.bus.client
+                    )
+                    self.failover.start()
             self._background.append(asyncio.create_task(self._watch_role(), name="role-watch"))
             if config.db_scheme != "single":
                 self._background.append(asyncio.create_task(self._register(), name="register"))
@@ -542,6 +563,8 @@ class Node:
             await self.filesync.close()
         for task in self._background:
             task.cancel()
+        if self.failover is not None:
+            await self.failover.close()
         if self.services is not None:
             await self.services.close()
         log.info("stopped")

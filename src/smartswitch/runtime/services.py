@@ -31,9 +31,10 @@ from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.registrar import RegistrarService
 from smartswitch.runtime.reload import ConfigLoader
 from smartswitch.sip.digest import DigestAuthenticator
+from smartswitch.store.cluster_state import read_cluster_state
 from smartswitch.store.database import create_engine, database_url, session_factory
 from smartswitch.store.forwarder import Forwarder
-from smartswitch.store.ledger import apply_cdrs
+from smartswitch.store.ledger import apply_cdrs, existing_cdr_ids
 from smartswitch.store.migrate import prepare_schema, upgrade_async
 from smartswitch.store.outbox import Outbox
 from smartswitch.store.schema import AccountRow, CdrRow
@@ -74,7 +75,19 @@ class BillingServices:
         self.loader = ConfigLoader(self.url)
         self.wall_offset = wall_offset
         self.outbox = Outbox(config.data_dir / "outbox.db")
-        self.forwarder = Forwarder(self.outbox, self._deliver, on_delivered=self._delivered)
+        # The cluster's epoch as this node last read it (runtime/primary.py keeps it): in the
+        # replication scheme a delivered record stays until seen in this node's own database,
+        # and is delivered again when the epoch moves on (a primary that died may have lost it).
+        self.epoch = 0
+        replicated = config.db_scheme == "replication"
+        self.forwarder = Forwarder(
+            self.outbox,
+            self._deliver,
+            on_delivered=self._delivered,
+            confirm=self._confirm if replicated else None,
+            epoch=(lambda: self.epoch) if replicated else None,
+        )
+        self._old_money_engines: list[AsyncEngine] = []
         self.policy: BillingPolicy | None = None
         self.registrar: RegistrarService | None = None
         self.local_engine: AsyncEngine | None = None
@@ -119,6 +132,13 @@ class BillingServices:
             location=self.registrar.location,
             guard=self.registrar.guard,
         )
+        if self.config.db_scheme == "replication":
+            # Stamped on the first deliveries: read before the forwarder starts, or its first
+            # look at the epoch would count them as an older epoch's.
+            with contextlib.suppress(Exception):  # the database may be away: 0 until read
+                async with self.sessions() as session:
+                    state = await read_cluster_state(session)
+                self.epoch = state.epoch if state is not None else 0
         self.forwarder.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="config-refresh"))
         log.info(
@@ -145,6 +165,22 @@ class BillingServices:
     async def _deliver(self, batch: Sequence[CdrRecord]) -> int:
         async with self.money_sessions() as session, session.begin():
             return await apply_cdrs(session, batch)
+
+    async def _confirm(self, ids: Sequence[str]) -> set[str]:
+        async with self.sessions() as session:
+            return await existing_cdr_ids(session, ids)
+
+    def use_money_url(self, url: str) -> None:
+        """Deliver money to ``url`` from now on (the primary changed)."""
+        if url == self.money_url:
+            return
+        log.warning("money is delivered to %s from now on", url.rsplit("@", 1)[-1])
+        old = self.money_engine
+        self.money_url = url
+        self.money_engine = create_engine(url) if url != self.url else self.engine
+        self.money_sessions = session_factory(self.money_engine)
+        if old is not self.engine:
+            self._old_money_engines.append(old)
 
     def _delivered(self) -> None:
         self._refresh_now.set()
@@ -218,6 +254,8 @@ class BillingServices:
             await self.registrar.close()  # the last bindings, before the engine goes
         if self.money_engine is not self.engine:
             await self.money_engine.dispose()
+        for engine in self._old_money_engines:
+            await engine.dispose()
         if self.local_engine is not None:
             await self.local_engine.dispose()
         await self.engine.dispose()

@@ -205,6 +205,8 @@ class WebPort:
             delivered=forwarder.delivered,
             last_delivery=forwarder.last_delivery,
             last_error=forwarder.last_error,
+            unconfirmed=services.outbox.unconfirmed,
+            requeued=forwarder.requeued,
         )
 
     def engine_state(self) -> EngineState:

@@ -15,7 +15,7 @@ from typing import Any
 
 from smartswitch.cluster.bus import Peer
 from smartswitch.cluster.membership import NodeState
-from smartswitch.cluster.nodes import list_nodes
+from smartswitch.cluster.nodes import database_address, list_nodes
 from smartswitch.cluster.vip import since_text
 from smartswitch.web.ports import NodePort
 
@@ -29,6 +29,7 @@ def node_status(node: NodePort) -> dict[str, Any]:
         "node": node.config.node_name or node.config.node_id,
         "db": node.db_role.as_dict(),
         "read_only": node.read_only,
+        "database_address": database_address(node.config.database_url),
         "calls": counters.in_progress,
         # Version skew during a rolling upgrade: what this node runs, on which schema.
         "version": release.version,
@@ -51,6 +52,8 @@ def node_status(node: NodePort) -> dict[str, Any]:
             delivered=delivery.delivered,
             last_delivery=delivery.last_delivery,
             delivery_error=delivery.last_error,
+            unconfirmed=delivery.unconfirmed,
+            requeued=delivery.requeued,
             config_version=node.config_version,
             balances={
                 name: str(balance.quantize(Decimal("0.0001")))

@@ -52,6 +52,8 @@ class NodeSettings(Protocol):
     def shared_ip(self) -> str: ...
     @property
     def sip_listen(self) -> str: ...
+    @property
+    def database_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class Delivery:
     delivered: int
     last_delivery: float | None  # wall clock
     last_error: str | None
+    unconfirmed: int = 0  # delivered, not yet seen in the node's own database
+    requeued: int = 0  # delivered again after the epoch moved on (a new primary)
 
 
 @dataclass(frozen=True, slots=True)

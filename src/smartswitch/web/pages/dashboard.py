@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from smartswitch.admin.cluster import promotions
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.cluster import cluster_overview
 from smartswitch.web.pages.common import back, page_user, posted, render
@@ -52,9 +53,11 @@ async def _dashboard(request: Request) -> dict[str, Any]:
 async def cluster_page(request: Request) -> Response:
     """Nodes, roles, replication state and lag, outbox depth; refreshed by htmx."""
     user, session = await page_user(request)
-    nodes = await cluster_overview(web_of(request).node)
+    node = web_of(request).node
+    nodes = await cluster_overview(node)
+    history = await promotions(node.sessions) if node.sessions is not None else []
     template = "_cluster.html" if request.headers.get("hx-request") else "cluster.html"
-    return render(request, template, user, session, nodes=nodes)
+    return render(request, template, user, session, nodes=nodes, promotions=history)
 
 
 @router.get("/calls")
