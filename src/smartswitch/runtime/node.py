@@ -12,6 +12,7 @@ import time
 from collections.abc import Generator
 
 import uvicorn
+from fastapi import FastAPI
 
 from smartswitch.b2bua.application import SipApplication
 from smartswitch.b2bua.engine import B2BUA, B2buaSettings
@@ -22,6 +23,7 @@ from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.role import database_role
 from smartswitch.routing.static import StaticPolicy
 from smartswitch.runtime.config import NodeConfig, parse_hostport
+from smartswitch.runtime.money import MoneyBus
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -64,6 +66,7 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self.registration_sync: RegistrationSync | None = None
         self.signalling: Signalling | None = None
+        self.money: MoneyBus | None = None
 
     @property
     def read_only(self) -> bool:
@@ -125,6 +128,19 @@ class Node:
             self.db_role = role
             await asyncio.sleep(1.0)
 
+    def _start_money(self, app: FastAPI) -> None:
+        """Money across nodes (runtime/money.py): the one hook. Its bus route on the node's
+        HTTP server, placed before the pages' routes."""
+        services = self.services
+        if services is None or services.ledger is None or not self.config.cluster_secret:
+            return
+        loop = asyncio.get_running_loop()
+        self.money = MoneyBus(
+            services.ledger, self.config.cluster_secret, self._cluster_nodes, clock=loop.time
+        )
+        app.router.routes[0:0] = self.money.router.routes
+        self.money.start()
+
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
         host, port = parse_hostport(config.sip_listen)
@@ -175,9 +191,11 @@ class Node:
             # any network callback, so attach() flushes the endpoint itself.
             self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
         http_host, http_port = parse_hostport(self.config.http_listen)
+        app = create_app(WebPort(self))
+        self._start_money(app)
         server = _Server(
             uvicorn.Config(
-                create_app(WebPort(self)),
+                app,
                 host=http_host,
                 port=http_port,
                 log_level="warning",
@@ -219,6 +237,8 @@ class Node:
         await self.signalling.close()
         for task in self._background:
             task.cancel()
+        if self.money is not None:
+            await self.money.close()
         if self.registration_sync is not None:
             await self.registration_sync.close()
         if self.services is not None:

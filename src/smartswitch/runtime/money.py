@@ -1,0 +1,196 @@
+"""Money across nodes, the asyncio side: this node's holdings out on the signed cluster bus, the
+others' in, into the :class:`~smartswitch.billing.reservations.ClusterLedger` the call path
+grants against.
+
+* **Out.** Every change to what this node holds of an account (a call granted or extended,
+  a call ended, a charge confirmed) schedules one publication for the next turn of the loop:
+  the changes of one turn go out together (coalesced). Each peer has at most one request in
+  flight; a change meanwhile is sent when it returns, the latest table only. Every
+  ``interval`` (the heartbeat's, 1 s) the table goes out again whether or not it changed: it is
+  also how the others know this node is there (:attr:`ClusterLedger.stale_after`).
+* **In.** ``POST /cluster/reservations`` (signed; :func:`~smartswitch.cluster.endpoints.bus_router`)
+  takes a peer's :class:`~smartswitch.billing.reservations.Reservations`; a node may publish
+  only its own.
+
+Until the node runs the cluster bus and the membership itself (the wire-bus work), this module
+runs what it needs on its own: a :class:`~smartswitch.cluster.bus.BusClient` and a
+:class:`~smartswitch.cluster.signing.Verifier` keyed from the cluster secret, the node list from
+the nodes table, its own route mounted on the node's HTTP server, and the liveness of peers
+taken from their publications. At the merge (see docs/billing.md, "Money across nodes"):
+the route joins :func:`~smartswitch.cluster.endpoints.cluster_router` (``extra=``) and the path
+:data:`~smartswitch.cluster.bus.PATHS`, the node's one client and verifier replace these, the
+periodic publication rides in ``Heartbeat.extra["reservations"]``, and the membership's HEARD
+events call :meth:`ClusterLedger.heard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Container
+from typing import Any
+
+from fastapi import APIRouter
+
+from smartswitch.billing.reservations import ClusterLedger, Reservations
+from smartswitch.cluster.bus import BusClient, BusError, MessageError, Peer, Peers
+from smartswitch.cluster.endpoints import bus_router
+from smartswitch.cluster.signing import SignedRequest, Signer, Verifier, derive_key
+
+__all__ = ["RESERVATIONS_PATH", "MoneyBus"]
+
+log = logging.getLogger("smartswitch.runtime.money")
+
+RESERVATIONS_PATH = "/cluster/reservations"
+"""Where holdings are posted (to join ``cluster.bus.PATHS`` at the merge with the bus wiring)."""
+
+
+class MoneyBus:
+    """Publishes this node's holdings and takes the others' (see the module)."""
+
+    def __init__(
+        self,
+        ledger: ClusterLedger,
+        cluster_secret: str,
+        peers: Peers,
+        *,
+        interval: float = 1.0,
+        refresh: float = 5.0,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if not cluster_secret:
+            raise ValueError("money across nodes needs the cluster secret")
+        key = derive_key(cluster_secret)
+        self.ledger = ledger
+        self.node = ledger.node
+        self.peers_source = peers
+        self.interval = interval
+        self.refresh = refresh
+        self.timeout = timeout
+        self.clock = clock
+        self.wall = wall
+        self.epoch = wall()
+        self.client = BusClient(Signer(self.node, key), timeout=timeout, clock=wall)
+        self._members: set[str] = set()
+        self.verifier = Verifier(self.node, key, members=self._member_names)
+        self.router: APIRouter = bus_router(
+            self.verifier, {("POST", RESERVATIONS_PATH): self.receive}, clock=wall
+        )
+        self.peers: list[Peer] = []
+        self.send_errors: dict[str, str] = {}
+        self.published = 0  # publications made (each to every peer)
+        self._seq = 0
+        self._scheduled = False
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _member_names(self) -> Container[str]:
+        # Before the nodes table is read, any signed sender (the key already proves it is one
+        # of ours); after, only the listed nodes.
+        return self._members if self._members else _Anyone()
+
+    # --- out --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.ledger.accounting.on_change = self.changed
+        self._task = asyncio.create_task(self._run(), name="money-bus")
+
+    def changed(self) -> None:
+        """What this node holds changed: publish on the next turn of the loop (once for all
+        the changes of this turn)."""
+        if self._scheduled or self._loop is None:
+            return
+        self._scheduled = True
+        self._loop.call_soon(self.publish)
+
+    def publish(self) -> None:
+        """Send the current table to every peer (a busy peer gets it when it answers)."""
+        self._scheduled = False
+        for peer in self.peers:
+            busy = self._sending.get(peer.name)
+            if busy is not None and not busy.done():
+                self._again.add(peer.name)
+                continue
+            self._sending[peer.name] = asyncio.create_task(
+                self._send(peer), name=f"reservations-to-{peer.name}"
+            )
+        self.published += 1
+
+    async def _send(self, peer: Peer) -> None:
+        while True:
+            self._seq += 1
+            payload = self.ledger.publication(self.epoch, self._seq).to_json()
+            try:
+                await self.client.post(peer, RESERVATIONS_PATH, payload)
+            except BusError as exc:
+                if self.send_errors.get(peer.name) is None:
+                    log.info("reservations to %s fail: %s", peer.name, exc.detail)
+                self.send_errors[peer.name] = exc.detail
+            except Exception:
+                log.exception("reservations to %s", peer.name)
+            else:
+                if self.send_errors.pop(peer.name, None) is not None:
+                    log.info("reservations to %s get through again", peer.name)
+            if peer.name not in self._again:
+                return
+            self._again.discard(peer.name)
+
+    async def refresh_peers(self) -> None:
+        try:
+            nodes = await asyncio.wait_for(self.peers_source(), self.refresh)
+        except Exception as exc:
+            log.info("cluster nodes not refreshed, keeping the last list: %s", exc)
+            return
+        self.peers = [Peer(*p) for p in nodes if p[0] != self.node]
+        self._members = {self.node, *(p.name for p in self.peers)}
+        self.ledger.expect(self._members, self.clock())
+
+    async def _run(self) -> None:
+        next_refresh = self.clock()
+        while True:
+            now = self.clock()
+            if now >= next_refresh:
+                await self.refresh_peers()
+                next_refresh = self.clock() + self.refresh
+            try:
+                self.publish()
+                self.ledger.settle(self.clock())
+            except Exception:
+                log.exception("reservations not published")
+            await asyncio.sleep(self.interval)
+
+    # --- in ---------------------------------------------------------------------------------
+
+    async def receive(self, request: SignedRequest) -> dict[str, Any]:
+        """The bus handler of :data:`RESERVATIONS_PATH`."""
+        try:
+            publication = Reservations.from_json(request.json())
+        except ValueError as exc:
+            raise MessageError(422, f"bad reservations: {exc}") from None
+        if publication.node != request.sender:
+            raise MessageError(403, "a node publishes only its own reservations")
+        taken = self.ledger.receive(publication, self.clock())
+        return {"ok": True, "taken": taken}
+
+    async def close(self) -> None:
+        if self.ledger.accounting.on_change == self.changed:
+            self.ledger.accounting.on_change = None
+        tasks = [t for t in (self._task, *self._sending.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.client.aclose()
+
+
+class _Anyone:
+    def __contains__(self, name: object) -> bool:
+        return True
