@@ -137,6 +137,8 @@ def test_own_publication_is_ignored_and_an_unknown_node_is_learnt() -> None:
 def test_json_round_trip_and_bad_messages() -> None:
     publication = Reservations("n2", 12.5, 3, {ACME: Holding(D("0.3000"), D("0.0100"))})
     assert Reservations.from_json(publication.to_json()) == publication
+    changed = Reservations("n2", 12.5, 4, {}, changed_at=1_780_000_000.25)
+    assert Reservations.from_json(changed.to_json()) == changed
     good = publication.to_json()
     bad: list[object] = [
         None,
@@ -154,6 +156,7 @@ def test_json_round_trip_and_bad_messages() -> None:
         {**good, "accounts": {"1": ["abc", "0"]}},
         {**good, "accounts": {"1": ["NaN", "0"]}},
         {**good, "accounts": {"1": ["Infinity", "0"]}},
+        {**good, "changed_at": "soon"},
     ]
     for data in bad:
         with pytest.raises(ValueError):

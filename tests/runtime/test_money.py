@@ -112,6 +112,20 @@ async def _a_reservation_is_seen_by_the_others_at_once() -> None:
         await asyncio.sleep(0)  # one turn of the loop: one publication for the 101 changes
         assert n1.bus.published - before <= 2  # (the periodic one may fall in the same turn)
         await until(lambda: n2.ledger.available(ACME, _now()) == D("0.7000"), within=2)
+        assert n2.bus.lags and all(0 <= lag < 5 for lag in n2.bus.lags)
+        client = BusClient(Signer("n3", derive_key(SECRET)), timeout=1)
+        try:
+            state = await client.get(Peer("n2", f"{n2.host}:{n2.port}"), RESERVATIONS_PATH)
+        finally:
+            await client.aclose()
+        assert state["whole"] is True and state["live"] == ["n1", "n2", "n3"]
+        nodes = state["accounts"][str(ACME)]["nodes"]
+        assert [(n["node"], n["reserved"]) for n in nodes] == [
+            ("n2", "0"),
+            ("n1", "0.3000"),
+            ("n3", "0"),
+        ]
+        assert state["accounts"][str(ACME)]["available"] == "0.7000"
 
 
 def test_a_node_cut_off_turns_missing_and_shares_apply_until_it_heals() -> None:

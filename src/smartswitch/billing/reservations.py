@@ -126,12 +126,16 @@ class Reservations:
     seq: int
     """Counts up within one epoch."""
     accounts: Mapping[int, Holding]
+    changed_at: float | None = None
+    """The publisher's wall clock at the earliest change this publication is the first to
+    carry to its recipient (None: nothing new, a periodic one): how long a grant takes to be
+    seen elsewhere is measured from it (``bench/money.py``)."""
 
     def newer_than(self, other: Reservations) -> bool:
         return (self.epoch, self.seq) > (other.epoch, other.seq)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "v": RESERVATIONS_VERSION,
             "node": self.node,
             "epoch": self.epoch,
@@ -140,6 +144,9 @@ class Reservations:
                 str(a): [str(h.reserved), str(h.unconfirmed)] for a, h in self.accounts.items()
             },
         }
+        if self.changed_at is not None:
+            data["changed_at"] = self.changed_at
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Reservations:
@@ -168,7 +175,18 @@ class Reservations:
                 _amount(value[0], f"account {key} reserved"),
                 _amount(value[1], f"account {key} unconfirmed"),
             )
-        return cls(node, float(epoch), seq, accounts)
+        changed_at = data.get("changed_at")
+        if changed_at is not None and (
+            isinstance(changed_at, bool) or not isinstance(changed_at, int | float)
+        ):
+            raise ValueError("reservations: 'changed_at' is a number")
+        return cls(
+            node,
+            float(epoch),
+            seq,
+            accounts,
+            None if changed_at is None else float(changed_at),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +403,7 @@ class ClusterLedger:
     def _members(self) -> int:
         return len(self._whole_members | self._expected | {self.node})
 
-    def publication(self, epoch: float, seq: int) -> Reservations:
+    def publication(self, epoch: float, seq: int, changed_at: float | None = None) -> Reservations:
         """This node's holdings, as published."""
         accounting = self.accounting
         accounts = {
@@ -393,7 +411,19 @@ class ClusterLedger:
             for a in set(accounting.reserved) | set(accounting.unconfirmed)
             if accounting.reserved.get(a, ZERO) or accounting.unconfirmed.get(a, ZERO)
         }
-        return Reservations(self.node, epoch, seq, accounts)
+        return Reservations(self.node, epoch, seq, accounts, changed_at)
+
+    def held_accounts(self) -> set[int]:
+        """The accounts some node holds something of."""
+        accounting = self.accounting
+        held = {
+            a
+            for a in set(accounting.reserved) | set(accounting.unconfirmed)
+            if accounting.reserved.get(a, ZERO) or accounting.unconfirmed.get(a, ZERO)
+        }
+        for publication in self._last.values():
+            held.update(a for a, h in publication.accounts.items() if h.reserved or h.unconfirmed)
+        return held
 
     def by_node(self, account_id: int, now: float) -> list[NodeHolding]:
         """Every node's holding of the account (the UI's table), this node first."""

@@ -10,7 +10,10 @@ grants against.
   also how the others know this node is there (:attr:`ClusterLedger.stale_after`).
 * **In.** ``POST /cluster/reservations`` (signed; :func:`~smartswitch.cluster.endpoints.bus_router`)
   takes a peer's :class:`~smartswitch.billing.reservations.Reservations`; a node may publish
-  only its own.
+  only its own. ``GET /cluster/reservations`` (signed) answers what this node sees: the nodes
+  live, whether the cluster is whole, every account some node holds money of, and how long
+  the last changes took to arrive here (the publisher's change time to our receipt, on one
+  host's clock: what ``bench/money.py`` reports).
 
 Until the node runs the cluster bus and the membership itself (the wire-bus work), this module
 runs what it needs on its own: a :class:`~smartswitch.cluster.bus.BusClient` and a
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Container
 from typing import Any
 
@@ -78,7 +82,9 @@ class MoneyBus:
         self._members: set[str] = set()
         self.verifier = Verifier(self.node, key, members=self._member_names)
         self.router: APIRouter = bus_router(
-            self.verifier, {("POST", RESERVATIONS_PATH): self.receive}, clock=wall
+            self.verifier,
+            {("POST", RESERVATIONS_PATH): self.receive, ("GET", RESERVATIONS_PATH): self.state},
+            clock=wall,
         )
         self.peers: list[Peer] = []
         self.send_errors: dict[str, str] = {}
@@ -87,6 +93,10 @@ class MoneyBus:
         self._scheduled = False
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        # Per peer, the wall time of the earliest change not yet sent to it.
+        self._unsent: dict[str, float] = {}
+        # Seconds from a publisher's change to its arrival here, the latest ones.
+        self.lags: deque[float] = deque(maxlen=10_000)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -105,7 +115,12 @@ class MoneyBus:
     def changed(self) -> None:
         """What this node holds changed: publish on the next turn of the loop (once for all
         the changes of this turn)."""
-        if self._scheduled or self._loop is None:
+        if self._loop is None:
+            return
+        wall = self.wall()
+        for peer in self.peers:
+            self._unsent.setdefault(peer.name, wall)
+        if self._scheduled:
             return
         self._scheduled = True
         self._loop.call_soon(self.publish)
@@ -126,7 +141,8 @@ class MoneyBus:
     async def _send(self, peer: Peer) -> None:
         while True:
             self._seq += 1
-            payload = self.ledger.publication(self.epoch, self._seq).to_json()
+            changed_at = self._unsent.pop(peer.name, None)
+            payload = self.ledger.publication(self.epoch, self._seq, changed_at).to_json()
             try:
                 await self.client.post(peer, RESERVATIONS_PATH, payload)
             except BusError as exc:
@@ -177,7 +193,37 @@ class MoneyBus:
         if publication.node != request.sender:
             raise MessageError(403, "a node publishes only its own reservations")
         taken = self.ledger.receive(publication, self.clock())
+        if taken and publication.changed_at is not None:
+            self.lags.append(self.wall() - publication.changed_at)
         return {"ok": True, "taken": taken}
+
+    async def state(self, request: SignedRequest) -> dict[str, Any]:
+        """The bus handler of ``GET`` :data:`RESERVATIONS_PATH` (see the module)."""
+        ledger = self.ledger
+        now = self.clock()
+        return {
+            "node": self.node,
+            "whole": ledger.whole(now),
+            "live": sorted(ledger.live(now)),
+            "members": ledger.members(),
+            "accounts": {
+                str(account): {
+                    "available": str(ledger.available(account, now)),
+                    "nodes": [
+                        {
+                            "node": h.node,
+                            "reserved": str(h.holding.reserved),
+                            "unconfirmed": str(h.holding.unconfirmed),
+                            "live": h.live,
+                        }
+                        for h in ledger.by_node(account, now)
+                    ],
+                }
+                for account in sorted(ledger.held_accounts())
+            },
+            "lags": list(self.lags),
+            "send_errors": dict(self.send_errors),
+        }
 
     async def close(self) -> None:
         if self.ledger.accounting.on_change == self.changed:
