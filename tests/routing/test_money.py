@@ -106,7 +106,8 @@ def test_extension_takes_what_is_left_once_others_hold_the_rest() -> None:
     request = invite()
     call = new_call(request, routed(policy, request))
     answer(call)
-    ledger.receive(Reservations("node2", 1.0, 2, {ACME: Holding(D("0.6500"), D(0))}), NOW)
+    # node2's finished calls cost 0.65, not yet replicated (it has no call to extend).
+    ledger.receive(Reservations("node2", 1.0, 2, {ACME: Holding(D(0), D("0.6500"))}), NOW)
     # 1.00 - 0.30 (this call) - 0.65 = 0.05 more: 5 s, under the minimum but the call is up.
     assert call.session.extend(NOW + 1) == 5
     assert call.session.extend(NOW + 2) == 0
@@ -120,3 +121,30 @@ def test_a_partition_keeps_a_node_to_its_share() -> None:
     # node2 is heard again, holding nothing: the rest of the balance is usable again.
     ledger.receive(Reservations("node2", 1.0, 2, {}), NOW + 5)
     assert _calls_granted(policy, NOW + 5) == [30, 20]
+
+
+def test_extensions_on_several_nodes_take_an_equal_part_of_what_is_left() -> None:
+    """Calls started together on three nodes reach their slice ends together: each node
+    extends by at most a third of what is left (at least one increment), so together they
+    cannot take more than is left."""
+    policy, ledger = _clustered()
+    ledger.expect(["node1", "node2", "node3"], NOW)
+    request = invite()
+    call = new_call(request, routed(policy, request))  # 30 s, 0.30
+    answer(call)
+    held = {ACME: Holding(D("0.3000"), D(0))}
+    ledger.receive(Reservations("node2", 1.0, 2, held), NOW)
+    ledger.receive(Reservations("node3", 1.0, 1, held), NOW)
+    assert ledger.contenders(ACME, NOW) == 3
+    # 0.10 left, three contenders: 0.0333 -> 3 s, not the 10 s a lone node would take.
+    assert call.session.extend(NOW + 1) == 3
+    # 0.07 left: 0.0233 -> 2 s; then a third of 0.05, 0.04, 0.03: 1 s each; 0.02 and 0.01:
+    # a third is under one increment, which is what is taken.
+    assert [call.session.extend(NOW + 2) for _ in range(7)] == [2, 1, 1, 1, 1, 1, 0]
+    # Alone (the others hold nothing), a node takes a whole slice.
+    policy2, ledger2 = _clustered()
+    request = invite()
+    call2 = new_call(request, routed(policy2, request))
+    answer(call2)
+    assert ledger2.contenders(ACME, NOW) == 1
+    assert call2.session.extend(NOW + 1) == 30

@@ -20,6 +20,15 @@ where the balance is this node's replica of the primary's. An older publication 
 one, so updates that cross on the way cannot bring back an old amount. The last holdings of a
 node not heard any more are still counted: its calls may still be running.
 
+**Calls extending together.** Calls of one account started together on several nodes reach
+the ends of their slices together, each node seeing the same money left before it hears what
+the others just took. So a slice extension takes at most an equal part of what is left among
+the *contenders* (this node and the live nodes holding reservations of the account), but at
+least one billing block: together they take no more than is left, plus one block per call.
+New calls are not split so (a whole slice each, down to the minimum grant): two new calls on
+two nodes within the time a publication takes to arrive (milliseconds, ``bench/money.py``)
+may both count the same money, at most one slice each.
+
 **Partition.** A node is *live* when heard within ``stale_after`` seconds. While every known
 node is live, the cluster is *whole* and the rule above is all. When some are not, this node and
 the live ones (its *group*, ``L``) may together use only their share of the money that was left
@@ -284,6 +293,17 @@ class ClusterLedger:
         """``name`` is alive (a heartbeat without holdings, from the membership)."""
         if name != self.node and name in self._last:
             self._heard[name] = now
+
+    def contenders(self, account_id: int, now: float) -> int:
+        """This node and the live ones holding reservations of the account: the nodes that may
+        be extending its calls at this moment (a call's slice extension takes at most an equal
+        part of what is left; see ``BillingCall.extend``)."""
+        live = self.live(now)
+        return 1 + sum(
+            1
+            for name, publication in self._last.items()
+            if name in live and publication.accounts.get(account_id, _NOTHING).reserved > 0
+        )
 
     def members(self) -> list[str]:
         return sorted(self._expected | {self.node})

@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from smartswitch.b2bua.ports import (
     CallAttempt,
@@ -45,6 +45,8 @@ from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
 
 log = logging.getLogger("smartswitch.routing")
+
+_AMOUNT_QUANTUM = Decimal("0.0001")
 
 
 __all__ = ["NOT_SERVED_HERE", "BillingCall", "BillingPolicy", "CallSink", "SupplierChoice"]
@@ -117,6 +119,13 @@ class BillingPolicy:
         if self.ledger is not None:
             return self.ledger.available(account_id, now)
         return self.accounting.available(account_id)
+
+    def contenders(self, account_id: int, now: float) -> int:
+        """The nodes that may be granting the account's calls more time at this moment: this
+        one and the live ones holding reservations of it (1 on a single node)."""
+        if self.ledger is not None:
+            return self.ledger.contenders(account_id, now)
+        return 1
 
     # --- identification -------------------------------------------------------------------------
 
@@ -355,7 +364,17 @@ class BillingCall:
         however little: the call is already up, and its money is the customer's to use)."""
         policy = self.policy
         accounting = policy.accounting
-        usable = policy.available(self.account_id, now) + self.reserved
+        available = policy.available(self.account_id, now)
+        contenders = policy.contenders(self.account_id, now)
+        if contenders > 1 and available > 0:
+            # Calls of this account on other nodes may be extending at this same moment on
+            # what they too see left (calls started together reach their slice ends
+            # together): take at most an equal part of it, but at least one billing block,
+            # so that together they take no more than is left plus one block each.
+            part = (available / contenders).quantize(_AMOUNT_QUANTUM, rounding=ROUND_FLOOR)
+            block = rate_call(self.rate, (self.max_seconds + 1) * 1000, answered=True).amount
+            available = min(available, max(part, block - self.reserved))
+        usable = available + self.reserved
         limit = min(int(policy.max_call_duration), self.max_seconds + self.slice_seconds)
         total = max_call_seconds(usable, self.rate)
         if total is None or total <= self.max_seconds:
