@@ -37,7 +37,7 @@ class NodeConfig:
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
     reserve_seconds: int = 300  # prepaid time granted to a call at a time (accounts may differ)
-    # Money across nodes (docs/billing.md, billing.reservations): a new call that cannot get a
+    # Money across nodes (docs/money.md, billing.reservations): a new call that cannot get a
     # whole slice gets what is left, but not less than min_grant_seconds; in a partition a node
     # may use money_share of an account's money (0: an equal share among the nodes last seen).
     min_grant_seconds: int = 10

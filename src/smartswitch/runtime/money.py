@@ -19,7 +19,7 @@ Until the node runs the cluster bus and the membership itself (the wire-bus work
 runs what it needs on its own: a :class:`~smartswitch.cluster.bus.BusClient` and a
 :class:`~smartswitch.cluster.signing.Verifier` keyed from the cluster secret, the node list from
 the nodes table, its own route mounted on the node's HTTP server, and the liveness of peers
-taken from their publications. At the merge (see docs/billing.md, "Money across nodes"):
+taken from their publications. At the merge (docs/money.md, "Merging with the bus wiring"):
 the route joins :func:`~smartswitch.cluster.endpoints.cluster_router` (``extra=``) and the path
 :data:`~smartswitch.cluster.bus.PATHS`, the node's one client and verifier replace these, the
 periodic publication rides in ``Heartbeat.extra["reservations"]``, and the membership's HEARD
