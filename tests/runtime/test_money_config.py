@@ -30,7 +30,10 @@ def test_defaults_and_values(tmp_path: Path) -> None:
         ("reserve_seconds = 0\n", "node.toml:1: reserve_seconds: must be at least 1"),
         ("min_grant_seconds = -1\n", "node.toml:1: min_grant_seconds: must be at least 1"),
         ("min_grant_seconds = 2.5\n", "min_grant_seconds"),
-        ("reserve_seconds = 30\nmoney_share = 1.5\n", "node.toml:2: money_share: a fraction from 0"),
+        (
+            "reserve_seconds = 30\nmoney_share = 1.5\n",
+            "node.toml:2: money_share: a fraction from 0",
+        ),
         ("money_share = -0.1\n", "money_share"),
         ('money_share = "half"\n', "money_share"),
     ],
