@@ -47,7 +47,9 @@ class MoneyNode:
         return [(n.name, f"{n.host}:{n.port}") for n in self.nodes]
 
     async def start(self) -> None:
-        self.bus = MoneyBus(self.ledger, SECRET, self.peers, interval=0.2, timeout=0.5)
+        self.bus = MoneyBus(
+            self.ledger, SECRET, self.peers, interval=0.2, timeout=0.5, local_address=self.host
+        )
         app = FastAPI()
 
         @app.middleware("http")

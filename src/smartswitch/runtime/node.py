@@ -136,7 +136,11 @@ class Node:
             return
         loop = asyncio.get_running_loop()
         self.money = MoneyBus(
-            services.ledger, self.config.cluster_secret, self._cluster_nodes, clock=loop.time
+            services.ledger,
+            self.config.cluster_secret,
+            self._cluster_nodes,
+            local_address=self.config.dedicated_ip or None,
+            clock=loop.time,
         )
         app.router.routes[0:0] = self.money.router.routes
         self.money.start()
