@@ -105,6 +105,7 @@ class MoneyBus:
         # Seconds from a publisher's change to its arrival here, the latest ones.
         self.lags: deque[float] = deque(maxlen=10_000)
         self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _member_names(self) -> Container[str]:
@@ -176,15 +177,29 @@ class MoneyBus:
         self.ledger.expect(self._members, self.clock())
 
     async def _run(self) -> None:
-        next_refresh = self.clock()
+        await self.refresh_peers()
+        next_refresh = self.clock() + self.refresh
+        live = self.ledger.live(self.clock())
         while True:
             now = self.clock()
-            if now >= next_refresh:
-                await self.refresh_peers()
-                next_refresh = self.clock() + self.refresh
+            refreshing = self._refreshing
+            if now >= next_refresh and (refreshing is None or refreshing.done()):
+                # In a task of its own: a slow database read must never hold up the
+                # publication the others take as this node's sign of life.
+                self._refreshing = asyncio.create_task(self.refresh_peers(), name="money-peers")
+                next_refresh = now + self.refresh
             try:
                 self.publish()
-                self.ledger.settle(self.clock())
+                self.ledger.settle(now)
+                seen = self.ledger.live(now)
+                if seen != live:
+                    log.info(
+                        "money: nodes heard %s of %s%s",
+                        ", ".join(sorted(seen)),
+                        ", ".join(self.ledger.members()),
+                        "" if self.ledger.whole(now) else ": keeping to this group's share",
+                    )
+                    live = seen
             except Exception:
                 log.exception("reservations not published")
             await asyncio.sleep(self.interval)
@@ -235,7 +250,9 @@ class MoneyBus:
     async def close(self) -> None:
         if self.ledger.accounting.on_change == self.changed:
             self.ledger.accounting.on_change = None
-        tasks = [t for t in (self._task, *self._sending.values()) if t is not None]
+        tasks = [
+            t for t in (self._task, self._refreshing, *self._sending.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
