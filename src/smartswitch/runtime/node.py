@@ -32,6 +32,7 @@ from smartswitch.runtime.config import NodeConfig, parse_hostport
 from smartswitch.runtime.drain import Drainer, DrainTarget
 from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
+from smartswitch.runtime.money import MoneyBus
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
 from smartswitch.runtime.webport import WebPort
@@ -99,6 +100,7 @@ class Node:
         self.drainer: Drainer | None = None
         self.capture: CaptureService | None = None
         self.filesync: FileSyncService | None = None
+        self.money: MoneyBus | None = None
 
     @property
     def read_only(self) -> bool:
@@ -164,6 +166,7 @@ class Node:
             self._heartbeat,
             self._cluster_nodes,
             location=registrar.location if registrar is not None else None,
+            local_address=config.dedicated_ip or None,
         )
 
     def _heartbeat(self) -> Heartbeat:
@@ -242,6 +245,27 @@ class Node:
             )
             self.drainer.start()
         return self.drainer
+
+    def _start_money(self) -> None:
+        """Money across nodes (runtime/money.py) on the node's cluster bus: its handlers among
+        the bus routes (before the web app asks for them), the node's client and verifier,
+        and the membership's heartbeats as signs of life for the ledger."""
+        services = self.services
+        bus = self.bus
+        if services is None or services.ledger is None or bus is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.money = MoneyBus(
+            services.ledger,
+            self.config.cluster_secret,
+            self._cluster_nodes,
+            clock=loop.time,
+            client=bus.client,
+            verifier=bus.verifier,
+        )
+        bus.serve(self.money.routes)
+        bus.membership.listeners.append(self.money.member_event)
+        self.money.start()
 
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
@@ -378,9 +402,11 @@ class Node:
             # any network callback, so attach() flushes the endpoint itself.
             self.services.registrar.attach(self.sip, self.endpoint.flush, loop.time())
         http_host, http_port = parse_hostport(self.config.http_listen)
+        self._start_money()
+        app = create_app(WebPort(self))
         server = _Server(
             uvicorn.Config(
-                create_app(WebPort(self)),
+                app,
                 host=http_host,
                 port=http_port,
                 log_level="warning",
@@ -421,6 +447,8 @@ class Node:
         watchdog.cancel()
         if self.drainer is not None:
             self.drainer.cancel()  # done already, or overtaken by SIGTERM
+        if self.money is not None:
+            await self.money.close()  # before the bus: it sends with the bus's client
         if self.bus is not None:
             # Down everywhere at once (a farewell heartbeat), before the calls are ended.
             await self.bus.close()
