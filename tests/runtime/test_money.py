@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from decimal import Decimal
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -18,7 +19,9 @@ from fastapi import FastAPI, Request, Response
 from cluster.busnet import free_port, until
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.reservations import ClusterLedger, Holding, Reservations
-from smartswitch.cluster.bus import BusClient, MessageError, Peer, PeerFailed, PeerRefused
+from smartswitch.cluster.bus import PATHS, BusClient, MessageError, Peer, PeerFailed, PeerRefused
+from smartswitch.cluster.membership import Heartbeat, MemberEvent, MemberEventKind
+from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.signing import SignedRequest, Signer, derive_key
 from smartswitch.model.config import Account
 from smartswitch.runtime.money import RESERVATIONS_PATH, MoneyBus
@@ -203,3 +206,51 @@ def test_the_handler_refuses_bad_json_as_422() -> None:
 
 async def _no_peers() -> list[tuple[str, str]]:
     return []
+
+
+def test_money_on_the_node_bus_is_served_among_its_routes() -> None:
+    asyncio.run(_money_on_the_node_bus())
+
+
+async def _money_on_the_node_bus() -> None:
+    """How the node runs it: the handlers in the NodeBus's cluster router, the node's client
+    and verifier, the membership's HEARD events keeping a publisher live."""
+    node_bus = NodeBus("n2", SECRET, _never, _no_peers)
+    accounting = Accounting()
+    ledger = ClusterLedger("n2", accounting, stale_after=3.0)
+    money = MoneyBus(ledger, SECRET, _no_peers, client=node_bus.client, verifier=node_bus.verifier)
+    node_bus.serve(money.routes)
+    with pytest.raises(ValueError, match="served already"):
+        node_bus.serve(money.routes)
+    with pytest.raises(ValueError, match="served already"):
+        node_bus.serve({("POST", PATHS.heartbeat): money.receive})
+    app = FastAPI()
+    app.include_router(node_bus.router(lambda: {"node": "n2"}))
+    n1 = BusClient(
+        Signer("n1", derive_key(SECRET)), timeout=1, transport=httpx.ASGITransport(app=app)
+    )
+    peer = Peer("n2", "n2.test:80")
+    try:
+        now = time.monotonic()
+        publication = Reservations("n1", 1.0, 1, {ACME: _holding("0.3000")}).to_json()
+        assert (await n1.post(peer, PATHS.reservations, publication))["taken"] is True
+        assert ledger.holding("n1", ACME).total == D("0.3000")
+        state = await n1.get(peer, PATHS.reservations)
+        held = {h["node"]: h["reserved"] for h in state["accounts"][str(ACME)]["nodes"]}
+        assert held["n1"] == "0.3000"
+        # Heartbeats alone keep n1 live past the ledger's stale_after (3 s here).
+        later = now + 10.0
+        assert "n1" not in ledger.live(later)
+        money.member_event(MemberEvent(MemberEventKind.HEARD, "n1", None, later - 1.0))
+        assert "n1" in ledger.live(later)
+        money.member_event(MemberEvent(MemberEventKind.DOWN, "n1", None, later + 5.0))
+        assert "n1" not in ledger.live(later + 5.0)
+        await money.close()  # the node's client is the node's to close: still usable
+        assert (await n1.get(peer, PATHS.status))["node"] == "n2"
+    finally:
+        await n1.aclose()
+        await node_bus.client.aclose()
+
+
+def _never() -> Heartbeat:
+    raise AssertionError("no heartbeat is sent in this test")
