@@ -344,7 +344,10 @@ def test_call_cut_at_the_balance_limit(
     document = example(a, b)
     account(document, "acme")["balance"] = "0.0500"
     retail_rate(document).update(price_per_minute="0.6000", increment="1/1")
-    config = {} if reserve_seconds is None else {"reserve_seconds": reserve_seconds}
+    # 5 s is under the default minimum grant (10 s): let this call have it.
+    config: dict[str, int] = {"min_grant_seconds": 1}
+    if reserve_seconds is not None:
+        config["reserve_seconds"] = reserve_seconds
     node = start_billing_node(document, **config)
 
     started = time.monotonic()

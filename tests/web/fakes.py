@@ -21,6 +21,7 @@ from smartswitch.web.ports import (
     EngineState,
     FileSyncState,
     LiveCall,
+    NodeMoney,
     NodePort,
     RegistrarPort,
     Release,
@@ -78,6 +79,7 @@ class FakeNode:
     registrar: RegistrarPort | None = None
     bus: NodeBus | None = None
     live_balances: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    node_money: dict[int, list[NodeMoney]] = field(default_factory=dict)
     named_balances: dict[str, Decimal] = field(default_factory=dict)
     live_calls: dict[str, LiveCall] = field(default_factory=dict)
     hung_up: list[str] = field(default_factory=list)
@@ -95,6 +97,9 @@ class FakeNode:
 
     def balances(self) -> dict[str, Decimal]:
         return dict(self.named_balances)
+
+    def holdings(self, account_id: int) -> list[NodeMoney]:
+        return list(self.node_money.get(account_id, []))
 
     def calls(self) -> list[LiveCall]:
         return list(self.live_calls.values())

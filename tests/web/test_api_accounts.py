@@ -32,6 +32,8 @@ def test_create_read_update_delete(web: WebEnv) -> None:
         "available": None,
         "credit_limit": "5.0000",
         "prepaid": False,
+        "reserve_seconds": None,
+        "held_by_node": [],
     }
     assert web.get("/api/v1/accounts/acme").json()["balance"] == "12.3456"
     assert [a["name"] for a in web.get("/api/v1/accounts").json()] == ["acme"]

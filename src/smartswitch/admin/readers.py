@@ -132,6 +132,7 @@ PRICE = _decimal(PRICE_SCALE, minimum=Decimal(0))
 COUNT = _integer()
 POSITIVE = _integer(minimum=1)
 EXPIRES = _integer(minimum=10, maximum=86_400)
+SLICE = _integer(minimum=1, maximum=86_400)  # an account's reservation slice, seconds
 
 
 def _distinct(parser: Parser[str]) -> FieldRead:
@@ -174,6 +175,7 @@ def account(given: Given) -> AccountSpec:
         balance=optional(AMOUNT, Decimal(0)),
         credit_limit=optional(LIMIT, Decimal(0)),
         prepaid=optional(BOOL, True),
+        reserve_seconds=optional(SLICE, None),
     )
     return AccountSpec(line=e.line, path=e.path, **values)
 

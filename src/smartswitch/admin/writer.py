@@ -174,6 +174,7 @@ class AccountSpec:
     balance: Decimal
     credit_limit: Decimal
     prepaid: bool
+    reserve_seconds: int | None = None
 
 
 @dataclass(slots=True)
@@ -584,6 +585,7 @@ class ConfigWriter:
                     balance=spec.balance,
                     credit_limit=spec.credit_limit,
                     prepaid=spec.prepaid,
+                    reserve_seconds=spec.reserve_seconds,
                 )
                 self.session.add(row)
                 await self.session.flush()
@@ -607,7 +609,14 @@ class ConfigWriter:
                 self.note("accounts", spec.name, True, True)
             else:
                 before = snapshot(row)
-                changed = _set(row, {"credit_limit": spec.credit_limit, "prepaid": spec.prepaid})
+                changed = _set(
+                    row,
+                    {
+                        "credit_limit": spec.credit_limit,
+                        "prepaid": spec.prepaid,
+                        "reserve_seconds": spec.reserve_seconds,
+                    },
+                )
                 self.audited("accounts", spec.name, before, snapshot(row))
                 self.note("accounts", spec.name, False, changed)
 

@@ -18,7 +18,7 @@ The same arithmetic serves the single node and the cluster node whose primary is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from smartswitch.model.config import Account
@@ -27,9 +27,12 @@ ZERO = Decimal(0)
 
 
 class Accounting:
-    __slots__ = ("credit", "pending", "reserved", "stored", "unconfirmed")
+    __slots__ = ("credit", "on_change", "pending", "reserved", "stored", "unconfirmed")
 
     def __init__(self) -> None:
+        # Told of each change to what this node holds (reserved or unconfirmed), so that the
+        # other nodes of a cluster hear of it at once (smartswitch.runtime.money).
+        self.on_change: Callable[[], None] | None = None
         self.stored: dict[int, Decimal] = {}
         self.credit: dict[int, Decimal] = {}
         self.reserved: dict[int, Decimal] = {}
@@ -63,9 +66,13 @@ class Accounting:
 
     def reserve(self, account_id: int, amount: Decimal) -> None:
         self.reserved[account_id] = self.reserved.get(account_id, ZERO) + amount
+        if self.on_change is not None:
+            self.on_change()
 
     def release(self, account_id: int, amount: Decimal) -> None:
         self.reserved[account_id] = self.reserved.get(account_id, ZERO) - amount
+        if self.on_change is not None:
+            self.on_change()
 
     def charge(self, record_id: str, charges: Iterable[tuple[int, Decimal]]) -> None:
         """A finished call's amounts, not yet in the stored balances. Once per record: a
@@ -76,12 +83,18 @@ class Accounting:
         self.pending[record_id] = kept
         for account_id, amount in kept:
             self.unconfirmed[account_id] = self.unconfirmed.get(account_id, ZERO) + amount
+        if self.on_change is not None:
+            self.on_change()
 
     def confirm(self, balances: Mapping[int, Decimal], present: Iterable[str]) -> None:
         """``balances`` were read in one database snapshot with ``present``, the pending
         record ids that snapshot already contains: take both in one step."""
         self.stored.update(balances)
+        changed = False
         for record_id in present:
             charges = self.pending.pop(record_id, ())
             for account_id, amount in charges:
+                changed = True
                 self.unconfirmed[account_id] = self.unconfirmed.get(account_id, ZERO) - amount
+        if changed and self.on_change is not None:
+            self.on_change()

@@ -58,6 +58,7 @@ class _Paths(NamedTuple):
     members: str = "/cluster/members"
     status: str = "/cluster/status"
     registrations: str = "/cluster/registrations"
+    reservations: str = "/cluster/reservations"
 
 
 PATHS = _Paths()

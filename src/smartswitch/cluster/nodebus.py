@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 from fastapi import APIRouter
 
-from smartswitch.cluster.bus import BusClient, Peer, Peers
+from smartswitch.cluster.bus import PATHS, BusClient, Peer, Peers
 from smartswitch.cluster.endpoints import Handler, Status, cluster_router, metrics_text
 from smartswitch.cluster.guardsync import GUARD_PATH, GuardPort, GuardSync
 from smartswitch.cluster.membership import Heartbeat, Heartbeater, Membership, NodeState
@@ -27,6 +28,17 @@ from smartswitch.cluster.signing import Signer, Verifier, derive_key
 from smartswitch.registrar.location import LocationService
 
 __all__ = ["NodeBus"]
+
+# What cluster_router serves itself (a handler of ``extra`` must not replace one).
+_OWN_ROUTES = frozenset(
+    {
+        ("POST", PATHS.heartbeat),
+        ("GET", PATHS.members),
+        ("GET", PATHS.status),
+        ("GET", PATHS.registrations),
+        ("POST", PATHS.registrations),
+    }
+)
 
 
 class NodeBus:
@@ -49,12 +61,17 @@ class NodeBus:
         interval: float = 1.0,
         misses: int = 3,
         timeout: float = 2.0,
+        local_address: str | None = None,
     ) -> None:
         key = derive_key(cluster_secret)
         self.name = name
         self.peers = peers
         self.verifier = Verifier(name, key)
-        self.client = BusClient(Signer(name, key), timeout=timeout)
+        # From the node's dedicated IP when given: bus traffic is between the nodes'
+        # addresses (what a firewall between them allows, and how a test cuts one node off).
+        transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+        self.client = BusClient(Signer(name, key), timeout=timeout, transport=transport)
+        self.extra: dict[tuple[str, str], Handler] = {}
         self.membership = Membership(interval, misses)
         self.heartbeater = Heartbeater(self.membership, self.client, own, peers)
         self.registrations = (
@@ -65,6 +82,15 @@ class NodeBus:
         self.guard_sync = None if guard is None else GuardSync(name, guard, peers, self.client)
         self.metric_sources: list[Callable[[], str]] = []
         """More ``/metrics`` lines from the node's cluster parts (the dispatcher, its gate)."""
+
+    def serve(self, routes: Mapping[tuple[str, str], Handler]) -> None:
+        """More message kinds on this node's bus routes (money's reservations); before
+        :meth:`router` is asked. A route the bus already has is refused."""
+        taken = _OWN_ROUTES | set(self.extra)
+        clash = sorted(f"{m} {p}" for m, p in routes if (m, p) in taken)
+        if clash:
+            raise ValueError(f"bus routes served already: {', '.join(clash)}")
+        self.extra.update(routes)
 
     def router(self, status: Status) -> APIRouter:
         """The bus routes (``/cluster/...``), every one verified; ``status`` answers
@@ -77,7 +103,7 @@ class NodeBus:
             heartbeater=self.heartbeater,
             status=status,
             registrations=self.registrations,
-            extra=extra,
+            extra={**extra, **self.extra},
         )
 
     def start(self) -> None:

@@ -43,6 +43,9 @@ class Account:
     balance: Decimal
     credit_limit: Decimal
     prepaid: bool = True
+    reserve_seconds: int | None = None
+    """The prepaid time a call is granted at a time (its slice); None: the node's setting.
+    Small slices let more calls share a small balance; large ones mean fewer extensions."""
 
 
 @dataclass(frozen=True, slots=True)

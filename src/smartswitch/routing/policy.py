@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from smartswitch.b2bua.ports import (
     CallAttempt,
@@ -27,6 +27,7 @@ from smartswitch.b2bua.ports import (
 )
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
+from smartswitch.billing.reservations import ClusterLedger
 from smartswitch.model.cdr import CdrAttempt, CdrRecord
 from smartswitch.model.config import Peer, Rate, Subscriber
 from smartswitch.registrar.guard import SourceGuard, Verdict
@@ -44,6 +45,8 @@ from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import SipUri, format_host
 
 log = logging.getLogger("smartswitch.routing")
+
+_AMOUNT_QUANTUM = Decimal("0.0001")
 
 
 __all__ = ["NOT_SERVED_HERE", "BillingCall", "BillingPolicy", "CallSink", "SupplierChoice"]
@@ -78,6 +81,8 @@ class BillingPolicy:
         reserve_seconds: int = 300,
         location: LocationService | None = None,
         guard: SourceGuard | None = None,
+        ledger: ClusterLedger | None = None,
+        min_grant_seconds: int = 1,
     ) -> None:
         self.views = views
         self.accounting = accounting
@@ -85,7 +90,12 @@ class BillingPolicy:
         self.records = CallRecords(sink, node_name, wall_offset)
         self.auth = authenticator
         self.max_call_duration = max_call_duration
-        self.reserve_seconds = reserve_seconds
+        self.reserve_seconds = reserve_seconds  # the slice of accounts without their own
+        # A new call that cannot get a whole slice gets what is left, but not less than this:
+        # calls that would be cut within seconds are refused instead.
+        self.min_grant_seconds = min_grant_seconds
+        # In a cluster, what the other nodes hold of each account (billing.reservations).
+        self.ledger = ledger
         self.wall_offset = wall_offset
         self.rng = rng or random.Random()
         self.customer_calls = CallCounter()
@@ -105,6 +115,20 @@ class BillingPolicy:
         """A new configuration: calls in progress keep the values they started with."""
         self.views = views
         self.accounting.load_limits(views.snapshot.accounts)
+
+    def available(self, account_id: int, now: float) -> Decimal:
+        """What may still be granted of the account: on a cluster node, less what every node
+        holds of it (and within this node's share during a partition)."""
+        if self.ledger is not None:
+            return self.ledger.available(account_id, now)
+        return self.accounting.available(account_id)
+
+    def contenders(self, account_id: int, now: float) -> int:
+        """The nodes that may be granting the account's calls more time at this moment: this
+        one and the live ones holding reservations of it (1 on a single node)."""
+        if self.ledger is not None:
+            return self.ledger.contenders(account_id, now)
+        return 1
 
     # --- identification -------------------------------------------------------------------------
 
@@ -257,11 +281,11 @@ class BillingPolicy:
         rate = tariff.lookup(number, wall)
         if rate is None:
             return Rejection(404, "Not Found (no rate for this destination)")
-        available = self.accounting.available(account.id)
-        seconds = max_call_seconds(available, rate)
-        if seconds is None:
+        slice_seconds = account.reserve_seconds or self.reserve_seconds
+        seconds = max_call_seconds(self.available(account.id, now), rate)
+        if seconds is None or seconds < min(self.min_grant_seconds, slice_seconds):
             return Rejection(402, "Payment Required (insufficient balance)")
-        seconds = min(seconds, int(self.max_call_duration), self.reserve_seconds)
+        seconds = min(seconds, int(self.max_call_duration), slice_seconds)
         route = views.routes.lookup(number)
         if route is None:
             return Rejection(404, "Not Found (no route for this destination)")
@@ -311,6 +335,7 @@ class BillingPolicy:
             rate=rate,
             reserved=reserved,
             max_seconds=seconds,
+            slice_seconds=slice_seconds,
             caller=caller_in,
             callee=callee_in,
             subscriber_id=subscriber.id if subscriber is not None else None,
@@ -353,6 +378,7 @@ class BillingCall:
     rate: Rate  # the selling rate, fixed for the call's life
     reserved: Decimal
     max_seconds: int  # answered time granted so far
+    slice_seconds: int  # granted at a time (the account's, else the node's)
     caller: str  # as received
     callee: str
     subscriber_id: int | None = None  # a subscriber calling out (customer is its stand-in)
@@ -372,11 +398,22 @@ class BillingCall:
         self.policy.supplier_calls.add(supplier.id)
 
     def extend(self, now: float) -> float:
-        """Reserve the next slice of the call's time, as far as the balance goes."""
+        """Reserve the next slice of the call's time, as far as the balance goes (what is left,
+        however little: the call is already up, and its money is the customer's to use)."""
         policy = self.policy
         accounting = policy.accounting
-        usable = accounting.available(self.account_id) + self.reserved
-        limit = min(int(policy.max_call_duration), self.max_seconds + policy.reserve_seconds)
+        available = policy.available(self.account_id, now)
+        contenders = policy.contenders(self.account_id, now)
+        if contenders > 1 and available > 0:
+            # Calls of this account on other nodes may be extending at this same moment on
+            # what they too see left (calls started together reach their slice ends
+            # together): take at most an equal part of it, but at least one billing block,
+            # so that together they take no more than is left plus one block each.
+            part = (available / contenders).quantize(_AMOUNT_QUANTUM, rounding=ROUND_FLOOR)
+            block = rate_call(self.rate, (self.max_seconds + 1) * 1000, answered=True).amount
+            available = min(available, max(part, block - self.reserved))
+        usable = available + self.reserved
+        limit = min(int(policy.max_call_duration), self.max_seconds + self.slice_seconds)
         total = max_call_seconds(usable, self.rate)
         if total is None or total <= self.max_seconds:
             return 0.0

@@ -46,7 +46,12 @@ class NodeConfig:
     node_id: str = "node1"
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
-    reserve_seconds: int = 300  # prepaid time granted to a call at a time
+    reserve_seconds: int = 300  # prepaid time granted to a call at a time (accounts may differ)
+    # Money across nodes (docs/money.md, billing.reservations): a new call that cannot get a
+    # whole slice gets what is left, but not less than min_grant_seconds; in a partition a node
+    # may use money_share of an account's money (0: an equal share among the nodes last seen).
+    min_grant_seconds: int = 10
+    money_share: float = 0.0
     # The cluster (see docs/cluster.md): "single" (embedded SQLite or one database),
     # "replication" (a MariaDB primary and GTID replicas) or "galera" (multi-primary).
     db_scheme: str = "single"
@@ -209,6 +214,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "sip_realm": str,
     "refresh_interval": (int, float),
     "reserve_seconds": int,
+    "min_grant_seconds": int,
+    "money_share": (int, float),
     "db_scheme": str,
     "node_name": str,
     "dedicated_ip": str,
@@ -397,6 +404,12 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         if not all(isinstance(p, str) for p in value):
             raise _fail(path, text, key, "a list of the other nodes' dedicated IPs")
         return tuple(value)
+    if key in ("reserve_seconds", "min_grant_seconds") and value < 1:
+        raise _fail(path, text, key, "must be at least 1 (seconds)")
+    if key == "money_share":
+        if not 0 <= value <= 1:
+            raise _fail(path, text, key, "a fraction from 0 (equal shares) to 1")
+        return float(value)
     if key in ("file_reconcile_interval", "capture_retention_interval"):
         if value <= 0:
             raise _fail(path, text, key, "must be more than 0 (seconds)")

@@ -38,6 +38,7 @@ from smartswitch.runtime.failover import Failover
 from smartswitch.runtime.filesync import FileSyncService
 from smartswitch.runtime.liveness import SipProbe
 from smartswitch.runtime.media import NodeMedia
+from smartswitch.runtime.money import MoneyBus
 from smartswitch.runtime.primary import PrimaryFollower
 from smartswitch.runtime.services import BillingServices
 from smartswitch.runtime.signalling import Signalling
@@ -112,6 +113,7 @@ class Node:
         self.dispatcher: Dispatcher | None = None
         self.follower: PrimaryFollower | None = None
         self.failover: Failover | None = None
+        self.money: MoneyBus | None = None
 
     @property
     def read_only(self) -> bool:
@@ -182,6 +184,7 @@ class Node:
             self._cluster_nodes,
             location=registrar.location if registrar is not None else None,
             guard=registrar.guard if registrar is not None else None,
+            local_address=config.dedicated_ip or None,
         )
 
     def _heartbeat(self) -> Heartbeat:
@@ -316,6 +319,27 @@ class Node:
         """keepalived reported a state change: origination and registrations follow."""
         if VrrpState.MASTER in (event.state, event.previous) and self.signalling is not None:
             self.signalling.shared_ip_changed()
+
+    def _start_money(self) -> None:
+        """Money across nodes (runtime/money.py) on the node's cluster bus: its handlers among
+        the bus routes (before the web app asks for them), the node's client and verifier,
+        and the membership's heartbeats as signs of life for the ledger."""
+        services = self.services
+        bus = self.bus
+        if services is None or services.ledger is None or bus is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.money = MoneyBus(
+            services.ledger,
+            self.config.cluster_secret,
+            self._cluster_nodes,
+            clock=loop.time,
+            client=bus.client,
+            verifier=bus.verifier,
+        )
+        bus.serve(self.money.routes)
+        bus.membership.listeners.append(self.money.member_event)
+        self.money.start()
 
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
         config = self.config
@@ -488,9 +512,11 @@ class Node:
             # config keepalived refuses stops the node here (VipError), before HTTP starts.
             await vip.start()
         http_host, http_port = parse_hostport(self.config.http_listen)
+        self._start_money()
+        app = create_app(WebPort(self))
         server = _Server(
             uvicorn.Config(
-                create_app(WebPort(self)),
+                app,
                 host=http_host,
                 port=http_port,
                 log_level="warning",
@@ -537,6 +563,8 @@ class Node:
             self.drainer.cancel()  # done already, or overtaken by SIGTERM
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.money is not None:
+            await self.money.close()  # before the bus: it sends with the bus's client
         if self.bus is not None:
             # Down everywhere at once (a farewell heartbeat), before the calls are ended.
             await self.bus.close()

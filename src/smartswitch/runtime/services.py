@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from smartswitch.billing.accounting import Accounting
+from smartswitch.billing.reservations import ClusterLedger
 from smartswitch.model.cdr import CdrRecord
 from smartswitch.routing.policy import BillingPolicy
 from smartswitch.routing.views import ConfigViews
@@ -72,6 +73,12 @@ class BillingServices:
         )
         self.money_sessions = session_factory(self.money_engine)
         self.accounting = Accounting()
+        # A cluster node grants against what every node holds (runtime/money.py feeds it).
+        self.ledger: ClusterLedger | None = (
+            ClusterLedger(config.name, self.accounting, money_share=config.money_share)
+            if config.db_scheme != "single"
+            else None
+        )
         self.loader = ConfigLoader(self.url)
         self.wall_offset = wall_offset
         self.outbox = Outbox(config.data_dir / "outbox.db")
@@ -131,6 +138,8 @@ class BillingServices:
             reserve_seconds=self.config.reserve_seconds,
             location=self.registrar.location,
             guard=self.registrar.guard,
+            ledger=self.ledger,
+            min_grant_seconds=self.config.min_grant_seconds,
         )
         if self.config.db_scheme == "replication":
             # Stamped on the first deliveries: read before the forwarder starts, or its first

@@ -18,6 +18,7 @@ from smartswitch.b2bua.call import Call
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.replication import DatabaseRole
 from smartswitch.cluster.vip import VipStatus
+from smartswitch.model.money import AMOUNT_SCALE
 from smartswitch.registrar.guard import SourceGuard
 from smartswitch.runtime.capture import capture_path
 from smartswitch.runtime.config import NodeConfig
@@ -33,11 +34,14 @@ from smartswitch.web.ports import (
     LiveCall,
     MediaRelayState,
     MediaState,
+    NodeMoney,
     RegistrarPort,
     Release,
     Sessions,
     SyncPeer,
 )
+
+_AMOUNT = Decimal(1).scaleb(-AMOUNT_SCALE)
 
 if TYPE_CHECKING:
     from smartswitch.runtime.node import Node
@@ -114,10 +118,26 @@ class WebPort:
         if services is None:
             return None
         accounting = services.accounting
-        try:
-            return accounting.balance(account_id), accounting.available(account_id)
-        except KeyError:
-            return None
+        if services.ledger is not None:  # a cluster node: less what the others hold
+            now = asyncio.get_running_loop().time()
+            return accounting.balance(account_id), services.ledger.available(account_id, now)
+        return accounting.balance(account_id), accounting.available(account_id)
+
+    def holdings(self, account_id: int) -> list[NodeMoney]:
+        services = self._node.services
+        if services is None or services.ledger is None:
+            return []
+        now = asyncio.get_running_loop().time()
+        return [
+            NodeMoney(
+                h.node,
+                h.holding.reserved.quantize(_AMOUNT),
+                h.holding.unconfirmed.quantize(_AMOUNT),
+                h.live,
+                h.own,
+            )
+            for h in services.ledger.by_node(account_id, now)
+        ]
 
     def balances(self) -> dict[str, Decimal]:
         services = self._node.services

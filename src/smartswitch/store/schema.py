@@ -132,6 +132,8 @@ class AccountRow(Base):
     balance: Mapped[Decimal] = mapped_column(Money(AMOUNT_SCALE))
     credit_limit: Mapped[Decimal] = mapped_column(Money(AMOUNT_SCALE))
     prepaid: Mapped[bool] = mapped_column(Boolean)
+    # Seconds granted to a call at a time; NULL: the node's reserve_seconds.
+    reserve_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class TariffRow(Base):

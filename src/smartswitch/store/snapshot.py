@@ -115,6 +115,7 @@ def to_account(row: AccountRow) -> Account:
         balance=row.balance,
         credit_limit=row.credit_limit,
         prepaid=row.prepaid,
+        reserve_seconds=row.reserve_seconds,
     )
 
 

@@ -71,6 +71,18 @@ class LiveCall:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeMoney:
+    """What one node of the cluster holds of an account, as this node last heard (amounts
+    to the 4 places of every amount)."""
+
+    node: str
+    reserved: Decimal  # the time granted to its calls in progress
+    unconfirmed: Decimal  # its finished calls' charges not yet in the replicated balance
+    live: bool  # heard within the staleness limit (else its last figures)
+    own: bool  # this node
+
+
+@dataclass(frozen=True, slots=True)
 class EngineState:
     """The SIP engine's sizes, for ``/health``."""
 
@@ -279,6 +291,11 @@ class NodePort(Protocol):
 
     def balances(self) -> dict[str, Decimal]:
         """Every account's live balance by name (empty in lab mode)."""
+        ...
+
+    def holdings(self, account_id: int) -> list[NodeMoney]:
+        """What each node of the cluster holds of the account (this node first); empty when
+        the node is not in a cluster or in lab mode."""
         ...
 
     def calls(self) -> list[LiveCall]: ...

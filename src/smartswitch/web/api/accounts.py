@@ -31,6 +31,9 @@ class AccountIn(In):
     currency: str = Field(description="ISO 4217 code, e.g. USD")
     credit_limit: str | None = Field(None, description="decimal string, >= 0")
     prepaid: bool | None = None
+    reserve_seconds: int | None = Field(
+        None, description="prepaid seconds granted to a call at a time; null: the node's"
+    )
     balance: str | None = Field(None, description="opening balance (on creation only)")
 
 
@@ -53,6 +56,18 @@ def account_out(web: Web, account: Account) -> dict[str, Any]:
         "available": money(available),
         "credit_limit": money(account.credit_limit),
         "prepaid": account.prepaid,
+        "reserve_seconds": account.reserve_seconds,
+        # What each node of the cluster holds of it now (empty on a single node).
+        "held_by_node": [
+            {
+                "node": h.node,
+                "reserved": money(h.reserved),
+                "unconfirmed": money(h.unconfirmed),
+                "live": h.live,
+                "this_node": h.own,
+            }
+            for h in web.node.holdings(account.id)
+        ],
     }
 
 

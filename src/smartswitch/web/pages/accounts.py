@@ -106,10 +106,12 @@ async def _account(
         live=live,
         available=available,
         changes=changes,
+        holdings=web.node.holdings(account.id),
         values=values
         or {
             "credit_limit": money(account.credit_limit),
             "prepaid": "true" if account.prepaid else "",
+            "reserve_seconds": account.reserve_seconds or "",
         },
         errors=errors or {},
         balance_values=balance_values or {"kind": "topup"},
