@@ -9,11 +9,12 @@ carries calls through the cluster:
    has no ``smartswitch drain``: this is the manual procedure of docs/operations.md), the
    calls in progress on it end normally, then it is stopped (SIGTERM, exit 0), its outbox
    flushed;
-2. it starts again on the new code, which runs on the previous release's schema;
+2. it starts again on the new code;
 
-meanwhile the other two nodes carry new calls. Then ``smartswitch db upgrade`` on the primary
-applies the new (expand) migration with the nodes running, every node registers its version
-and schema, and one node is drained with the new ``smartswitch drain`` under traffic (its new
+meanwhile the other two nodes carry new calls. Before that, ``smartswitch db upgrade`` on the
+primary applies the new (expand-only) migrations with the previous release's nodes running
+(they keep working on the expanded schema; the new code reads the new columns, so the schema
+goes first). Every node of the new code registers its version and schema, and one node is drained with the new ``smartswitch drain`` under traffic (its new
 calls refused with 503 and Retry-After, its calls in progress completing) and restarted.
 
 Over the whole run: no failed call in any sipp, every completed call has exactly one CDR on
@@ -34,6 +35,7 @@ import pytest
 import smartswitch
 from e2e.node import node_command
 from e2e.sipp import SCENARIOS, SippOptions, SippResult, completed_call_ids, free_port
+from smartswitch.store.migrate import head_revision
 
 from .conftest import MariaDBFactory
 from .harness import (
@@ -55,6 +57,8 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 #: The previous release: the last commit of main before migration 0008.
 PREVIOUS = "afb0cab"
 NEW_SRC = Path(smartswitch.__file__).resolve().parents[1]
+# The newest migration of this code: what `db upgrade` brings the schema to.
+HEAD = head_revision()
 #: Calls on a node when it is taken out of service (they must end normally).
 IN_FLIGHT = 6
 #: Calls to each of the other nodes while one is out.
@@ -159,6 +163,11 @@ def test_rolling_upgrade_under_traffic_loses_no_call(
 
     results: list[SippResult] = []
     try:
+        # The schema first, live, while the previous release serves: its migrations only
+        # expand, so the running nodes of the previous release keep working on it (the new
+        # code reads columns the previous schema does not have: it needs the new schema).
+        upgraded = cli(primary, new, "db", "upgrade")
+        assert f"upgraded from 0007 to {HEAD}" in upgraded.stdout, upgraded.stdout
         for k, member in enumerate(members):
             others = [m for m in members if m is not member]
             in_flight = caller(
@@ -177,20 +186,16 @@ def test_rolling_upgrade_under_traffic_loses_no_call(
             results.append(in_flight.wait(timeout=60))
             results.extend(a.wait(timeout=60) for a in around)
 
-        # Every node runs the new code, still on the previous schema: upgrade it, live.
-        upgraded = cli(primary, new, "db", "upgrade")
-        assert "upgraded from 0007 to 0008" in upgraded.stdout, upgraded.stdout
-
         def every_node_reports(members: list[ClusterNode]) -> bool:
             rows = set(
                 dbs[2].query("SELECT name, version, schema_head FROM nodes", database="smartswitch")
             )
-            return rows == {(m.node.spec.config["node_name"], "0.1.0", "0008") for m in members}
+            return rows == {(m.node.spec.config["node_name"], "0.1.0", HEAD) for m in members}
 
-        wait_until(partial(every_node_reports, members), 20, "every node reports 0008")
+        wait_until(partial(every_node_reports, members), 20, f"every node reports {HEAD}")
         for member in members:
             status = member.status()
-            assert (status["schema_head"], status["db_schema"]) == ("0008", "0008"), status
+            assert (status["schema_head"], status["db_schema"]) == (HEAD, HEAD), status
 
         # A node of this release is drained with `smartswitch drain` under traffic.
         node2 = members[1]

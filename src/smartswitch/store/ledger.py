@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smartswitch.model.cdr import CdrRecord
@@ -146,6 +146,10 @@ async def existing_cdr_ids(session: AsyncSession, ids: Sequence[str]) -> set[str
     return await _existing_ids(session, list(ids))
 
 
+class ReadOnlyDatabase(RuntimeError):
+    """The database refuses CDR batches: it is read-only (no longer, or not yet, the primary)."""
+
+
 async def apply_cdrs(session: AsyncSession, records: Sequence[CdrRecord]) -> int:
     """Write ``records`` and their money movements in the session's transaction; how many
     were new.  Records whose id is already stored (or repeated in ``records``) are skipped
@@ -156,6 +160,14 @@ async def apply_cdrs(session: AsyncSession, records: Sequence[CdrRecord]) -> int
         unique.setdefault(record.id, record)
     if not unique:
         return 0
+    if session.get_bind().dialect.name in ("mysql", "mariadb") and await session.scalar(
+        text("SELECT @@global.read_only")
+    ):
+        # A primary being replaced is made read-only, which does not stop a privileged account
+        # (root): a batch written then would be a transaction the new primary never gets.
+        # Refused here, inside the transaction the promotion's drain waits for; the forwarder
+        # retries, and follows the new primary once the epoch moves on.
+        raise ReadOnlyDatabase("the database is read-only (a primary being replaced)")
     existing = await _existing_ids(session, list(unique))
     new = [r for cdr_id, r in unique.items() if cdr_id not in existing]
     if not new:
