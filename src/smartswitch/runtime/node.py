@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from pathlib import Path
 
@@ -311,6 +311,21 @@ class Node:
             self.drainer.start()
         return self.drainer
 
+    def _identified(
+        self, known: Callable[[str, str, int], bool]
+    ) -> Callable[[str, str, int], bool]:
+        """Known sources for the flood gate: the policy's peers, and this node's own addresses
+        (its liveness probe and keepalived's health check send it OPTIONS from them; held to
+        the byte rule, their single probe would get no answer)."""
+        config = self.config
+        own = {"127.0.0.1", "::1", parse_hostport(config.sip_listen)[0]}
+        own |= {a for a in (config.dedicated_ip, config.shared_ip) if a}
+
+        def identified(transport: str, host: str, port: int) -> bool:
+            return host in own or known(transport, host, port)
+
+        return identified
+
     def _holds_shared(self, address: str) -> bool:
         vip = self.vip
         return vip is not None and vip.holder and address == vip.settings.shared_ip
@@ -461,7 +476,7 @@ class Node:
                     total_rate=config.flood_total_rate,
                     total_burst=config.flood_total_burst,
                 ),
-                identified=self.services.policy.known_source,
+                identified=self._identified(self.services.policy.known_source),
             )
         self.endpoint = SipEndpoint(self.sip.layer, loop)
         self.b2bua.clock = loop.time
