@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import os
 import shutil
 import signal
 import subprocess
@@ -56,7 +55,7 @@ from calls import (  # noqa: E402
     running_node,
     start_uas,
 )
-from e2e.node import sip_uri  # noqa: E402
+from e2e.node import sip_uri, tree_cpu_seconds  # noqa: E402
 from e2e.sipp import Sipp, free_port  # noqa: E402
 
 KAMAILIO_IP = "127.0.0.5"
@@ -101,40 +100,6 @@ class FixedRun:
     cpu_ms_per_call: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
-
-
-# --------------------------------------------------------------------------- /proc
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime over ``pid`` and its living descendants, plus what the root has
-    reaped from children that ended (cutime + cstime)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    todo, seen = [pid], set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        try:
-            text = Path(f"/proc/{current}/stat").read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-        if current == pid:
-            total += int(fields[13]) + int(fields[14])
-        todo += _children(current)
-    return total / tick
 
 
 # --------------------------------------------------------------------------- Kamailio

@@ -514,6 +514,30 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime over ``pid`` and its living descendants, plus what the root has reaped
+    from children that ended (cutime + cstime): a process tree's CPU, for CPU per call."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo = [pid]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            text = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        total += int(fields[11]) + int(fields[12])
+        if current == pid:
+            total += int(fields[13]) + int(fields[14])
+        todo += _children(current)
+    return total / tick
+
+
 def wait_for(check: Any, timeout: float = 10.0, what: str = "") -> Any:
     """Poll ``check`` every 0.1 s until it returns something true (returned), at most
     ``timeout`` seconds."""
