@@ -216,6 +216,18 @@ def wait_cdrs_by(count: Callable[[], int], wanted: int, timeout: float = 15.0) -
     return seen
 
 
+def wait_quiet(pid: int | None, *, below: float = 0.05, timeout: float = 30.0) -> None:
+    """Wait until the system's processes use under ``below`` of a core (over 0.5 s)."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = tree_cpu_seconds(pid)
+        time.sleep(0.5)
+        if tree_cpu_seconds(pid) - before < below * 0.5:
+            return
+
+
 def clean_rate(steps: Sequence[Step]) -> int:
     best = 0
     for step in steps:
@@ -350,19 +362,24 @@ def measure(
         "steps": [asdict(s) | {"clean": s.clean} for s in steps],
         "clean_cps": rate,
     }
-    if pid is not None:
-        cpu = cpu_run(args, system, target, pid, workdir)
-        entry["cpu"] = asdict(cpu)
-        print(
-            f"  {system}: CPU {cpu.cpu_ms_per_call} ms per call at {args.cpu_rate:g} cps "
-            f"({cpu.successful}/{cpu.calls} ok, {cpu.retransmissions} retrans)"
-        )
+    # Latency first, at half the clean rate, on a node that has gone quiet: the CPU run at a
+    # fixed rate may overload a slow system, and a backlog it leaves behind (retransmissions,
+    # CDRs still in the outbox) would be measured as latency.
+    wait_quiet(pid)
     latency = latency_run(args, system, target, rate // 2, workdir)
     if latency is not None:
         entry["latency"] = asdict(latency)
         print(
             f"  {system}: INVITE-to-200 p50 {latency.p50_ms} ms, p99 {latency.p99_ms} ms "
             f"at {latency.rate} cps"
+        )
+    if pid is not None:
+        wait_quiet(pid)
+        cpu = cpu_run(args, system, target, pid, workdir)
+        entry["cpu"] = asdict(cpu)
+        print(
+            f"  {system}: CPU {cpu.cpu_ms_per_call} ms per call at {args.cpu_rate:g} cps "
+            f"({cpu.successful}/{cpu.calls} ok, {cpu.retransmissions} retrans)"
         )
     results[system] = entry
 
