@@ -1,13 +1,15 @@
-"""Money across nodes, the lab the cluster tests and ``bench/money.py`` share: three nodes on
-real MariaDB replication (node 1's database the primary), one sipp supplier, and a customer
-per experiment (its own account, peer address and the 0.60/min tariff billed 1/1, i.e. 0.01 a
-second), so experiments in one cluster do not share money."""
+"""Money across nodes, the lab the cluster tests and ``bench/money.py`` share: the replicated
+cluster of ``harness.py`` (three nodes on real MariaDB replication, node 1's database the
+primary, one sipp supplier), a customer per experiment (its own account, peer address and the
+0.60/min tariff billed 1/1, i.e. 0.01 a second) so experiments in one cluster do not share
+money, and the cut of one node's bus traffic (nftables) the partition test and bench use."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,25 +19,21 @@ from typing import Any
 
 from e2e.node import dump_yaml
 from e2e.sipp import Sipp, SippOptions, free_port
-from smartswitch.cluster.bus import BusClient, Peer
-from smartswitch.cluster.signing import Signer, derive_key
 from smartswitch.runtime.money import RESERVATIONS_PATH
 
 from .harness import (
-    NODE_IPS,
-    SECRET,
     ClusterNode,
     Sipps,
-    cluster_member,
+    bus_get,
     config_above,
     outbox_empty,
-    provisioning,
-    start_supplier,
+    replicated_cluster,
 )
-from .mariadb import MariaDBInstance, wait_until
+from .mariadb import wait_until
 
 PER_SECOND = Decimal("0.0100")  # 0.60/min, 1/1: one increment
 MIN_GRANT = 10
+DB_HOSTS = ("127.0.0.1",) * 3
 
 
 @dataclass
@@ -49,64 +47,71 @@ class MoneyCluster:
 def money_cluster(base: Path, **config: Any) -> Iterator[MoneyCluster]:
     """The three nodes started and whole (each hears the others' holdings); everything
     stopped by PID at the end."""
-    sipps = Sipps(base)
-    dbs: list[MariaDBInstance] = []
-    members: list[ClusterNode] = []
-    try:
-        supplier = start_supplier(sipps)
-        for i in range(3):
-            db = MariaDBInstance(base, f"db{i + 1}", server_id=i + 1)
-            dbs.append(db)
-            db.initialize()
-            db.start()
-        members = [
-            cluster_member(
-                base / f"node{i + 1}",
-                ip,
-                f"node{i + 1}",
-                db,
-                db_scheme="replication",
-                primary_database_url=dbs[0].url,
-                min_grant_seconds=MIN_GRANT,
-                **config,
-            )
-            for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
-        ]
-        dbs[0].create_database()
-        members[0].cli("cluster", "init-primary")
-        document = base / "provision.yaml"
-        document.write_text(provisioning(supplier.options.local_port))
-        members[0].cli("provision", str(document))
-        for member in members[1:]:
-            member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
-        wait_until(lambda: all(money_state(m)["whole"] for m in members), 30, "cluster whole")
-        yield MoneyCluster(members, base, sipps)
-    finally:
-        sipps.stop_all()
-        for member in members:
-            if member.node.running:
-                member.node.stop()
-        for db in dbs:
-            db.stop()
+    settings = {
+        "min_grant_seconds": MIN_GRANT,
+        # sipp's uac_wait_bye leaves the switch's in-dialog OPTIONS unanswered: with the
+        # default 60 s ping a call of over 60 s is ended 32 s later (Timer F), not by money
+        # (the 92 s of the bench's one-node call before this).
+        "dialog_ping_interval": 0,
+        **config,
+    }
+    with replicated_cluster(base, DB_HOSTS, **settings) as made:
+        sipps = Sipps(base)
+        try:
+            members = made.members
+            wait_until(lambda: all(money_state(m)["whole"] for m in members), 30, "whole")
+            yield MoneyCluster(members, base, sipps)
+        finally:
+            sipps.stop_all()
 
 
 def money_state(member: ClusterNode) -> dict[str, Any]:
     """What ``member`` sees of the money across nodes (a signed GET on the bus)."""
-    name = str(member.node.spec.config["node_name"])
-    asker = "node1" if name != "node1" else "node2"
+    state: dict[str, Any] = bus_get(member.bus_address, member.name, RESERVATIONS_PATH)
+    return state
 
-    async def ask() -> dict[str, Any]:
-        client = BusClient(Signer(asker, derive_key(SECRET)), timeout=2)
-        try:
-            address = f"{member.node.http_host}:{member.node.http_port}"
-            state: dict[str, Any] = await client.get(Peer(name, address), RESERVATIONS_PATH)
-            return state
-        finally:
-            await client.aclose()
 
-    return asyncio.run(ask())
+NFT_TABLE = "smartswitch_money_test"
+
+
+def nft_missing() -> bool:
+    return shutil.which("nft") is None
+
+
+@contextlib.contextmanager
+def bus_cut(cluster: MoneyCluster, isolated: int) -> Iterator[None]:
+    """Every bus packet (the nodes' HTTP ports) between node ``isolated`` (0-based) and the
+    others dropped both ways, in a table of our own (SIP and the databases untouched); the
+    table deleted at the end, whatever happened."""
+    nodes = [m.node for m in cluster.members]
+    cut = nodes[isolated]
+    others = [n for i, n in enumerate(nodes) if i != isolated]
+    addresses = ", ".join(n.http_host for n in others)
+    ports = ", ".join(str(n.http_port) for n in others)
+    rules = f"""
+table inet {NFT_TABLE} {{
+    chain out {{
+        type filter hook output priority 0; policy accept;
+        ip saddr {cut.http_host} ip daddr {{ {addresses} }} tcp dport {{ {ports} }} drop
+        ip saddr {{ {addresses} }} ip daddr {cut.http_host} tcp dport {cut.http_port} drop
+    }}
+}}
+"""
+    _heal_bus()  # a table left by an interrupted run
+    try:
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
+        yield
+    finally:
+        _heal_bus()
+
+
+def _heal_bus() -> None:
+    subprocess.run(
+        ["nft", "delete", "table", "inet", NFT_TABLE],
+        check=False,
+        timeout=10,
+        capture_output=True,
+    )
 
 
 _CUSTOMERS = itertools.count(1)

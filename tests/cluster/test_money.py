@@ -13,8 +13,6 @@ directories): ``flock /tmp/ss-heavy.lock env PYTHONPATH=$PWD/src:$PWD/tests
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -31,11 +29,13 @@ from .moneylab import (
     Customer,
     MoneyCluster,
     audit,
+    bus_cut,
     call,
     cdrs_of,
     money_cluster,
     money_state,
     new_customer,
+    nft_missing,
     settled_balance,
 )
 
@@ -150,44 +150,16 @@ def test_short_concurrent_calls_are_granted_as_the_settings_promise(
     audit_exact(cluster)
 
 
-NFT_TABLE = "smartswitch_money_test"
-
-
-def _cut_bus(cluster: MoneyCluster, isolated: int) -> None:
-    """Drop every bus packet (the nodes' HTTP ports) between node ``isolated`` and the others,
-    both ways, in a table of our own (SIP and the databases are untouched)."""
-    nodes = [m.node for m in cluster.members]
-    cut = nodes[isolated]
-    others = [n for i, n in enumerate(nodes) if i != isolated]
-    addresses = ", ".join(n.http_host for n in others)
-    ports = ", ".join(str(n.http_port) for n in others)
-    rules = f"""
-table inet {NFT_TABLE} {{
-    chain out {{
-        type filter hook output priority 0; policy accept;
-        ip saddr {cut.http_host} ip daddr {{ {addresses} }} tcp dport {{ {ports} }} drop
-        ip saddr {{ {addresses} }} ip daddr {cut.http_host} tcp dport {cut.http_port} drop
-    }}
-}}
-"""
-    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
-
-
-def _heal_bus() -> None:
-    subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], check=False, timeout=10)
-
-
 def test_a_node_cut_off_from_the_bus_keeps_to_its_share(cluster: MoneyCluster) -> None:
     """Node 3's bus traffic dropped both ways (nftables): it sees itself alone and may use a
     third of the money; nodes 1 and 2 together two thirds. Long calls through nodes 2 and 3
     at once stay within the balance (one increment per call); after healing the shares are
     normal again: a call through node 2 spends what is left, and the audit is exact."""
-    if shutil.which("nft") is None:
+    if nft_missing():
         pytest.skip("nftables not installed (apt-get install nftables)")
     node2, node3 = cluster.members[1], cluster.members[2]
     customer = new_customer(cluster, "1.0000", reserve_seconds=10)
-    try:
-        _cut_bus(cluster, 2)
+    with bus_cut(cluster, 2):
         wait_until(lambda: money_state(node3)["live"] == ["node3"], 15, "node 3 alone")
         wait_until(lambda: money_state(node2)["live"] == ["node1", "node2"], 15, "1 and 2")
         callers = [call(cluster, customer, m, f"cut-{i}") for i, m in enumerate((node2, node3))]
@@ -200,8 +172,6 @@ def test_a_node_cut_off_from_the_bus_keeps_to_its_share(cluster: MoneyCluster) -
         rows = cdrs_of(cluster, customer)
         # Node 3 alone had a third: 33 s at most (one increment more at the edge).
         assert min(int(seconds) for seconds, _, _ in rows) <= 34, rows
-    finally:
-        _heal_bus()
     wait_until(lambda: all(money_state(m)["whole"] for m in cluster.members), 15, "healed")
     result = call(cluster, customer, node2, "after-heal").wait(timeout=170)
     assert result.successful == 1, result.describe()

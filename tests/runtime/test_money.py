@@ -1,7 +1,8 @@
-"""Money across nodes over real HTTP: three nodes' MoneyBus on their own loopback addresses,
-each with its uvicorn server. A reservation on one node reaches the others' ledgers within
-milliseconds; a node whose route is gone turns missing and the others keep to their share;
-forged or misattributed publications are refused."""
+"""Money across nodes over real HTTP: three nodes, each a NodeBus (real heartbeats every
+0.2 s) with its MoneyBus and its uvicorn server on its own loopback address, as the node wires
+them. A reservation on one node reaches the others' ledgers within milliseconds (posted at once),
+and in every heartbeat without a post; a node cut off from the bus turns missing and the others
+keep to their share; forged or misattributed publications are refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from cluster.busnet import free_port, until
+from cluster.busnet import free_port, sample_heartbeat, until
 from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.reservations import ClusterLedger, Holding, Reservations
 from smartswitch.cluster.bus import PATHS, BusClient, MessageError, Peer, PeerFailed, PeerRefused
@@ -24,11 +25,12 @@ from smartswitch.cluster.membership import Heartbeat, MemberEvent, MemberEventKi
 from smartswitch.cluster.nodebus import NodeBus
 from smartswitch.cluster.signing import SignedRequest, Signer, derive_key
 from smartswitch.model.config import Account
-from smartswitch.runtime.money import RESERVATIONS_PATH, MoneyBus
+from smartswitch.runtime.money import HEARTBEAT_KIND, RESERVATIONS_PATH, MoneyBus
 
 SECRET = "test-cluster-secret-0123456789"
 ACME = 1
 D = Decimal
+INTERVAL = 0.2  # heartbeats; a node is missing after 3 missed (0.6 s)
 
 
 class _Server(uvicorn.Server):
@@ -38,40 +40,54 @@ class _Server(uvicorn.Server):
 
 
 class MoneyNode:
-    def __init__(self, name: str, host: str, nodes: list[MoneyNode]) -> None:
+    """A node's bus and money as ``Node`` wires them (``Node._make_bus``, ``_start_money``)."""
+
+    def __init__(self, name: str, host: str, nodes: list[MoneyNode], cut: set[str]) -> None:
         self.name, self.host, self.port = name, host, free_port(host)
         self.nodes = nodes
+        self.cut = cut  # nodes whose bus traffic is dropped both ways (shared by all)
         self.accounting = Accounting()
         self.accounting.load({ACME: Account(ACME, "acme", "USD", D("1.0000"), D(0))})
-        self.ledger = ClusterLedger(name, self.accounting, stale_after=0.6)
-        self.accepting = True
+        self.ledger = ClusterLedger(name, self.accounting)
+        self.bus = NodeBus(
+            name, SECRET, self.heartbeat, self.peers, interval=INTERVAL, local_address=host
+        )
+        self.money = MoneyBus(self.ledger, self.bus)
+
+    def heartbeat(self) -> Heartbeat:
+        return sample_heartbeat(self.name, extra={})
 
     async def peers(self) -> list[tuple[str, str]]:
         return [(n.name, f"{n.host}:{n.port}") for n in self.nodes]
 
+    def sender(self, host: str) -> str | None:
+        return next((n.name for n in self.nodes if n.host == host), None)
+
     async def start(self) -> None:
-        self.bus = MoneyBus(
-            self.ledger, SECRET, self.peers, interval=0.2, timeout=0.5, local_address=self.host
-        )
         app = FastAPI()
 
         @app.middleware("http")
         async def drop(
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
-            if not self.accepting:  # the bus cut: nothing gets through to this node
+            # The bus cut, on the receiving side: from or to a cut node, nothing gets through
+            # (each node sends from its own address, as the node does from its dedicated IP).
+            sender = self.sender(request.client.host) if request.client else None
+            if self.cut and (self.name in self.cut or sender in self.cut):
                 return Response(status_code=503)
             return await call_next(request)
 
-        app.include_router(self.bus.router)
+        app.include_router(self.bus.router(lambda: {"node": self.name}))
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="error")
         self.server = _Server(config)
         self.serving = asyncio.create_task(self.server.serve())
         server = self.server
         await until(lambda: server.started, within=5)
         self.bus.start()
+        self.money.start()
 
     async def stop(self) -> None:
+        await self.money.close()
         await self.bus.close()
         self.server.should_exit = True
         await asyncio.wait_for(self.serving, 5)
@@ -80,7 +96,8 @@ class MoneyNode:
 @contextlib.asynccontextmanager
 async def three() -> AsyncIterator[list[MoneyNode]]:
     nodes: list[MoneyNode] = []
-    nodes += [MoneyNode(f"n{i}", f"127.0.0.{60 + i}", nodes) for i in (1, 2, 3)]
+    cut: set[str] = set()
+    nodes += [MoneyNode(f"n{i}", f"127.0.0.{60 + i}", nodes, cut) for i in (1, 2, 3)]
     try:
         for node in nodes:
             await node.start()
@@ -102,6 +119,7 @@ def test_a_reservation_is_seen_by_the_others_at_once() -> None:
 async def _a_reservation_is_seen_by_the_others_at_once() -> None:
     async with three() as nodes:
         n1, n2, n3 = nodes
+        assert n1.ledger.stale_after == n1.bus.membership.down_after == 3 * INTERVAL
         await until(lambda: all(n.ledger.whole(_now()) for n in nodes), within=5)
         n1.accounting.reserve(ACME, D("0.3000"))
         await until(
@@ -110,14 +128,14 @@ async def _a_reservation_is_seen_by_the_others_at_once() -> None:
             step=0.001,
         )
         # Many changes in one turn of the loop: coalesced, and the last table wins.
-        before = n1.bus.published
+        before = n1.money.published
         for _ in range(100):
             n1.accounting.reserve(ACME, D("0.0010"))
         n1.accounting.release(ACME, D("0.1000"))
         await asyncio.sleep(0)  # one turn of the loop: one publication for the 101 changes
-        assert n1.bus.published - before <= 2  # (the periodic one may fall in the same turn)
+        assert n1.money.published - before == 1  # (the periodic table rides the heartbeat)
         await until(lambda: n2.ledger.available(ACME, _now()) == D("0.7000"), within=2)
-        assert n2.bus.lags and all(0 <= lag < 5 for lag in n2.bus.lags)
+        assert n2.money.lags and all(0 <= lag < 5 for lag in n2.money.lags)
         client = BusClient(Signer("n3", derive_key(SECRET)), timeout=1)
         try:
             state = await client.get(Peer("n2", f"{n2.host}:{n2.port}"), RESERVATIONS_PATH)
@@ -133,35 +151,56 @@ async def _a_reservation_is_seen_by_the_others_at_once() -> None:
         assert state["accounts"][str(ACME)]["available"] == "0.7000"
 
 
+def test_the_holdings_ride_every_heartbeat() -> None:
+    asyncio.run(_the_holdings_ride_every_heartbeat())
+
+
+async def _the_holdings_ride_every_heartbeat() -> None:
+    """A change made with no post (the change hook off) still reaches the others within a
+    beat: in the heartbeat, which carries the whole table every time, changed or not."""
+    async with three() as nodes:
+        n1, n2, n3 = nodes
+        await until(lambda: all(n.ledger.whole(_now()) for n in nodes), within=5)
+        n1.accounting.on_change = None
+        posted = n1.money.published
+        n1.accounting.reserve(ACME, D("0.2500"))
+        waited = await until(
+            lambda: all(n.ledger.available(ACME, _now()) == D("0.7500") for n in (n2, n3)),
+            within=3 * INTERVAL,
+            step=0.005,
+        )
+        assert waited <= 2 * INTERVAL
+        assert n1.money.published == posted  # nothing posted: the heartbeat carried it
+        beats = n1.money.beats
+        await until(lambda: n1.money.beats >= beats + 2, within=4 * INTERVAL)
+        heard = n2.bus.membership.node("n1", _now()).heartbeat
+        assert heard is not None
+        carried = Reservations.from_json(heard.extra[HEARTBEAT_KIND])
+        assert carried.node == "n1" and carried.accounts == {ACME: _holding("0.2500")}
+        assert carried.changed_at is None  # a periodic table: not counted as a change's lag
+
+
 def test_a_node_cut_off_turns_missing_and_shares_apply_until_it_heals() -> None:
     asyncio.run(_a_node_cut_off_turns_missing_and_shares_apply_until_it_heals())
 
 
 async def _a_node_cut_off_turns_missing_and_shares_apply_until_it_heals() -> None:
     async with three() as nodes:
-        n1, n3 = nodes[0], nodes[2]
+        n1, n2, n3 = nodes
         await until(lambda: all(n.ledger.whole(_now()) for n in nodes), within=5)
-        n3.accepting = False  # n3 hears nobody; the others' sends to it fail
-        # n3 still sends to the others: cut both ways by making it unable to reach them too.
-        n3.bus.peers = []
-        n3_refresh = n3.bus.refresh_peers
-
-        async def no_refresh() -> None:
-            return None
-
-        n3.bus.refresh_peers = no_refresh  # type: ignore[method-assign]
+        n1.cut.add("n3")  # n3's bus traffic dropped both ways: heartbeats and posts
         await until(
             lambda: n1.ledger.live(_now()) == {"n1", "n2"} and n3.ledger.live(_now()) == {"n3"}, 5
         )
-        n1.ledger.settle(_now())
-        n3.ledger.settle(_now())
+        # The DOWN events settled the shares: n1 and n2 two thirds, n3 a third.
         assert n1.ledger.available(ACME, _now()) == D("0.6666")
         assert n3.ledger.available(ACME, _now()) == D("0.3333")
-        n3.accepting = True
-        n3.bus.refresh_peers = n3_refresh  # type: ignore[method-assign]
-        await n3_refresh()
+        n2.accounting.reserve(ACME, D("0.1000"))  # the group's: seen by n1, not by n3
+        await until(lambda: n1.ledger.available(ACME, _now()) == D("0.5666"), within=2)
+        assert n3.ledger.available(ACME, _now()) == D("0.3333")
+        n1.cut.clear()
         await until(lambda: all(n.ledger.whole(_now()) for n in nodes), within=5)
-        assert n3.ledger.available(ACME, _now()) == D("1.0000")
+        assert n3.ledger.available(ACME, _now()) == D("0.9000")
 
 
 def test_forged_and_misattributed_publications_are_refused() -> None:
@@ -194,18 +233,59 @@ def _holding(amount: str) -> Holding:
     return Holding(D(amount), D(0))
 
 
-def test_the_handler_refuses_bad_json_as_422() -> None:
-    accounting = Accounting()
-    bus = MoneyBus(ClusterLedger("n1", accounting), SECRET, _no_peers)
-    request = SignedRequest("POST", RESERVATIONS_PATH, "n2", 0, "x", b"{not json")
-    with pytest.raises(MessageError):
-        asyncio.run(bus.receive(request))
-    with pytest.raises(ValueError):
-        MoneyBus(ClusterLedger("n1", accounting), "", _no_peers)
-
-
 async def _no_peers() -> list[tuple[str, str]]:
     return []
+
+
+def _never() -> Heartbeat:
+    raise AssertionError("no heartbeat is sent in this test")
+
+
+def _standalone(name: str = "n2") -> tuple[NodeBus, ClusterLedger, MoneyBus]:
+    bus = NodeBus(name, SECRET, _never, _no_peers)
+    ledger = ClusterLedger(name, Accounting())
+    return bus, ledger, MoneyBus(ledger, bus)
+
+
+def test_the_handler_refuses_bad_json_as_422() -> None:
+    bus, _, money = _standalone("n1")
+    request = SignedRequest("POST", RESERVATIONS_PATH, "n2", 0, "x", b"{not json")
+    with pytest.raises(MessageError):
+        asyncio.run(money.receive(request))
+    with pytest.raises(ValueError, match="on the bus of"):
+        MoneyBus(ClusterLedger("n9", Accounting()), bus)
+    asyncio.run(bus.client.aclose())
+
+
+def _heard(node: str, at: float, table: object, seq: int = 1) -> MemberEvent:
+    extra = {} if table is None else {HEARTBEAT_KIND: table}
+    heartbeat = sample_heartbeat(node, seq=seq, extra=extra)
+    return MemberEvent(MemberEventKind.HEARD, node, heartbeat, at)
+
+
+def test_a_heartbeat_s_table_feeds_the_ledger_and_only_its_sender_s() -> None:
+    bus, ledger, money = _standalone()
+    now = time.monotonic()
+    table = Reservations("n1", 1.0, 5, {ACME: _holding("0.3000")}).to_json()
+    money.member_event(_heard("n1", now, table))
+    assert ledger.holding("n1", ACME).total == D("0.3000") and "n1" in ledger.live(now)
+    # An older table (overtaken by a change already taken) is not brought back, but the
+    # heartbeat still keeps its sender live.
+    old = Reservations("n1", 1.0, 4, {ACME: _holding("0.9000")}).to_json()
+    later = now + 2.5
+    money.member_event(_heard("n1", later, old, seq=2))
+    assert ledger.holding("n1", ACME).total == D("0.3000")
+    assert "n1" in ledger.live(later + 1.0)
+    # n3's table in n1's heartbeat, or one that is not a table: refused, n1 still live.
+    forged = Reservations("n3", 1.0, 9, {ACME: _holding("0.5000")}).to_json()
+    money.member_event(_heard("n1", later + 2.0, forged, seq=3))
+    money.member_event(_heard("n1", later + 2.0, {"v": 1}, seq=4))
+    assert ledger.holding("n3", ACME).total == 0
+    assert ledger.holding("n1", ACME).total == D("0.3000") and "n1" in ledger.live(later + 4.0)
+    # A heartbeat without a table (a node of an older release) only keeps the node live.
+    money.member_event(_heard("n1", later + 5.0, None, seq=5))
+    assert "n1" in ledger.live(later + 7.0) and "n1" not in ledger.live(later + 8.5)
+    asyncio.run(bus.client.aclose())
 
 
 def test_money_on_the_node_bus_is_served_among_its_routes() -> None:
@@ -213,13 +293,9 @@ def test_money_on_the_node_bus_is_served_among_its_routes() -> None:
 
 
 async def _money_on_the_node_bus() -> None:
-    """How the node runs it: the handlers in the NodeBus's cluster router, the node's client
-    and verifier, the membership's HEARD events keeping a publisher live."""
-    node_bus = NodeBus("n2", SECRET, _never, _no_peers)
-    accounting = Accounting()
-    ledger = ClusterLedger("n2", accounting, stale_after=3.0)
-    money = MoneyBus(ledger, SECRET, _no_peers, client=node_bus.client, verifier=node_bus.verifier)
-    node_bus.serve(money.routes)
+    """How the node runs it: the handlers in the NodeBus's cluster router (once only), the
+    node's client and verifier, the table in the node's heartbeat once started."""
+    node_bus, ledger, money = _standalone()
     with pytest.raises(ValueError, match="served already"):
         node_bus.serve(money.routes)
     with pytest.raises(ValueError, match="served already"):
@@ -230,27 +306,41 @@ async def _money_on_the_node_bus() -> None:
         Signer("n1", derive_key(SECRET)), timeout=1, transport=httpx.ASGITransport(app=app)
     )
     peer = Peer("n2", "n2.test:80")
+    node_bus.own = lambda: sample_heartbeat("n2", extra={"other": 1})
     try:
-        now = time.monotonic()
+        assert HEARTBEAT_KIND not in node_bus.heartbeat().extra  # not before start
         publication = Reservations("n1", 1.0, 1, {ACME: _holding("0.3000")}).to_json()
         assert (await n1.post(peer, PATHS.reservations, publication))["taken"] is True
         assert ledger.holding("n1", ACME).total == D("0.3000")
         state = await n1.get(peer, PATHS.reservations)
         held = {h["node"]: h["reserved"] for h in state["accounts"][str(ACME)]["nodes"]}
         assert held["n1"] == "0.3000"
-        # Heartbeats alone keep n1 live past the ledger's stale_after (3 s here).
-        later = now + 10.0
-        assert "n1" not in ledger.live(later)
-        money.member_event(MemberEvent(MemberEventKind.HEARD, "n1", None, later - 1.0))
-        assert "n1" in ledger.live(later)
-        money.member_event(MemberEvent(MemberEventKind.DOWN, "n1", None, later + 5.0))
-        assert "n1" not in ledger.live(later + 5.0)
+        money.start()
+        ledger.accounting.load({ACME: Account(ACME, "acme", "USD", D("1.0000"), D(0))})
+        ledger.accounting.reserve(ACME, D("0.1000"))
+        beat = node_bus.heartbeat()
+        assert beat.extra["other"] == 1  # the node's own extras are kept
+        table = Reservations.from_json(beat.extra[HEARTBEAT_KIND])
+        assert (table.node, table.accounts) == ("n2", {ACME: _holding("0.1000")})
+        assert Reservations.from_json(node_bus.heartbeat().extra[HEARTBEAT_KIND]).seq > table.seq
         await money.close()  # the node's client is the node's to close: still usable
+        assert HEARTBEAT_KIND not in node_bus.heartbeat().extra
+        assert money.member_event not in node_bus.membership.listeners
         assert (await n1.get(peer, PATHS.status))["node"] == "n2"
     finally:
         await n1.aclose()
         await node_bus.client.aclose()
 
 
-def _never() -> Heartbeat:
-    raise AssertionError("no heartbeat is sent in this test")
+def test_a_failing_rider_leaves_its_kind_out_not_the_heartbeat() -> None:
+    bus = NodeBus("n2", SECRET, lambda: sample_heartbeat("n2", extra={}), _no_peers)
+
+    def broken() -> object:
+        raise RuntimeError("boom")
+
+    bus.ride("broken", broken)
+    bus.ride("fine", lambda: [1, 2])
+    assert bus.heartbeat().extra == {"fine": [1, 2]}
+    bus.ride("fine", None)
+    assert bus.heartbeat().extra == {}
+    asyncio.run(bus.client.aclose())

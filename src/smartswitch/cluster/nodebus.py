@@ -5,12 +5,15 @@ The runtime makes a :class:`NodeBus` for a cluster node (a database scheme other
 (:meth:`NodeBus.router`) on the node's HTTP server (its ``http_listen``, on the dedicated IP)
 and reads its table for ``/metrics``, the Cluster page and ``smartswitch cluster status``.
 Every node-to-node request goes through :attr:`NodeBus.client`: heartbeats, registration
-sync, status reads.
+sync, status reads. Figures of other kinds ride on every heartbeat (:meth:`NodeBus.ride`, in
+``Heartbeat.extra``): money's reservations, one message a beat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +31,8 @@ from smartswitch.cluster.signing import Signer, Verifier, derive_key
 from smartswitch.registrar.location import LocationService
 
 __all__ = ["NodeBus"]
+
+log = logging.getLogger("smartswitch.cluster.nodebus")
 
 # What cluster_router serves itself (a handler of ``extra`` must not replace one).
 _OWN_ROUTES = frozenset(
@@ -72,8 +77,11 @@ class NodeBus:
         transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
         self.client = BusClient(Signer(name, key), timeout=timeout, transport=transport)
         self.extra: dict[tuple[str, str], Handler] = {}
+        self.own = own
+        self.riders: dict[str, Callable[[], Any]] = {}
+        """Per kind, what adds its figures to each heartbeat (:meth:`ride`)."""
         self.membership = Membership(interval, misses)
-        self.heartbeater = Heartbeater(self.membership, self.client, own, peers)
+        self.heartbeater = Heartbeater(self.membership, self.client, self.heartbeat, peers)
         self.registrations = (
             None if location is None else RegistrationSync(name, location, peers, self.client)
         )
@@ -91,6 +99,29 @@ class NodeBus:
         if clash:
             raise ValueError(f"bus routes served already: {', '.join(clash)}")
         self.extra.update(routes)
+
+    def ride(self, kind: str, figures: Callable[[], Any] | None) -> None:
+        """``figures()`` (a JSON value) goes in every heartbeat from now on, under
+        ``extra[kind]``: asked once a beat, as the heartbeat is made, and sent to every peer
+        with it (the receivers find it in the membership's events). None stops it."""
+        if figures is None:
+            self.riders.pop(kind, None)
+        else:
+            self.riders[kind] = figures
+
+    def heartbeat(self) -> Heartbeat:
+        """This node's heartbeat as sent: ``own()`` with every rider's figures."""
+        heartbeat = self.own()
+        if not self.riders:
+            return heartbeat
+        extra = dict(heartbeat.extra)
+        for kind, figures in self.riders.items():
+            try:
+                extra[kind] = figures()
+            except Exception:
+                # The heartbeat is the node's sign of life: it goes without this kind.
+                log.exception("%s left out of the heartbeat", kind)
+        return dataclasses.replace(heartbeat, extra=extra)
 
     def router(self, status: Status) -> APIRouter:
         """The bus routes (``/cluster/...``), every one verified; ``status`` answers

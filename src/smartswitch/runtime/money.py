@@ -1,27 +1,31 @@
 """Money across nodes, the asyncio side: this node's holdings out on the signed cluster bus, the
 others' in, into the :class:`~smartswitch.billing.reservations.ClusterLedger` the call path
-grants against.
+grants against. It rides the node's :class:`~smartswitch.cluster.nodebus.NodeBus`.
 
-* **Out.** Every change to what this node holds of an account (a call granted or extended,
-  a call ended, a charge confirmed) schedules one publication for the next turn of the loop:
-  the changes of one turn go out together (coalesced). Each peer has at most one request in
-  flight; a change meanwhile is sent when it returns, the latest table only. Every
-  ``interval`` (the heartbeat's, 1 s) the table goes out again whether or not it changed: it is
-  also how the others know this node is there (:attr:`ClusterLedger.stale_after`).
-* **In.** ``POST /cluster/reservations`` (signed; :func:`~smartswitch.cluster.endpoints.bus_router`)
-  takes a peer's :class:`~smartswitch.billing.reservations.Reservations`; a node may publish
-  only its own. ``GET /cluster/reservations`` (signed) answers what this node sees: the nodes
-  live, whether the cluster is whole, every account some node holds money of, and how long
-  the last changes took to arrive here (the publisher's change time to our receipt, on one
-  host's clock: what ``bench/money.py`` reports).
+* **Out, at once.** Every change to what this node holds of an account (a call granted or
+  extended, a call ended, a charge confirmed) schedules one publication for the next turn of
+  the loop: the changes of one turn go out together (coalesced), as a signed
+  ``POST /cluster/reservations`` to each peer. Each peer has at most one request in flight; a
+  change meanwhile is sent when it returns, the latest table only.
+* **Out, in every heartbeat.** The heartbeater asks :meth:`MoneyBus.beat` as it makes each
+  heartbeat (:meth:`NodeBus.ride <smartswitch.cluster.nodebus.NodeBus.ride>`): the whole table
+  goes in ``Heartbeat.extra["reservations"]``, one message a beat, whether or not it changed.
+  The same beat gives the ledger the nodes table's names (the heartbeater's list) and settles
+  the partition rule. No timer of its own.
+* **In.** A heartbeat's table reaches the ledger through the membership's HEARD event
+  (:meth:`MoneyBus.member_event`; a heartbeat without one, from a node not publishing yet, only
+  keeps that node live); a node's UP and DOWN events settle the shares at once. ``POST
+  /cluster/reservations`` (signed; :func:`~smartswitch.cluster.endpoints.bus_router`) takes a
+  change; a node may publish only its own holdings, in a post or a heartbeat. ``GET
+  /cluster/reservations`` (signed) answers what this node sees: the nodes live, whether the
+  cluster is whole, every account some node holds money of, and how long the last changes
+  took to arrive here (the publisher's change time to our receipt, on one host's clock: what
+  ``bench/money.py`` reports).
 
-In the node (``Node._start_money``) it rides on the node's :class:`~smartswitch.cluster.nodebus.NodeBus`:
-its two handlers (:attr:`MoneyBus.routes`) are served among the node's bus routes
-(``cluster_router(extra=...)``), it sends with the node's one client (from the node's dedicated
-IP) and the node's verifier checks what it receives; the membership's HEARD events call
-:meth:`ClusterLedger.heard` (:meth:`MoneyBus.member_event`). Alone (tests), given no client and
-verifier, it makes its own from the cluster secret and serves :attr:`MoneyBus.router`. What is
-not reconciled yet: docs/money.md, "Merging with the bus wiring".
+Both carry :class:`~smartswitch.billing.reservations.Reservations` numbered from one counter,
+so a heartbeat overtaken by a later change post never brings an older table back. The ledger's
+``stale_after`` is the membership's ``down_after``: a node is missing for the money when it is
+down for the bus.
 """
 
 from __future__ import annotations
@@ -31,79 +35,62 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import Any
 
-import httpx
-from fastapi import APIRouter
-
 from smartswitch.billing.reservations import ClusterLedger, Reservations
-from smartswitch.cluster.bus import PATHS, BusClient, BusError, MessageError, Peer, Peers
-from smartswitch.cluster.endpoints import Handler, bus_router
+from smartswitch.cluster.bus import PATHS, BusError, MessageError, Peer
+from smartswitch.cluster.endpoints import Handler
 from smartswitch.cluster.membership import MemberEvent, MemberEventKind
-from smartswitch.cluster.signing import SignedRequest, Signer, Verifier, derive_key
+from smartswitch.cluster.nodebus import NodeBus
+from smartswitch.cluster.signing import SignedRequest
 
-__all__ = ["RESERVATIONS_PATH", "MoneyBus"]
+__all__ = ["HEARTBEAT_KIND", "RESERVATIONS_PATH", "MoneyBus"]
 
 log = logging.getLogger("smartswitch.runtime.money")
 
 RESERVATIONS_PATH = PATHS.reservations
-"""Where holdings are posted (``GET``: what a node sees)."""
+"""Where changes are posted (``GET``: what a node sees)."""
+HEARTBEAT_KIND = "reservations"
+"""The key of the holdings in ``Heartbeat.extra``."""
 
 
 class MoneyBus:
-    """Publishes this node's holdings and takes the others' (see the module)."""
+    """Publishes this node's holdings and takes the others' (see the module). Its handlers
+    are served among ``bus``'s routes from construction (before the web app asks for them);
+    nothing is sent before :meth:`start`."""
 
     def __init__(
         self,
         ledger: ClusterLedger,
-        cluster_secret: str,
-        peers: Peers,
+        bus: NodeBus,
         *,
-        interval: float = 1.0,
-        refresh: float = 5.0,
-        timeout: float = 2.0,
-        local_address: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        client: BusClient | None = None,
-        verifier: Verifier | None = None,
     ) -> None:
-        if not cluster_secret:
-            raise ValueError("money across nodes needs the cluster secret")
-        key = derive_key(cluster_secret)
+        if bus.name != ledger.node:
+            raise ValueError(f"the ledger of {ledger.node!r} on the bus of {bus.name!r}")
         self.ledger = ledger
         self.node = ledger.node
-        self.peers_source = peers
-        self.interval = interval
-        self.refresh = refresh
-        self.timeout = timeout
+        self.bus = bus
+        self.client = bus.client
+        # One notion of a missing node: down for the bus, missing for the money.
+        ledger.stale_after = bus.membership.down_after
         self.clock = clock
         self.wall = wall
         self.epoch = wall()
-        self._members: set[str] = set()
-        # The node's client and verifier when given (one nonce cache, one connection pool per
-        # peer; the node closes its client); else our own (from the dedicated IP when given:
-        # the bus is traffic between the nodes' addresses, how a test cuts one node off).
-        self._own_client = client is None
-        if client is None:
-            transport = (
-                httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
-            )
-            client = BusClient(
-                Signer(self.node, key), timeout=timeout, clock=wall, transport=transport
-            )
-        self.client = client
-        self.verifier = verifier or Verifier(self.node, key, members=self._member_names)
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", RESERVATIONS_PATH): self.receive,
             ("GET", RESERVATIONS_PATH): self.state,
         }
-        self.router: APIRouter = bus_router(self.verifier, self.routes, clock=wall)
-        self.peers: list[Peer] = []
+        bus.serve(self.routes)
         self.send_errors: dict[str, str] = {}
-        self.published = 0  # publications made (each to every peer)
+        self.published = 0  # change publications made (each to every peer)
+        self.beats = 0  # heartbeats that carried the table
         self._seq = 0
+        self._members: frozenset[str] = frozenset()
+        self._live: frozenset[str] | None = None
+        self._refused: dict[str, str] = {}  # per node, why its heartbeat's table was not read
         self._scheduled = False
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -111,21 +98,46 @@ class MoneyBus:
         self._unsent: dict[str, float] = {}
         # Seconds from a publisher's change to its arrival here, the latest ones.
         self.lags: deque[float] = deque(maxlen=10_000)
-        self._task: asyncio.Task[None] | None = None
-        self._refreshing: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _member_names(self) -> Container[str]:
-        # Before the nodes table is read, any signed sender (the key already proves it is one
-        # of ours); after, only the listed nodes.
-        return self._members if self._members else _Anyone()
+    @property
+    def peers(self) -> list[Peer]:
+        """The other nodes, as the heartbeater last read them from the nodes table."""
+        return self.bus.heartbeater.peers
 
     # --- out --------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.ledger.accounting.on_change = self.changed
-        self._task = asyncio.create_task(self._run(), name="money-bus")
+        self.bus.membership.listeners.append(self.member_event)
+        self.bus.ride(HEARTBEAT_KIND, self.beat)
+
+    def beat(self) -> dict[str, Any]:
+        """The heartbeat's part (asked by the heartbeater once a beat): the nodes table's
+        names to the ledger, the partition rule settled, and this node's table."""
+        now = self.clock()
+        members = frozenset({self.node, *(p.name for p in self.peers)})
+        if members != self._members:
+            self._members = members
+            self.ledger.expect(members, now)
+        self._settled(now)
+        self._seq += 1
+        self.beats += 1
+        return self.ledger.publication(self.epoch, self._seq).to_json()
+
+    def _settled(self, now: float) -> None:
+        self.ledger.settle(now)
+        live = self.ledger.live(now)
+        if live != self._live:
+            if self._live is not None:
+                log.info(
+                    "money: nodes heard %s of %s%s",
+                    ", ".join(sorted(live)),
+                    ", ".join(self.ledger.members()),
+                    "" if self.ledger.whole(now) else ": keeping to this group's share",
+                )
+            self._live = live
 
     def changed(self) -> None:
         """What this node holds changed: publish on the next turn of the loop (once for all
@@ -173,49 +185,31 @@ class MoneyBus:
                 return
             self._again.discard(peer.name)
 
-    async def refresh_peers(self) -> None:
-        try:
-            nodes = await asyncio.wait_for(self.peers_source(), self.refresh)
-        except Exception as exc:
-            log.info("cluster nodes not refreshed, keeping the last list: %s", exc)
-            return
-        self.peers = [Peer(*p) for p in nodes if p[0] != self.node]
-        self._members = {self.node, *(p.name for p in self.peers)}
-        self.ledger.expect(self._members, self.clock())
-
-    async def _run(self) -> None:
-        await self.refresh_peers()
-        next_refresh = self.clock() + self.refresh
-        live = self.ledger.live(self.clock())
-        while True:
-            now = self.clock()
-            refreshing = self._refreshing
-            if now >= next_refresh and (refreshing is None or refreshing.done()):
-                # In a task of its own: a slow database read must never hold up the
-                # publication the others take as this node's sign of life.
-                self._refreshing = asyncio.create_task(self.refresh_peers(), name="money-peers")
-                next_refresh = now + self.refresh
-            try:
-                self.publish()
-                self.ledger.settle(now)
-                seen = self.ledger.live(now)
-                if seen != live:
-                    log.info(
-                        "money: nodes heard %s of %s%s",
-                        ", ".join(sorted(seen)),
-                        ", ".join(self.ledger.members()),
-                        "" if self.ledger.whole(now) else ": keeping to this group's share",
-                    )
-                    live = seen
-            except Exception:
-                log.exception("reservations not published")
-            await asyncio.sleep(self.interval)
-
     # --- in ---------------------------------------------------------------------------------
 
     def member_event(self, event: MemberEvent) -> None:
-        """A membership listener: a node heard by heartbeat is live for the ledger too."""
-        if event.kind is MemberEventKind.HEARD and event.node != self.node:
+        """A membership listener: a heartbeat's table into the ledger (a heartbeat without
+        one keeps its sender live); a node up or down settles the shares at once."""
+        if event.node == self.node:
+            return
+        if event.kind is not MemberEventKind.HEARD:
+            self._settled(event.at)
+            return
+        raw = None if event.heartbeat is None else event.heartbeat.extra.get(HEARTBEAT_KIND)
+        taken = False
+        if raw is not None:
+            try:
+                publication = Reservations.from_json(raw)
+                if publication.node != event.node:
+                    raise ValueError(f"{event.node}'s heartbeat carries {publication.node}'s")
+            except ValueError as exc:
+                if self._refused.get(event.node) != str(exc):
+                    log.warning("reservations in %s's heartbeat refused: %s", event.node, exc)
+                self._refused[event.node] = str(exc)
+            else:
+                self._refused.pop(event.node, None)
+                taken = self.ledger.receive(publication, event.at)
+        if not taken:  # none, or older than a change post already taken
             self.ledger.heard(event.node, event.at)
 
     async def receive(self, request: SignedRequest) -> dict[str, Any]:
@@ -260,20 +254,16 @@ class MoneyBus:
         }
 
     async def close(self) -> None:
+        """Stop publishing (the bus and its client are the node's: they stay open)."""
         if self.ledger.accounting.on_change == self.changed:
             self.ledger.accounting.on_change = None
-        tasks = [
-            t for t in (self._task, self._refreshing, *self._sending.values()) if t is not None
-        ]
+        self.bus.ride(HEARTBEAT_KIND, None)
+        with contextlib.suppress(ValueError):
+            self.bus.membership.listeners.remove(self.member_event)
+        self._loop = None
+        tasks = list(self._sending.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._own_client:
-            await self.client.aclose()
-
-
-class _Anyone:
-    def __contains__(self, name: object) -> bool:
-        return True

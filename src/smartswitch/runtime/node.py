@@ -337,23 +337,13 @@ class Node:
 
     def _start_money(self) -> None:
         """Money across nodes (runtime/money.py) on the node's cluster bus: its handlers among
-        the bus routes (before the web app asks for them), the node's client and verifier,
-        and the membership's heartbeats as signs of life for the ledger."""
+        the bus routes (before the web app asks for them), its holdings in every heartbeat and
+        posted at once on change, the others' taken from their heartbeats and posts."""
         services = self.services
         bus = self.bus
         if services is None or services.ledger is None or bus is None:
             return
-        loop = asyncio.get_running_loop()
-        self.money = MoneyBus(
-            services.ledger,
-            self.config.cluster_secret,
-            self._cluster_nodes,
-            clock=loop.time,
-            client=bus.client,
-            verifier=bus.verifier,
-        )
-        bus.serve(self.money.routes)
-        bus.membership.listeners.append(self.money.member_event)
+        self.money = MoneyBus(services.ledger, bus, clock=asyncio.get_running_loop().time)
         self.money.start()
 
     def _build_sip(self, policy: CallPolicy) -> SipApplication:
