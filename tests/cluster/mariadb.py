@@ -184,6 +184,13 @@ class MariaDBInstance:
 
     ``options`` adds to or overrides ``[mariadbd]`` settings (a value of ``None`` writes the
     bare option name, as for ``skip-name-resolve``).
+
+    ``netns`` runs the server inside that network namespace (one a test made with
+    ``tests/netlab.py``; ``ip netns exec`` execs mariadbd, so the PID is the server's):
+    ``host`` is then the lab host's address, and ``port`` must be given (a free port cannot
+    be probed from outside the namespace). ``client_hosts`` are the host patterns root may
+    log in from over TCP (the lab's subnet, for servers in namespaces). The test talks to the
+    server over its socket, which is a file: reachable from any namespace.
     """
 
     def __init__(
@@ -198,13 +205,19 @@ class MariaDBInstance:
         binlog: bool = True,
         options: Mapping[str, str | None] | None = None,
         start_timeout: float = 10.0,
+        netns: str | None = None,
+        client_hosts: Sequence[str] = ("127.%",),
     ) -> None:
         if port == 3306:
             raise ValueError("port 3306 belongs to the machine's own MariaDB server")
-        if not host.startswith("127."):
+        if netns is None and not host.startswith("127."):
             raise ValueError(f"private servers listen on loopback only, not {host!r}")
+        if netns is not None and port is None:
+            raise ValueError("a server in a network namespace needs its port given")
         self.name = name
         self.host = host
+        self.netns = netns
+        self.client_hosts = tuple(client_hosts)
         self.port = port if port is not None else free_port(host)
         self.server_id = server_id
         self.directory = Path(base_dir).resolve() / name
@@ -384,8 +397,9 @@ class MariaDBInstance:
         if not self.config_file.exists():
             self._prepare_directory()
         with open(self.console_log, "ab") as console:
+            inside = ["ip", "netns", "exec", self.netns] if self.netns else []
             self._process = subprocess.Popen(
-                [mariadbd, f"--defaults-file={self.config_file}", *extra_args],
+                [*inside, mariadbd, f"--defaults-file={self.config_file}", *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -439,7 +453,7 @@ class MariaDBInstance:
             raise
 
     def _ensure_tcp_root(self) -> None:
-        """Let root in over TCP from any loopback address with an empty password.
+        """Let root in over TCP from any loopback address (and ``client_hosts``), no password.
 
         mariadb-install-db grants root@localhost and root@127.0.0.1 only; a client of a server
         on 127.0.0.11 may come from another 127.x address.  Kept out of the binary log: this is
@@ -450,14 +464,18 @@ class MariaDBInstance:
         # has not yet prepared node for application use") until it has joined, when a bare
         # SELECT 1 already succeeds.
         with self.connect(connect_timeout=1) as conn, conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM mysql.global_priv WHERE User='root' AND Host='127.%'")
+            cur.execute(
+                "SELECT COUNT(*) FROM mysql.global_priv WHERE User='root' AND Host IN %s",
+                [self.client_hosts],
+            )
             row = cur.fetchone()
-            if row is not None and row[0]:
+            if row is not None and row[0] == len(set(self.client_hosts)):
                 return
             if self.binlog:
                 cur.execute("SET SESSION sql_log_bin=0")
-            cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.%' IDENTIFIED BY ''")
-            cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.%' WITH GRANT OPTION")
+            for pattern in self.client_hosts:
+                cur.execute("CREATE USER IF NOT EXISTS 'root'@%s IDENTIFIED BY ''", [pattern])
+                cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@%s WITH GRANT OPTION", [pattern])
 
     def _signal_and_wait(self, signum: int, timeout: float) -> bool:
         """Send ``signum`` to the server; True once it has exited (reaped) within ``timeout``."""

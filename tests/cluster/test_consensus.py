@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -221,6 +222,27 @@ def test_sigkill_of_the_etcd_leader_member_writes_resume_within_seconds(
         leader.wait_healthy(30)
 
     run(main)
+
+
+def test_a_silent_member_first_in_line_does_not_eat_the_deadline(cluster: Etcd) -> None:
+    """A member whose packets are dropped (a partition: no refusal, no answer) first among
+    the endpoints: the request still reaches a live member within its deadline, and the next
+    one goes there first. Here the silent member is a real socket that accepts connections and
+    never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.44", 0))
+        silent.listen(8)
+        dead = f"http://127.0.0.44:{silent.getsockname()[1]}"
+
+        async def main() -> None:
+            async with EtcdClient([dead, *cluster.endpoints], timeout=1.0) as client:
+                # Before each member had its share, the silent one took the whole second and
+                # this failed ("no time left").
+                await client.put("/smartswitch/probe", "past a silent member")
+                assert client.endpoints[client._preferred] != dead
+                assert (await client.get("/smartswitch/probe")) is not None
+
+        run(main)
 
 
 class Cuttable(httpx.AsyncBaseTransport):

@@ -219,7 +219,8 @@ def op_get(key: str, *, prefix: bool = False) -> dict[str, Any]:
 class EtcdClient:
     """etcd's v3 API over its JSON gateway. ``endpoints`` are client URLs
     (``http://10.0.0.11:2379``); each request has a deadline of ``timeout`` seconds (or its
-    own) and goes to the members in turn, starting with the last one that answered."""
+    own) and goes to the members in turn, starting with the last one that answered, each
+    member given an equal share of the time left."""
 
     def __init__(
         self,
@@ -258,7 +259,12 @@ class EtcdClient:
             if left <= 0:
                 errors.append(f"{endpoint}: no time left")
                 break
-            limit = min(left, self.timeout)
+            # Each member not yet tried gets its share of what is left: a member that is cut
+            # off (its packets dropped, so no refusal either) must not eat the whole deadline
+            # while the others could answer; measured in tests/ha/test_partition_promotion.py,
+            # where the majority's nodes otherwise kept asking the cut-off member first and
+            # never reached etcd. The last member tried gets all the time left.
+            limit = min(left / (count - i), self.timeout)
             try:
                 # httpx's timeouts bound each phase (connect, each read), not the request:
                 # the deadline is enforced around the whole of it.

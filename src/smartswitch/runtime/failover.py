@@ -119,6 +119,7 @@ class Failover:
         self._unreachable_since: float | None = None
         self.fenced_self = False
         self._leader_seen = False
+        self._promoted_epoch = 0  # the epoch this node's own automatic promotion recorded
         self._started = time.monotonic()
         self._last_note = ""
         self._task: asyncio.Task[None] | None = None
@@ -195,6 +196,11 @@ class Failover:
                 return
         else:
             self._unreachable_since = None
+        if self.lease.held and role.role == "replica" and role.epoch < self._promoted_epoch:
+            # The role watcher (once a second) has not read this node's own promotion yet:
+            # a stale "replica" must not give up the key just won, which would leave the
+            # cluster without a leader key (and the epoch without its revision) for a moment.
+            return
         if self.lease.held:
             # The database is down, or a switchover by hand made another one the primary.
             await self.lease.release()
@@ -305,6 +311,7 @@ class Failover:
                 await self.client.delete(LAST_PROMOTION_KEY)
             await self.lease.release()
             return
+        self._promoted_epoch = result.promotion.epoch
         for step in result.steps:
             self.note(step)
         self.note(f"this node is the primary of epoch {result.promotion.epoch}", logging.WARNING)
