@@ -93,6 +93,7 @@ def test_snapshot_of_the_example(db_url: str) -> None:
     assert accounts["acme"].balance == Decimal("100.00")
     assert accounts["acme"].credit_limit == 0 and accounts["acme"].prepaid
     assert accounts["acme"].reserve_seconds is None  # the node's setting
+    assert not accounts["acme"].record  # the peers decide
     assert accounts["acme"].currency == "USD"
     tariffs = {t.name: t for t in snap.tariffs.values()}
     assert tariffs["retail"].rates == (
@@ -121,7 +122,7 @@ def test_snapshot_of_the_example(db_url: str) -> None:
 FULL = """
 accounts:
   - {name: big, currency: EUR, balance: 12345678901234.5678, credit_limit: 50, prepaid: false,
-     reserve_seconds: 45}
+     reserve_seconds: 45, record: yes}
 tariffs:
   - name: sell-eur
     currency: EUR
@@ -171,6 +172,7 @@ def test_every_field_round_trips_exactly(db_url: str, tmp_path: Path) -> None:
     assert str(account.balance) == "12345678901234.5678"
     assert account.credit_limit == 50 and not account.prepaid
     assert account.reserve_seconds == 45
+    assert account.record  # its relayed calls are recorded
     (tariff,) = snap.tariffs.values()
     assert tariff.currency == "EUR"
     old, new = sorted(tariff.rates, key=lambda r: r.effective_from or datetime.min)

@@ -196,3 +196,32 @@ def test_bad_sdp_is_488_with_a_reason_before_routing() -> None:
     refusal = switch.final(ALICE)
     assert refusal.status == 488 and "SDP" in (refusal.headers.get("reason") or "")
     assert relay.requests == [] and switch.b2bua.stats["calls"] == 0
+
+
+def test_a_party_behind_nat_has_its_media_sent_where_its_sip_comes_from() -> None:
+    switch, relay, alice, bob, _ = _setup()
+    behind_nat = SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 192.168.1.23")
+    alice.call(body=behind_nat)
+    (_, _, sdp, options, _) = relay.requests[0]
+    assert sdp == behind_nat
+    # ALICE's SIP comes from 192.0.2.10 (the NAT's public side): media goes there.
+    assert options.received_from == ALICE.host and options.sip_source_address
+    relay.reply()
+    invite = switch.request(BOB, "INVITE")
+    bob.answer(invite, 200, SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 10.1.2.3"))
+    (command, _, _, answer_options, _) = relay.requests[0]
+    assert command == "answer"
+    assert answer_options.received_from == BOB.host and answer_options.sip_source_address
+
+
+def test_a_party_with_its_own_public_address_in_its_sdp_is_left_alone() -> None:
+    switch, relay, alice, bob, _ = _setup()
+    alice.call()  # its SDP names 192.0.2.10, where its SIP comes from
+    (_, _, _, options, _) = relay.requests[0]
+    assert options.received_from is None and not options.sip_source_address
+    relay.reply()
+    invite = switch.request(BOB, "INVITE")
+    # Another public address than its SIP's (a media server of the supplier's): no NAT.
+    bob.answer(invite, 200, SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 198.51.100.7"))
+    (_, _, _, answer_options, _) = relay.requests[0]
+    assert answer_options.received_from is None and not answer_options.sip_source_address

@@ -118,6 +118,21 @@ class ClusterNode:
         data = bus_get(self.bus_address, self.name, "/cluster/members")
         return {str(m["node"]): m for m in data["members"]}
 
+    def add_viewer(self, password: str, name: str = "viewer") -> None:
+        """A read-only web user (made on the primary: replicated to the others)."""
+        subprocess.run(
+            [
+                *node_command(),
+                *("user", "add", name, "--role", "read-only", "--password-stdin"),
+                *("--config", str(self.node.config_path)),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
     def balances(self) -> dict[str, Decimal]:
         rows = self.db.query("SELECT name, balance FROM accounts", database="smartswitch")
         return {str(name): Decimal(balance) for name, balance in rows}

@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.node import node_command
 from e2e.sipp import SippOptions, free_port
 from smartswitch.capture.hep import HepError, HepMessage, decode
 from smartswitch.capture.writer import relative_path
@@ -266,18 +265,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         path.write_text(yaml.safe_dump(document))
         members[0].cli("provision", str(path))
         # A read-only web user, made on the primary (replicated to the others).
-        subprocess.run(
-            [
-                *node_command(),
-                *("user", "add", "viewer", "--role", "read-only", "--password-stdin"),
-                *("--config", str(members[0].node.config_path)),
-            ],
-            input=PASSWORD + "\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        members[0].add_viewer(PASSWORD)
         for member in members[1:]:
             member.cli("cluster", "add-replica")
         for member in members:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from media.rtpengine import NG_PORT, Rtpengine, start_rtpengine
+from media.rtpengine import NG_PORT, Rtpengine, rtp, start_rtpengine
 from smartswitch.media import bencode
 from smartswitch.media.ng import parse_stats
 from smartswitch.sip.sdp import SdpError, SessionDescription
@@ -330,6 +330,67 @@ def test_cancel_leaves_no_session(lab: Lab, sipp: SippFactory) -> None:
     before = set(sessions())
     callee = carrier(sipp, lab, CARRIER_A, scenario="uas_ring_noanswer")
     result = caller(sipp, lab, "uac_cancel").wait()
+    assert result.successful == 1, result.describe()
+    callee.wait()
+    no_session_left(before)
+
+
+def caller_streams(call_id: str) -> dict[str, tuple[str, int]]:
+    """Each side's endpoint at rtpengine, by the address rtpengine sends it media to:
+    address -> (that address, rtpengine's local port the side sends to)."""
+    found: dict[str, tuple[str, int]] = {}
+    tags = ng("query", **{"call-id": call_id}).get("tags", {})
+    for tag in tags.values():
+        for media in tag.get("medias", []):
+            for stream in media.get("streams", []):
+                address = str(stream.get("endpoint", {}).get("address", ""))
+                if address and "RTCP" not in stream.get("flags", []):
+                    found[address] = (address, int(stream["local port"]))
+    return found
+
+
+def test_a_caller_behind_nat_gets_its_media_at_its_sip_source(lab: Lab, sipp: SippFactory) -> None:
+    before = set(sessions())
+    callee = carrier(sipp, lab, CARRIER_A)
+    options = SippOptions(
+        scenario="uac_sdp_at",
+        local_ip=RELAY_CALLER,
+        local_port=free_port(RELAY_CALLER),
+        remote=lab.node.sip_address,
+        service=DIALLED,
+        calls=1,
+        rate=1,
+        duration_ms=3000,
+        timeout_s=40,
+        recv_timeout_ms=15000,
+        # The phone writes its private address; its SIP and RTP come from RELAY_CALLER.
+        keys={"rtp_ip": "192.168.1.23", "rtp_port": "18400"},
+        extra=("-mi", RELAY_CALLER, "-mp", "18000"),
+    )
+    call = sipp._new(None, "uac", options).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+        phone.bind((RELAY_CALLER, 18400))
+        phone.settimeout(0.2)
+        wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
+        (session,) = set(sessions()) - before
+        wait_for("both sides at the relay", lambda: len(caller_streams(session)) == 2)
+        # Before any packet (nothing learnt yet): the caller's media goes to its SIP source.
+        sides = caller_streams(session)
+        assert RELAY_CALLER in sides and "192.168.1.23" not in sides, sides
+        _, relay_port = sides[RELAY_CALLER]
+        # And it arrives there: the callee's sipp echoes what the phone sends.
+        echoed = 0
+        for n in range(50):
+            phone.sendto(rtp(8, n, n * 160, 0x4242, bytes(160)), (RTPENGINE, relay_port))
+            try:
+                phone.recv(2048)
+                echoed += 1
+            except TimeoutError:
+                pass
+            if echoed >= 5:
+                break
+        assert echoed >= 5
+    result = call.wait()
     assert result.successful == 1, result.describe()
     callee.wait()
     no_session_left(before)

@@ -2,7 +2,8 @@
 ``<data_dir>/recordings``, restarted when it dies (its calls ended, their CDRs saying so).
 
 One node (and so one rtpengine) for the module, on addresses of its own in 127.0.79.0/24: the
-node and its rtpengine .1, the caller .2, the supplier .3. Heavy: run under
+node and its rtpengine .1, the caller .2, the supplier .3, callers of accounts that record (.4)
+and that do not (.5) through peers that do not. Heavy: run under
 ``flock /tmp/ss-heavy.lock``.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from smartswitch.media import bencode
-from smartswitch.media.archive import recording_name
+from smartswitch.media.archive import find_recording, recording_name
 
 from .conftest import SippFactory
 from .node import Node, NodeSpec
@@ -33,8 +34,11 @@ pytestmark = pytest.mark.e2e
 NODE = "127.0.79.1"
 CALLER = "127.0.79.2"
 CARRIER = "127.0.79.3"
+RECORDED = "127.0.79.4"  # a customer whose account records, through a peer that does not
+UNRECORDED = "127.0.79.5"  # the same without the account's recording
 NG = (NODE, 22779)
 DIALLED = "15551234567"
+NAME = "media-node"
 
 
 def ng(command: str, **params: Any) -> dict[str, Any]:
@@ -90,6 +94,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     spec = NodeSpec(workdir=workdir / "node", sip_host=NODE)
     spec.config = {
         "log_level": "info",
+        "node_name": NAME,
         "media_rtpengine": True,
         "media_interface": NODE,
         "media_ng": f"{NG[0]}:{NG[1]}",
@@ -101,6 +106,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         "accounts": [
             {"name": "acme", "currency": "USD", "balance": "100.00", "credit_limit": "0"},
             {"name": "carrier", "currency": "USD", "balance": "0"},
+            {"name": "taped", "currency": "USD", "balance": "100.00", "record": True},
+            {"name": "plain", "currency": "USD", "balance": "100.00"},
         ],
         "tariffs": [{"name": "t", "rates": [{"prefix": "1", "price_per_minute": "0.0100"}]}],
         "peers": [
@@ -113,6 +120,17 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                 "media": "relay",
                 "record": True,
             },
+            *(
+                {
+                    "name": f"{account}-trunk",
+                    "role": "customer",
+                    "account": account,
+                    "tariff": "t",
+                    "acl": [f"{source}/32"],
+                    "media": "relay",
+                }
+                for account, source in (("taped", RECORDED), ("plain", UNRECORDED))
+            ),
             {
                 "name": "carrier",
                 "role": "supplier",
@@ -150,11 +168,13 @@ def carrier(sipp: SippFactory, node: Node) -> Sipp:
     return proc
 
 
-def caller(sipp: SippFactory, node: Node, scenario: str, duration_ms: int = 0) -> Sipp:
+def caller(
+    sipp: SippFactory, node: Node, scenario: str, duration_ms: int = 0, source: str = CALLER
+) -> Sipp:
     options = SippOptions(
         scenario=scenario,
-        local_ip=CALLER,
-        local_port=free_port(CALLER),
+        local_ip=source,
+        local_port=free_port(source),
         remote=node.sip_address,
         service=DIALLED,
         calls=1,
@@ -162,7 +182,7 @@ def caller(sipp: SippFactory, node: Node, scenario: str, duration_ms: int = 0) -
         duration_ms=duration_ms,
         timeout_s=40,
         recv_timeout_ms=20000,
-        extra=("-mi", CALLER, "-mp", "18200"),
+        extra=("-mi", source, "-mp", "18200"),
     )
     proc = sipp._new(None, "uac", options)
     (proc.workdir / "pcap").mkdir(exist_ok=True)
@@ -171,15 +191,24 @@ def caller(sipp: SippFactory, node: Node, scenario: str, duration_ms: int = 0) -
     return proc.start()
 
 
-def test_recorded_call_has_a_wav_as_long_as_the_call(node: Node, sipp: SippFactory) -> None:
+def recorded_call(
+    sipp: SippFactory, node: Node, source: str = CALLER
+) -> tuple[dict[str, Any], Path]:
+    """A relayed call with G.711 both ways from ``source``: its CDR and its WAV's path."""
+    before = len(node.cdrs())
     callee = carrier(sipp, node)
-    result = caller(sipp, node, "uac_pcap_call").wait()
+    result = caller(sipp, node, "uac_pcap_call", source=source).wait()
     assert result.successful == 1, result.describe()
     callee.wait()
-    cdr = node.wait_cdrs(1)[-1]
-    name = recording_name(cdr["call_id"])
-    directory = node.data_dir / "recordings"
-    wav = directory / f"{name}.wav"
+    cdr = node.wait_cdrs(before + 1)[-1]
+    # Filed in the node's own folder (the file sync's layout, <kind>/<origin>/).
+    return cdr, node.data_dir / "recordings" / NAME / f"{recording_name(cdr['call_id'])}.wav"
+
+
+def test_recorded_call_has_a_wav_as_long_as_the_call(node: Node, sipp: SippFactory) -> None:
+    cdr, wav = recorded_call(sipp, node)
+    name = wav.stem
+    directory = wav.parent
     wait_for("the recording to be filed", wav.exists)
     assert (directory / f"{name}.pcap").stat().st_size > 0
     with wave.open(str(wav)) as reader:
@@ -214,4 +243,21 @@ def test_rtpengine_killed_calls_ended_cdr_says_so_and_it_comes_back(
     callee = carrier(sipp, node)
     again = caller(sipp, node, "uac", duration_ms=300).wait()
     assert again.successful == 1, again.describe()
+    wait_for("no session left", lambda: sessions() == [])
+
+
+def test_an_account_that_records_has_its_relayed_calls_recorded(
+    node: Node, sipp: SippFactory
+) -> None:
+    # Neither customer peer records; only the "taped" account does. The unrecorded call goes
+    # first: once the recorded one is filed, the other would have been too.
+    plain, _ = recorded_call(sipp, node, UNRECORDED)
+    cdr, wav = recorded_call(sipp, node, RECORDED)
+    wait_for("the account's recording to be filed", wav.exists)
+    for suffix in (".wav", ".pcap"):
+        assert find_recording(node.data_dir / "recordings", plain["call_id"], suffix) is None
+    with wave.open(str(wav)) as reader:
+        seconds = reader.getnframes() / reader.getframerate()
+    call_seconds = int(cdr["duration_ms"]) / 1000
+    assert abs(seconds - call_seconds) <= 0.1 * call_seconds, (seconds, call_seconds)
     wait_for("no session left", lambda: sessions() == [])

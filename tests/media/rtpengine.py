@@ -76,15 +76,23 @@ class Rtpengine:
                 self.process.wait()
 
 
-def start_rtpengine(ip: str, workdir: Path, *, recording: bool = False) -> Rtpengine:
+def start_rtpengine(
+    ip: str,
+    workdir: Path,
+    *,
+    recording: bool = False,
+    port_min: int = PORT_MIN,
+    port_max: int = PORT_MAX,
+) -> Rtpengine:
+    """``port_min``-``port_max``: its RTP ports (4 a call); bench/media.py wants more."""
     require_rtpengine()
     workdir.mkdir(parents=True, exist_ok=True)
     config = RtpengineConfig(
         interface=ip,
         ng_host=ip,
         ng_port=NG_PORT,
-        port_min=PORT_MIN,
-        port_max=PORT_MAX,
+        port_min=port_min,
+        port_max=port_max,
         recording_dir=workdir / "recordings" if recording else None,
     )
     if ping(ip, NG_PORT):

@@ -1,4 +1,5 @@
-"""The recordings directory: a session's pcap filed under its call's name with a WAV, retention."""
+"""The recordings directory: a session's pcap filed under its call's name with a WAV, in this
+node's folder (the file sync's layout); found in any node's folder; retention over all."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 import wave
 from pathlib import Path
 
-from smartswitch.media.archive import RecordingArchive, recording_name
+import pytest
+
+from smartswitch.media.archive import RecordingArchive, find_recording, recording_name
 from smartswitch.media.recording import recording_prefix
 
 from .rtpengine import rtp, tone
@@ -35,26 +38,52 @@ def _spool(spool: Path, session: str, seconds: float) -> None:
 
 
 def test_a_session_is_filed_under_its_calls_name(tmp_path: Path) -> None:
-    archive = RecordingArchive(tmp_path / "spool", tmp_path / "rec", max_age=3600, max_bytes=10**9)
+    archive = RecordingArchive(
+        tmp_path / "spool", tmp_path / "rec", "node1", max_age=3600, max_bytes=10**9
+    )
     _spool(tmp_path / "spool", "b-leg-1", 3.0)
     filed = archive.file("b-leg-1", "call/1@example.org", wait=0)
     assert filed is not None and filed.wav is not None
     name = recording_name("call/1@example.org")
-    assert "/" not in name and filed.wav == tmp_path / "rec" / f"{name}.wav"
-    assert filed.pcap == tmp_path / "rec" / f"{name}.pcap"
+    assert "/" not in name and filed.wav == tmp_path / "rec" / "node1" / f"{name}.wav"
+    assert filed.pcap == tmp_path / "rec" / "node1" / f"{name}.pcap"
+    # Nothing but the two files: no temporary left for the file sync to push.
+    assert sorted(p.name for p in (tmp_path / "rec" / "node1").iterdir()) == sorted(
+        [f"{name}.pcap", f"{name}.wav"]
+    )
+    assert find_recording(tmp_path / "rec", "call/1@example.org", ".wav") == filed.wav
     with wave.open(str(filed.wav)) as reader:
         assert abs(reader.getnframes() / 8000 - 3.0) < 0.1
     assert list((tmp_path / "spool" / "pcaps").iterdir()) == []  # the spool is emptied
     assert archive.file("never-recorded", "x", wait=0) is None
 
 
-def test_retention_by_age_then_size(tmp_path: Path) -> None:
-    archive = RecordingArchive(tmp_path / "spool", tmp_path / "rec", max_age=100, max_bytes=2500)
+def test_a_recording_is_found_in_any_nodes_folder_and_nowhere_else(tmp_path: Path) -> None:
+    root = tmp_path / "rec"
+    assert find_recording(root, "x@y", ".wav") is None  # no recordings at all yet
+    (root / "node2").mkdir(parents=True)
+    synced = root / "node2" / f"{recording_name('x@y')}.wav"
+    synced.write_bytes(b"RIFF")
+    (root / "older.wav").write_bytes(b"RIFF")  # filed before the per-node folders
+    assert find_recording(root, "x@y", ".wav") == synced
+    assert find_recording(root, "older", ".wav") == root / "older.wav"
+    assert find_recording(root, "x@y", ".pcap") is None
+    assert find_recording(root, "../node2/x@y", ".wav") is None  # "/" escaped: no way out
+    with pytest.raises(ValueError):
+        RecordingArchive(tmp_path / "spool", root, "../elsewhere", max_age=1, max_bytes=1)
+
+
+def test_retention_by_age_then_size_over_every_nodes_recordings(tmp_path: Path) -> None:
+    root = tmp_path / "rec"
+    archive = RecordingArchive(tmp_path / "spool", root, "node1", max_age=100, max_bytes=2500)
+    (root / "node2").mkdir()
     now = 1_800_000_000.0
-    for name, age in (("old", 200), ("a", 50), ("b", 40), ("c", 30)):
-        path = tmp_path / "rec" / f"{name}.wav"
+    for name, age in (("node2/old", 200), ("node1/a", 50), ("b", 40), ("node2/c", 30)):
+        path = root / f"{name}.wav"
         path.write_bytes(bytes(1000))
         os.utime(path, (now - age, now - age))
-    (tmp_path / "rec" / "notes.txt").write_text("kept: not a recording")
-    assert archive.prune(now) == 2  # "old" by age, then "a" (the oldest) for the size
-    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["b.wav", "c.wav", "notes.txt"]
+    (root / "node1" / "notes.txt").write_text("kept: not a recording")
+    # "old" by age (a copy of node2's), then "a" (the oldest) for the size
+    assert archive.prune(now) == [root / "node2" / "old.wav", root / "node1" / "a.wav"]
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert left == ["b.wav", "node1/notes.txt", "node2/c.wav"]

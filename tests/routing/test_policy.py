@@ -32,6 +32,7 @@ from smartswitch.model.config import (
     Tariff,
 )
 from smartswitch.model.increment import Increment
+from smartswitch.model.media import MediaMode, MediaSettings
 from smartswitch.registrar.guard import GuardSettings, SourceGuard
 from smartswitch.routing.policy import BillingCall, BillingPolicy
 from smartswitch.routing.views import ConfigViews
@@ -853,3 +854,24 @@ def test_known_sources_are_what_the_flood_gate_lets_through_unmetered() -> None:
     _over_tls(policy, {tls: FINGERPRINT})
     assert policy.known_source(*tls)
     assert not policy.known_source("udp", STRANGER.host, 40000)
+
+
+def test_an_account_that_records_has_its_relayed_calls_recorded() -> None:
+    relay = MediaSettings(MediaMode.RELAY, codecs=("PCMA",))
+    # The peers relay but do not record: the calls are not recorded until the account asks.
+    snap = snapshot(customer={"media": relay}, suppliers={CARRIER_A: {"media": relay}})
+    policy, _, _ = make_policy(snap)
+    assert [d.media for d in routed(policy).destinations] == [relay, relay]
+    accounts = {**snap.accounts, ACME: replace(snap.accounts[ACME], record=True)}
+    policy, _, _ = make_policy(replace(snap, accounts=accounts, version=2))
+    first, second = (d.media for d in routed(policy).destinations)
+    assert first == replace(relay, record=True)  # the customer's relay, recorded
+    assert second.record and second.relay  # the supplier's media is direct: still relayed
+    # Recording needs the relay: an account's recording does not make a direct call relayed.
+    plain = replace(snapshot(), accounts=accounts)
+    policy, _, _ = make_policy(plain)
+    assert all(not d.media.relay for d in routed(policy).destinations)
+    # A supplier's account recording does not record the customer's calls.
+    carriers = {**snap.accounts, CARRIER_A: replace(snap.accounts[CARRIER_A], record=True)}
+    policy, _, _ = make_policy(replace(snap, accounts=carriers))
+    assert not any(d.media.record for d in routed(policy).destinations)

@@ -42,7 +42,7 @@ TABLES = {
 
 def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None:
     upgrade(db_url)  # a second time: nothing to do
-    assert asyncio.run(current_revision(db_url)) == head_revision() == "0011"
+    assert asyncio.run(current_revision(db_url)) == head_revision() == "0012"
 
     async def check(engine: AsyncEngine) -> None:
         async with engine.connect() as conn:
@@ -116,4 +116,4 @@ def test_upgrade_from_inside_a_running_loop(tmp_path: object) -> None:
         upgrade(url)  # what an async main does at start-up
 
     asyncio.run(node_start())
-    assert asyncio.run(current_revision(url)) == "0011"
+    assert asyncio.run(current_revision(url)) == "0012"

@@ -33,6 +33,7 @@ def test_create_read_update_delete(web: WebEnv) -> None:
         "credit_limit": "5.0000",
         "prepaid": False,
         "reserve_seconds": None,
+        "record": False,
         "held_by_node": [],
     }
     assert web.get("/api/v1/accounts/acme").json()["balance"] == "12.3456"

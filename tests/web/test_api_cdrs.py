@@ -218,7 +218,8 @@ def test_media_down_on_metrics_and_dashboard(web: WebEnv) -> None:
 
 def test_cdr_links_its_recording_which_plays_and_downloads(web: WebEnv) -> None:
     world_with_cdrs(web)
-    directory = Path(web.node.config.data_dir) / "recordings"
+    # Filed by another node, synced here: in that node's folder.
+    directory = Path(web.node.config.data_dir) / "recordings" / "node-b"
     directory.mkdir(parents=True, exist_ok=True)
     name = recording_name("call-0@test")
     with wave.open(str(directory / f"{name}.wav"), "wb") as writer:
@@ -243,3 +244,10 @@ def test_cdr_links_its_recording_which_plays_and_downloads(web: WebEnv) -> None:
         "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd.wav",
     ):
         assert web.client.get(f"/recordings/{bad}").status_code == 404, bad
+    # The API: the CDR's link, and the same bytes from it.
+    (cdr,) = [c for c in web.get("/api/v1/cdrs").json()["cdrs"] if c["recording"]]
+    assert cdr["call_id"] == "call-0@test"
+    assert cdr["recording"] == f"/api/v1/recordings/{name}.wav"
+    assert web.get(cdr["recording"]).content == played.content
+    assert web.get(f"/api/v1/recordings/{name}.pcap?download=true").content.startswith(b"\xd4")
+    assert web.get("/api/v1/recordings/call-1@test.wav").status_code == 404

@@ -1,4 +1,5 @@
-"""A peer's media settings through the API and the page: stored, read back, bad values named."""
+"""A peer's media settings and an account's recording through the API and the page: stored,
+read back, bad values named."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from .conftest import WebEnv
 from .helpers import stored_row
 from .test_api_config import CUSTOMER, SUPPLIER, setup_world
+from .test_ui import login, post_form
 
 
 def _messages(response: Any) -> dict[str, str]:
@@ -63,3 +65,30 @@ def test_media_settings_through_the_page(web: WebEnv) -> None:
     )
     page = web.client.get("/peers/s1").text
     assert '<option value="relay" selected' in page.replace("  ", " ")
+
+
+def test_account_recording_through_the_api_and_the_page(web: WebEnv) -> None:
+    created = web.post("/api/v1/accounts", {"name": "acme", "currency": "USD", "record": True})
+    assert created.status_code == 201, created.text
+    assert created.json()["record"] is True
+    assert stored_row(web.url, "SELECT media_record FROM accounts WHERE name='acme'") == (1,)
+    cleared = web.put("/api/v1/accounts/acme", {"currency": "USD", "record": False})
+    assert cleared.json()["changed"] is True and cleared.json()["record"] is False
+    assert (
+        web.post(
+            "/api/v1/accounts", {"name": "bad", "currency": "USD", "record": "often"}
+        ).status_code
+        == 422
+    )
+
+    login(web)
+    page = web.client.get("/accounts/acme").text
+    assert 'name="record"' in page and "Record relayed calls" in page
+    saved = post_form(
+        web, "/accounts/acme", "/accounts/acme", {"credit_limit": "0", "record": "on"}
+    )
+    assert saved.status_code == 303
+    assert stored_row(web.url, "SELECT media_record FROM accounts WHERE name='acme'") == (1,)
+    assert 'name="record" value="true" checked' in web.client.get("/accounts/acme").text
+    post_form(web, "/accounts/acme", "/accounts/acme", {"credit_limit": "0"})  # unticked
+    assert stored_row(web.url, "SELECT media_record FROM accounts WHERE name='acme'") == (0,)

@@ -176,6 +176,7 @@ def account(given: Given) -> AccountSpec:
         credit_limit=optional(LIMIT, Decimal(0)),
         prepaid=optional(BOOL, True),
         reserve_seconds=optional(SLICE, None),
+        record=optional(BOOL, False),
     )
     return AccountSpec(line=e.line, path=e.path, **values)
 

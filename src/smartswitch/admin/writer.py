@@ -175,6 +175,7 @@ class AccountSpec:
     credit_limit: Decimal
     prepaid: bool
     reserve_seconds: int | None = None
+    record: bool = False  # its relayed calls are recorded
 
 
 @dataclass(slots=True)
@@ -586,6 +587,7 @@ class ConfigWriter:
                     credit_limit=spec.credit_limit,
                     prepaid=spec.prepaid,
                     reserve_seconds=spec.reserve_seconds,
+                    media_record=spec.record,
                 )
                 self.session.add(row)
                 await self.session.flush()
@@ -615,6 +617,7 @@ class ConfigWriter:
                         "credit_limit": spec.credit_limit,
                         "prepaid": spec.prepaid,
                         "reserve_seconds": spec.reserve_seconds,
+                        "media_record": spec.record,
                     },
                 )
                 self.audited("accounts", spec.name, before, snapshot(row))

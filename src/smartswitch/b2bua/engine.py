@@ -8,6 +8,7 @@ Record-Route, Route or Call-ID of one side ever reaches the other.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -338,7 +339,10 @@ class B2BUA:
             invite.body = result
             self._send_attempt(call, attempt, invite, now)
 
-        media.offer(ref, invite.body, _options(settings, offer=True), self._later(offered))
+        # A caller behind NAT: its media goes to where its SIP comes from.
+        nat = _nat_source(invite.body, call.a_tx.source.host)
+        options = _options(settings, offer=True, nat_source=nat)
+        media.offer(ref, invite.body, options, self._later(offered))
         return True
 
     def _later(
@@ -555,7 +559,9 @@ class B2BUA:
         assert attempt.media_id is not None and self.media is not None
         a_tag = call.a_request.from_.tag or ""
         ref = CallRef(attempt.media_id, a_tag, response.to.tag or "")
-        options = _options(attempt.destination.media, offer=False)
+        # A callee behind NAT (a registered phone: its address is its binding's source).
+        nat = _nat_source(response.body, attempt.destination.address.host)
+        options = _options(attempt.destination.media, offer=False, nat_source=nat)
         self.media.answer(ref, response.body, options, self._later(then))
 
     def _connect(
@@ -1055,12 +1061,51 @@ def _reason_header(status: int, text: str) -> str:
     return f'SIP;cause={status};text="{cleaned[:200]}"'
 
 
-def _options(settings: MediaSettings, *, offer: bool) -> MediaOptions:
+def _options(
+    settings: MediaSettings, *, offer: bool, nat_source: str | None = None
+) -> MediaOptions:
     """How the relay rewrites an SDP of a call with these settings: only the allowed codecs
-    in an offer (the recipient never sees the others), recording from the first offer."""
+    in an offer (the recipient never sees the others), recording from the first offer; for a
+    party behind NAT (``nat_source``: where its SIP comes from), media sent there."""
     codecs = settings.codecs if offer else ()
     return MediaOptions(
         codec_strip=("all",) if codecs else (),
         codec_except=codecs,
         record_call=settings.record and offer,
+        received_from=nat_source,
+        sip_source_address=nat_source is not None,
     )
+
+
+# Addresses only a NAT'd party writes in its SDP: RFC 1918, RFC 6598 (carrier-grade NAT), and
+# RFC 4193 unique local IPv6.
+_NAT_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def _nat_source(sdp: bytes, source: str) -> str | None:
+    """``source`` (the SIP source address of the party whose SDP this is) when the SDP names
+    a private address that is not it: the party is behind NAT and its media will come from
+    the NAT's public address, not from the one it wrote (Kamailio's ``nat_uac_test`` 8).
+
+    The relay is then told to trust the SIP source address (rtpengine's ``SIP-source-address``
+    with ``received-from``): it sends to the NAT from the first packet, and its endpoint
+    learning (symmetric RTP, rtpengine's default) follows the port the NAT really uses."""
+    try:
+        description = SessionDescription.parse(sdp)
+        source_ip = ipaddress.ip_address(source)
+    except (SdpError, ValueError):
+        return None
+    connections = [description.connection, *(m.connection for m in description.media)]
+    for connection in connections:
+        if connection is None:
+            continue
+        try:
+            address = ipaddress.ip_address(connection.host)
+        except ValueError:
+            continue  # a host name: nothing to say
+        if address != source_ip and any(address in net for net in _NAT_NETWORKS):
+            return source
+    return None

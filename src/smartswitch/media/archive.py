@@ -3,14 +3,21 @@
 rtpengine writes a relayed session's pcap into its spool (``--recording-dir``), named by the
 session's id (the B leg's Call-ID here: a route advance is a new session) and closes it when the
 session is deleted. :meth:`RecordingArchive.file` then moves it to
-``<recordings>/<call>.pcap`` and decodes ``<call>.wav`` beside it (G.711; for the browser),
-``<call>`` being the caller's Call-ID as :func:`~smartswitch.media.recording.recording_prefix`
-escapes it (no "/" can reach the file system). The CDR of the call has that Call-ID: that is
-the link; the web UI finds the files by it. The cluster's file sync carries the directory to
-the other nodes; nothing here knows about it.
+``<recordings>/<this node>/<call>.pcap`` and decodes ``<call>.wav`` beside it (G.711; for the
+browser), ``<call>`` being the caller's Call-ID as
+:func:`~smartswitch.media.recording.recording_prefix` escapes it (no "/" can reach the file
+system). The CDR of the call has that Call-ID: that is the link; the web UI finds the files by it
+in any node's folder (:func:`find_recording`).
 
-Retention (:meth:`prune`): files older than ``max_age`` seconds go, then the oldest until the
-directory holds at most ``max_bytes``.
+The folder per origin node is the cluster's file-sync layout (``<kind>/<origin>/...``, as for
+captures): the file sync pushes each node's own folder to every other node, so any node's UI
+plays any node's recordings. This module does not know about the sync: whoever files or
+deletes a recording tells it (the paths :meth:`RecordingArchive.file` and
+:meth:`~RecordingArchive.prune` return).
+
+Retention (:meth:`prune`), on every node over every origin's files (each node holds copies of
+the others'): files older than ``max_age`` seconds go, then the oldest until the recordings
+hold at most ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from smartswitch.media.recording import (
     recording_prefix,
 )
 
-__all__ = ["Filed", "RecordingArchive", "recording_name"]
+__all__ = ["SUFFIXES", "Filed", "RecordingArchive", "find_recording", "recording_name"]
+
+SUFFIXES = (".pcap", ".wav")
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,22 @@ log = logging.getLogger(__name__)
 def recording_name(call_id: str) -> str:
     """The file name (without suffix) of a call's recording."""
     return recording_prefix(call_id)
+
+
+def find_recording(root: Path, call_id: str, suffix: str) -> Path | None:
+    """The call's recording file (``suffix`` ".wav" or ".pcap") under the recordings ``root``:
+    in the folder of the node that recorded it (here, or synced from there), or at the top
+    (where recordings were filed before the per-node folders)."""
+    name = f"{recording_name(call_id)}{suffix}"
+    try:
+        origins = sorted(Path(e.path) for e in os.scandir(root) if e.is_dir())
+    except FileNotFoundError:
+        return None
+    for folder in (root, *origins):
+        path = folder / name
+        if path.is_file():
+            return path
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +72,22 @@ class Filed:
 
 
 class RecordingArchive:
-    def __init__(self, spool: Path, directory: Path, *, max_age: float, max_bytes: int) -> None:
+    """``spool``: rtpengine's ``--recording-dir``; ``root``: the recordings, one folder per
+    origin node; ``origin``: this node's name (the folder it files into)."""
+
+    def __init__(
+        self, spool: Path, root: Path, origin: str, *, max_age: float, max_bytes: int
+    ) -> None:
+        if not origin or "/" in origin or origin.startswith("."):
+            raise ValueError(f"bad origin node name {origin!r}")
         self.spool = spool
-        self.directory = directory
+        self.root = root
+        self.directory = root / origin
         self.max_age = max_age
         self.max_bytes = max_bytes
         self.filed = 0
         self.failed = 0
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
 
     def file(self, session_id: str, call_id: str, wait: float = 2.0) -> Filed | None:
         """Move the session's recording in as the call's; None if rtpengine wrote none.
@@ -75,12 +108,13 @@ class RecordingArchive:
         recording = found[-1]
         pcap = self.directory / f"{name}.pcap"
         wav = self.directory / f"{name}.wav"
-        tmp = pcap.with_suffix(".pcap.part")
+        # Dot-names while written: the file sync never takes a dot-name for a finished file.
+        tmp = self.directory / f".{name}.pcap.part"
         shutil.copyfile(recording.pcap, tmp)
         os.replace(tmp, pcap)
         filed: Filed
         try:
-            part = wav.with_suffix(".wav.part")
+            part = self.directory / f".{name}.wav.part"
             info = pcap_to_wav(pcap, part, metadata=recording.metadata)
             os.replace(part, wav)
             filed = Filed(pcap, wav, info.duration)
@@ -94,20 +128,23 @@ class RecordingArchive:
         self.filed += 1
         return filed
 
-    def prune(self, now: float | None = None) -> int:
-        """Apply the retention; returns how many files went."""
+    def prune(self, now: float | None = None) -> list[Path]:
+        """Apply the retention to every origin's recordings; returns the files that went."""
         now = time.time() if now is None else now
         files = []
-        for path in self.directory.iterdir():
-            if path.is_file() and path.suffix in (".pcap", ".wav"):
-                stat = path.stat()
-                files.append((stat.st_mtime, stat.st_size, path))
+        folders = [self.root, *(Path(e.path) for e in os.scandir(self.root) if e.is_dir())]
+        for folder in folders:
+            for entry in os.scandir(folder):
+                path = Path(entry.path)
+                if entry.is_file() and path.suffix in SUFFIXES:
+                    stat = entry.stat()
+                    files.append((stat.st_mtime, stat.st_size, path))
         files.sort()
-        removed = 0
+        removed = []
         total = sum(size for _, size, _ in files)
         for mtime, size, path in files:
             if now - mtime > self.max_age or total > self.max_bytes:
                 path.unlink(missing_ok=True)
                 total -= size
-                removed += 1
+                removed.append(path)
         return removed

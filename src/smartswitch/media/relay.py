@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from smartswitch.b2bua.ports import MediaReply
 from smartswitch.media.archive import RecordingArchive
@@ -28,6 +29,8 @@ class EngineRelay:
     def __init__(self, engine: MediaEngine, archive: RecordingArchive | None = None) -> None:
         self.engine = engine
         self.archive = archive
+        # Told of each file filed, on the event loop (the cluster's file sync pushes it).
+        self.on_filed: Callable[[Path], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -78,6 +81,11 @@ class EngineRelay:
         if filed is None:
             archive.failed += 1
             log.warning("recording of %s: rtpengine wrote no pcap", record_as)
+            return
+        if self.on_filed is not None:
+            for path in (filed.pcap, filed.wav):
+                if path is not None:
+                    self.on_filed(path)
 
     def _spawn(self, request: Awaitable[bytes], reply: MediaReply) -> None:
         task = asyncio.get_running_loop().create_task(self._run(request, reply))

@@ -46,6 +46,9 @@ class Account:
     reserve_seconds: int | None = None
     """The prepaid time a call is granted at a time (its slice); None: the node's setting.
     Small slices let more calls share a small balance; large ones mean fewer extensions."""
+    record: bool = False
+    """Its relayed calls are recorded whatever their peers say (recording needs the relay:
+    a call in direct media is not)."""
 
 
 @dataclass(frozen=True, slots=True)

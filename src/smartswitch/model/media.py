@@ -60,6 +60,11 @@ class MediaSettings:
     def relay(self) -> bool:
         return self.mode is MediaMode.RELAY
 
+    def recorded(self, record: bool = True) -> MediaSettings:
+        """These settings, recorded as well when ``record`` (an account that records its
+        calls: in relay mode only, as for a peer's recording)."""
+        return MediaSettings(self.mode, self.codecs, True, self.fallback) if record else self
+
     def combine(self, other: MediaSettings) -> MediaSettings:
         """The call's settings between a party with these and one with ``other``: relayed if
         either wants it, only the codecs both allow, recorded if either asks, and falling back

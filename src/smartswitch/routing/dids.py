@@ -177,6 +177,7 @@ def route_did(
     target = snapshot.peers.get(did.peer_id or 0)
     if target is None or not target.enabled or target.address is None:
         return Rejection(480, "Temporarily Unavailable")
+    owner = snapshot.accounts.get(target.account_id)
     uri = SipUri.parse(f"sip:{target.address}")
     transport = target.transport.lower()
     port = f":{uri.port}" if uri.port else ""
@@ -187,6 +188,7 @@ def route_did(
         callee=number,
         caller=caller_out,
         label=target.name,
-        media=target.media,
+        # Recorded if the peer or the DID owner's account (the one billed for it) asks.
+        media=target.media.recorded(owner.record if owner is not None else False),
     )
     return session((destination,), target.id, target.account_id, fork=False)

@@ -29,7 +29,7 @@ from smartswitch.billing.accounting import Accounting
 from smartswitch.billing.rating import max_call_seconds, rate_call
 from smartswitch.billing.reservations import ClusterLedger
 from smartswitch.model.cdr import CdrAttempt, CdrRecord
-from smartswitch.model.config import Peer, Rate, Subscriber
+from smartswitch.model.config import Account, Peer, Rate, Subscriber
 from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LocationService
 from smartswitch.routing.dids import route_did
@@ -312,7 +312,7 @@ class BillingPolicy:
                 supplier.id, supplier.max_cps, now
             ):
                 continue  # over its rate now: the next supplier takes the call
-            destinations.append(self._destination(supplier, caller, callee, customer))
+            destinations.append(self._destination(supplier, caller, callee, customer, account))
             suppliers.append(SupplierChoice(supplier, candidate.rate))
         if not destinations:
             return _busy("no supplier available for this destination")
@@ -341,7 +341,9 @@ class BillingPolicy:
             subscriber_id=subscriber.id if subscriber is not None else None,
         )
 
-    def _destination(self, supplier: Peer, caller: str, callee: str, customer: Peer) -> Destination:
+    def _destination(
+        self, supplier: Peer, caller: str, callee: str, customer: Peer, account: Account
+    ) -> Destination:
         address = supplier.address or ""
         uri = SipUri.parse(f"sip:{address}")
         transport = supplier.transport.lower()
@@ -358,8 +360,9 @@ class BillingPolicy:
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,
-            # Relayed if either party wants it; the codecs both allow reach the supplier.
-            media=customer.media.combine(supplier.media),
+            # Relayed if either party wants it; the codecs both allow reach the supplier;
+            # recorded if either peer or the customer's account asks.
+            media=customer.media.combine(supplier.media).recorded(account.record),
         )
 
 

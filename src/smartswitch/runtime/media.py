@@ -77,6 +77,7 @@ class NodeMedia:
         self.relay: EngineRelay | None = None
         self.lost_calls = 0
         self.archive: RecordingArchive | None = None
+        self._on_deleted: Callable[[Path], None] | None = None
         self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -109,6 +110,7 @@ class NodeMedia:
             self.archive = RecordingArchive(
                 data_dir / "rtpengine",
                 data_dir / "recordings",
+                config.name,
                 max_age=config.recording_max_age_days * 86400.0,
                 max_bytes=config.recording_max_bytes,
             )
@@ -116,6 +118,15 @@ class NodeMedia:
         self.relay = EngineRelay(self.engine, self.archive)
         self.b2bua.media = self.relay
         log.info("media: %s", ", ".join(f"{r.name} {r.host}:{r.port}" for r in relays))
+
+    def sync_files(
+        self, on_filed: Callable[[Path], None], on_deleted: Callable[[Path], None]
+    ) -> None:
+        """Tell the cluster's file sync of each recording filed here (it pushes it to every
+        node) and of each one the retention deleted (it forgets it)."""
+        if self.relay is not None:
+            self.relay.on_filed = on_filed
+        self._on_deleted = on_deleted
 
     async def _prune_forever(self) -> None:
         archive = self.archive
@@ -127,7 +138,12 @@ class NodeMedia:
                 log.warning("recordings retention: %s", exc)
             else:
                 if removed:
-                    log.info("recordings retention: %d files removed", removed)
+                    log.info("recordings retention: %d files removed", len(removed))
+                forget = self._on_deleted
+                if forget is not None:
+                    for path in removed:
+                        if path.parent == archive.directory:
+                            forget(path)  # ours: never pushed again (copies go by their own)
             await asyncio.sleep(600.0)
 
     def _own_exited(self, exit: RtpengineExit) -> None:

@@ -504,6 +504,8 @@ class Node:
             await self.signalling.apply("")
         if self.services is not None and self.services.policy is not None:
             await self._start_capture(self.services, self.endpoint)
+        if self.media is not None and self.filesync is not None:
+            self.media.sync_files(self.filesync.add, self.filesync.forget)
         self._start_dispatch(self.bus)
         if self.dispatcher is not None:
             await self.dispatcher.start()

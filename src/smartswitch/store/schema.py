@@ -134,6 +134,8 @@ class AccountRow(Base):
     prepaid: Mapped[bool] = mapped_column(Boolean)
     # Seconds granted to a call at a time; NULL: the node's reserve_seconds.
     reserve_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # Its relayed calls are recorded whatever their peers say.
+    media_record: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TariffRow(Base):

@@ -116,6 +116,7 @@ def to_account(row: AccountRow) -> Account:
         credit_limit=row.credit_limit,
         prepaid=row.prepaid,
         reserve_seconds=row.reserve_seconds,
+        record=row.media_record,
     )
 
 

@@ -34,6 +34,7 @@ class AccountIn(In):
     reserve_seconds: int | None = Field(
         None, description="prepaid seconds granted to a call at a time; null: the node's"
     )
+    record: bool | None = Field(None, description="its relayed calls are recorded")
     balance: str | None = Field(None, description="opening balance (on creation only)")
 
 
@@ -57,6 +58,7 @@ def account_out(web: Web, account: Account) -> dict[str, Any]:
         "credit_limit": money(account.credit_limit),
         "prepaid": account.prepaid,
         "reserve_seconds": account.reserve_seconds,
+        "record": account.record,
         # What each node of the cluster holds of it now (empty on a single node).
         "held_by_node": [
             {

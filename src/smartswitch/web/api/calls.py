@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from smartswitch.web import captures
+from smartswitch.web import captures, recordings
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.api.common import Reader, Writer
 from smartswitch.web.shared import web_of
@@ -30,7 +30,17 @@ async def list_cdrs(
     (caller or callee contains it) and SIP code."""
     total, rows = await cdr_queries.query(web_of(request).sessions, flt, limit, offset)
     captures.with_links(web_of(request).node, "/api/v1", rows)
+    recordings.with_links(web_of(request).node.config.data_dir, "/api/v1", rows)
     return {"total": total, "cdrs": rows}
+
+
+@router.get("/recordings/{name}", response_class=FileResponse)
+async def recording_download(
+    request: Request, user: Reader, name: str, download: bool = False
+) -> Response:
+    """A call's recording (``recording`` in a CDR of ``/cdrs``): ``<Call-ID>.wav`` or
+    ``.pcap``, from this node's copy (synced from the node that relayed the call)."""
+    return recordings.download(web_of(request).node.config.data_dir, name, download)
 
 
 @router.get("/captures/{origin}/{cdr_id}.pcap", response_class=FileResponse)

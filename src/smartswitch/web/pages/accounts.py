@@ -64,7 +64,7 @@ async def _accounts(
 @router.post("/accounts")
 async def create_account(request: Request) -> Response:
     user, session, data = await writer_form(request)
-    checkboxes(data, "prepaid")
+    checkboxes(data, "prepaid", "record")
     try:
         spec = read_form(readers.account, SOURCE, data)
         await admin_of(request).save(spec, source=SOURCE, actor=user.name, create_only=True)
@@ -112,6 +112,7 @@ async def _account(
             "credit_limit": money(account.credit_limit),
             "prepaid": "true" if account.prepaid else "",
             "reserve_seconds": account.reserve_seconds or "",
+            "record": "true" if account.record else "",
         },
         errors=errors or {},
         balance_values=balance_values or {"kind": "topup"},
@@ -125,7 +126,7 @@ async def update_account(request: Request, name: str) -> Response:
     user, session, data = await writer_form(request)
     admin = admin_of(request)
     data["currency"] = (await admin.get_account(name)).currency  # not on the form: it stays
-    checkboxes(data, "prepaid")
+    checkboxes(data, "prepaid", "record")
     try:
         spec = read_form(readers.account, SOURCE, data, key=("name", name))
         await admin.save(spec, source=SOURCE, actor=user.name)

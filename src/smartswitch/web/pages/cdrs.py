@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from smartswitch.admin import fields
-from smartswitch.media.archive import recording_name
-from smartswitch.web import captures
+from smartswitch.web import captures, recordings
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.pages.common import PAGE, page_number, page_user, render
 from smartswitch.web.shared import admin_of, web_of
@@ -62,12 +60,9 @@ async def cdrs_page(request: Request) -> Response:
         )
         captures.with_links(web_of(request).node, "", rows)
     peers = sorted(p.name for p in await admin_of(request).list_peers())
-    directory = _recordings(request)
-    for row in rows:
-        # A call's recording is named by its Call-ID (here, or synced from the node that
-        # relayed it): the CDR links to it when the file is there.
-        name = recording_name(str(row.get("call_id") or ""))
-        row["recording"] = name if (directory / f"{name}.wav").is_file() else None
+    # A call's recording is named by its Call-ID (here, or synced from the node that relayed
+    # it): the CDR links to it when the file is there.
+    recordings.with_links(web_of(request).node.config.data_dir, "", rows)
     return render(
         request,
         "cdrs.html",
@@ -101,27 +96,10 @@ async def capture_download(request: Request, origin: str, cdr_id: str) -> Respon
     return captures.download(web_of(request).node, origin, cdr_id)
 
 
-def _recordings(request: Request) -> Path:
-    return Path(web_of(request).node.config.data_dir) / "recordings"
-
-
 @router.get("/recordings/{name}")
 async def recording(request: Request, name: str) -> Response:
     """A call's recording, ``<Call-ID>.wav`` or ``.pcap`` (the Call-ID URL-encoded in the
     link): the WAV plays in the page's audio element; ``?download=1`` downloads either."""
     await page_user(request)
-    call_id, dot, suffix = name.rpartition(".")
-    if not dot or suffix not in ("wav", "pcap") or not call_id:
-        raise HTTPException(404, "no such recording")
-    # recording_name() escapes every "/" and "%": the file is in the directory, whatever asked.
-    path = _recordings(request) / f"{recording_name(call_id)}.{suffix}"
-    if not path.is_file():
-        raise HTTPException(404, "no such recording")
-    media_type = "audio/wav" if suffix == "wav" else "application/vnd.tcpdump.pcap"
-    download = request.query_params.get("download") == "1"
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=path.name if download else None,
-        content_disposition_type="attachment" if download else "inline",
-    )
+    attachment = request.query_params.get("download") == "1"
+    return recordings.download(web_of(request).node.config.data_dir, name, attachment)
