@@ -121,8 +121,7 @@ class Headers:
         return out
 
     def __contains__(self, name: str) -> bool:
-        key = self.key(name)
-        return any(k == key for k, _, _ in self._items)
+        return self.get(name) is not None
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         key = self.key(name)
@@ -428,17 +427,12 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
     if len(parts) != 3 or not all(parts):
         raise SipParseError("malformed request line")
     method, uri, version = parts
-    if any(c not in _TOKEN_CHARS for c in method):
+    if not _TOKEN_CHARS.issuperset(method):
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != "SIP/2.0":
         raise SipParseError(f"unsupported SIP version {version[:20]!r}", 505)
     scheme, colon, _ = uri.partition(":")
-    if (
-        not colon
-        or not scheme
-        or not scheme[0].isalpha()
-        or any(c not in _SCHEME_CHARS for c in scheme)
-    ):
+    if not colon or not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
         # Also catches "<sip:...>" (RFC 4475 3.1.2.7 ltgtruri).
         raise SipParseError(f"bad Request-URI {uri[:60]!r}")
     request = Request(method, uri, headers, body)
