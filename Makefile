@@ -13,6 +13,8 @@
 #   make bench [BENCH_ARGS=...]   clean call rates and CPU per call against Kamailio
 #                                 (bench/speed.py; bench/README.md)
 #   make dist                     build the wheel into dist/ (pip install dist/*.whl)
+#   make dist SMARTSWITCH_MYPYC=1 the same with the SIP core and B2BUA engine compiled
+#                                 by mypyc (setup.py; needs a C compiler)
 #
 # The virtualenv is made on first use and `pip install -e '.[dev]'` runs again
 # whenever pyproject.toml is newer than the last install.

@@ -32,6 +32,7 @@ DEPS=(
     "fail2ban-regex            fail2ban"
     "etcd                      etcd-server"
     "etcdctl                   etcd-client"
+    "gcc                       gcc"
 )
 
 present() {

@@ -97,7 +97,8 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The first value of a header (the whole line's value), or None."""
-        key = self.key(name)
+        key = name.lower()  # Headers.key, inline: this runs for every message
+        key = COMPACT_FORMS.get(key, key)
         for k, _, v in self._items:
             if k == key:
                 return v
@@ -109,7 +110,8 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every entry of a header, splitting comma-combined values of list headers."""
-        key = self.key(name)
+        key = name.lower()  # as in get
+        key = COMPACT_FORMS.get(key, key)
         lines = [v for k, _, v in self._items if k == key]
         if key not in MULTI_VALUE:
             return lines
@@ -119,8 +121,7 @@ class Headers:
         return out
 
     def __contains__(self, name: str) -> bool:
-        key = self.key(name)
-        return any(k == key for k, _, _ in self._items)
+        return self.get(name) is not None
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         key = self.key(name)
@@ -164,9 +165,8 @@ class Headers:
         return len(self._items)
 
 
-def _parse_header(headers: Headers, key: str, name: str, parse: Callable[[str], T]) -> T:
-    """A single-valued header parsed, or the error naming it (missing, or how it is bad)."""
-    value = headers.get(key)
+def _parse_header(value: str | None, name: str, parse: Callable[[str], T]) -> T:
+    """A single-valued header's value parsed, or the error naming it (missing, or how it is bad)."""
     if value is None:
         raise SipParseError(f"missing {name} header")
     try:
@@ -209,19 +209,19 @@ class SipMessage:
     @property
     def cseq(self) -> CSeq:
         if self._cseq is None:
-            self._cseq = _parse_header(self.headers, "cseq", "CSeq", CSeq.parse)
+            self._cseq = _parse_header(self.headers.get("cseq"), "CSeq", CSeq.parse)
         return self._cseq
 
     @property
     def from_(self) -> NameAddr:
         if self._from is None:
-            self._from = _parse_header(self.headers, "from", "From", NameAddr.parse)
+            self._from = _parse_header(self.headers.get("from"), "From", NameAddr.parse)
         return self._from
 
     @property
     def to(self) -> NameAddr:
         if self._to is None:
-            self._to = _parse_header(self.headers, "to", "To", NameAddr.parse)
+            self._to = _parse_header(self.headers.get("to"), "To", NameAddr.parse)
         return self._to
 
     @property
@@ -248,12 +248,8 @@ class SipMessage:
 
     def to_bytes(self) -> bytes:
         lines = [self.first_line()]
-        for key, name, value in self.headers._items:
-            if key != "content-length":
-                lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append("")
-        lines.append("")
+        lines += [f"{n}: {v}" for k, n, v in self.headers._items if k != "content-length"]
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
 
 
@@ -314,6 +310,26 @@ class PartialMessage:
         self.is_request = is_request
 
 
+# Header names as they came (before the colon), mapped to (name as written, key) once checked: a
+# network uses a few dozen spellings, so the token check, lower-casing and compact-form lookup
+# run once per spelling rather than once per line. Bounded in entries and length, so that a
+# stream of invented names cannot grow it: past the bound, new spellings are checked each time.
+_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES_MAX = 1024
+_NAME_MAX_LENGTH = 64
+
+
+def _header_name(raw: str, line: str) -> tuple[str, str]:
+    name = raw.rstrip(" \t")
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise SipParseError(f"malformed header line {line[:40]!r}")
+    key = name.lower()
+    known = (name, COMPACT_FORMS.get(key, key))
+    if len(_NAMES) < _NAMES_MAX and len(raw) <= _NAME_MAX_LENGTH:
+        _NAMES[raw] = known
+    return known
+
+
 def _split_head(data: bytes) -> tuple[str, bytes]:
     end = data.find(b"\r\n\r\n")
     if end >= 0:
@@ -335,47 +351,55 @@ def parse_message(data: bytes, require_content_length: bool = False) -> Request 
     if not data:
         raise SipParseError("empty message")
     head, rest = _split_head(data)
-    raw_lines = head.split("\n")
-    first = raw_lines[0].rstrip("\r")
+    if head.count("\n") == head.count("\r\n"):
+        # Every line ends in CRLF, as it should (RFC 3261 7), but perhaps the last one's CR.
+        lines = head.split("\r\n")
+        if lines[-1].endswith("\r"):
+            lines[-1] = lines[-1][:-1]
+    else:
+        lines = [raw[:-1] if raw.endswith("\r") else raw for raw in head.split("\n")]
+    first = lines[0].rstrip("\r")
     is_request = not first.startswith("SIP/")
     headers = Headers()
     partial = PartialMessage(first, headers, is_request)
     items = headers._items
-    current: list[str] | None = None
+    append = items.append
+    # The first line of each single-valued header, by key; the first repeated one, if any.
+    singles: dict[str, int] = {}
+    repeated: str | None = None
     try:
-        for raw in raw_lines[1:]:
-            line = raw[:-1] if raw.endswith("\r") else raw
+        for line in lines[1:]:
             if not line:
                 continue
             if line[0] in " \t":
                 # RFC 3261 7.3.1: a line starting with white space continues the previous one.
-                if current is None:
+                if not items:
                     raise SipParseError("continuation line before any header")
                 value = line.strip()
                 if value:
-                    current[2] = f"{current[2]} {value}" if current[2] else value
+                    key, name, previous = items[-1]
+                    items[-1] = (key, name, f"{previous} {value}" if previous else value)
                 continue
-            if current is not None:
-                items.append((current[0], current[1], current[2]))
-            name, colon, value = line.partition(":")
-            name = name.rstrip(" \t")
-            if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
+            raw, colon, value = line.partition(":")
+            if not colon:
                 raise SipParseError(f"malformed header line {line[:40]!r}")
-            key = name.lower()
-            key = COMPACT_FORMS.get(key, key)
-            current = [key, name, value.strip()]
-        if current is not None:
-            items.append((current[0], current[1], current[2]))
-        seen: set[str] = set()
-        for key, _, _ in items:
+            known = _NAMES.get(raw)
+            if known is None:
+                known = _header_name(raw, line)
+            key = known[1]
             if key in _SINGLE_VALUE:
-                if key in seen:
-                    raise SipParseError(f"more than one {canonical_name(key)} header")
-                seen.add(key)
+                if key not in singles:
+                    singles[key] = len(items)
+                elif repeated is None:
+                    repeated = key
+            append((key, known[0], value.strip()))
+        if repeated is not None:
+            raise SipParseError(f"more than one {canonical_name(repeated)} header")
 
         body = rest
-        cl_value = headers.get("content-length")
-        if cl_value is not None:
+        cl_index = singles.get("content-length")
+        if cl_index is not None:
+            cl_value = items[cl_index][2]
             cl_text = cl_value.strip()
             if not is_digits(cl_text, 10):
                 raise SipParseError(f"bad Content-Length {cl_value[:20]!r}")
@@ -391,7 +415,7 @@ def parse_message(data: bytes, require_content_length: bool = False) -> Request 
             message = _parse_request_line(first, headers, body)
         else:
             message = _parse_status_line(first, headers, body)
-        _check_mandatory(message)
+        _check_mandatory(message, singles)
         return message
     except SipParseError as exc:
         exc.partial = partial
@@ -403,17 +427,12 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> Request:
     if len(parts) != 3 or not all(parts):
         raise SipParseError("malformed request line")
     method, uri, version = parts
-    if any(c not in _TOKEN_CHARS for c in method):
+    if not _TOKEN_CHARS.issuperset(method):
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != "SIP/2.0":
         raise SipParseError(f"unsupported SIP version {version[:20]!r}", 505)
     scheme, colon, _ = uri.partition(":")
-    if (
-        not colon
-        or not scheme
-        or not scheme[0].isalpha()
-        or any(c not in _SCHEME_CHARS for c in scheme)
-    ):
+    if not colon or not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
         # Also catches "<sip:...>" (RFC 4475 3.1.2.7 ltgtruri).
         raise SipParseError(f"bad Request-URI {uri[:60]!r}")
     request = Request(method, uri, headers, body)
@@ -439,17 +458,29 @@ def _parse_status_line(line: str, headers: Headers, body: bytes) -> Response:
     return Response(int(code), reason, headers, body)
 
 
-def _check_mandatory(message: Request | Response) -> None:
-    """RFC 3261 8.1.1: To, From, CSeq, Call-ID, Via are mandatory; parse the ones we rely on."""
+def _check_mandatory(message: Request | Response, singles: dict[str, int]) -> None:
+    """RFC 3261 8.1.1: To, From, CSeq, Call-ID, Via are mandatory; parse the ones we rely on.
+
+    ``singles`` indexes the first line of each single-valued header (from the header loop), so
+    the values are read without a search and their parsed forms cached on the message.
+    """
     message.vias  # noqa: B018 - parses and validates the Via entries
-    cseq = message.cseq
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
-    message.call_id  # noqa: B018
+    items = message.headers._items
+
+    def value(key: str) -> str | None:
+        index = singles.get(key)
+        return None if index is None else items[index][2]
+
+    cseq = _parse_header(value("cseq"), "CSeq", CSeq.parse)
+    message._cseq = cseq
+    message._from = _parse_header(value("from"), "From", NameAddr.parse)
+    message._to = _parse_header(value("to"), "To", NameAddr.parse)
+    if not value("call-id"):
+        raise SipParseError("missing Call-ID header")
     if isinstance(message, Request):
         if cseq.method != message.method:
             raise SipParseError("CSeq method does not match the request method")
-        max_forwards = message.headers.get("max-forwards")
+        max_forwards = value("max-forwards")
         if max_forwards is not None and not is_digits(max_forwards.strip(), 10):
             raise SipParseError(f"bad Max-Forwards {max_forwards[:20]!r}")
 

@@ -74,6 +74,9 @@ class SipUri:
         return "".join(out)
 
 
+_NOT_IN_HOST = frozenset(' \t<>"@')
+
+
 def format_host(host: str) -> str:
     """Hosts are kept bare (``::1``); IPv6 references get their brackets back when written."""
     return f"[{host}]" if ":" in host else host
@@ -95,7 +98,7 @@ def parse_hostport(text: str, context: str = "") -> tuple[str, int | None]:
         port_text = rest[1:] if rest else ""
     else:
         host, _, port_text = text.partition(":")
-        if not host or any(c in host for c in ' \t<>"@'):
+        if not host or not _NOT_IN_HOST.isdisjoint(host):
             raise SipParseError(f"bad host in {context[:60]!r}")
     if not host:
         raise SipParseError(f"empty IPv6 reference in {context[:60]!r}")
@@ -123,7 +126,7 @@ class NameAddr:
         text = text.strip()
         if not text:
             raise SipParseError("empty address")
-        lt = _find_unquoted(text, "<")
+        lt = text.find("<") if '"' not in text else _find_unquoted(text, "<")
         if lt >= 0:
             gt = text.find(">", lt)
             if gt < 0:
