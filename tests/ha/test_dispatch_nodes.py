@@ -182,11 +182,12 @@ def _run_with_a_kill(cluster: NodeCluster, mode: str) -> dict[str, Any]:
         cluster.nodes[victim].crash()
         killed = time.monotonic()
         result = load.wait(CALLS / RATE + 90)
-        # The last readings after sipp's end: every call dispatched is counted.
+        ended = time.monotonic()
+        # A reading after sipp's end: every call dispatched is counted.
         wait_for(
-            lambda: any(t > time.monotonic() - 0.1 for t, _ in poller.timeline()[-1:]),
+            lambda: any(t > ended for t, _ in poller.timeline()[-1:]),
             5.0,
-            what="a fresh reading",
+            what="a reading after the run",
         )
         timeline = poller.timeline()
     finally:
