@@ -234,12 +234,10 @@ class SwitchNode:
             check=False,
             timeout=20.0,
         )
-        rows = json.loads(done.stdout or "[]")
+        rows: list[dict[str, Any]] = json.loads(done.stdout or "[]")
         # Every node's row when the nodes know each other (sorted by name): its own.
-        row: dict[str, Any] = next((r for r in rows if r.get("node") == self.name), None) or {
-            "reachable": False
-        }
-        return row
+        own = [r for r in rows if r.get("node") == self.name]
+        return own[0] if own else {"reachable": False}
 
     def status_table(self) -> str:
         done = self.lab.run(
