@@ -44,6 +44,12 @@ DUMPCAP = shutil.which("dumpcap")
 TSHARK = shutil.which("tshark")
 
 
+def python_module(module: str, *args: str) -> list[str]:
+    """``python -m module args`` with the tests' import path, for :meth:`NetLab.run` (which
+    passes the test's own environment on)."""
+    return ["env", f"PYTHONPATH={child_env()['PYTHONPATH']}", sys.executable, "-m", module, *args]
+
+
 def provisioning(lab: NetLab) -> str:
     """The one document every node is provisioned with: a customer on the customer host, a
     supplier on the supplier host that wants one registration (a single account: with the
@@ -183,9 +189,7 @@ class SwitchNode:
     def metrics(self) -> dict[str, float]:
         """The node's ``/metrics`` (read inside its host), keyed ``name{labels}``."""
         done = self.lab.run(
-            self.name,
-            [sys.executable, "-m", "ha.metricspoll", self.metrics_url, "0", "0"],
-            timeout=20.0,
+            self.name, python_module("ha.metricspoll", self.metrics_url, "0", "0"), timeout=20.0
         )
         return dict(json.loads(done.stdout.splitlines()[-1])["m"])
 

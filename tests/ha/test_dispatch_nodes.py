@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from netlab import NetLab, remove_stale, standard_hosts, wait_for
+from netlab import NetLab, NetLabError, remove_stale, standard_hosts, wait_for
 from smartswitch.cluster.dispatch import Tokens
 
 from .harness import SHARED_IP, _Lines, child_env
@@ -45,6 +45,7 @@ from .switchnodes import (
     NodeCluster,
     SwitchNode,
     customer_load,
+    python_module,
     start_cluster,
 )
 
@@ -106,8 +107,8 @@ def _tails(cluster: NodeCluster) -> str:
 def _all_up(node: SwitchNode) -> bool:
     try:
         metrics = node.metrics()
-    except Exception:
-        return False
+    except (NetLabError, ValueError, IndexError):
+        return False  # the node not serving HTTP yet
     return all(metrics.get(f'smartswitch_cluster_node_up{{node="{n}"}}') == 1 for n in NODES)
 
 
@@ -241,7 +242,7 @@ def test_redirect_mode_spreads_evenly_and_a_killed_nodes_share_goes_to_both_othe
 def _raw_invite(lab: NetLab, host: str, dest: str, *args: str) -> str:
     done = lab.run(
         host,
-        [sys.executable, "-m", "ha.rawinvite", lab.host(host).address, dest, DIALLED, *args],
+        python_module("ha.rawinvite", lab.host(host).address, dest, DIALLED, *args),
         check=False,
         timeout=20.0,
     )
