@@ -37,7 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
+# After tests/: bench/cluster.py must not hide the tests' cluster package.
+sys.path.append(str(ROOT / "bench"))
 
 from benchutil import save_results, start_run  # noqa: E402
 from cluster.harness import (  # noqa: E402
