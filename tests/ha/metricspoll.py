@@ -1,9 +1,9 @@
 """A node's ``/metrics`` read from inside a lab host, once or every ``INTERVAL`` s.
 
 Run inside a host (``python -m ha.metricspoll URL INTERVAL DURATION``): each reading prints
-one JSON line ``{"t": <time.monotonic()>, "m": {"name{labels}": value, ...}}`` (the clock is
-the machine's monotonic clock, the same in every namespace, so the test compares it with its
-own). ``INTERVAL`` 0: one reading, then exit. It stops by itself after ``DURATION`` s; a
+one JSON line ``{"t": <time.monotonic() once answered>, "m": {"name{labels}": value, ...}}``
+(the machine's monotonic clock, the same in every namespace, so the test compares it with
+its own). ``INTERVAL`` 0: one reading, then exit. It stops by itself after ``DURATION`` s; a
 reading that fails (the node restarting) is skipped.
 """
 
@@ -41,7 +41,10 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     while True:
         try:
-            print(json.dumps({"t": time.monotonic(), "m": read(url)}), flush=True)
+            metrics = read(url)
+            # Stamped once the answer is in: the counts are then at most this recent (a
+            # busy node answers late; a stamp taken before asking made them look older).
+            print(json.dumps({"t": time.monotonic(), "m": metrics}), flush=True)
         except OSError:
             if interval <= 0:
                 raise
