@@ -346,15 +346,22 @@ class Node:
     def _identified(
         self, known: Callable[[str, str, int], bool]
     ) -> Callable[[str, str, int], bool]:
-        """Known sources for the flood gate: the policy's peers, and this node's own addresses
+        """Known sources for the flood gate: the policy's peers, this node's own addresses
         (its liveness probe and keepalived's health check send it OPTIONS from them; held to
-        the byte rule, their single probe would get no answer)."""
+        the byte rule, their single probe would get no answer), and the cluster members'
+        dedicated IPs (a dispatcher in proxy mode forwards every customer's calls from its
+        own: held to one source's rate, the calls past it were dropped unanswered)."""
         config = self.config
         own = {"127.0.0.1", "::1", parse_hostport(config.sip_listen)[0]}
         own |= {a for a in (config.dedicated_ip, config.shared_ip) if a}
 
         def identified(transport: str, host: str, port: int) -> bool:
-            return host in own or known(transport, host, port)
+            gate = self.gate
+            return (
+                host in own
+                or known(transport, host, port)
+                or (gate is not None and gate.trust.is_member(host))
+            )
 
         return identified
 
