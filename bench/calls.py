@@ -307,12 +307,13 @@ def caller_options(
     recv_timeout_ms: int = 5000,
     stats_period_s: int | None = None,
     extra: Sequence[str] = (),
+    local_ip: str = CALLER_IP,
 ) -> SippOptions:
-    """sipp's built-in UAC on CALLER_IP dialling DIALLED at ``target``, no message log."""
+    """sipp's built-in UAC on ``local_ip`` dialling DIALLED at ``target``, no message log."""
     return SippOptions(
         scenario="uac",
-        local_ip=CALLER_IP,
-        local_port=free_port(CALLER_IP),
+        local_ip=local_ip,
+        local_port=free_port(local_ip),
         remote=target,
         service=DIALLED,
         calls=calls,

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchutil import save_results, start_run  # noqa: E402
 from calls import (  # noqa: E402
     CALLEE_IP,
+    CALLER_IP,
     _duration_ms,
     caller_options,
     check_billing,
@@ -159,11 +160,14 @@ def run_calls(
     calls: int,
     workdir: Path,
     extra: Sequence[str] = (),
+    caller_ip: str = CALLER_IP,
 ) -> tuple[Any, Path]:
     # The bound: the step's own length, the calls' length and 3 s of drain; a call not
     # done by then did not complete within the step.
     bound = calls / rate + args.duration_ms / 1000 + 3
-    options = caller_options(target, calls, rate, args.duration_ms, bound, extra=extra)
+    options = caller_options(
+        target, calls, rate, args.duration_ms, bound, extra=extra, local_ip=caller_ip
+    )
     directory = workdir / name
     proc = Sipp(name, options, directory).start()
     try:
@@ -181,12 +185,17 @@ def sweep(
     target: str,
     workdir: Path,
     cdr_count: Callable[[], int] | None = None,
+    caller_ip: str = CALLER_IP,
 ) -> list[Step]:
+    """Steps of ``args.rates`` until one is not clean (``args.keep_going``: all of them),
+    each ``rate * args.seconds`` calls from sipp's UAC on ``caller_ip`` to ``target``."""
     steps: list[Step] = []
     for rate in args.rates:
         calls = max(1, int(rate * args.seconds))
         before = cdr_count() if cdr_count else 0
-        result, _ = run_calls(args, f"{system}-{rate}cps", target, rate, calls, workdir)
+        result, _ = run_calls(
+            args, f"{system}-{rate}cps", target, rate, calls, workdir, caller_ip=caller_ip
+        )
         step = Step(
             system=system,
             rate=rate,

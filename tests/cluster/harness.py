@@ -195,8 +195,9 @@ def caller(sipps: Sipps, name: str, node: Node, calls: int, rate: float, **kw: A
     )
 
 
-def start_supplier(sipps: Sipps) -> Sipp:
-    """The supplier: a sipp UAS on SUPPLIER_IP answering every call until stopped."""
+def start_supplier(sipps: Sipps, timeout_s: float = 300, trace_messages: bool = True) -> Sipp:
+    """The supplier: a sipp UAS on SUPPLIER_IP answering every call until stopped, or until
+    ``timeout_s`` (sipp's global timeout: a run longer than that needs more)."""
     supplier = sipps.start(
         "supplier",
         SippOptions(
@@ -204,7 +205,8 @@ def start_supplier(sipps: Sipps) -> Sipp:
             local_ip=SUPPLIER_IP,
             local_port=free_port(SUPPLIER_IP),
             calls=None,
-            timeout_s=300,
+            timeout_s=timeout_s,
+            trace_messages=trace_messages,
         ),
     )
     supplier.wait_until_listening()

@@ -21,10 +21,11 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ CLUSTER_SECRET = "lab-cluster-secret-0123456789abcdef0123456789"
 DIALLED = "15551234567"
 DUMPCAP = shutil.which("dumpcap")
 TSHARK = shutil.which("tshark")
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """``python -m module args`` with the tests' import path, for :meth:`NetLab.run` (which
+    passes the test's own environment on)."""
+    return ["env", f"PYTHONPATH={child_env()['PYTHONPATH']}", sys.executable, "-m", module, *args]
 
 
 def provisioning(lab: NetLab) -> str:
@@ -94,6 +101,8 @@ class SwitchNode:
     peers: tuple[str, ...]
     proc: subprocess.Popen[str] | None = None
     started_at: float = 0.0
+    #: More node settings, over :meth:`config`'s (the dispatcher's, for load balancing).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -131,7 +140,7 @@ class SwitchNode:
             "vip_priority": PRIORITIES[self.name],
             "vip_advert_interval": 0.1,
             "vip_peers": list(self.peers),
-        }
+        } | self.settings
 
     def provision(self, document: str, bind_address: str = SHARED_IP) -> None:
         """The same document on every node, and the global "bind address" setting (the
@@ -151,6 +160,42 @@ class SwitchNode:
                 db.execute("UPDATE config_version SET version = version + 1")
         finally:
             db.close()
+
+    def know_members(self, members: list[SwitchNode]) -> None:
+        """The ``nodes`` table as replication would carry it to every node (each node here
+        has its own SQLite database, where no node registers): the members' addresses, from
+        which the bus sends heartbeats and the dispatcher learns whom to choose."""
+        db = sqlite3.connect(self.data_dir / "smartswitch.db")
+        registered = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        try:
+            with db:
+                for node in members:
+                    db.execute(
+                        "INSERT INTO nodes (name, dedicated_ip, sip_address, http_address,"
+                        " shared_ip, db_scheme, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            node.name,
+                            node.address,
+                            f"{node.address}:{SIP_PORT}",
+                            f"{node.address}:{HTTP_PORT}",
+                            SHARED_IP,
+                            "single",
+                            registered,
+                        ),
+                    )
+        finally:
+            db.close()
+
+    def metrics(self) -> dict[str, float]:
+        """The node's ``/metrics`` (read inside its host), keyed ``name{labels}``."""
+        done = self.lab.run(
+            self.name, python_module("ha.metricspoll", self.metrics_url, "0", "0"), timeout=20.0
+        )
+        return dict(json.loads(done.stdout.splitlines()[-1])["m"])
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{HTTP_PORT}/metrics"
 
     def start(self) -> None:
         self.config_path.write_text(dump_toml(self.config()))
@@ -177,7 +222,8 @@ class SwitchNode:
         return pid if pid_alive(pid) else None
 
     def status(self) -> dict[str, Any]:
-        """``smartswitch cluster status --format json`` in the node's host: its own row."""
+        """``smartswitch cluster status --format json`` in the node's host: its own row (its
+        own account: its keepalived's state and since when)."""
         done = self.lab.run(
             self.name,
             [
@@ -192,9 +238,10 @@ class SwitchNode:
             check=False,
             timeout=20.0,
         )
-        rows = json.loads(done.stdout or "[]")
-        row: dict[str, Any] = rows[0] if rows else {"reachable": False}
-        return row
+        rows: list[dict[str, Any]] = json.loads(done.stdout or "[]")
+        # Every node's row when the nodes know each other (sorted by name): its own.
+        own = [r for r in rows if r.get("node") == self.name]
+        return own[0] if own else {"reachable": False}
 
     def status_table(self) -> str:
         done = self.lab.run(
@@ -335,14 +382,22 @@ def supplier_side(sipps: SippSet, lab: NetLab) -> tuple[LabSipp, LabSipp]:
 
 
 def customer_load(
-    sipps: SippSet, lab: NetLab, name: str, *, rate: float, calls: int, hold_ms: int
+    sipps: SippSet,
+    lab: NetLab,
+    name: str,
+    *,
+    rate: float,
+    calls: int,
+    hold_ms: int,
+    scenario: str = "uac",
 ) -> LabSipp:
-    """The customer's steady load on the shared IP."""
+    """The customer's steady load on the shared IP (``scenario``: ``uac_redirect`` follows
+    the dispatcher's 302)."""
     return sipps.start(
         "customer",
         name,
         SippOptions(
-            scenario="uac",
+            scenario=scenario,
             local_ip=lab.host("customer").address,
             local_port=5061,
             remote=f"{SHARED_IP}:{SIP_PORT}",
@@ -445,17 +500,33 @@ class NodeCluster:
         self.sipps.stop_all()
 
 
-def start_cluster(lab: NetLab, workdir: Path, names: list[str]) -> NodeCluster:
-    """Provision and start the nodes, the supplier's sipps; wait for one holder."""
+def start_cluster(
+    lab: NetLab,
+    workdir: Path,
+    names: list[str],
+    *,
+    bind_address: str = SHARED_IP,
+    settings: Mapping[str, Any] | None = None,
+    members: bool = False,
+) -> NodeCluster:
+    """Provision and start the nodes, the supplier's sipps; wait for one holder.
+
+    ``bind_address``: the global setting (the shared IP: only the holder originates; empty:
+    each node from its own address). ``settings``: more node settings for every node.
+    ``members``: every node knows the others (:meth:`SwitchNode.know_members`), so their
+    heartbeats flow on the bus (what the dispatcher chooses from)."""
     sipps = SippSet(lab, workdir / "sipp")
     supplier, registrar = supplier_side(sipps, lab)
     document = provisioning(lab)
     nodes: dict[str, SwitchNode] = {}
     for name in names:
         peers = tuple(lab.host(n).address for n in names if n != name)
-        node = SwitchNode(lab, name, workdir / name, peers)
-        node.provision(document)
+        node = SwitchNode(lab, name, workdir / name, peers, settings=dict(settings or {}))
+        node.provision(document, bind_address)
         nodes[name] = node
+    if members:
+        for node in nodes.values():
+            node.know_members(list(nodes.values()))
     cluster = NodeCluster(lab, nodes, sipps, supplier, registrar, workdir)
     try:
         for node in nodes.values():

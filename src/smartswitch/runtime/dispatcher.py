@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
@@ -51,6 +52,7 @@ from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request, Response, make_response, parse_message
 from smartswitch.sip.transaction import Address
 from smartswitch.sip.uri import Via
+from smartswitch.transport.endpoint import bound_socket
 
 __all__ = ["Dispatcher", "NodeGate"]
 
@@ -150,11 +152,15 @@ class Dispatcher:
         *,
         chooser: Chooser | None = None,
         wall: Callable[[], float] = time.time,
+        freebind: bool = False,
     ) -> None:
         """``up``: the heartbeats of the nodes up now (the membership); ``attached``: the
-        nodes a caller at this address is attached to (None: any)."""
+        nodes a caller at this address is attached to (None: any). ``freebind``: the
+        dispatch address is the shared IP, bound before keepalived brings it (every node
+        runs a dispatcher; only the holder receives)."""
         self.mode = mode
         self.listen = listen
+        self.freebind = freebind
         self.forward_host = forward_host
         self.up = up
         self.tokens = tokens
@@ -192,7 +198,12 @@ class Dispatcher:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self._front, local_addr=self.listen)
+        front = bound_socket(socket.SOCK_DGRAM, *self.listen, freebind=self.freebind)
+        try:
+            await loop.create_datagram_endpoint(lambda: self._front, sock=front)
+        except BaseException:
+            front.close()
+            raise
         await loop.create_datagram_endpoint(lambda: self._back, local_addr=(self.forward_host, 0))
         assert self._back.transport is not None
         sockname = self._back.transport.get_extra_info("sockname")

@@ -224,6 +224,16 @@ class Node:
             self.db_role = role
             await asyncio.sleep(1.0)
 
+    def _dispatcher_takes(self, address: tuple[str, int]) -> bool:
+        """Whether this node's dispatcher listens on ``address``: customers' new calls to
+        the shared IP's SIP port go to the dispatcher there, so the node's own SIP does not
+        listen on it too (load balancing and origination from the shared IP exclude each
+        other: the issue's "in this mode load balancing is off")."""
+        config = self.config
+        if self.bus is None or config.dispatch_mode == DispatchMode.OFF.value:
+            return False
+        return parse_hostport(config.dispatch_listen) == address
+
     def _start_dispatch(self, bus: NodeBus | None) -> None:
         """The gate of a cluster node (the source header believed from members only, the
         tokens checked when required), and the dispatcher where ``dispatch_mode`` says."""
@@ -235,7 +245,9 @@ class Node:
         self.gate = NodeGate(config.name, trust, tokens, config.dispatch_require_token)
         self.sip.gate = self.gate
         bus.metric_sources.append(self.gate.metrics)
-        self._background.append(asyncio.create_task(self._watch_members(bus, trust)))
+        self._background.append(
+            asyncio.create_task(self._watch_members(bus, trust), name="dispatch-trust")
+        )
         mode = DispatchMode(config.dispatch_mode)
         if mode is DispatchMode.OFF:
             return
@@ -247,24 +259,44 @@ class Node:
             return peer.nodes if peer is not None and peer.nodes else None
 
         sip_host, _ = parse_hostport(config.sip_listen)
+        listen = parse_hostport(config.dispatch_listen)
         self.dispatcher = Dispatcher(
             mode,
-            parse_hostport(config.dispatch_listen),
+            listen,
             config.dedicated_ip or advertised_host(sip_host),
             lambda: bus.membership.up(time.monotonic()),
             tokens,
             attached,
+            freebind=bool(config.shared_ip) and listen[0] == config.shared_ip,
         )
         bus.metric_sources.append(self.dispatcher.metrics)
 
+    async def _trusted_members(self, bus: NodeBus) -> dict[str, str]:
+        """The members' dedicated IPs, whose source header this node believes: the ``nodes``
+        table (the cluster's configuration, replicated) and the nodes heard on the bus.
+
+        The table matters at start: a dispatcher hears a node that has just started (its
+        heartbeats go out at once) up to the dispatcher's next peer refresh (5 s) before
+        that node hears the dispatcher, and forwards it calls meanwhile; trusting only the
+        nodes heard would refuse those calls (the caller taken for the dispatcher's own
+        address: no customer there). bench/dispatch.py lost 43 calls of 500 that way."""
+        members = {self.config.name: self.config.dedicated_ip}
+        if self.services is not None:
+            try:
+                async with self.services.sessions() as session:
+                    for row in await list_nodes(session):
+                        if row.dedicated_ip:
+                            members[row.name] = row.dedicated_ip
+            except Exception as exc:
+                log.info("cluster nodes not read for the dispatch gate: %s", exc)
+        for state in bus.members():
+            if state.heartbeat is not None:
+                members[state.node] = state.heartbeat.dedicated_ip
+        return members
+
     async def _watch_members(self, bus: NodeBus, trust: SourceTrust) -> None:
-        """The members' dedicated IPs, whose source header this node believes."""
         while True:
-            members = {self.config.name: self.config.dedicated_ip}
-            for state in bus.members():
-                if state.heartbeat is not None:
-                    members[state.node] = state.heartbeat.dedicated_ip
-            trust.set_members(members)
+            trust.set_members(await self._trusted_members(bus))
             await asyncio.sleep(1.0)
 
     async def _start_bus(self, server: uvicorn.Server, bus: NodeBus) -> None:
@@ -314,15 +346,22 @@ class Node:
     def _identified(
         self, known: Callable[[str, str, int], bool]
     ) -> Callable[[str, str, int], bool]:
-        """Known sources for the flood gate: the policy's peers, and this node's own addresses
+        """Known sources for the flood gate: the policy's peers, this node's own addresses
         (its liveness probe and keepalived's health check send it OPTIONS from them; held to
-        the byte rule, their single probe would get no answer)."""
+        the byte rule, their single probe would get no answer), and the cluster members'
+        dedicated IPs (a dispatcher in proxy mode forwards every customer's calls from its
+        own: held to one source's rate, the calls past it were dropped unanswered)."""
         config = self.config
         own = {"127.0.0.1", "::1", parse_hostport(config.sip_listen)[0]}
         own |= {a for a in (config.dedicated_ip, config.shared_ip) if a}
 
         def identified(transport: str, host: str, port: int) -> bool:
-            return host in own or known(transport, host, port)
+            gate = self.gate
+            return (
+                host in own
+                or known(transport, host, port)
+                or (gate is not None and gate.trust.is_member(host))
+            )
 
         return identified
 
@@ -477,9 +516,10 @@ class Node:
             await self._listen_tls(loop)
         vip_settings = config.vip_settings()
         if vip_settings is not None:
-            # Listening on the shared IP before keepalived may put it here (IP_FREEBIND): the
-            # first datagram after a take-over finds the socket.
-            await self.endpoint.listen_shared(vip_settings.shared_ip)
+            if not self._dispatcher_takes((vip_settings.shared_ip, port)):
+                # Listening on the shared IP before keepalived may put it here (IP_FREEBIND):
+                # the first datagram after a take-over finds the socket.
+                await self.endpoint.listen_shared(vip_settings.shared_ip)
             self.vip = KeepalivedSupervisor(vip_settings, data_dir=config.data_dir)
         # Where B legs and outbound registrations leave from (the "bind address" setting):
         # applied before the registrations start, and again when the setting changes.
@@ -507,6 +547,10 @@ class Node:
         if self.media is not None and self.filesync is not None:
             self.media.sync_files(self.filesync.add, self.filesync.forget)
         self._start_dispatch(self.bus)
+        if self.gate is not None and self.bus is not None:
+            # Before this node's heartbeats go out (the bus starts with HTTP, below): a
+            # dispatcher that hears them may forward calls at once.
+            self.gate.trust.set_members(await self._trusted_members(self.bus))
         if self.dispatcher is not None:
             await self.dispatcher.start()
         if self.services is not None and self.services.registrar is not None:

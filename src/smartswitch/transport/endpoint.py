@@ -63,7 +63,9 @@ MAX_HEARD = 65_536
 TLS_HANDSHAKE_TIMEOUT = 5.0
 
 
-def _bound_socket(kind: int, host: str, port: int, *, freebind: bool) -> socket.socket:
+def bound_socket(kind: int, host: str, port: int, *, freebind: bool) -> socket.socket:
+    """A socket bound to ``host:port`` (large UDP buffers; ``freebind``: with
+    ``IP_FREEBIND``, for an address this host may not carry yet, the shared IP)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
@@ -188,7 +190,7 @@ class SipEndpoint:
         if self.wildcard:
             self.layer.local_for = self.local_for
         # Large buffers ride out bursts while the loop is busy with other work.
-        sock = _bound_socket(socket.SOCK_DGRAM, host, port, freebind=False)
+        sock = bound_socket(socket.SOCK_DGRAM, host, port, freebind=False)
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: UdpProtocol(self), sock=sock)
         self.tcp_server = await self.loop.create_server(
             lambda: TcpConnection(self, None), host, port, reuse_address=True
@@ -233,14 +235,14 @@ class SipEndpoint:
             self.layer.local_for = self.local_for
             log.info("originating from the shared IP %s", host)
             return
-        udp_sock = _bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=freebind)
+        udp_sock = bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=freebind)
         tcp_server: asyncio.Server | None = None
         try:
             udp, _ = await self.loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self, origin=True), sock=udp_sock
             )
             if not self.wildcard:
-                tcp_sock = _bound_socket(socket.SOCK_STREAM, host, self.port, freebind=freebind)
+                tcp_sock = bound_socket(socket.SOCK_STREAM, host, self.port, freebind=freebind)
                 tcp_server = await self.loop.create_server(
                     lambda: TcpConnection(self, None), sock=tcp_sock
                 )
@@ -273,14 +275,14 @@ class SipEndpoint:
             raise RuntimeError("already listening on the shared IP")
         if self.origin is not None:
             raise RuntimeError("listen on the shared IP before choosing the originating address")
-        udp_sock = _bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=True)
+        udp_sock = bound_socket(socket.SOCK_DGRAM, host, self.port, freebind=True)
         tcp_server: asyncio.Server | None = None
         try:
             udp, _ = await self.loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self, shared=True), sock=udp_sock
             )
             if not self.wildcard:
-                tcp_sock = _bound_socket(socket.SOCK_STREAM, host, self.port, freebind=True)
+                tcp_sock = bound_socket(socket.SOCK_STREAM, host, self.port, freebind=True)
                 tcp_server = await self.loop.create_server(
                     lambda: TcpConnection(self, None), sock=tcp_sock
                 )
