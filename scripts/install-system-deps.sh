@@ -17,6 +17,7 @@ set -euo pipefail
 # a command, e.g. a library). Several probes may name the same package.
 DEPS=(
     "sipp                      sip-tester"
+    "stunnel4                  stunnel4"
     "mariadbd                  mariadb-server"
     "/usr/lib/galera/libgalera_smm.so galera-4"
     "rsync                     rsync"

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -290,10 +290,14 @@ class ReplicatedCluster:
 
 @contextlib.contextmanager
 def replicated_cluster(
-    workdir: Path, db_hosts: Sequence[str], **config: Any
+    workdir: Path,
+    db_hosts: Sequence[str],
+    document: Callable[[int], str] = provisioning,
+    **config: Any,
 ) -> Iterator[ReplicatedCluster]:
-    """Start the cluster (nodes on NODE_IPS, databases on ``db_hosts``, ``config`` added to
-    every node's); stop everything by PID at the end, also on failure. A node's etcd member
+    """Start the cluster (a node per database, on NODE_IPS in order; databases on
+    ``db_hosts``; ``config`` added to every node's; ``document(supplier_port)`` provisioned on
+    the primary); stop everything by PID at the end, also on failure. A node's etcd member
     left running (its node killed) is killed by the PID the node wrote."""
     sipps = Sipps(workdir)
     dbs = [
@@ -316,13 +320,13 @@ def replicated_cluster(
                 primary_database_url=dbs[0].url,
                 **config,
             )
-            for i, (ip, db) in enumerate(zip(NODE_IPS, dbs, strict=True))
+            for i, (ip, db) in enumerate(zip(NODE_IPS[: len(dbs)], dbs, strict=True))
         ]
         dbs[0].create_database()
         members[0].cli("cluster", "init-primary")
-        document = workdir / "provision.yaml"
-        document.write_text(provisioning(supplier.options.local_port))
-        members[0].cli("provision", str(document))
+        written = workdir / "provision.yaml"
+        written.write_text(document(supplier.options.local_port))
+        members[0].cli("provision", str(written))
         for member in members[1:]:
             member.cli("cluster", "add-replica")
         for member in members:

@@ -117,6 +117,23 @@ def test_config_change_on_primary_reaches_replicas_and_their_routing(
     ok = caller(sipps, "uk-after", replica3.node, 2, 2, service="441234567").wait()
     assert ok.successful == 2, ok.describe()
 
+    # The audit log replicates like configuration (issue 14, item 5): every replica shows the
+    # change made on the primary, who made it and how, entry for entry as the primary does.
+    def audit(member: ClusterNode) -> list[dict[str, object]]:
+        out = member.cli("audit-log", "export", "--format", "json", "--entity", "tariff").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    expected = audit(primary)
+    last = expected[-1]
+    assert (last["action"], last["entity"], last["name"], last["actor"]) == (
+        "update",
+        "tariff",
+        "retail",
+        "provision",
+    ), last
+    for replica in (replica2, replica3):
+        assert audit(replica) == expected
+
 
 def test_primary_down_calls_keep_flowing_and_money_arrives_once(
     cluster: tuple[list[ClusterNode], Sipp], sipps: Sipps

@@ -22,6 +22,9 @@ machine too). Fixtures:
   it listens), ``sipp.uac(...)`` runs a caller to completion
   (``sipp.uac_background(...)`` returns at once); anything still running at
   teardown is stopped by PID.
+- ``stunnels``: ``stunnels.before_uac(...)`` / ``stunnels.before_uas(...)`` start a stunnel
+  (tests/e2e/stunnel.py) that puts TLS in front of a sipp in TCP mode; stopped by PID at
+  teardown.
 
 When a test fails, its report gets a section per node (log tail) and per sipp
 (outcome, message flow, errors.log); every file stays in the test's tmp_path.
@@ -38,6 +41,7 @@ import pytest
 
 from .node import Node, NodeError, NodeSpec, sip_uri
 from .sipp import Sipp, SippOptions, SippResult, Transport, free_port, sipp_binary
+from .stunnel import Stunnel
 
 NODE_IP = "127.0.0.1"
 CALLER_IP = "127.0.0.2"
@@ -190,7 +194,7 @@ class SippFactory:
 
     def uas(
         self,
-        scenario: str = "uas_answer",
+        scenario: str | Path = "uas_answer",
         *,
         ip: str = CALLEE_IP,
         transport: Transport = "udp",
@@ -302,5 +306,45 @@ class SippFactory:
 @pytest.fixture
 def sipp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SippFactory]:
     factory = SippFactory(request, tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+class StunnelFactory:
+    """Starts the stunnels of one test (tests/e2e/stunnel.py), each in its own directory, and
+    stops them by PID at teardown."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        self._request = request
+        self._tmp_path = tmp_path
+        self._started: list[Stunnel] = []
+
+    def _start(self, tunnel: Stunnel) -> Stunnel:
+        self._started.append(tunnel)
+        _artifacts(self._request).items.append((f"stunnel {tunnel.name}", tunnel))
+        return tunnel.start()
+
+    def before_uac(self, name: str, *, local: str, node: tuple[str, int], cert: Path,
+                   key: Path, ca: Path) -> Stunnel:  # fmt: skip
+        """TLS from ``local`` to ``node`` for a sipp UAC (give it ``-rsa tunnel.address``)."""
+        workdir = self._tmp_path / f"stunnel-{name}"
+        return self._start(
+            Stunnel.before_uac(name, workdir, local=local, node=node, cert=cert, key=key, ca=ca)
+        )
+
+    def before_uas(self, name: str, *, uas: tuple[str, int], cert: Path, key: Path,
+                   ca: Path) -> Stunnel:  # fmt: skip
+        """TLS in front of the sipp UAS at ``uas``: the peer's address is ``tunnel.address``."""
+        workdir = self._tmp_path / f"stunnel-{name}"
+        return self._start(Stunnel.before_uas(name, workdir, uas=uas, cert=cert, key=key, ca=ca))
+
+    def stop_all(self) -> None:
+        for tunnel in reversed(self._started):
+            tunnel.stop()
+
+
+@pytest.fixture
+def stunnels(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StunnelFactory]:
+    factory = StunnelFactory(request, tmp_path)
     yield factory
     factory.stop_all()

@@ -40,11 +40,12 @@ BUILTIN_SCENARIOS = frozenset(
     {"uac", "uas", "regexp", "branchc", "branchs", "uac_pcap", "3pcc-C-A", "3pcc-C-B"}
 )
 
-Transport = Literal["udp", "tcp", "tls"]
+#: Debian's sipp has no TLS (``-t l1``): tests/e2e/stunnel.py puts TLS in front of ``tcp``.
+Transport = Literal["udp", "tcp"]
 
 # -t u1: one UDP socket for all calls; t1: one TCP connection for all calls
-# (a UAS in t1 mode still accepts every connection made to it); l1: the same over TLS.
-_TRANSPORT_FLAG: dict[str, str] = {"udp": "u1", "tcp": "t1", "tls": "l1"}
+# (a UAS in t1 mode still accepts every connection made to it).
+_TRANSPORT_FLAG: dict[str, str] = {"udp": "u1", "tcp": "t1"}
 
 # RFC 3261 7.3.3 compact header names, so lookups by the long name also find
 # headers a peer sent in compact form.
@@ -79,22 +80,6 @@ def sipp_binary() -> str:
             "sipp is not installed: run scripts/install-system-deps.sh (Debian: sip-tester)"
         )
     return path
-
-
-def sipp_tls_binary() -> str | None:
-    """A sipp built with TLS (``-t l1``), or None: ``$SIPP_TLS``, else ``sipp-tls`` on the
-    PATH (built from sipp's source with OpenSSL), else ``sipp`` itself if it has TLS. Debian's
-    sip-tester 3.6.1 is built without it ("To use a TLS transport you must compile SIPp with
-    OpenSSL")."""
-    for candidate in (os.environ.get("SIPP_TLS"), shutil.which("sipp-tls"), shutil.which("sipp")):
-        if not candidate:
-            continue
-        out = subprocess.run(
-            [candidate, "-v"], capture_output=True, text=True, check=False, timeout=10
-        )
-        if "-TLS" in out.stdout + out.stderr:
-            return candidate
-    return None
 
 
 def sipp_version() -> str:
@@ -399,11 +384,6 @@ class SippOptions:
     keys: Mapping[str, str] = field(default_factory=dict)
     """``-key name value``: ``[name]`` in the scenario."""
     extra: Sequence[str] = ()
-    tls_cert: Path | None = None
-    """``-tls_cert``/``-tls_key``/``-tls_ca`` for ``transport="tls"``: the certificate sipp
-    presents (a UAS always does; a UAC does when it is given), the CA it verifies with."""
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
 
 
 def scenario_args(scenario: str | Path) -> list[str]:
@@ -419,13 +399,7 @@ def scenario_args(scenario: str | Path) -> list[str]:
 
 def build_command(options: SippOptions, workdir: Path) -> list[str]:
     """The sipp command line for ``options``, writing its files into ``workdir``."""
-    if options.transport == "tls":
-        binary = sipp_tls_binary()
-        if binary is None:
-            raise FileNotFoundError("no sipp with TLS (sipp-tls or $SIPP_TLS)")
-        cmd = [binary]
-    else:
-        cmd = [sipp_binary()]
+    cmd = [sipp_binary()]
     if options.remote is not None:
         cmd.append(options.remote)
     cmd += scenario_args(options.scenario)
@@ -457,12 +431,6 @@ def build_command(options: SippOptions, workdir: Path) -> list[str]:
     cmd += ["-default_behaviors", "all,-abortunexp"]
     for key, value in options.keys.items():
         cmd += ["-key", key, value]
-    if options.tls_cert is not None:
-        cmd += ["-tls_cert", str(options.tls_cert)]
-    if options.tls_key is not None:
-        cmd += ["-tls_key", str(options.tls_key)]
-    if options.tls_ca is not None:
-        cmd += ["-tls_ca", str(options.tls_ca)]
     cmd += list(options.extra)
     return cmd
 
@@ -519,7 +487,7 @@ class Sipp:
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"sipp {self.name} exited at start:\n{self.output_tail()}")
-            if _port_in_use(ip, port, self.options.transport):
+            if port_listening(ip, port, self.options.transport):
                 return
             time.sleep(0.02)
         raise TimeoutError(f"sipp {self.name} did not bind {ip}:{port}:\n{self.output_tail()}")
@@ -541,16 +509,8 @@ class Sipp:
     def stop(self, grace: float = 5.0) -> SippResult:
         """End sipp by its PID: SIGTERM (it dumps its statistics and exits at
         once), SIGKILL if it has not exited within ``grace`` seconds."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=grace)
+        if self._proc is not None:
+            stop_process(self._proc, grace)
         return self.result()
 
     def result(self) -> SippResult:
@@ -595,7 +555,22 @@ class Sipp:
         return f"{self.result().describe()}\n{self.output_tail()}"
 
 
-def _port_in_use(ip: str, port: int, transport: Transport) -> bool:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End a process we started, by its PID: SIGTERM, then SIGKILL if it has not exited within
+    ``grace`` seconds. Nothing if it has exited already."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+def port_listening(ip: str, port: int, transport: Transport) -> bool:
     """Whether a socket is bound (UDP) or listening (TCP) at ip:port.
 
     Read from /proc/net rather than by trying to bind the port: a probe that

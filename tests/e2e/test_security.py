@@ -13,22 +13,14 @@ node 127.0.0.1, the phone 127.0.0.2, the supplier 127.0.0.3, the attackers 127.0
 
 from __future__ import annotations
 
-import itertools
 import re
-import socket
 import threading
-import time
-import urllib.request
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from smartswitch.sip.digest import build_authorization
-
+from .attacker import Tally, attack, dictionary, metrics
 from .conftest import CALLEE_IP, DIALLED, SippFactory, StartBillingNode
 from .node import Node, wait_for
 from .sipp import SippResult
@@ -63,140 +55,6 @@ def document(supplier: str) -> dict[str, Any]:
             {"username": "alice", "password": PASSWORD, "account": "alice-acct", "tariff": "retail"}
         ],
     }
-
-
-def dictionary(size: int, right_at: int) -> list[str]:
-    """``size`` guesses, the right password at index ``right_at``."""
-    words = ["letmein", "password", "qwerty", "dragon", "monkey", "sunshine"]
-    guesses = [f"{w}{n}{w}" for n, w in zip(range(size), itertools.cycle(words), strict=False)]
-    guesses[right_at] = PASSWORD
-    return guesses
-
-
-# --------------------------------------------------------------------------- the attacker
-
-
-@dataclass
-class Tally:
-    """What the attack got: each guess's final answer, counted."""
-
-    answers: Counter[str] = field(default_factory=Counter)
-    attempts: int = 0
-    right_guess_answer: str = ""
-    seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, answer: str, right: bool) -> None:
-        with self.lock:
-            self.attempts += 1
-            self.answers[answer] += 1
-            if right:
-                self.right_guess_answer = answer
-
-
-_SEQ = itertools.count(1)
-
-
-def _register(node: Node, local: tuple[str, int], cseq: int, call_id: str, auth: str) -> bytes:
-    host, port = local
-    lines = [
-        f"REGISTER sip:{node.sip_address} SIP/2.0",
-        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-atk{next(_SEQ)};rport",
-        f"From: <sip:alice@{node.sip_address}>;tag=atk{cseq}",
-        f"To: <sip:alice@{node.sip_address}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:alice@{host}:{port}>",
-        "Expires: 600",
-        "Max-Forwards: 70",
-    ]
-    if auth:
-        lines.append(f"Authorization: {auth}")
-    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
-
-
-def _answer(sock: socket.socket, request: bytes) -> tuple[int, str]:
-    """Send ``request`` and return its final answer (status, WWW-Authenticate of a 401),
-    sending it again every T1, doubling, as any UDP client does (RFC 3261 17.1.2.2): the
-    node answers an unknown source with no more bytes than it has sent (docs/security.md),
-    so a challenge bigger than the first copy comes with the second."""
-    interval = 0.5
-    sock.send(request)
-    while True:
-        sock.settimeout(interval)
-        try:
-            raw = sock.recv(65535)
-        except TimeoutError:
-            if interval >= 4.0:
-                raise
-            interval *= 2
-            sock.send(request)
-            continue
-        data = raw.decode("utf-8", "replace")
-        status = int(data.split(" ", 2)[1])
-        if status < 200:
-            continue
-        challenge = re.search(r"^WWW-Authenticate: (.*)$", data, re.MULTILINE | re.IGNORECASE)
-        return status, challenge.group(1).strip() if challenge else ""
-
-
-def guess(node: Node, source: str, password: str) -> str:
-    """One attempt from ``source``: a REGISTER, its challenge answered with ``password``. The
-    outcome: "200" (cracked), "403", "503", or "403 at once" (no challenge: a banned source)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((source, 0))
-        sock.settimeout(5.0)
-        sock.connect((node.sip_host, node.sip_port))
-        local = sock.getsockname()
-        call_id = f"atk-{next(_SEQ)}@{source}"
-        status, challenge = _answer(sock, _register(node, local, 1, call_id, ""))
-        if status != 401:
-            return f"{status} at once"
-        uri = f"sip:{node.sip_address}"
-        auth = build_authorization(challenge, "REGISTER", uri, "alice", password, 1)
-        return str(_answer(sock, _register(node, local, 2, call_id, auth))[0])
-
-
-def attack(
-    node: Node,
-    sources: Sequence[str],
-    guesses: Sequence[str],
-    right: str,
-    workers: int = 8,
-    rate: float = 0.0,
-) -> Tally:
-    """Every guess, from the sources in turn (guess ``n`` from ``sources[n % len]``), at
-    ``rate`` guesses a second (0: as fast as the node answers)."""
-    tally = Tally()
-    started = time.monotonic()
-
-    def one(n: int) -> None:
-        if rate:
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        answer = guess(node, sources[n % len(sources)], guesses[n])
-        tally.add(answer, guesses[n] == right)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, range(len(guesses))))
-    tally.seconds = time.monotonic() - started
-    return tally
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def metrics(node: Node) -> dict[str, float]:
-    url = f"http://{node.http_host}:{node.http_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def _ok(result: SippResult) -> None:
@@ -254,7 +112,7 @@ def test_one_source_is_banned_and_the_right_guess_never_checked(
     world: tuple[Node, SippFactory],
 ) -> None:
     node, sipp = world
-    guesses = dictionary(60, right_at=30)
+    guesses = dictionary(60, right_at=30, right=PASSWORD)
     tally = attack(node, ["127.0.10.1"], guesses, PASSWORD, workers=1)
     _report("one source", tally)
     assert tally.answers["200"] == 0 and tally.right_guess_answer == "403 at once"
@@ -283,7 +141,7 @@ def test_hundreds_of_sources_back_the_account_off_and_the_phone_keeps_working(
     addresses are refused unchecked. Meanwhile the phone re-registers and places a call."""
     node, sipp = world
     sources = [f"127.0.{20 + n // 200}.{n % 200 + 1}" for n in range(300)]
-    guesses = dictionary(600, right_at=450)
+    guesses = dictionary(600, right_at=450, right=PASSWORD)
     results: dict[str, Tally] = {}
     attacker = threading.Thread(
         target=lambda: results.setdefault(

@@ -1,16 +1,24 @@
-"""SIP over TLS end to end (issue 14, item 3): a sipp built with TLS (``-t l1``; Debian's has
-none, so those tests run only where ``sipp-tls`` or ``$SIPP_TLS`` is installed) and Python's
-``ssl`` client (always) against a billing node listening on
-``tls_listen``; certificates made at test time by ``openssl`` (tests/tlscerts.py).
+"""SIP over TLS end to end (issue 14, item 3): sipp and Python's ``ssl`` client against a
+billing node listening on ``tls_listen``; certificates made at test time by ``openssl``
+(tests/tlscerts.py).
+
+sipp's TLS is stunnel's (tests/e2e/stunnel.py): Debian's sipp has no ``-t l1``, so each sipp
+talks TCP (``-t t1``) to a stunnel of its own that holds the party's certificate and the one
+TLS connection to (or from) the node. The scenarios are rewritten to say TLS in their Via and
+Contact, as a TLS user agent's would; what the node did is read on its side (the transport in
+the Contact it writes, a binding's ``tls:`` source, its log) and in stunnel's log (which
+certificate each side accepted, how many connections were made).
 
 Addresses as in the other end-to-end tests: the node 127.0.0.1, the customer 127.0.0.2
-(known by its ACL), the supplier 127.0.0.3, the DID provider 127.0.0.7, the phone 127.0.0.2.
+(known by its ACL), the supplier 127.0.0.3, the DID provider 127.0.0.7, the phone 127.0.0.2;
+127.0.0.9 is in no ACL (a customer known by its certificate alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -27,20 +35,24 @@ from smartswitch.sip.message import Response, parse_message
 from smartswitch.transport.tls import fingerprint
 from tlscerts import Ca, Issued, fingerprint_of, make_ca
 
-from .conftest import CALLEE_IP, CALLER_IP, NODE_IP, SippFactory, StartBillingNode
+from .conftest import (
+    CALLEE_IP,
+    CALLER_IP,
+    NODE_IP,
+    SippFactory,
+    StartBillingNode,
+    StunnelFactory,
+)
 from .node import Node, wait_for
-from .sipp import SCENARIOS, SippResult, expect_final_scenario, free_port, sipp_tls_binary
+from .sipp import Sipp, SippResult, expect_final_scenario, free_port
+from .stunnel import Stunnel, tls_scenario
 from .test_billing import EXAMPLE, peer
 from .test_registrar import DID, PHONE_IP, PROVIDER_IP, document, wait_binding
 
 pytestmark = pytest.mark.e2e
 
-#: The tests that drive sipp over TLS; the Python ``ssl`` client ones run everywhere.
-needs_sipp_tls = pytest.mark.skipif(
-    sipp_tls_binary() is None, reason="no sipp with TLS (sipp-tls or $SIPP_TLS)"
-)
-
 WAIT = 10.0
+UNLISTED_IP = "127.0.0.9"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +99,6 @@ def tls_address(node: Node) -> str:
 
 def tls_port(node: Node) -> int:
     return int(tls_address(node).rpartition(":")[2])
-
-
-def sipp_tls(pki: Pki, cert: Issued) -> dict[str, Any]:
-    """sipp's TLS options: its certificate, and our CA to verify the node with."""
-    return {"tls_cert": cert.cert, "tls_key": cert.key, "tls_ca": pki.ca.cert}
 
 
 def _ok(result: SippResult, calls: int = 1) -> None:
@@ -173,33 +180,92 @@ def _example(callee_address: str, transport: str) -> dict[str, Any]:
     return doc
 
 
+def _via_stunnel(
+    stunnels: StunnelFactory, pki: Pki, node: Node, cert: Issued, ip: str, name: str
+) -> Stunnel:
+    """A client-mode stunnel for a sipp UAC on ``ip``: TLS to the node's TLS port from ``ip``,
+    presenting ``cert``."""
+    return stunnels.before_uac(
+        name,
+        local=ip,
+        node=(NODE_IP, tls_port(node)),
+        cert=cert.cert,
+        key=cert.key,
+        ca=pki.ca.cert,
+    )
+
+
+def _before_supplier(
+    stunnels: StunnelFactory, pki: Pki, uas: Sipp, cert: Issued, name: str
+) -> Stunnel:
+    """A server-mode stunnel for a sipp UAS in TCP mode, presenting ``cert``: the supplier's
+    TLS address."""
+    return stunnels.before_uas(
+        name,
+        uas=(uas.options.local_ip, uas.options.local_port),
+        cert=cert.cert,
+        key=cert.key,
+        ca=pki.ca.cert,
+    )
+
+
+def _only_connection(tunnel: Stunnel) -> str:
+    """``HOST:PORT`` of the one TLS connection a client-mode stunnel opened to the node (the
+    source the node saw), after checking it opened one only and accepted the node's
+    certificate on it."""
+    assert tunnel.accepted_certificates() == ["CN=node"], tunnel.report()
+    [source] = tunnel.connected_from()
+    return source
+
+
 @pytest.mark.parametrize("supplier_transport", ["tls", "udp"])
-@needs_sipp_tls
 def test_a_call_over_tls_from_customer_to_supplier(
-    start_billing_node: StartBillingNode, sipp: SippFactory, pki: Pki, supplier_transport: str
+    start_billing_node: StartBillingNode,
+    sipp: SippFactory,
+    stunnels: StunnelFactory,
+    pki: Pki,
+    tmp_path: Path,
+    supplier_transport: str,
 ) -> None:
-    """sipp -t l1 calls the node's TLS port; the B leg leaves over TLS (verified against
-    tls_ca) or UDP, as the supplier's transport says. The callee hangs up: the node's BYE to
-    the caller goes over the caller's own TLS connection (the node cannot open one to it)."""
+    """The caller calls the node's TLS port; the B leg leaves over TLS (verified against
+    tls_ca, to a supplier that verifies the node's certificate in turn) or UDP, as the
+    supplier's transport says. The callee hangs up: the node's BYE to the caller goes over the
+    caller's own TLS connection (the node cannot open one to it)."""
+    scenarios = tmp_path / "scenarios"
     if supplier_transport == "tls":
-        uas = sipp.uas("uas_answer_bye", transport="tls", **sipp_tls(pki, pki.callee))
+        uas = sipp.uas(tls_scenario("uas_answer_bye", scenarios), transport="tcp")
+        supplier = _before_supplier(stunnels, pki, uas, pki.callee, "supplier")
+        supplier_address = supplier.address
     else:
         uas = sipp.uas("uas_answer_bye")
-    node = start_billing_node(
-        _example(SippFactory.address(uas), supplier_transport), **tls_config(pki)
+        supplier_address = SippFactory.address(uas)
+    node = start_billing_node(_example(supplier_address, supplier_transport), **tls_config(pki))
+    caller = _via_stunnel(stunnels, pki, node, pki.caller, CALLER_IP, "caller")
+    uac = sipp.uac(
+        tls_address(node),
+        tls_scenario("uac_wait_bye", scenarios),
+        transport="tcp",
+        extra=("-rsa", caller.address),
     )
-    uac = sipp.uac(tls_address(node), "uac_wait_bye", transport="tls", **sipp_tls(pki, pki.caller))
     _ok(uac)
     callee = uas.wait(15)
     _ok(callee)
     assert uac.received_requests("BYE"), uac.describe()
+    # The node's Contact names its TLS port and transport only for a request that came on a
+    # TLS connection: the SIP layer, not just stunnel, saw TLS.
     ok = next(m for m in uac.received if m.status == 200 and m.header("contact"))
     assert f"{NODE_IP}:{tls_port(node)};transport=tls" in (ok.header("contact") or "")
+    # INVITE, ACK, BYE and their answers: one TLS connection from the caller's address.
+    assert _only_connection(caller).startswith(f"{CALLER_IP}:")
     invite = callee.received_requests("INVITE")[0]
     via = invite.header("via") or ""
     if supplier_transport == "tls":
         assert via.startswith("SIP/2.0/TLS "), via
         assert "transport=tls" in (invite.header("contact") or "")
+        # The node presented its own certificate to the supplier, once: ACK and BYE followed
+        # the INVITE's connection.
+        assert supplier.accepted_certificates() == ["CN=node"], supplier.report()
+        assert len(supplier.connected_from()) == 1, supplier.report()
     else:
         assert via.startswith("SIP/2.0/UDP "), via
     [cdr] = node.wait_cdrs(1)
@@ -210,42 +276,77 @@ def test_a_call_over_tls_from_customer_to_supplier(
     )
 
 
-@needs_sipp_tls
-def test_a_phone_registered_over_tls_receives_its_did_call_on_its_connection(
-    start_billing_node: StartBillingNode, sipp: SippFactory, pki: Pki
+def test_a_tls_supplier_whose_certificate_does_not_verify_is_not_called(
+    start_billing_node: StartBillingNode,
+    sipp: SippFactory,
+    stunnels: StunnelFactory,
+    pki: Pki,
+    tmp_path: Path,
 ) -> None:
-    """The phone registers over TLS from an ephemeral port nobody listens on: the DID call
-    can only reach it on the connection its REGISTER came on (its flow)."""
+    """The node verifies the certificates of the peers it connects to: a supplier presenting
+    one of a CA the node does not trust gets no SIP at all, and the caller is refused."""
+    uas = sipp.uas("uas_answer", transport="tcp", calls=None)
+    supplier = _before_supplier(stunnels, pki, uas, pki.impostor, "impostor")
+    node = start_billing_node(_example(supplier.address, "tls"), **tls_config(pki))
+    refused = sipp.uac(node.sip_address, expect_final_scenario(503, tmp_path / "scenarios"))
+    _ok(refused)
+    assert not uas.stop().messages  # nothing reached the supplier's SIP
+    assert f"cannot connect to {supplier.address} over TLS" in node.log_text()
+    assert "certificate verify failed" in node.log_text()
+    [cdr] = node.wait_cdrs(1)
+    assert (cdr["customer_peer"], cdr["supplier_peer"], cdr["sip_code"]) == (
+        "acme-trunk",
+        None,  # no supplier answered
+        503,
+    )
+
+
+def test_a_phone_registered_over_tls_receives_its_did_call_on_its_connection(
+    start_billing_node: StartBillingNode,
+    sipp: SippFactory,
+    stunnels: StunnelFactory,
+    pki: Pki,
+    tmp_path: Path,
+) -> None:
+    """The phone registers over TLS from an ephemeral port nobody listens on (stunnel's, and
+    its Contact names no TLS listener): the DID call can only reach it on the connection its
+    REGISTER came on (its flow)."""
     node = start_billing_node(document(), digest_algorithms=["MD5"], **tls_config(pki))
+    tunnel = _via_stunnel(stunnels, pki, node, pki.phone, PHONE_IP, "phone")
+    scenarios = tmp_path / "scenarios"
     with ThreadPoolExecutor(1) as pool:
         alice = pool.submit(
             sipp.uac,
             tls_address(node),
-            "reg_phone",
+            tls_scenario("reg_phone", scenarios),
             ip=PHONE_IP,
-            transport="tls",
+            transport="tcp",
             service="alice",
             duration_ms=5000,
             name="phone",
             timeout_s=25,
             keys={"expires": "600"},
             extra=(
+                "-rsa",
+                tunnel.address,
                 "-au",
                 "alice",
                 "-ap",
                 "alice-phone-pass-7",
                 "-oocsf",
-                str(SCENARIOS / "did_phone_answer.xml"),
+                str(tls_scenario("did_phone_answer", scenarios)),
             ),
-            **sipp_tls(pki, pki.phone),
         )
         binding = wait_binding(node, "alice")
-        assert binding["source"].startswith(f"tls:{PHONE_IP}:"), binding
         provider = sipp.uac(
             node.sip_address, "uac", ip=PROVIDER_IP, service=DID, duration_ms=500, name="provider"
         )
         _ok(provider)
         result = alice.result()
+    # The node bound alice to the very TLS connection stunnel opened...
+    assert binding["source"] == f"tls:{_only_connection(tunnel)}", (binding, tunnel.report())
+    # ...and the INVITE came down it: the node wrote a TLS Via, and sipp (TCP only, behind the
+    # stunnel that opened that one connection) received it.
     [invite] = result.received_requests("INVITE")
     assert (invite.header("via") or "").startswith("SIP/2.0/TLS "), invite.text
     assert result.received_requests("BYE"), result.describe()
@@ -253,29 +354,65 @@ def test_a_phone_registered_over_tls_receives_its_did_call_on_its_connection(
     assert (cdr["callee"], cdr["subscriber"], cdr["sip_code"]) == (DID, "alice", 200)
 
 
-@needs_sipp_tls
 def test_a_customer_known_by_its_client_certificate(
-    start_billing_node: StartBillingNode, sipp: SippFactory, pki: Pki, tmp_path: Path
+    start_billing_node: StartBillingNode,
+    sipp: SippFactory,
+    stunnels: StunnelFactory,
+    pki: Pki,
+    tmp_path: Path,
 ) -> None:
-    """Mutual TLS: acme-trunk's certificate is its identity. Its own certificate calls; another
-    certificate of the same CA from the same address, or its address over UDP, gets 403; a
-    certificate of a CA the node does not trust does not get past the handshake."""
+    """Mutual TLS: acme-trunk's certificate is its identity. Its certificate calls from an
+    address in no ACL (known by the certificate alone); another certificate of the same CA
+    from acme-trunk's own address, or that address over UDP, gets 403; a certificate of a CA
+    the node does not trust does not get past the handshake."""
     uas = sipp.uas("uas_answer", calls=1)
     doc = _example(SippFactory.address(uas), "udp")
     peer(doc, "acme-trunk")["tls_fingerprint"] = fingerprint_of(pki.caller.cert)
     node = start_billing_node(doc, **tls_config(pki))
-    _ok(sipp.uac(tls_address(node), "uac", transport="tls", **sipp_tls(pki, pki.caller)))
-    _ok(uas.wait(15))
+    scenarios = tmp_path / "scenarios"
 
-    expect_403 = expect_final_scenario(403, tmp_path / "scenarios")
-    other = sipp.uac(
-        tls_address(node), expect_403, transport="tls", name="other", **sipp_tls(pki, pki.phone)
+    roaming = _via_stunnel(stunnels, pki, node, pki.caller, UNLISTED_IP, "acme-elsewhere")
+    _ok(
+        sipp.uac(
+            tls_address(node),
+            tls_scenario("uac", scenarios),
+            ip=UNLISTED_IP,
+            transport="tcp",
+            name="acme",
+            extra=("-rsa", roaming.address),
+        )
     )
+    _ok(uas.wait(15))
+    assert _only_connection(roaming).startswith(f"{UNLISTED_IP}:")
+    [cdr] = node.wait_cdrs(1)
+    assert (cdr["customer_peer"], cdr["sip_code"]) == ("acme-trunk", 200)
+
+    expect_403 = expect_final_scenario(403, scenarios)
+    other_cert = _via_stunnel(stunnels, pki, node, pki.phone, CALLER_IP, "other-cert")
+    other = sipp.uac(
+        tls_address(node), tls_scenario(expect_403, scenarios), transport="tcp", name="other",
+        extra=("-rsa", other_cert.address),
+    )  # fmt: skip
     _ok(other)
+    [refusal] = other.received_responses(403)
+    assert refusal.reason == "Forbidden (certificate required)"
     udp = sipp.uac(node.sip_address, expect_403, name="udp")
     _ok(udp)
     [refusal] = udp.received_responses(403)
     assert refusal.reason == "Forbidden (certificate required)"
+
+    impostor = _via_stunnel(stunnels, pki, node, pki.impostor, CALLER_IP, "impostor")
+    refused = sipp.uac(
+        tls_address(node), tls_scenario("uac", scenarios), transport="tcp", name="impostor", timeout_s=10,
+        extra=("-rsa", impostor.address),
+    )  # fmt: skip
+    assert refused.successful == 0 and not refused.received, refused.describe()
+    # It trusted the node; the node, refusing its certificate, closed the connection without
+    # a byte back (TLS 1.3: the client's handshake ends before the server checks its
+    # certificate).
+    assert impostor.accepted_certificates() == ["CN=node"], impostor.report()
+    assert re.search(r"Connection closed: \d+ byte\(s\) sent to TLS, 0 byte\(s\) sent to socket",
+                     impostor.log_text()), impostor.report()  # fmt: skip
 
     port = tls_port(node)
     response, _ = exchange(port, options(port, 1), _client(pki, pki.impostor))

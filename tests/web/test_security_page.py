@@ -66,10 +66,14 @@ def test_the_subscriber_page_shows_its_state(web: WebEnv) -> None:
 
 
 def test_metrics(web: WebEnv) -> None:
-    with_guard(web, attacked_guard())
+    guard = attacked_guard()
+    guard.remote_failure("alice", "198.51.100.40", time.time(), "node2", "bad-password")
+    with_guard(web, guard)
     text = web.client.get("/metrics").text
     for line in (
         'smartswitch_digest_failures_total{reason="bad-password"} 10',
+        'smartswitch_guard_cluster_events_total{kind="failure"} 1',
+        'smartswitch_guard_cluster_events_total{kind="success"} 0',
         'smartswitch_digest_failures_total{reason="unknown-account"} 3',
         'smartswitch_auth_refused_total{reason="account-backoff"} 2',
         "smartswitch_accounts_under_attack 1",

@@ -399,6 +399,16 @@ def metrics_text(node: NodePort, sampler: Sampler, sync: FileSyncState | None = 
             ],
         )
         metric(
+            "smartswitch_guard_cluster_events_total",
+            "counter",
+            "Failed answers and successes other nodes saw, received over the cluster bus "
+            "(counted here as if local).",
+            [
+                ('{kind="failure"}', stats["remote_failures"]),
+                ('{kind="success"}', stats["remote_successes"]),
+            ],
+        )
+        metric(
             "smartswitch_accounts_under_attack",
             "gauge",
             "Accounts under attack or in back-off now (this node).",
