@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from .attacker import metrics
 from .conftest import CALLEE_IP, SippFactory, StartBillingNode
 from .node import Node
 from .sipp import SippResult
 from .test_billing import EXAMPLE, peer
-from .test_security import metrics
 
 pytestmark = pytest.mark.e2e
 
