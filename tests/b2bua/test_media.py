@@ -225,3 +225,28 @@ def test_a_party_with_its_own_public_address_in_its_sdp_is_left_alone() -> None:
     bob.answer(invite, 200, SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 198.51.100.7"))
     (_, _, _, answer_options, _) = relay.requests[0]
     assert answer_options.received_from is None and not answer_options.sip_source_address
+
+
+def test_a_reinvite_keeps_the_nat_help_of_both_parties() -> None:
+    """A re-offer from the callee behind NAT, answered by the caller behind NAT: each side's
+    media still goes to its SIP source, as on the first offer and answer."""
+    switch, relay, alice, bob, _ = _setup()
+    alice_nat = SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 192.168.1.23")
+    bob_nat = SDP.replace(b"IN IP4 192.0.2.10", b"IN IP4 10.1.2.3")
+    alice.call(body=alice_nat)
+    relay.reply()
+    invite = switch.request(BOB, "INVITE")
+    bob.answer(invite, 200, bob_nat)
+    relay.reply()
+    alice.connected(switch.final(ALICE))
+    switch.take_all()
+    bob.request("INVITE", bob_nat)
+    (command, _, _, options, _) = relay.requests[0]
+    assert command == "offer"
+    assert options.received_from == BOB.host and options.sip_source_address
+    relay.reply()
+    reinvite = switch.request(ALICE, "INVITE")
+    alice.answer(reinvite, 200, alice_nat)
+    (command, _, _, answer_options, _) = relay.requests[0]
+    assert command == "answer"
+    assert answer_options.received_from == ALICE.host and answer_options.sip_source_address

@@ -751,6 +751,14 @@ class B2BUA:
             return CallRef(call.media_id, a_tag, b_tag)
         return CallRef(call.media_id, b_tag, a_tag)
 
+    def _leg_source(self, call: Call, leg: Leg) -> str:
+        """Where a leg's SIP comes from: the caller's first request, or the callee's address
+        (a registered phone's binding source)."""
+        attempt = call.answered_attempt
+        if leg.side == "b" and attempt is not None:
+            return attempt.destination.address.host
+        return call.a_tx.source.host
+
     def _media_settings(self, call: Call) -> MediaSettings:
         attempt = call.answered_attempt
         return attempt.destination.media if attempt is not None else MediaSettings()
@@ -777,7 +785,10 @@ class B2BUA:
 
         settings = self._media_settings(call)
         ref = self._media_ref(call, leg)
-        media.offer(ref, request.body, _options(settings, offer=True), self._later(offered))
+        # The offerer behind NAT keeps its media sent to its SIP source, as on the first offer.
+        nat = _nat_source(request.body, tx.source.host)
+        options = _options(settings, offer=True, nat_source=nat)
+        media.offer(ref, request.body, options, self._later(offered))
 
     def _relay_response(
         self, relay: _Relay, tx: ClientTransaction, response: Response, now: float
@@ -814,7 +825,8 @@ class B2BUA:
                     result = response.body  # better the callee's SDP than a dropped update
                 self._relay_final(relay, server_tx, tx, response, result, now)
 
-            options = _options(self._media_settings(call), offer=False)
+            nat = _nat_source(response.body, self._leg_source(call, relay.to_leg))
+            options = _options(self._media_settings(call), offer=False, nat_source=nat)
             media.answer(ref, response.body, options, self._later(answered))
             return
         self._relay_final(relay, server_tx, tx, response, response.body, now)
