@@ -213,6 +213,9 @@ def cluster_member(
         **config,
     }
     node = Node(spec)
+    # The node's commands find it (its control token, its HTTP side) through the config too.
+    spec.config["data_dir"] = node.data_dir
+    spec.config["http_listen"] = f"{node.http_host}:{node.http_port}"
     node.data_dir.mkdir(parents=True, exist_ok=True)
     node.config_path.write_text(dump_toml(spec.config))
     return ClusterNode(node, db)
