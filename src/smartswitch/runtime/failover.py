@@ -156,7 +156,12 @@ class Failover:
             left = await self.lease.confirm(timeout)
         except NotConfirmed as exc:
             reason = f"this node cannot confirm it holds the primary lease: {exc}"
-            self.note(f"configuration change refused: {reason}", logging.WARNING)
+            # Kept for the Cluster page, but not as the failover's last step (the summary
+            # keeps saying why the node stood down, if it did).
+            log.warning("failover: configuration change refused: %s", reason)
+            self.events.append(
+                f"{time.strftime('%H:%M:%S')} configuration change refused: {reason}"
+            )
             return reason
         log.debug(
             "write fence: leader key of epoch %d confirmed, %d s left", self.lease.epoch, left
