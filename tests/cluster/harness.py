@@ -230,6 +230,9 @@ def cluster_member(
         **config,
     }
     node = Node(spec)
+    # The node's commands find it (its control token, its HTTP side) through the config too.
+    spec.config["data_dir"] = node.data_dir
+    spec.config["http_listen"] = f"{node.http_host}:{node.http_port}"
     node.data_dir.mkdir(parents=True, exist_ok=True)
     node.config_path.write_text(dump_toml(spec.config))
     return ClusterNode(node, db)
@@ -288,6 +291,19 @@ class ReplicatedCluster:
         return on.cli("provision", str(document), check=False)
 
 
+def provision_when_leader(member: ClusterNode, document: Path, timeout: float = 60.0) -> None:
+    """``provision`` through ``member``'s node once it holds the leader lease (it takes it
+    within seconds of its start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = member.cli("provision", str(document), check=False)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"provision through {member.name}: {done.stderr}")
+        time.sleep(1.0)
+
+
 @contextlib.contextmanager
 def replicated_cluster(
     workdir: Path,
@@ -326,11 +342,17 @@ def replicated_cluster(
         members[0].cli("cluster", "init-primary")
         written = workdir / "provision.yaml"
         written.write_text(document(supplier.options.local_port))
-        members[0].cli("provision", str(written))
+        # With etcd, configuration is taken only through a running node that holds the
+        # primary lease (the write fence): provisioned once the nodes run.
+        fenced = bool(config.get("etcd_members"))
+        if not fenced:
+            members[0].cli("provision", str(written))
         for member in members[1:]:
             member.cli("cluster", "add-replica")
         for member in members:
             member.node.start()
+        if fenced:
+            provision_when_leader(members[0], written)
         yield ReplicatedCluster(members, supplier, workdir)
     finally:
         for member in members:

@@ -29,6 +29,7 @@ from smartswitch.cluster.consensus import (
     FailoverSettings,
     FlapGuard,
     LeaderLease,
+    NotConfirmed,
     PositionPublisher,
     WatchEvent,
     campaign,
@@ -189,6 +190,57 @@ def test_the_holder_renews_and_the_key_revision_is_the_epoch(cluster: Etcd) -> N
             assert events[2].kv.text == "node2" and events[2].kv.create_revision == taken.epoch
             await rival.release()
             watcher.cancel()
+
+    run(main)
+
+
+def test_the_write_fence_confirms_only_the_live_holder_of_the_epoch(cluster: Etcd) -> None:
+    async def main() -> None:
+        async with cluster.client() as client, cluster.client() as other:
+            holder = LeaderLease(client, "node1", ttl=4)
+            with pytest.raises(NotConfirmed, match="does not hold the leader key"):
+                await holder.confirm()
+            assert (await holder.acquire()).won
+            left = await holder.confirm()
+            assert 2 <= left <= 4
+            # Someone else's key of a later epoch (the lease revoked behind the holder's back,
+            # as etcd does when it lapses): refused at the next change, not at the next renewal.
+            await other.revoke(holder.lease)
+            rival = LeaderLease(other, "node2", ttl=4)
+            assert (await rival.acquire()).won
+            with pytest.raises(NotConfirmed):
+                await holder.confirm()
+            assert await rival.confirm() >= 2
+            await rival.release()
+            with pytest.raises(NotConfirmed, match="does not hold the leader key"):
+                await rival.confirm()
+            await holder.release()
+
+    run(main)
+
+
+def test_a_holder_cut_off_from_the_majority_is_refused_before_it_fences(cluster: Etcd) -> None:
+    """The holder's only etcd member loses its peers: its own copy still shows the key (a
+    serializable read), the holder has missed no renewal yet, and still the write fence
+    refuses at once: a linearizable read needs the majority."""
+    alone = cluster.members[0]
+
+    async def main() -> None:
+        async with EtcdClient([alone.client_url], timeout=1.0) as client:
+            holder = LeaderLease(client, "node1", ttl=10)
+            assert (await holder.acquire()).won
+            assert await holder.confirm() >= 5
+            for member in cluster.members[1:]:
+                await asyncio.to_thread(member.stop)
+            started = time.monotonic()
+            with pytest.raises(NotConfirmed, match="no member answered"):
+                await holder.confirm(timeout=1.0)
+            took = time.monotonic() - started
+            assert took < 1.5, took
+            stale = await client.get(LEADER_KEY, serializable=True, timeout=1.0)
+            assert stale is not None and stale.lease == holder.lease
+            assert holder.held, "fenced already: this test shows nothing"
+            await holder.release()
 
     run(main)
 

@@ -11,17 +11,20 @@ The tests run in order on the module's cluster:
    makes its own database read-only, before the lease can lapse and anyone else can be
    promoted (no instant, sampled every 50 ms, has two writable databases); the majority's etcd
    lets the lease lapse, a replica's node wins the key and promotes its database (a newer
-   epoch, an automatic promotion replacing n1); a configuration change tried on n1 during the
-   cut is refused (``provision``: "not writable"), one on the new primary is accepted.
+   epoch, an automatic promotion replacing n1); a configuration change tried on n1 at once
+   after the cut, while its database is still writable, is refused by the write fence (its
+   node cannot confirm the primary lease with etcd: a cut-off member answers no linearizable
+   read); one tried after its fencing is refused too ("not writable"); one on the new primary
+   is accepted.
 2. The link healed: exactly one writable database of the three; n1's node reports that a
-   newer epoch names another primary; the change refused on n1 is on no server; ``cluster
-   rejoin`` makes n1 a replica of the new primary and it converges (the configuration
-   accepted there reaches it).
+   newer epoch names another primary; neither change refused on n1 is on any server;
+   ``cluster rejoin`` makes n1 a replica of the new primary and it converges (the
+   configuration accepted there reaches it).
 
-Not covered by design (as with Patroni): for the first seconds after the cut (until n1's
-node has failed to renew for TTL/2, 5 s) n1 does not know it is cut off and still takes
-writes; such a write is an errant transaction of n1, reported after the heal and discarded by
-``cluster rejoin`` (``tests/cluster/test_failover.py`` makes one on purpose).
+Configuration changes are fenced from the first moment of the cut; other writes that reach
+n1's database in the seconds before it fences itself (CDRs and balances delivered by nodes
+still on its side) become errant transactions of n1, reported after the heal and discarded
+by ``cluster rejoin`` (``tests/cluster/test_failover.py`` makes one on purpose).
 
 The servers are reached by the test through their sockets (files: any namespace can open
 them); the nodes' own commands (``provision``, ``cluster status``, ``cluster rejoin``) run in
@@ -62,6 +65,7 @@ SECRET = "partition-cluster-secret-0123456789"
 TTL = 10
 #: The selling price of prefix 44 each change sets: who accepted which change is read back.
 REFUSED_PRICE = Decimal("0.0999")
+EARLY_PRICE = Decimal("0.0998")  # tried on n1 at once after the cut, before its fencing
 ACCEPTED_PRICE = Decimal("0.0201")
 
 
@@ -96,11 +100,16 @@ class LabMember(SwitchNode):
         """The config file, before the node runs: the cluster commands read it."""
         self.config_path.write_text(dump_toml(self.config()))
 
+    def argv(self, *args: str) -> list[str]:
+        """``smartswitch ARGS --config`` in the member's host."""
+        return self.lab.exec_argv(
+            self.name, [*node_command(), *args, "--config", str(self.config_path)]
+        )
+
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """``smartswitch ARGS --config`` run in the member's host."""
-        command = [*node_command(), *args, "--config", str(self.config_path)]
         return subprocess.run(
-            self.lab.exec_argv(self.name, command),
+            self.argv(*args),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -147,13 +156,17 @@ class PartitionCluster:
                     out.append(name)
         return out
 
-    def change(self, on: str, price: Decimal) -> subprocess.CompletedProcess[str]:
-        """``provision`` in ``on``'s host: the same document, prefix 44 sold at ``price``."""
+    def document(self, price: Decimal) -> Path:
+        """The same provisioning document each time, prefix 44 sold at ``price``."""
         self.changes += 1
         document = self.workdir / f"change-{self.changes}.yaml"
         rate = {"prefix": "44", "price_per_minute": str(price), "increment": "1/1"}
         document.write_text(provisioning(5060, [rate]))
-        return self.members[on].cli("provision", str(document))
+        return document
+
+    def change(self, on: str, price: Decimal) -> subprocess.CompletedProcess[str]:
+        """``provision`` in ``on``'s host."""
+        return self.members[on].cli("provision", str(self.document(price)))
 
     def tails(self) -> str:
         return "".join(m.log_tail() for m in self.members.values())
@@ -198,7 +211,6 @@ def cluster(lab: NetLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         dbs["n1"].create_database()
         for done in (
             members["n1"].cli("cluster", "init-primary"),
-            made.change("n1", Decimal("0.0200")),
             members["n2"].cli("cluster", "add-replica"),
             members["n3"].cli("cluster", "add-replica"),
         ):
@@ -218,6 +230,9 @@ def cluster(lab: NetLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
                 interval=1.0,
                 what=f"{name} seeing n1 as the leader",
             )
+        # With etcd, configuration is taken only through the node holding the primary lease.
+        first = made.change("n1", Decimal("0.0200"))
+        assert first.returncode == 0, first.stdout + first.stderr
         print(f"\npartition lab up in {time.monotonic() - started:.1f} s")
         yield made
     except BaseException:
@@ -237,14 +252,27 @@ def test_cut_off_primary_fences_itself_and_the_majority_promotes(
 ) -> None:
     lab, n1 = cluster.lab, cluster.members["n1"]
     assert cluster.writable() == ["n1"]
+    early_document = cluster.document(EARLY_PRICE)
     lab.isolate("n1")
     cut = time.monotonic()
+    # At once, while n1's database is still writable and its node has not missed a renewal
+    # yet: only the write fence (a linearizable etcd read now) can refuse it.
+    early = subprocess.Popen(
+        n1.argv("provision", str(early_document)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    early_done: float | None = None
     fenced_at: float | None = None
     promoted_at: float | None = None
     samples = 0
     # Sampled every 50 ms from the cut until both happened: never two writable databases.
-    while fenced_at is None or promoted_at is None:
+    while fenced_at is None or promoted_at is None or early_done is None:
         elapsed = time.monotonic() - cut
+        if early_done is None and early.poll() is not None:
+            early_done = elapsed
         assert elapsed < 60, f"fenced after {fenced_at}, promoted after {promoted_at}"
         writable = cluster.writable()
         samples += 1
@@ -255,7 +283,15 @@ def test_cut_off_primary_fences_itself_and_the_majority_promotes(
             promoted_at = elapsed
             cluster.new_primary = writable[0]
         time.sleep(0.05)
+    early_out, early_err = early.communicate(timeout=10)
     ha_timings["partition: cut to n1 read-only (its own fencing)"] = [fenced_at]
+    ha_timings["partition: cut to the early change on n1 refused"] = [early_done]
+    print(f"\nchange on n1 at the cut refused after {early_done:.2f} s: {early_err.strip()}")
+    # Refused by the fence, not by a read-only database: provision checks the database first,
+    # so this message means n1's database was still writable when the change was tried.
+    assert early.returncode == 1, early_out + early_err
+    assert "cannot confirm it holds the primary lease" in early_err, early_err
+    assert "not writable" not in early_err, early_err
     ha_timings["partition: cut to a new primary writable"] = [promoted_at]
     print(
         f"\ncut -> n1 read-only {fenced_at:.2f} s, -> {cluster.new_primary} writable "
@@ -300,7 +336,7 @@ def test_cut_off_primary_fences_itself_and_the_majority_promotes(
     ]
     print(f"provision on the new primary took {time.monotonic() - started:.2f} s")
     assert new.price_44() == ACCEPTED_PRICE
-    assert n1.price_44() != REFUSED_PRICE
+    assert n1.price_44() not in (REFUSED_PRICE, EARLY_PRICE)
 
 
 def test_after_the_heal_one_primary_and_the_cut_off_change_nowhere(
@@ -333,9 +369,10 @@ def test_after_the_heal_one_primary_and_the_cut_off_change_nowhere(
     assert reported["role"] == "fenced", reported
     assert f"names {cluster.new_primary} the primary" in str(reported["last_error"]), reported
     print(f"\nn1 after the heal: {reported['last_error']}")
-    # The change refused on the cut-off side is on no server.
+    # The changes refused on the cut-off side are on no server.
     prices = {name: m.price_44() for name, m in cluster.members.items()}
     assert REFUSED_PRICE not in prices.values(), prices
+    assert EARLY_PRICE not in prices.values(), prices
     assert prices[cluster.new_primary] == ACCEPTED_PRICE, prices
 
     started = time.monotonic()

@@ -92,6 +92,13 @@ class FakeNode:
     file_sync: FileSyncState | None = None
     vip: VipStatus | None = None
 
+    write_refused: str | None = None  # what write_refusal() answers (None: changes accepted)
+    write_checks: int = 0
+
+    async def write_refusal(self) -> str | None:
+        self.write_checks += 1
+        return self.write_refused
+
     def balance(self, account_id: int) -> tuple[Decimal, Decimal] | None:
         return self.live_balances.get(account_id)
 

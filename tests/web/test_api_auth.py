@@ -86,6 +86,28 @@ def test_read_only_node_answers_409_naming_the_primary(web: WebEnv) -> None:
     assert status["read_only"] is True and status["primary"] == "db1.example.net"
 
 
+FENCED = (
+    "this node cannot confirm it holds the primary lease: etcd /v3/kv/range: no member answered"
+)
+
+
+def test_a_primary_that_cannot_confirm_its_lease_answers_409_with_the_reason(
+    web: WebEnv,
+) -> None:
+    # The node's write fence is asked at each change (never a cached answer), after the
+    # read-only check; reads are not fenced.
+    web.node.write_refused = FENCED
+    checks = web.node.write_checks
+    response = web.post("/api/v1/accounts", {"name": "a", "currency": "USD"})
+    assert response.status_code == 409 and response.json()["detail"] == FENCED
+    assert web.put("/api/v1/tariffs/t", {"currency": "USD"}).status_code == 409
+    assert web.node.write_checks == checks + 2
+    assert web.get("/api/v1/accounts").json() == []
+    web.node.write_refused = None
+    assert web.post("/api/v1/accounts", {"name": "a", "currency": "USD"}).status_code == 201
+    assert web.node.write_checks == checks + 3
+
+
 def test_health_and_metrics_are_public_and_nothing_else(web: WebEnv) -> None:
     health = web.client.get("/health")
     assert health.status_code == 200

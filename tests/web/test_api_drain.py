@@ -1,5 +1,6 @@
 """Who may drain the node: the local control token (from the data directory) or an admin;
-not the read-only local token, not an operator, not a stranger."""
+not the read-only local token, not an operator, not a stranger. The write fence the
+configuration commands ask through the same control side."""
 
 from __future__ import annotations
 
@@ -53,3 +54,19 @@ def test_bad_drain_parameters_are_422(web: WebEnv) -> None:
     for body in ({"deadline": -1}, {"retry_after": "soon"}, {"nonsense": 1}):
         assert web.post("/api/v1/node/drain", body).status_code == 422, body
     assert web.node.draining is None
+
+
+def test_the_write_fence_answers_the_control_token(web: WebEnv) -> None:
+    headers = _bearer(local_control_token(Path(web.node.config.data_dir)))
+    assert web.client.get("/api/v1/node/write-fence").status_code == 401
+    assert (
+        web.client.get("/api/v1/node/write-fence", headers=web.auth("operator")).status_code == 403
+    )
+    assert web.client.get("/api/v1/node/write-fence", headers=headers).json() == {"writable": True}
+    web.node.write_refused = "this node cannot confirm it holds the primary lease: etcd away"
+    refused = web.client.get("/api/v1/node/write-fence", headers=headers)
+    assert refused.status_code == 409 and refused.json()["detail"] == web.node.write_refused
+    web.node.write_refused = None
+    web.node.read_only = True
+    refused = web.client.get("/api/v1/node/write-fence", headers=headers)
+    assert refused.status_code == 409 and "db1.example.net" in refused.json()["detail"]

@@ -208,6 +208,18 @@ def test_read_only_node_banner_and_refusals(web: WebEnv) -> None:
     assert "<fieldset disabled>" in settings and "Save settings" not in settings
 
 
+def test_a_change_refused_by_the_write_fence_says_why(web: WebEnv) -> None:
+    login(web)
+    token = csrf(web.client.get("/accounts").text)
+    web.node.write_refused = "this node cannot confirm it holds the primary lease: etcd away"
+    refused = web.client.post(
+        "/accounts", data={"name": "b", "currency": "USD", "csrf_token": token}
+    )
+    assert refused.status_code == 409
+    assert "cannot confirm it holds the primary lease: etcd away" in refused.text
+    assert "b</a>" not in web.client.get("/accounts").text
+
+
 def test_settings_form(web: WebEnv) -> None:
     login(web)
     bad = post_form(web, "/settings", "/settings", {"bind_address": "shared"})

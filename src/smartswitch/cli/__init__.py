@@ -397,7 +397,9 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
 
 
 async def _writable(engine: Any, config: NodeConfig) -> bool:
-    """Whether this node's database takes configuration; if not, say where it is taken."""
+    """Whether this node's database takes configuration, and with automatic failover (etcd
+    configured) whether the running node confirms now that it holds the primary lease; if
+    not, say why."""
     from smartswitch.cluster.role import database_role
 
     role = await database_role(engine, config.db_scheme)
@@ -408,7 +410,18 @@ async def _writable(engine: Any, config: NodeConfig) -> bool:
             f"change configuration on the primary{where}",
             file=sys.stderr,
         )
-    return role.writable
+        return False
+    if config.etcd_members and config.db_scheme == "replication":
+        # Automatic failover: a writable database is not enough, its node may be cut off from
+        # the majority and replaced while it has not noticed yet. The running node holds the
+        # lease (its id and epoch), so it is asked to confirm it with etcd now.
+        from smartswitch.cli.control import write_fence
+
+        refusal = await asyncio.to_thread(write_fence, config.http_listen, config.data_dir)
+        if refusal:
+            print(f"smartswitch: {refusal}", file=sys.stderr)
+            return False
+    return True
 
 
 async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:

@@ -10,45 +10,20 @@ its outbox (durable: they leave at its next start).
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
-from smartswitch.registrar.report import base_url
+from smartswitch.cli.control import ControlError, call, node_url
 
 __all__ = ["DrainError", "drain", "node_url"]
 
 #: How long to wait for the node's HTTP port to close once it says it is drained.
 EXIT_WAIT = 30.0
 
-
-class DrainError(RuntimeError):
-    """The node could not be asked, or refused."""
-
-
-def node_url(http_listen: str) -> str:
-    return base_url(http_listen)
-
-
-def _call(
-    url: str, token: str, method: str, body: dict[str, Any] | None, timeout: float
-) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer: dict[str, Any] = json.load(response)
-            return answer
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        raise DrainError(f"{method} {url}: {exc.code} {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DrainError(f"{method} {url}: {exc}") from None
+#: The node could not be asked, or refused.
+DrainError = ControlError
 
 
 def _gone(url: str) -> bool:
@@ -82,7 +57,7 @@ def drain(
     """Start the drain and (with ``wait``) follow it to the node's exit; the exit code."""
     endpoint = url.rstrip("/") + "/api/v1/node/drain"
     body = {"deadline": deadline, "retry_after": retry_after, "flush_timeout": flush_timeout}
-    status = _call(endpoint, token, "POST", body, timeout=10.0)
+    status = call(endpoint, token, "POST", body, timeout=10.0)
     out.write(f"draining {url}: new calls refused with 503 (Retry-After {retry_after} s)\n")
     out.write(_line(status) + "\n")
     out.flush()
@@ -95,7 +70,7 @@ def drain(
         if time.monotonic() > give_up:
             raise DrainError("the node did not finish draining in time")
         try:
-            status = _call(endpoint + "?wait=2", token, "GET", None, timeout=15.0)
+            status = call(endpoint + "?wait=2", token, "GET", None, timeout=15.0)
         except DrainError:
             if _gone(url):
                 out.write("the node stopped answering before it said it was drained\n")

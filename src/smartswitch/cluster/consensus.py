@@ -78,6 +78,7 @@ __all__ = [
     "KeyValue",
     "LeaderLease",
     "LeaseExpired",
+    "NotConfirmed",
     "PositionPublisher",
     "PromotionMark",
     "TxnResult",
@@ -105,6 +106,11 @@ class EtcdUnavailable(ConsensusError):
 
 class LeaseExpired(ConsensusError):
     """The lease is gone (expired or revoked): whatever it held is gone too."""
+
+
+class NotConfirmed(ConsensusError):
+    """The holder could not confirm, now, that it still holds the leader key (see
+    :meth:`LeaderLease.confirm`)."""
 
 
 def _b64(text: str | bytes) -> str:
@@ -287,8 +293,17 @@ class EtcdClient:
             return data
         raise EtcdUnavailable(f"etcd {path}: no member answered: " + "; ".join(errors))
 
-    async def get(self, key: str, *, timeout: float | None = None) -> KeyValue | None:
-        data = await self.call("/v3/kv/range", {"key": _b64(key)}, timeout=timeout)
+    async def get(
+        self, key: str, *, timeout: float | None = None, serializable: bool = False
+    ) -> KeyValue | None:
+        """``key`` now. A read is linearizable unless ``serializable``: the member asks its
+        raft leader, which confirms its leadership with a quorum, so a member cut off from the
+        majority answers no read at all; a serializable read is the member's own copy, which
+        may be stale."""
+        body: dict[str, Any] = {"key": _b64(key)}
+        if serializable:
+            body["serializable"] = True
+        data = await self.call("/v3/kv/range", body, timeout=timeout)
         kvs = data.get("kvs") or []
         return KeyValue.from_json(kvs[0]) if kvs else None
 
@@ -327,6 +342,15 @@ class EtcdClient:
         result = data.get("result", data)
         ttl = int(result.get("TTL", 0))
         if ttl <= 0:
+            raise LeaseExpired(f"lease {lease:x} is gone")
+        return ttl
+
+    async def time_to_live(self, lease: int, *, timeout: float | None = None) -> int:
+        """The seconds ``lease`` has left (etcd rounds down); :class:`LeaseExpired` when it
+        is gone."""
+        data = await self.call("/v3/lease/timetolive", {"ID": str(lease)}, timeout=timeout)
+        ttl = int(data.get("TTL", -1))
+        if ttl < 0:
             raise LeaseExpired(f"lease {lease:x} is gone")
         return ttl
 
@@ -559,6 +583,46 @@ class LeaderLease:
         self.lost_reason = ""
         self._task = asyncio.create_task(self._keep(), name=f"leader-lease {self.key}")
         return result
+
+    async def confirm(self, timeout: float = 2.0) -> int:
+        """Confirm now, not from what this holder last heard, that it still holds the key
+        under its live lease for its epoch, with at least half its TTL left: the write fence
+        of a configuration change (the change follows within that time, and no one else can
+        take the key before the lease lapses). Two linearizable requests within ``timeout``
+        seconds: the key (its value, lease and create revision) and the lease's time to live.
+        A member cut off from etcd's majority cannot answer them, so a cut-off holder is
+        refused from the first moment, not only once it has missed renewals for ``ttl/2``.
+        Returns the seconds left on the lease; raises :class:`NotConfirmed` with the reason."""
+        if not self.held:
+            raise NotConfirmed(
+                f"the leader lease was lost ({self.lost_reason})"
+                if self.lost_reason
+                else "this node does not hold the leader key"
+            )
+        lease, epoch = self.lease, self.epoch
+        deadline = time.monotonic() + timeout
+        try:
+            kv = await self.client.get(self.key, timeout=timeout)
+            if kv is None:
+                raise NotConfirmed(f"{self.key} is gone")
+            if kv.text != self.value or kv.lease != lease:
+                raise NotConfirmed(f"{self.key} is held by {kv.text} (lease {kv.lease:x})")
+            if kv.create_revision != epoch:
+                raise NotConfirmed(
+                    f"{self.key} is of epoch {kv.create_revision}, not this holder's {epoch}"
+                )
+            left = await self.client.time_to_live(
+                lease, timeout=max(0.05, deadline - time.monotonic())
+            )
+        except NotConfirmed:
+            raise
+        except ConsensusError as exc:
+            raise NotConfirmed(str(exc)) from exc
+        if left < self.ttl // 2:
+            raise NotConfirmed(
+                f"lease {lease:x} has {left} s left of {self.ttl} s (renewals are failing)"
+            )
+        return left
 
     async def release(self) -> None:
         """Give the key up at once (a switchover): revoking the lease deletes it."""

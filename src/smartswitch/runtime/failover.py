@@ -40,6 +40,7 @@ from smartswitch.cluster.consensus import (
     FailoverSettings,
     FlapGuard,
     LeaderLease,
+    NotConfirmed,
     PositionPublisher,
     campaign_automatic,
 )
@@ -62,6 +63,9 @@ log = logging.getLogger("smartswitch.runtime.failover")
 
 _TICK = 0.5
 _DOWN_FOR = 3.0  # seconds this node's database must be unreachable before the key is released
+#: The bound on the write fence's etcd round trips: a healthy etcd answers in milliseconds; a
+#: member cut off from its majority never does, and the change is refused at this deadline.
+WRITE_FENCE_TIMEOUT = 2.0
 
 
 class Failover:
@@ -140,6 +144,29 @@ class Failover:
         return "; ".join(
             p for p in (f"{mode} promotion", self.refusal, held, self.state, self._last_note) if p
         )
+
+    async def write_refusal(self, timeout: float = WRITE_FENCE_TIMEOUT) -> str | None:
+        """The write fence of a configuration change: None when this node confirms, with a
+        linearizable etcd read made now, that it holds the leader key under a live lease for
+        its epoch (:meth:`LeaderLease.confirm`); otherwise why not. Checked at the moment of
+        each change (the UI, the API, ``provision`` through the node's control endpoint), so
+        that a primary cut off from the majority refuses changes from the first second of the
+        cut, before its renewals have failed long enough for it to fence itself."""
+        try:
+            left = await self.lease.confirm(timeout)
+        except NotConfirmed as exc:
+            reason = f"this node cannot confirm it holds the primary lease: {exc}"
+            # Kept for the Cluster page, but not as the failover's last step (the summary
+            # keeps saying why the node stood down, if it did).
+            log.warning("failover: configuration change refused: %s", reason)
+            self.events.append(
+                f"{time.strftime('%H:%M:%S')} configuration change refused: {reason}"
+            )
+            return reason
+        log.debug(
+            "write fence: leader key of epoch %d confirmed, %d s left", self.lease.epoch, left
+        )
+        return None
 
     # --- running ----------------------------------------------------------------------------
 

@@ -67,6 +67,10 @@ class WebPort:
     def read_only(self) -> bool:
         return self._node.read_only
 
+    async def write_refusal(self) -> str | None:
+        failover = self._node.failover
+        return None if failover is None else await failover.write_refusal()
+
     @property
     def primary_name(self) -> str:
         return self._node.primary_name

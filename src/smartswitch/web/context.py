@@ -68,6 +68,13 @@ class Web:
     def read_only_message(self) -> str:
         return f"this node is read-only (a replica): change the configuration on {self.primary}"
 
+    async def write_refusal(self) -> str | None:
+        """Why configuration may not be changed through this node now (None: it may): a
+        replica, or a primary that cannot confirm it still holds the primary lease."""
+        if self.read_only:
+            return self.read_only_message
+        return await self.node.write_refusal()
+
     def live_balance(self, account_id: int) -> tuple[Decimal | None, Decimal | None]:
         """The node's own view (balance less its unshipped charges, and what is available for
         new calls), when the node tracks it."""

@@ -1,5 +1,8 @@
 """Driving the node itself: ``POST /api/v1/node/drain`` (start a drain) and ``GET
-/api/v1/node/drain`` (where it stands), behind ``smartswitch drain``.
+/api/v1/node/drain`` (where it stands), behind ``smartswitch drain``; ``GET
+/api/v1/node/write-fence``, the write fence ``provision`` and the other configuration
+commands pass before they write (with automatic failover, the node confirms with etcd that it
+holds the primary lease).
 
 Who may: a command on the node's own machine with the local control token (derived from the
 web secret in the data directory: :func:`~smartswitch.web.security.local_control_token`), or
@@ -81,5 +84,16 @@ def control_router(node: NodePort) -> APIRouter:
         if status is None:
             raise HTTPException(404, "this node is not draining")
         return status.as_dict()
+
+    @router.get("/write-fence")
+    async def write_fence(request: Request, who: Operator) -> dict[str, Any]:
+        """Whether configuration may be changed through this node now: 200, or 409 with the
+        reason (a replica; with automatic failover, a node that cannot confirm with etcd,
+        now, that it holds the primary lease)."""
+        del who
+        refusal = await web_of(request).write_refusal()
+        if refusal:
+            raise HTTPException(409, refusal)
+        return {"writable": True}
 
     return router

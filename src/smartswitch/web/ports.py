@@ -252,6 +252,13 @@ class NodePort(Protocol):
         """Configuration may not be changed here (a replica, or the config says so)."""
         ...
 
+    async def write_refusal(self) -> str | None:
+        """Asked at the moment of each configuration change, once :attr:`read_only` let it
+        through: None when it may be made now, otherwise why not (with automatic failover:
+        this node could not confirm, with etcd now, that it holds the primary lease). Never
+        answered from a cached state."""
+        ...
+
     @property
     def primary_name(self) -> str:
         """Where configuration is changed, for the read-only banner ("" if unknown)."""

@@ -43,9 +43,9 @@ async def api_user(request: Request) -> User:
 async def api_writer(request: Request, user: Annotated[User, Depends(api_user)]) -> User:
     if not user.can_write:
         raise HTTPException(403, f"the {user.role.value} role cannot change anything")
-    web = web_of(request)
-    if web.read_only:
-        raise HTTPException(409, web.read_only_message)
+    refusal = await web_of(request).write_refusal()
+    if refusal:
+        raise HTTPException(409, refusal)
     return user
 
 

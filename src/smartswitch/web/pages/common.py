@@ -68,19 +68,19 @@ def checkboxes(data: dict[str, Any], *names: str) -> None:
         data[name] = "true" if data.get(name) else "false"
 
 
-def may_write(request: Request, user: User) -> None:
-    web = web_of(request)
+async def may_write(request: Request, user: User) -> None:
     if not user.can_write:
         raise HTTPException(403, f"the {user.role.value} role cannot change anything")
-    if web.read_only:
-        raise HTTPException(409, web.read_only_message)
+    refusal = await web_of(request).write_refusal()
+    if refusal:
+        raise HTTPException(409, refusal)
 
 
 async def writer_form(request: Request) -> tuple[User, Session, dict[str, Any]]:
     """A posted change: the user, who must be allowed to write here, and the form."""
     user, session = await page_user(request)
     data = await posted(request, session)
-    may_write(request, user)
+    await may_write(request, user)
     return user, session, data
 
 
