@@ -4,6 +4,7 @@ provision, a node of the cluster as a test sees it, and sipp runs started by PID
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
 from e2e.sipp import Sipp, SippOptions, free_port
 from smartswitch.cluster.signing import Signer, derive_key
 
-from .mariadb import MariaDBInstance
+from .mariadb import MariaDBInstance, wait_until
 from .mariadb import free_port as free_port_tcp
 
 NODE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -353,6 +354,16 @@ def replicated_cluster(
             member.node.start()
         if fenced:
             provision_when_leader(members[0], written)
+            # Provisioned on running nodes: every node routes with it before the test's first
+            # call (a replica a reload behind refuses the customer it does not know yet).
+            version = int(members[0].status()["config_version"])
+            for member in members:
+                wait_until(
+                    functools.partial(config_above, member, version - 1),
+                    30,
+                    f"{member.name} routes with the provisioned configuration",
+                    interval=0.2,
+                )
         yield ReplicatedCluster(members, supplier, workdir)
     finally:
         for member in members:
