@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -501,7 +501,11 @@ def _children(pid: int) -> list[int]:
 
 def tree_rss_bytes(pid: int) -> int:
     """VmRSS summed over ``pid`` and its descendants."""
-    total = 0
+    return sum(rss_bytes(current) for current in _tree(pid))
+
+
+def _tree(pid: int) -> Iterator[int]:
+    """``pid`` and its living descendants, each once."""
     todo = [pid]
     seen: set[int] = set()
     while todo:
@@ -509,9 +513,8 @@ def tree_rss_bytes(pid: int) -> int:
         if current in seen:
             continue
         seen.add(current)
-        total += rss_bytes(current)
+        yield current
         todo += _children(current)
-    return total
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -519,22 +522,15 @@ def tree_cpu_seconds(pid: int) -> float:
     from children that ended (cutime + cstime): a process tree's CPU, for CPU per call."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    todo = [pid]
-    seen: set[int] = set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
+    for current in _tree(pid):
         try:
             text = Path(f"/proc/{current}/stat").read_text()
         except OSError:
-            continue
+            continue  # ended meanwhile: a dead process has no children to walk either
         fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         total += int(fields[11]) + int(fields[12])
         if current == pid:
             total += int(fields[13]) + int(fields[14])
-        todo += _children(current)
     return total / tick
 
 
