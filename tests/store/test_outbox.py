@@ -679,3 +679,35 @@ def test_an_online_backup_of_the_outbox_restores_its_pending_records(tmp_path: P
             await again.close()
 
     assert run(main) == records
+
+
+def test_a_lingering_forwarder_gathers_steady_traffic_into_few_batches(tmp_path: Path) -> None:
+    """Records arriving one by one (a call ending every few ms): without a linger nearly
+    every record is a delivery of its own; with one they gather. The first record after a
+    quiet spell still leaves at once."""
+
+    async def deliveries(linger: float) -> tuple[int, float]:
+        outbox = Outbox(tmp_path / f"outbox-{linger}.db")
+        await outbox.open()
+        destination = Destination()
+        forwarder = Forwarder(outbox, destination, linger=linger)
+        forwarder.start()
+        first = record(0)
+        started = time.monotonic()
+        outbox.append(first)
+        await _until(lambda: first.id in destination.delivered)
+        first_wait = time.monotonic() - started
+        records = [record(n) for n in range(1, 121)]
+        for r in records:
+            outbox.append(r)
+            await asyncio.sleep(0.005)
+        await _until(lambda: all(r.id in destination.delivered for r in records))
+        await forwarder.close()
+        await outbox.close()
+        return destination.calls, first_wait
+
+    eager, _ = run(lambda: deliveries(0.0))
+    gathered, first_wait = run(lambda: deliveries(0.25))
+    assert eager > 30, eager
+    assert gathered <= 8, gathered
+    assert first_wait < 0.2, first_wait
