@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from smartswitch.sip import transaction
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Headers, Request, Response, make_response, parse_message
-from smartswitch.sip.timers import TimerHeap
+from smartswitch.sip.timers import COMPACT_MIN, TimerHeap
 from smartswitch.sip.transaction import (
     MAGIC_COOKIE,
     T1,
@@ -1290,6 +1290,55 @@ def test_timer_heap_callbacks_may_schedule_more() -> None:
     heap.schedule(5.0, again, 1)
     assert heap.run_due(5.0) == 3
     assert fired == [1, 2, 3]
+
+
+def test_cancelled_timers_do_not_pile_up_in_the_heap() -> None:
+    """Timers cancelled long before their deadline (B, F, a call's maximum duration) leave
+    the heap once they outnumber the live ones, not at their deadline."""
+    heap = TimerHeap()
+    fired: list[int] = []
+    timers = [heap.schedule(1000.0 + n, lambda now, n: fired.append(n), n) for n in range(10_000)]
+    for n, timer in enumerate(timers):
+        if n % 1000:
+            timer.cancel()
+        assert heap.entries - len(heap) <= max(COMPACT_MIN, heap.entries // 2)
+    assert len(heap) == 10
+    assert heap.entries <= 10 + COMPACT_MIN
+    timers[1].cancel()  # twice: counted once
+    timers[0].cancel()
+    assert len(heap) == 9
+    assert heap.next_deadline() == 2000.0
+    assert heap.run_due(20_000.0) == 9
+    assert fired == list(range(1000, 10_000, 1000))
+    assert len(heap) == 0 and heap.entries == 0
+    timers[1000].cancel()  # fired already: nothing to count
+    assert len(heap) == 0
+
+
+def test_the_heap_is_rebuilt_under_a_run_that_cancels_timers() -> None:
+    """A callback cancelling most of the heap (a shutdown ending every call) rebuilds it
+    while run_due is going through it: the timers due after it still fire, in order."""
+    heap = TimerHeap()
+    fired: list[float] = []
+
+    def record(now: float, deadline: float) -> None:
+        fired.append(deadline)
+
+    later = [heap.schedule(100.0 + n, record, 100.0 + n) for n in range(2000)]
+
+    def cancel_later(now: float) -> None:
+        fired.append(1.0)
+        for timer in later[10:]:
+            timer.cancel()
+
+    heap.schedule(1.0, cancel_later)
+    heap.schedule(2.0, record, 2.0)
+    assert heap.run_due(105.0) == 8
+    assert heap.entries <= 5 + COMPACT_MIN  # rebuilt (2 000 entries otherwise)
+    assert fired == [1.0, 2.0, 100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
+    assert heap.run_due(10_000.0) == 4
+    assert fired[-4:] == [106.0, 107.0, 108.0, 109.0]
+    assert heap.next_deadline() is None and heap.entries == 0
 
 
 def test_ids_are_unique_and_branches_carry_the_magic_cookie() -> None:
