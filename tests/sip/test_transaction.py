@@ -618,11 +618,91 @@ def test_server_2xx_over_tcp_is_not_retransmitted() -> None:
 def test_responses_after_the_final_are_ignored() -> None:
     layer, _, tx = start_server()
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.0)
+    request = tx.request  # let go of by the transaction once answered
+    layer.respond(tx, make_response(request, 486, to_tag="t1"), 0.0)
     layer.drain()
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.0)
+    layer.respond(tx, make_response(request, 200, to_tag="t1"), 0.0)
     assert layer.drain() == []
-    assert tx.last_response is not None and tx.last_response.status == 486
+    assert tx.last_response_data is not None
+    assert tx.last_response_data.startswith(b"SIP/2.0 486 ")
+
+
+def let_go_of(tx: ClientTransaction | ServerTransaction) -> bool:
+    """The transaction holds neither its owner nor its messages any more."""
+    if tx.owner is not None:
+        return False
+    if isinstance(tx, ServerTransaction) and tx.last_response is not None:
+        return False
+    with pytest.raises(RuntimeError, match="let go of"):
+        tx.request  # noqa: B018
+    return True
+
+
+def test_a_lingering_transaction_lets_go_of_its_owner_and_messages() -> None:
+    """After its final response a transaction lingers (Timers D, J, K, L, M) only to absorb or
+    answer retransmissions; its owner reaches a whole call, let go of as soon as the owner can
+    hear nothing more of it, not 32 s later."""
+    owner = Recorder()
+    # Client non-INVITE: the final response handed up, then nothing more to hand up.
+    layer, user, tx, data = start_client("BYE")
+    tx.owner = owner
+    layer.receive(answer(data, 200), UAS, 0.1)
+    assert user.statuses() == [200] and state(tx) is State.COMPLETED and let_go_of(tx)
+    layer.receive(answer(data, 200), UAS, 0.2)
+    assert user.statuses() == [200] and layer.drain() == []
+
+    # Client INVITE refused: the 3xx-6xx again gets the same ACK, built before letting go.
+    layer, user, tx, data = start_client()
+    tx.owner = owner
+    layer.receive(answer(data, 486), UAS, 0.1)
+    assert let_go_of(tx)
+    ack = layer.drain()
+    layer.receive(answer(data, 486), UAS, 0.2)
+    assert layer.drain() == ack and user.statuses() == [486]
+
+    # Client INVITE answered: every 2xx goes up to the owner until the user lets go.
+    layer, user, tx, data = start_client()
+    tx.owner = owner
+    layer.let_go(tx)  # before the final response: the request is still needed (CANCEL)
+    assert tx.owner is owner and tx.request.method == "INVITE"
+    layer.receive(answer(data, 200), UAS, 0.1)
+    assert state(tx) is State.ACCEPTED and tx.owner is owner and tx.request.method == "INVITE"
+    layer.let_go(tx)
+    assert let_go_of(tx)
+    layer.receive(answer(data, 200), UAS, 0.2)
+    assert user.statuses() == [200, 200]  # still handed up; the application finds no owner
+
+    # Server non-INVITE: its retransmission answered from the bytes kept.
+    layer, user, tx = start_server(incoming("BYE", to_tag="t1"))
+    tx.owner = owner
+    request = tx.request
+    layer.respond(tx, make_response(request, 200, to_tag="t1"), 0.1)
+    ok = layer.drain()
+    assert let_go_of(tx)
+    layer.receive(incoming("BYE", to_tag="t1"), UAC, 0.2)
+    assert layer.drain() == ok and user.kinds() == ["request"]
+
+    # Server INVITE refused: Timer H reports nothing, the INVITE again gets the 486 again.
+    layer, user, tx = start_server()
+    tx.owner = owner
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.1)
+    busy = layer.drain()[-1:]
+    assert let_go_of(tx)
+    layer.receive(incoming(), UAC, 0.2)
+    assert layer.drain() == busy
+    layer.receive(incoming("ACK", to_tag="t1", cseq_method="ACK"), UAC, 0.3)
+    assert state(tx) is State.CONFIRMED and user.kinds() == ["request"]
+
+    # Server INVITE answered: its owner hears of an ACK never come, until the ACK is reported.
+    layer, user, tx = start_server()
+    tx.owner = owner
+    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.1)
+    assert tx.owner is owner and tx.last_response is not None
+    layer.ack_received(tx, 0.2)
+    assert let_go_of(tx) and state(tx) is State.ACCEPTED
+    layer.drain()
+    layer.receive(incoming(), UAC, 0.3)  # absorbed (RFC 6026 7.1)
+    assert layer.drain() == [] and user.kinds() == ["request"]
 
 
 def test_ack_before_any_final_response_is_ignored() -> None:

@@ -36,6 +36,14 @@ K) are zero (17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2). Entering Terminated drops the 
 One thing lives beside the table: the 2xx of a server INVITE is retransmitted until the user
 reports its ACK (RFC 3261 13.3.1.4, a duty of the UAS core that the layer carries out for it),
 and a 2xx never ACKed by Timer L is reported to the user (:meth:`TransactionUser.on_ack_timeout`).
+
+A transaction lingers up to 64*T1 after its final response to absorb or answer
+retransmissions, which takes only its key, addresses, timers and the bytes it sends again. As
+soon as it has nothing more to tell its owner, it lets go of the owner (which reaches a whole
+call) and of its request and last response: a client one in Completed once the response is
+handed up, a server one in Completed once its 3xx-6xx is sent, a server INVITE in Accepted once
+the user reported the ACK. A client INVITE in Accepted hands up every 2xx: its user lets go of
+it (:meth:`TransactionLayer.let_go`) when done with it. Reading ``request`` after that raises.
 """
 
 from __future__ import annotations
@@ -366,14 +374,15 @@ class ClientTransaction:
     __slots__ = (
         "_deadline",
         "_interval",
+        "_request",
         "_retransmit",
+        "ack",
         "data",
         "dest",
         "is_invite",
         "key",
         "machine",
         "owner",
-        "request",
         "state",
     )
 
@@ -386,9 +395,11 @@ class ClientTransaction:
         owner: ClientOwner | None,
     ) -> None:
         self.key = key
-        self.request = request
+        self._request: Request | None = request
         self.data = data
         self.dest = dest
+        # The ACK of our INVITE's 3xx-6xx (17.1.1.3), kept for its retransmissions.
+        self.ack: bytes | None = None
         self.is_invite = request.method == "INVITE"
         self.machine = Machine.CLIENT_INVITE if self.is_invite else Machine.CLIENT_NON_INVITE
         self.state = State.CALLING if self.is_invite else State.TRYING
@@ -401,11 +412,21 @@ class ClientTransaction:
     def branch(self) -> str:
         return self.key[0]
 
+    @property
+    def request(self) -> Request:
+        """The request sent; read only until the final response is handled (see
+        :func:`_let_go`)."""
+        request = self._request
+        if request is None:
+            raise _released(self)
+        return request
+
 
 class ServerTransaction:
     __slots__ = (
         "_deadline",
         "_interval",
+        "_request",
         "_retransmit",
         "acked",
         "is_invite",
@@ -415,14 +436,13 @@ class ServerTransaction:
         "machine",
         "metered",
         "owner",
-        "request",
         "source",
         "state",
     )
 
     def __init__(self, key: tuple[str, ...], request: Request, source: Address) -> None:
         self.key = key
-        self.request = request
+        self._request: Request | None = request
         self.source = source
         self.is_invite = request.method == "INVITE"
         self.machine = Machine.SERVER_INVITE if self.is_invite else Machine.SERVER_NON_INVITE
@@ -448,8 +468,46 @@ class ServerTransaction:
         """A final response has been sent."""
         return self.state not in (State.PROCEEDING, State.TRYING)
 
+    @property
+    def request(self) -> Request:
+        """The request received; read only until it is answered (see :func:`_let_go`)."""
+        request = self._request
+        if request is None:
+            raise _released(self)
+        return request
+
 
 Transaction = ClientTransaction | ServerTransaction
+
+
+# States before the final response (sent or received).
+_BEFORE_FINAL = frozenset({State.CALLING, State.TRYING, State.PROCEEDING})
+
+
+def _let_go(tx: Transaction) -> None:
+    """Keep only what absorbing and answering retransmissions takes: the key, the address,
+    the bytes to send again, the timers.
+
+    A transaction lingers for up to 64*T1 after its final response (Timers D, J, K, L, M)
+    and its owner reaches a whole call; kept, every call's objects would stay alive 32 s
+    after its end, for each full garbage collection to walk. Done once the owner can hear
+    nothing more of the transaction: a client one in Completed (the final response handed
+    up), a server one in Completed (its 3xx-6xx sent; Timer H reports nothing) or in
+    Accepted once the user reported the ACK (only an ACK never reported is reported at
+    Timer L). A client INVITE in Accepted hands every 2xx up: its user lets go of it
+    (:meth:`TransactionLayer.let_go`).
+    """
+    tx.owner = None
+    tx._request = None
+    if isinstance(tx, ServerTransaction):
+        tx.last_response = None
+
+
+def _released(tx: Transaction) -> RuntimeError:
+    return RuntimeError(
+        f"{tx.machine.value} transaction {tx.key} in state {tx.state.value}: "
+        "its request was let go of"
+    )
 
 
 def _server_key(request: Request, method: str) -> tuple[str, ...]:
@@ -732,6 +790,8 @@ class TransactionLayer:
             self._send_ack_for_error(tx, response)
         if Effect.PASS in effects:
             self.user.on_response(tx, response, now)
+        if tx.state is State.COMPLETED:
+            _let_go(tx)
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -804,8 +864,14 @@ class TransactionLayer:
         return data
 
     def _send_ack_for_error(self, tx: ClientTransaction, response: Response) -> None:
-        """The ACK of a 3xx-6xx belongs to the INVITE's transaction (17.1.1.3)."""
-        invite = tx.request
+        """The ACK of a 3xx-6xx belongs to the INVITE's transaction (17.1.1.3); the response
+        again (our ACK lost) gets the same ACK, the INVITE being let go of by then."""
+        if tx.ack is None:
+            tx.ack = self._ack_for_error(tx.request, response)
+        self.outgoing.append((tx.ack, tx.dest))
+
+    @staticmethod
+    def _ack_for_error(invite: Request, response: Response) -> bytes:
         headers = Headers()
         for key, name, value in invite.headers.items():
             if key == "via":
@@ -817,8 +883,7 @@ class TransactionLayer:
         to_value = response.headers.get("to")
         headers.add("To", to_value if to_value is not None else invite.headers.get("to") or "")
         headers.add("CSeq", f"{invite.cseq.number} ACK")
-        ack = Request("ACK", invite.uri, headers)
-        self.outgoing.append((ack.to_bytes(), tx.dest))
+        return Request("ACK", invite.uri, headers).to_bytes()
 
     def transport_error(self, dest: Address, now: float) -> None:
         """The transport could not reach ``dest``: fail every transaction waiting on it."""
@@ -845,14 +910,15 @@ class TransactionLayer:
             if len(data) > credit:
                 data = self._fit(response, data, credit)
             tx.last_response_data = data
-            if not gate.spend(tx.source.host, len(data)):
-                # More than the source has sent, to an address that may be forged: kept for
-                # the request's retransmission to pay for; else never sent.
-                return
+            # More than the source has sent, to an address that may be forged: kept for the
+            # request's retransmission to pay for; else never sent.
+            if gate.spend(tx.source.host, len(data)):
+                self.outgoing.append((data, tx.source))
+        else:
+            tx.last_response_data = data
             self.outgoing.append((data, tx.source))
-            return
-        tx.last_response_data = data
-        self.outgoing.append((data, tx.source))
+        if tx.state is State.COMPLETED:
+            _let_go(tx)
 
     def _fit(self, response: Response, data: bytes, budget: int) -> bytes:
         """A challenge that offers several algorithms, with the later offers left out until
@@ -892,6 +958,16 @@ class TransactionLayer:
             if tx._retransmit is not None:
                 tx._retransmit.cancel()
                 tx._retransmit = None
+            _let_go(tx)
+
+    def let_go(self, tx: Transaction) -> None:
+        """The user will neither read ``tx``'s request again nor need to hear of it (the
+        call it served has ended): the transaction keeps only what its retransmissions take,
+        and ``owner``, if set again, is what it tells from then on. Before the final
+        response, nothing is let go of: the request is needed to answer it, to CANCEL it or
+        to ACK its failure."""
+        if tx.state not in _BEFORE_FINAL:
+            _let_go(tx)
 
     # --- time ----------------------------------------------------------------------------------
 
