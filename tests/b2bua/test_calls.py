@@ -6,9 +6,13 @@ gives. Every message is built as a phone would build it and parsed from what the
 
 from __future__ import annotations
 
+import gc
+import types
+
 from smartswitch.b2bua.ports import CallAttempt
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.message import Request, Response
+from smartswitch.sip.timers import COMPACT_MIN
 from smartswitch.sip.transaction import T1
 
 from .harness import ALICE, BOB, CAROL, SDP, Calls, Phone, Switch, connect
@@ -83,6 +87,100 @@ def test_the_end_of_a_call_waits_until_its_record_is_durable() -> None:
     bob.answer(switch.request(BOB, "BYE"), 200)
     done()  # a second call changes nothing
     assert switch.take_all() == []
+
+
+def _reaches(root: object, target: object) -> bool:
+    """Whether ``target`` can be reached from ``root`` by following references (leaving out
+    modules, classes and functions' globals, which every object reaches)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if obj is target:
+            return True
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            todo.extend(obj.__closure__ or ())
+            todo.extend(obj.__defaults__ or ())
+        else:
+            todo.extend(gc.get_referents(obj))
+    return False
+
+
+def test_an_ended_call_is_not_kept_by_its_lingering_transactions() -> None:
+    """After the BYE and its 200, the call's transactions linger up to 64*T1 (RFC 3261 17,
+    RFC 6026) to answer retransmissions, and they do, as before; but nothing the switch holds
+    reaches the call any more (its legs, dialogs, session, requests): it goes with its last
+    reference, not after 32 s and a full garbage collection."""
+    switch, _, alice, bob, _ = _setup()
+    invite_in = alice.call()
+    invite = switch.request(BOB, "INVITE")
+    bob.answer(invite, 200, ANSWER)
+    ack = switch.request(BOB, "ACK")
+    ok = switch.final(ALICE)
+    alice.connected(ok)
+    (call,) = switch.b2bua.calls.values()
+    assert _reaches(switch, call)  # the walk finds it while it lives
+    switch.now = 1.0
+    bye_in = alice.request("BYE")
+    assert switch.responses(ALICE) == [200]
+    bye = switch.request(BOB, "BYE")
+    bob.answer(bye, 200)
+    switch.advance(2.0)
+    # Lingering: the caller's INVITE (Timer L) and BYE (J), ours to Bob (M) and BYE (K).
+    assert (len(switch.layer.server), len(switch.layer.client)) == (2, 2)
+    assert not _reaches(switch, call)
+
+    switch.receive(bye_in.to_bytes(), ALICE)  # our 200 was lost
+    assert switch.responses(ALICE) == [200]
+    switch.receive(invite_in.to_bytes(), ALICE)  # still in flight: absorbed
+    bob.answer(bye, 200)  # absorbed
+    alice.ack(ok)  # no dialog any more: dropped
+    assert switch.take_all() == []
+    bob.answer(invite, 200, ANSWER)  # our ACK was lost: the same one again
+    assert switch.request(BOB, "ACK").to_bytes() == ack.to_bytes()
+    assert switch.take_all() == [] and not _reaches(switch, call)
+    switch.advance(1.0 + 64 * T1)
+    assert not switch.layer.server and not switch.layer.client
+
+
+def test_a_relayed_reinvite_does_not_keep_the_ended_call_either() -> None:
+    """Our re-INVITE to Bob lingers until Timer M after its 2xx, relayed: its owner (the
+    relay, and so the call) is let go of then, its 2xx again absorbed as before."""
+    switch, _, alice, bob, _ = _setup()
+    connect(switch, alice, bob)
+    (call,) = switch.b2bua.calls.values()
+    alice.request("INVITE", SDP)
+    out = switch.request(BOB, "INVITE")
+    bob.answer(out, 200, ANSWER)
+    alice.ack(switch.final(ALICE))
+    assert switch.request(BOB, "ACK").cseq.number == 2
+    bob.answer(out, 200, ANSWER)  # absorbed: the caller's ACK was relayed already
+    assert switch.take_all() == []
+    alice.request("BYE")
+    assert switch.responses(ALICE) == [200]
+    bob.answer(switch.request(BOB, "BYE"), 200)
+    assert len(switch.layer.client) == 3  # the two INVITEs to Bob (Timer M) and the BYE
+    assert not _reaches(switch, call)
+
+
+def test_the_timers_ended_calls_cancelled_do_not_pile_up() -> None:
+    """A call cancels timers due long after its end (its maximum duration, hours ahead; Timer
+    B, 32 s ahead): call after call, the heap keeps fewer cancelled entries than live ones,
+    past a floor, instead of every one until its deadline."""
+    switch, _, _, _, _ = _setup()
+    for n in range(400):
+        alice, bob = Phone(switch, ALICE, f"alice{n}"), Phone(switch, BOB, f"bob{n}")
+        connect(switch, alice, bob)
+        alice.request("BYE")
+        bob.answer(switch.request(BOB, "BYE"), 200)
+        switch.take_all()
+        switch.advance(switch.now + 1.0)
+    timers = switch.layer.timers
+    assert 0 < len(timers) < 4 * 64 * T1  # those of the transactions still lingering
+    assert timers.entries <= max(2 * len(timers), len(timers) + COMPACT_MIN)
 
 
 # --- re-INVITEs and other in-dialog requests ----------------------------------------------------

@@ -853,6 +853,9 @@ class B2BUA:
             if relay.from_leg is not None:
                 key = (relay.from_leg.side, request.cseq.number)
                 call.pending_acks[key] = PendingAck(server_tx, relay.to_leg, tx.request.cseq.number)
+            # Its 2xx again is absorbed (``server_tx`` answered): the transaction, lingering
+            # until Timer M, need not keep the relay and its call.
+            self.layer.let_go(tx)
         self.layer.respond(server_tx, out, now)
         if status == 481 and call.state is CallState.CONNECTED:
             self._hangup(call, HangupSide.SWITCH, "dialog gone", now, skip=relay.to_leg)
@@ -938,6 +941,7 @@ class B2BUA:
         for leg in (call.a_leg, call.b_leg):
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+        self._let_go_of_invites(call)
         done = _Completion(finish, now, self.resume)
         try:
             call.session.ended(call.summary(), done)
@@ -947,6 +951,24 @@ class B2BUA:
         done.inline = False
         if self.observer is not None:
             self.observer.call_ended(call.id, now)
+
+    def _let_go_of_invites(self, call: Call) -> None:
+        """The call's two INVITE transactions linger 64*T1 after their 2xx (Timers L and M,
+        RFC 6026), each with an owner that reaches the call: they let go of it at its end, or
+        every call would stay alive 32 s after it, for each full collection to walk.
+
+        The caller's has nothing left to tell: a CANCEL after the answer, or an ACK never
+        come, changes nothing in an ended call. The answered one hears the callee's 2xx
+        again if our ACK was lost: it gets the same ACK, as during the call."""
+        self.layer.let_go(call.a_tx)
+        tx, leg = call.b_tx, call.b_leg
+        if tx is None or leg is None:
+            # Answered but not yet connected: the relay's answer to the callee's SDP is still
+            # to come, and then the callee gets its ACK and BYE (built from ``tx``).
+            return
+        self.layer.let_go(tx)
+        if leg.ack is not None:
+            tx.owner = _AckAgain(self.layer, leg.ack)
 
     def hangup(self, key: str, now: float) -> bool:
         """Operator hang-up (web UI, shutdown): end the call whatever its state."""
@@ -967,6 +989,8 @@ class B2BUA:
     def _respond(
         self, tx: ServerTransaction, status: int, now: float, reason: str | None = None
     ) -> None:
+        if tx.answered:
+            return  # the layer would drop it; an answered transaction lets go of its request
         self.layer.respond(tx, make_response(tx.request, status, reason, self.ids.next()), now)
 
 
@@ -991,6 +1015,24 @@ class _CallInvites:
 
     def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         self.b2bua._b_invite_timeout(self.call, tx, now)
+
+
+class _AckAgain:
+    """The owner of an ended call's answered INVITE (its B leg) until Timer M: the callee's
+    2xx again means our ACK was lost, and it is sent again."""
+
+    __slots__ = ("ack", "layer")
+
+    def __init__(self, layer: TransactionLayer, ack: tuple[bytes, Address]) -> None:
+        self.layer = layer
+        self.ack = ack
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        if 200 <= response.status < 300:
+            self.layer.outgoing.append(self.ack)
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        return None  # a transaction in Accepted does not time out (Timer M ends it quietly)
 
 
 @dataclass(slots=True, eq=False)
