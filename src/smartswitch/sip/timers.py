@@ -107,7 +107,8 @@ class TimerHeap:
 
     @property
     def entries(self) -> int:
-        """Entries in the heap, cancelled ones included (at most about twice :func:`len`)."""
+        """Entries in the heap, cancelled ones included: at most twice ``len()``, or
+        ``len()`` + :data:`COMPACT_MIN`, whichever is more."""
         return len(self._heap)
 
     def __len__(self) -> int:
