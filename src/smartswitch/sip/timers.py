@@ -11,17 +11,29 @@ asyncio's event loop does with its own. Many timers are cancelled long before th
 (Timers B and F 32 s ahead, a call's maximum duration hours ahead): without the rebuild they
 would pile up by the hundred thousand, and every one is an object the garbage collector walks
 at each full collection, pausing the event loop for longer.
+
+Deadlines that always lie the same time ahead of when they are set (a transaction lingering
+64*T1 after its final response) come due in the order they are set: a :class:`Lane` keeps
+them in a FIFO queue instead, one ``(deadline, subject, tag)`` entry each, against a
+:class:`Timer`, a heap entry, a bound method and an argument tuple in the heap (tens of
+thousands of lingering transactions under load, each object walked at every full
+collection). :meth:`TimerHeap.next_deadline` and :meth:`TimerHeap.run_due` see the heap and
+its lanes as one, in deadline order. An entry cannot be cancelled: its callback tells whether
+it still stands.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 # Below this many cancelled entries a rebuild is not worth its pass over the heap.
 COMPACT_MIN = 256
+
+_NEVER = float("inf")
 
 
 def _nothing(now: float, *args: Any) -> None:
@@ -59,13 +71,38 @@ class Timer:
             heap._cancelled_one()
 
 
+class Lane:
+    """Deadlines set in the order they come due, each ``callback(now, subject, tag)`` once
+    ``now`` reaches it; made by :meth:`TimerHeap.lane`, run by its heap."""
+
+    __slots__ = ("_callback", "_entries", "_heap")
+
+    def __init__(self, heap: TimerHeap, callback: Callable[..., None]) -> None:
+        self._heap = heap
+        self._callback = callback
+        self._entries: deque[tuple[float, Any, Any]] = deque()
+
+    def push(self, deadline: float, subject: Any, tag: Any) -> None:
+        entries = self._entries
+        if entries and deadline < entries[-1][0]:
+            # Earlier than the last one (a clock that went back): only the heap can keep
+            # it in its place.
+            self._heap.schedule(deadline, self._callback, subject, tag)
+            return
+        entries.append((deadline, subject, tag))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TimerHeap:
-    __slots__ = ("_cancelled", "_counter", "_heap")
+    __slots__ = ("_cancelled", "_counter", "_heap", "_lanes")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._counter = itertools.count()
         self._cancelled = 0  # entries in the heap whose timer was cancelled
+        self._lanes: list[Lane] = []
 
     def schedule(self, deadline: float, callback: Callable[..., None], *args: Any) -> Timer:
         """Call ``callback(now, *args)`` once ``now`` reaches ``deadline``."""
@@ -73,19 +110,48 @@ class TimerHeap:
         heapq.heappush(self._heap, (deadline, next(self._counter), timer))
         return timer
 
+    def lane(self, callback: Callable[..., None]) -> Lane:
+        """A FIFO queue of deadlines run with this heap: for deadlines set in the order they
+        come due (a fixed wait from now), which ``callback`` tells apart by subject and
+        tag."""
+        lane = Lane(self, callback)
+        self._lanes.append(lane)
+        return lane
+
     def next_deadline(self) -> float | None:
+        """The earliest deadline, of the heap's timers and the lanes' entries."""
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
             self._cancelled -= 1
-        return heap[0][0] if heap else None
+        deadline = heap[0][0] if heap else None
+        for lane in self._lanes:
+            entries = lane._entries
+            if entries and (deadline is None or entries[0][0] < deadline):
+                deadline = entries[0][0]
+        return deadline
 
     def run_due(self, now: float) -> int:
-        """Fire every timer due at ``now``, in deadline order, passing it ``now``; return how many
-        fired."""
+        """Fire every timer and lane entry due at ``now``, in deadline order (the heap's first
+        on a tie), passing it ``now``; return how many fired."""
         heap = self._heap
+        lanes = self._lanes
         fired = 0
-        while heap and heap[0][0] <= now:
+        while True:
+            deadline = heap[0][0] if heap else _NEVER
+            first: Lane | None = None
+            for lane in lanes:
+                entries = lane._entries
+                if entries and entries[0][0] < deadline:
+                    deadline = entries[0][0]
+                    first = lane
+            if deadline > now:
+                return fired
+            if first is not None:
+                _, subject, tag = first._entries.popleft()
+                fired += 1
+                first._callback(now, subject, tag)
+                continue
             _, _, timer = heapq.heappop(heap)
             if timer.cancelled:
                 self._cancelled -= 1
@@ -94,7 +160,6 @@ class TimerHeap:
             timer._heap = None
             fired += 1
             timer.callback(now, *timer.args)
-        return fired
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1
@@ -107,10 +172,10 @@ class TimerHeap:
 
     @property
     def entries(self) -> int:
-        """Entries in the heap, cancelled ones included: at most twice ``len()``, or
-        ``len()`` + :data:`COMPACT_MIN`, whichever is more."""
-        return len(self._heap)
+        """Entries in the heap and its lanes, cancelled timers included: at most twice
+        ``len()``, or ``len()`` + :data:`COMPACT_MIN`, whichever is more."""
+        return len(self._heap) + sum(len(lane) for lane in self._lanes)
 
     def __len__(self) -> int:
-        """The timers still to fire."""
-        return len(self._heap) - self._cancelled
+        """The timers still to fire, and the lanes' entries."""
+        return len(self._heap) - self._cancelled + sum(len(lane) for lane in self._lanes)

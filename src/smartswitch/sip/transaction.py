@@ -16,7 +16,8 @@ its :class:`TransactionUser` what the user must see; a transaction carries the u
 owner (:class:`ClientOwner`, :class:`ServerOwner`) for the user to hand those events on. What
 the layer wants sent is appended to ``outgoing`` as ``(bytes, Address)``; the transport drains
 that list after each call. Timers live in one :class:`~smartswitch.sip.timers.TimerHeap`, for
-which the transport keeps a single ``call_at`` armed.
+which the transport keeps a single ``call_at`` armed; the deadlines of the states a transaction
+lingers in (``LINGERING``) in FIFO lanes of that heap.
 
 There are four machines (:class:`Machine`), one per figure of RFC 3261 17 (5 to 8, with the
 Accepted state of RFC 6026 in figures 5 and 7). Everything that can happen to a transaction is
@@ -66,7 +67,7 @@ from smartswitch.sip.message import (
     parse_message,
     response_from_partial,
 )
-from smartswitch.sip.timers import Timer, TimerHeap
+from smartswitch.sip.timers import Lane, Timer, TimerHeap
 
 log = logging.getLogger("smartswitch.sip")
 
@@ -307,6 +308,22 @@ RETRANSMIT_CAP: Mapping[Event, float] = {
     t.retransmit: t.cap for t in STATE_TIMERS.values() if t.retransmit is not None
 }
 
+# The states a transaction lingers in after its final response (D, I, J, K, L, M): left only
+# when their deadline fires, always the same time after they are entered, so their deadlines
+# come due in the order they are set and go in FIFO lanes, not the timer heap (see
+# smartswitch.sip.timers). Derived from the table: a state given an earlier way out goes back
+# to the heap, whose timers can be cancelled.
+LINGERING: frozenset[tuple[Machine, State]] = frozenset(
+    key
+    for key, timers in STATE_TIMERS.items()
+    if timers.deadline is not None
+    and all(
+        to is key[1]
+        for event, (to, _) in TRANSITIONS[key[0]][key[1]].items()
+        if event is not timers.deadline
+    )
+)
+
 del CI, CN, SI, SN, CALLING, TRYING, PROCEEDING, ACCEPTED, COMPLETED, CONFIRMED, TERMINATED, E
 del NONE, PASS, SEND, RESEND, ACK, REPORT, SETTLE
 
@@ -373,6 +390,7 @@ class ServerOwner(Protocol):
 class ClientTransaction:
     __slots__ = (
         "_deadline",
+        "_epoch",
         "_interval",
         "_request",
         "_retransmit",
@@ -406,6 +424,7 @@ class ClientTransaction:
         self.owner = owner
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
+        self._epoch = 0  # see TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -425,6 +444,7 @@ class ClientTransaction:
 class ServerTransaction:
     __slots__ = (
         "_deadline",
+        "_epoch",
         "_interval",
         "_request",
         "_retransmit",
@@ -457,6 +477,7 @@ class ServerTransaction:
         self.metered = False
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
+        self._epoch = 0  # see TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -549,6 +570,8 @@ class TransactionLayer:
         self.stats_malformed = 0
         # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
         self.gate: FloodGate | None = None
+        # Lingering deadlines (LINGERING), one FIFO lane per length of wait.
+        self._lanes: dict[float, Lane] = {}
 
     @property
     def now(self) -> float:
@@ -587,13 +610,30 @@ class TransactionLayer:
             tx._retransmit = self.timers.schedule(now + T1, self._fire, tx, timers.retransmit)
         if timers.deadline is not None:
             wait = timers.reliable if reliable else timers.unreliable
-            tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
+            if (tx.machine, state) in LINGERING:
+                lane = self._lanes.get(wait)
+                if lane is None:
+                    lane = self._lanes[wait] = self.timers.lane(self._linger_over)
+                lane.push(now + wait, tx, tx._epoch)
+            else:
+                tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
 
     def _stop_timers(self, tx: Transaction) -> None:
         for timer in (tx._retransmit, tx._deadline):
             if timer is not None:
                 timer.cancel()
         tx._retransmit = tx._deadline = None
+        # A lane entry cannot be cancelled: it carries the epoch it was set in, and is
+        # ignored once this has moved on.
+        tx._epoch += 1
+
+    def _linger_over(self, now: float, tx: Transaction, epoch: int) -> None:
+        """The deadline of a lingering state went off, unless ``tx`` left the state since."""
+        if epoch != tx._epoch:
+            return
+        event = STATE_TIMERS[(tx.machine, tx.state)].deadline
+        assert event is not None  # only states with a deadline are in LINGERING
+        self._fire(now, tx, event)
 
     def _fire(self, now: float, tx: Transaction, event: Event) -> None:
         """A timer of ``tx`` went off."""
