@@ -7,6 +7,8 @@ UAC layer and a UAS layer that hand their datagrams to each other, with no netwo
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -703,6 +705,119 @@ def test_a_lingering_transaction_lets_go_of_its_owner_and_messages() -> None:
     layer.drain()
     layer.receive(incoming(), UAC, 0.3)  # absorbed (RFC 6026 7.1)
     assert layer.drain() == [] and user.kinds() == ["request"]
+
+
+class AnswersAndForgets:
+    """A user that answers every request 200 at once and keeps nothing of it."""
+
+    layer: TransactionLayer
+
+    def on_request(self, tx: ServerTransaction, request: Request, now: float) -> None:
+        self.layer.respond(tx, make_response(request, 200, to_tag="t1"), now)
+
+    def on_ack(self, request: Request, source: Address, now: float) -> None: ...
+
+    def on_cancel(self, invite_tx: ServerTransaction, now: float) -> None: ...
+
+    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None: ...
+
+    def on_timeout(self, tx: ClientTransaction, now: float) -> None: ...
+
+    def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None: ...
+
+
+def test_a_lingering_transaction_costs_the_garbage_collector_two_objects() -> None:
+    """Lingering transactions are the bulk of a loaded node's live objects, each walked at
+    every full collection: beside the transaction itself, its deadline is one lane entry (a
+    Timer, a heap entry, a bound method and an argument tuple in the timer heap)."""
+    user = AnswersAndForgets()
+    layer = TransactionLayer(user, {"udp": ("192.0.2.2", 5060)})
+    user.layer = layer
+    layer.receive(incoming("OPTIONS", branch="z9hG4bKwarm"), UAC, 0.0)  # the lane made
+    layer.drain()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(1000):
+        layer.receive(incoming("OPTIONS", branch=f"z9hG4bK{n}"), UAC, n / 100)
+        layer.drain()
+    gc.collect()
+    per_transaction = (len(gc.get_objects()) - before) / 1000
+    assert len(layer.server) == 1001 and len(layer.timers) == 1001  # all lingering (Timer J)
+    assert per_transaction < 2.5, per_transaction
+    advance(layer, 100.0)
+    assert not layer.server and layer.timers.next_deadline() is None
+
+
+def test_lingering_deadlines_of_different_waits_fire_in_deadline_order() -> None:
+    """Timer J (64*T1) set first and Timer K (T4) set later: the K comes due first, and
+    retransmissions meanwhile are still answered (J) and absorbed (K), the 2xx of a server
+    INVITE retransmitted (a heap timer) in between."""
+    layer, user = make_layer()
+    layer.receive(incoming("OPTIONS", branch="z9hG4bKj"), UAC, 0.0)
+    (_, server_tx, _) = user.events[-1]
+    layer.respond(server_tx, make_response(server_tx.request, 200, to_tag="t1"), 0.0)
+    ok = layer.drain()
+    layer.receive(incoming("INVITE", branch="z9hG4bKl", call_id="call-2"), UAC, 1.0)
+    (_, invite_tx, _) = user.events[-1]
+    layer.respond(invite_tx, make_response(invite_tx.request, 200, to_tag="t2"), 1.0)
+    client_tx = layer.send_request(new_request("BYE"), UAS, 10.0)
+    ((bye, _),) = layer.drain()[-1:]
+    layer.receive(answer(bye, 200), UAS, 10.0)  # Completed: Timer K, due at 15
+    assert state(client_tx) is State.COMPLETED and state(server_tx) is State.COMPLETED
+    # The 2xx is resent at 1.5, 2.5, 4.5, 8.5, 12.5 (heap); K at 15 before J at 32, L at 33.
+    assert layer.timers.next_deadline() == 1.5
+    assert [t for t, _ in advance(layer, 14.0)] == [1.5, 2.5, 4.5, 8.5, 12.5]
+    layer.ack_received(invite_tx, 14.0)
+    assert layer.timers.next_deadline() == 10.0 + T4
+    layer.receive(answer(bye, 200), UAS, 14.5)  # absorbed
+    assert layer.drain() == [] and user.statuses() == [200]
+    advance(layer, 10.0 + T4)
+    assert client_tx.key not in layer.client and server_tx.key in layer.server
+    assert layer.timers.next_deadline() == 64 * T1
+    layer.receive(incoming("OPTIONS", branch="z9hG4bKj"), UAC, 31.0)  # answered again
+    assert layer.drain() == ok
+    advance(layer, 64 * T1)
+    assert server_tx.key not in layer.server and invite_tx.key in layer.server
+    assert layer.timers.next_deadline() == 1.0 + 64 * T1
+    layer.receive(incoming("INVITE", branch="z9hG4bKl", call_id="call-2"), UAC, 32.5)
+    assert layer.drain() == [] and user.kinds().count("request") == 2  # absorbed
+    advance(layer, 1.0 + 64 * T1)
+    assert not layer.server and not layer.client
+    assert layer.timers.next_deadline() is None and len(layer.timers) == 0
+    assert user.kinds() == ["request", "request", "response"]  # Timer L after the ACK: quiet
+
+
+def test_a_transaction_that_left_its_lingering_state_is_not_fired_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lane entry cannot be cancelled: once the transaction has moved on (no event of the
+    table does that today, so the test moves it; a future shutdown might), the entry is
+    passed over, and the entries behind it still fire in the same run."""
+    layer, user = make_layer()
+    txs = []
+    for n in range(2):
+        layer.receive(incoming("OPTIONS", branch=f"z9hG4bK{n}"), UAC, float(n))
+        (_, tx, _) = user.events[-1]
+        layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), float(n))
+        txs.append(tx)
+    layer._enter(txs[0], State.TERMINATED, 2.0)
+    assert txs[0].key not in layer.server
+    with caplog.at_level(logging.ERROR, logger="smartswitch.sip"):
+        layer.handle_timer(100.0)
+    assert caplog.records == []
+    assert not layer.server and layer.timers.next_deadline() is None
+
+
+def test_lingering_states_are_those_left_only_by_their_deadline() -> None:
+    machine = transaction.Machine
+    assert {
+        (machine.CLIENT_INVITE, State.ACCEPTED),  # M
+        (machine.CLIENT_INVITE, State.COMPLETED),  # D
+        (machine.CLIENT_NON_INVITE, State.COMPLETED),  # K
+        (machine.SERVER_INVITE, State.ACCEPTED),  # L
+        (machine.SERVER_INVITE, State.CONFIRMED),  # I
+        (machine.SERVER_NON_INVITE, State.COMPLETED),  # J
+    } == transaction.LINGERING
 
 
 def test_ack_before_any_final_response_is_ignored() -> None:
@@ -1419,6 +1534,44 @@ def test_the_heap_is_rebuilt_under_a_run_that_cancels_timers() -> None:
     assert heap.run_due(10_000.0) == 4
     assert fired[-4:] == [106.0, 107.0, 108.0, 109.0]
     assert heap.next_deadline() is None and heap.entries == 0
+
+
+def test_lanes_run_with_the_heap_in_deadline_order() -> None:
+    heap = TimerHeap()
+    fired: list[tuple[float, str]] = []
+
+    def record(now: float, name: str, tag: object = None) -> None:
+        fired.append((now, name))
+
+    short, long = heap.lane(record), heap.lane(record)
+    long.push(32.0, "j0", None)
+    short.push(5.0, "k1", None)
+    long.push(33.0, "j1", None)
+    heap.schedule(4.0, record, "e")
+    heap.schedule(5.0, record, "tie")  # the heap's first on a tie
+    short.push(6.0, "k2", None)
+    assert heap.next_deadline() == 4.0 and len(heap) == 6 and heap.entries == 6
+    assert heap.run_due(3.9) == 0
+    assert heap.run_due(5.5) == 3
+    assert fired == [(5.5, "e"), (5.5, "tie"), (5.5, "k1")]
+    assert heap.next_deadline() == 6.0
+    assert heap.run_due(32.0) == 2
+    assert [name for _, name in fired[3:]] == ["k2", "j0"]
+    assert heap.next_deadline() == 33.0 and len(heap) == 1
+    assert heap.run_due(100.0) == 1 and heap.next_deadline() is None and len(heap) == 0
+
+
+def test_a_lane_entry_set_out_of_order_still_fires_in_its_place() -> None:
+    """A clock that went back gives a lane a deadline earlier than its last: the heap keeps
+    it, so nothing waits behind a later entry."""
+    heap = TimerHeap()
+    fired: list[str] = []
+    lane = heap.lane(lambda now, name, tag: fired.append(name))
+    lane.push(10.0, "later", None)
+    lane.push(2.0, "earlier", None)
+    assert heap.next_deadline() == 2.0
+    assert heap.run_due(5.0) == 1 and fired == ["earlier"]
+    assert heap.run_due(10.0) == 1 and fired == ["earlier", "later"]
 
 
 def test_ids_are_unique_and_branches_carry_the_magic_cookie() -> None:
