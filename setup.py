@@ -2,8 +2,9 @@
 
 ``SMARTSWITCH_MYPYC=1 pip install .`` (or ``make dist SMARTSWITCH_MYPYC=1``) compiles the
 strictly typed SIP core and B2BUA engine (:data:`COMPILED`) with mypyc, which ships with mypy:
-SIP messages parse and serialise about 2.7 times as fast, and a lab node spends about 17 % less
-CPU per call; a billing node's calls are no cheaper (bench/README.md). The ``.py`` sources are
+SIP messages parse and serialise about 2.7 times as fast, a lab node spends 17-25 % less CPU per
+call and a billing node 10-13 % less (bench/README.md; compiling routing/ and billing/ as well
+did not pay). The ``.py`` sources are
 installed beside the extensions, and Python imports an extension in preference to its source.
 Without the switch, or without mypyc or a C compiler, the package is pure Python, as before:
 the build says why and goes on.
