@@ -353,13 +353,15 @@ def replicated_cluster(
         for member in members:
             member.node.start()
         if fenced:
+            # The version before, not after: read after, the primary's own node may not have
+            # reloaded yet and would name the old one, which every node already has.
+            before = int(members[0].status()["config_version"])
             provision_when_leader(members[0], written)
             # Provisioned on running nodes: every node routes with it before the test's first
             # call (a replica a reload behind refuses the customer it does not know yet).
-            version = int(members[0].status()["config_version"])
             for member in members:
                 wait_until(
-                    functools.partial(config_above, member, version - 1),
+                    functools.partial(config_above, member, before),
                     30,
                     f"{member.name} routes with the provisioned configuration",
                     interval=0.2,
