@@ -249,17 +249,29 @@ def _vip_cell(vip: Any) -> str:
 
 
 async def _cluster_view(config: NodeConfig) -> ClusterView:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
     from smartswitch.cluster.role import database_role
     from smartswitch.store.database import create_engine, database_url, session_factory
 
     if not config.cluster_secret:
         raise ClusterError("cluster_secret is not set in the node config")
-    engine = create_engine(database_url(config.data_dir, _local_url(config)))
+    url = database_url(config.data_dir, _local_url(config))
+    engine = create_engine(url)
     # The other nodes are asked on the signed cluster bus, as this node (see status()).
     client = BusClient(Signer(config.name, derive_key(config.cluster_secret)), timeout=3.0)
     try:
         role = await database_role(engine, config.db_scheme)
         return await cluster_view(config, session_factory(engine), role, client)
+    except SQLAlchemyError as exc:
+        # Said, not a traceback: an operator runs this when things are down.
+        where = make_url(url)
+        raise ClusterError(
+            f"this node's database at {where.host}:{where.port} does not answer "
+            f"({type(getattr(exc, 'orig', None) or exc).__name__}): start it, or run the "
+            "command on a node whose database answers"
+        ) from exc
     finally:
         await client.aclose()
         await engine.dispose()
