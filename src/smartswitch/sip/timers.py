@@ -124,27 +124,16 @@ class TimerHeap:
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
             self._cancelled -= 1
-        deadline = heap[0][0] if heap else None
-        for lane in self._lanes:
-            entries = lane._entries
-            if entries and (deadline is None or entries[0][0] < deadline):
-                deadline = entries[0][0]
-        return deadline
+        deadline, first = self._earliest()
+        return deadline if heap or first is not None else None
 
     def run_due(self, now: float) -> int:
         """Fire every timer and lane entry due at ``now``, in deadline order (the heap's first
         on a tie), passing it ``now``; return how many fired."""
         heap = self._heap
-        lanes = self._lanes
         fired = 0
         while True:
-            deadline = heap[0][0] if heap else _NEVER
-            first: Lane | None = None
-            for lane in lanes:
-                entries = lane._entries
-                if entries and entries[0][0] < deadline:
-                    deadline = entries[0][0]
-                    first = lane
+            deadline, first = self._earliest()
             if deadline > now:
                 return fired
             if first is not None:
@@ -160,6 +149,19 @@ class TimerHeap:
             timer._heap = None
             fired += 1
             timer.callback(now, *timer.args)
+
+    def _earliest(self) -> tuple[float, Lane | None]:
+        """The earliest deadline (``_NEVER`` if none) and the lane it heads, None if the heap's
+        top (cancelled or not) comes first: the heap wins a tie."""
+        heap = self._heap
+        deadline = heap[0][0] if heap else _NEVER
+        first: Lane | None = None
+        for lane in self._lanes:
+            entries = lane._entries
+            if entries and entries[0][0] < deadline:
+                deadline = entries[0][0]
+                first = lane
+        return deadline, first
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1
