@@ -2,7 +2,9 @@
 set ``SS_GCWATCH=<prefix>``; every ``smartswitch`` process started so writes
 ``<prefix>.<pid>`` with one line per garbage collection over 5 ms (generation, milliseconds,
 objects collected; the live tracked objects when it took over 50 ms) and per event-loop
-callback over 15 ms. How issue 13's collector pauses were found (bench/README.md)::
+callback over 15 ms. SIGUSR1 writes a count by type of the live tracked objects, SIGUSR2 of the
+garbage a full collection finds in reference cycles (what only the collector frees). How
+issue 13's collector pauses were found (bench/README.md)::
 
     SS_GCWATCH=/tmp/gc PYTHONPATH=bench/gcwatch:src .venv/bin/python bench/speed.py \\
         --systems billing --rates 150,300
@@ -13,8 +15,10 @@ Never in a measured CPU figure: timing every callback costs the loop a little.
 from __future__ import annotations
 
 import asyncio.events
+import collections
 import gc
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -48,8 +52,27 @@ def _install(prefix: str) -> None:
                 f"collected={info['collected']} objects={live}\n"
             )
 
+    def census(signum: int, frame: Any) -> None:
+        """SIGUSR1: the live tracked objects by type; SIGUSR2: the same of what a full
+        collection finds in reference cycles (the garbage that only the collector frees)."""
+        if signum == signal.SIGUSR2:
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            gc.set_debug(0)
+            objects, what = list(gc.garbage), "garbage"
+            gc.garbage.clear()
+        else:
+            objects, what = gc.get_objects(), "live"
+        counts = collections.Counter(type(o).__qualname__ for o in objects)
+        out.write(f"{time.time():.3f} census {what} {len(objects)}\n")
+        for name, n in counts.most_common(40):
+            out.write(f"  {n:8} {name}\n")
+        del objects
+
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
     gc.callbacks.append(collection)
+    signal.signal(signal.SIGUSR1, census)
+    signal.signal(signal.SIGUSR2, census)
 
 
 if _PREFIX and "smartswitch" in " ".join(sys.argv):
