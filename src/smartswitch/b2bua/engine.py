@@ -918,10 +918,12 @@ class B2BUA:
         call.hangup_side = side
         call.hangup_reason = why
 
+        legs = (call.a_leg, call.b_leg)  # _end lets go of them before this runs
+
         def finish(now: float) -> None:
             if bye_tx is not None:
                 self._respond(bye_tx, 200, now)
-            for leg in (call.a_leg, call.b_leg):
+            for leg in legs:
                 if leg is not None and leg is not skip:
                     bye = leg.dialog.create_request("BYE")
                     relay = _Relay(self, call, None, None, leg, "BYE")
@@ -942,6 +944,12 @@ class B2BUA:
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
         self._let_go_of_invites(call)
+        # Each leg points back at the call (for its in-dialog requests, found through
+        # ``dialogs``, gone now): a reference cycle that refcounting never frees, so every
+        # ended call would wait, with its dialogs, requests and attempts, for a full
+        # collection, and make those come sooner and take longer. What still concerns a
+        # leg (a BYE's answer, a ping's) reaches it through its own owner.
+        call.a_leg = call.b_leg = None
         done = _Completion(finish, now, self.resume)
         try:
             call.session.ended(call.summary(), done)
