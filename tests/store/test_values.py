@@ -55,6 +55,9 @@ def test_utc_ms_truncates_and_refuses_naive_times() -> None:
     assert value == datetime(2025, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC)
     with pytest.raises(ValueError, match="naive"):
         utc_ms(datetime(2025, 1, 1))
+    # Already in UTC (the fast path): truncated the same, and kept as is once it is.
+    assert utc_ms(datetime(2025, 1, 1, 12, 0, 0, 123_999, tzinfo=UTC)) == value
+    assert utc_ms(value) is value
 
 
 @pytest.mark.parametrize(
