@@ -88,6 +88,28 @@ class Address(NamedTuple):
         return self.transport != "udp"
 
 
+# Past this many different addresses (a flood from everywhere, not a few peers) the cache of
+# shared_address starts over rather than grow.
+SHARED_ADDRESSES = 4096
+_shared: dict[tuple[str, str, int], Address] = {}
+
+
+def shared_address(transport: str, host: str, port: int) -> Address:
+    """``Address(transport, host, port)``, as the same object each time while it is in use.
+
+    CPython's collector untracks an exact tuple of atomic values, never a tuple subclass such
+    as a NamedTuple: every Address a lingering transaction keeps is one more object walked at
+    each full collection. A node talks to a few peers; one object each, not one per call.
+    """
+    key = (transport, host, port)
+    address = _shared.get(key)
+    if address is None:
+        if len(_shared) >= SHARED_ADDRESSES:
+            _shared.clear()
+        address = _shared[key] = Address(transport, host, port)
+    return address
+
+
 class IdGenerator:
     """Branches, tags and Call-IDs: a random per-process prefix plus a counter.
 
