@@ -726,10 +726,11 @@ class AnswersAndForgets:
     def on_ack_timeout(self, tx: ServerTransaction, now: float) -> None: ...
 
 
-def test_a_lingering_transaction_costs_the_garbage_collector_two_objects() -> None:
+def test_a_lingering_transaction_costs_the_garbage_collector_one_object() -> None:
     """Lingering transactions are the bulk of a loaded node's live objects, each walked at
     every full collection: beside the transaction itself, its deadline is one lane entry (a
-    Timer, a heap entry, a bound method and an argument tuple in the timer heap)."""
+    Timer, a heap entry, a bound method and an argument tuple in the timer heap), which names
+    the transaction by key, a tuple of atomic values the collector untracks."""
     user = AnswersAndForgets()
     layer = TransactionLayer(user, {"udp": ("192.0.2.2", 5060)})
     user.layer = layer
@@ -743,7 +744,10 @@ def test_a_lingering_transaction_costs_the_garbage_collector_two_objects() -> No
     gc.collect()
     per_transaction = (len(gc.get_objects()) - before) / 1000
     assert len(layer.server) == 1001 and len(layer.timers) == 1001  # all lingering (Timer J)
-    assert per_transaction < 2.5, per_transaction
+    assert per_transaction < 1.5, per_transaction
+    assert not any(
+        gc.is_tracked(entry) for lane in layer._lanes.values() for entry in lane._entries
+    )
     advance(layer, 100.0)
     assert not layer.server and layer.timers.next_deadline() is None
 
@@ -806,6 +810,37 @@ def test_a_transaction_that_left_its_lingering_state_is_not_fired_later(
         layer.handle_timer(100.0)
     assert caplog.records == []
     assert not layer.server and layer.timers.next_deadline() is None
+
+
+def test_a_lane_entry_does_not_end_a_later_transaction_of_the_same_key() -> None:
+    """A lane entry names its transaction by key; the key comes back when the request comes
+    again after its transaction ended: the old entry must leave the new transaction be."""
+    layer, user = make_layer()
+    layer.receive(incoming("OPTIONS"), UAC, 0.0)
+    (_, old, _) = user.events[-1]
+    layer.respond(old, make_response(old.request, 200, to_tag="t1"), 0.0)  # J, due at 32
+    layer._enter(old, State.TERMINATED, 1.0)  # ended early (no event of the table does)
+    layer.receive(incoming("OPTIONS"), UAC, 2.0)  # the same request: a new transaction
+    (_, new, _) = user.events[-1]
+    assert new is not old and new.key == old.key
+    layer.respond(new, make_response(new.request, 200, to_tag="t1"), 2.0)  # J, due at 34
+    ok = layer.drain()[-1:]
+    advance(layer, 64 * T1 + 1.0)  # the old entry's deadline passes
+    assert layer.server.get(new.key) is new
+    layer.receive(incoming("OPTIONS"), UAC, 64 * T1 + 1.5)
+    assert layer.drain() == ok  # answered by the new one, still lingering
+    advance(layer, 64 * T1 + 2.0)
+    assert not layer.server
+
+
+def test_a_client_transaction_lingers_its_time_by_key_too() -> None:
+    layer, _, tx, data = start_client("BYE")
+    layer.receive(answer(data, 200), UAS, 0.1)  # Completed: Timer K
+    assert layer.client.get(tx.key) is tx
+    advance(layer, 0.1 + T4 - 0.01)
+    assert layer.client.get(tx.key) is tx
+    advance(layer, 0.1 + T4)
+    assert not layer.client and layer.timers.next_deadline() is None
 
 
 def test_lingering_states_are_those_left_only_by_their_deadline() -> None:

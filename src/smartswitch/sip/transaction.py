@@ -50,6 +50,7 @@ it (:meth:`TransactionLayer.let_go`) when done with it. Reading ``request`` afte
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -446,7 +447,7 @@ class ClientTransaction:
         self.owner = owner
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
-        self._epoch = 0  # see TransactionLayer._stop_timers
+        self._epoch = 0  # given by TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -499,7 +500,7 @@ class ServerTransaction:
         self.metered = False
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
-        self._epoch = 0  # see TransactionLayer._stop_timers
+        self._epoch = 0  # given by TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -594,6 +595,9 @@ class TransactionLayer:
         self.gate: FloodGate | None = None
         # Lingering deadlines (LINGERING), one FIFO lane per length of wait.
         self._lanes: dict[float, Lane] = {}
+        # Unique across the layer's transactions: a lane entry names its transaction by key,
+        # and a key comes back (a request again after its transaction ended).
+        self._epochs = itertools.count(1)
 
     @property
     def now(self) -> float:
@@ -636,7 +640,10 @@ class TransactionLayer:
                 lane = self._lanes.get(wait)
                 if lane is None:
                     lane = self._lanes[wait] = self.timers.lane(self._linger_over)
-                lane.push(now + wait, tx, tx._epoch)
+                # The key, not the transaction: an entry of strings, a float and an int is a
+                # tuple the collector untracks, where one holding the transaction would be
+                # walked at every full collection, by the ten thousand under load.
+                lane.push(now + wait, tx.key, tx._epoch)
             else:
                 tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
 
@@ -647,11 +654,16 @@ class TransactionLayer:
         tx._retransmit = tx._deadline = None
         # A lane entry cannot be cancelled: it carries the epoch it was set in, and is
         # ignored once this has moved on.
-        tx._epoch += 1
+        tx._epoch = next(self._epochs)
 
-    def _linger_over(self, now: float, tx: Transaction, epoch: int) -> None:
-        """The deadline of a lingering state went off, unless ``tx`` left the state since."""
-        if epoch != tx._epoch:
+    def _linger_over(self, now: float, key: tuple[str, ...], epoch: int) -> None:
+        """The deadline of a lingering state went off, unless the transaction of ``key`` left
+        the state since (or ended, another one of the same key in its place)."""
+        # Client keys are (branch, method), server keys longer (see _server_key).
+        tx: Transaction | None = (
+            self.client.get((key[0], key[1])) if len(key) == 2 else self.server.get(key)
+        )
+        if tx is None or epoch != tx._epoch:
             return
         event = STATE_TIMERS[(tx.machine, tx.state)].deadline
         assert event is not None  # only states with a deadline are in LINGERING
