@@ -132,6 +132,8 @@ def test_an_ended_call_is_not_kept_by_its_lingering_transactions() -> None:
     # Lingering: the caller's INVITE (Timer L) and BYE (J), ours to Bob (M) and BYE (K).
     assert (len(switch.layer.server), len(switch.layer.client)) == (2, 2)
     assert not _reaches(switch, call)
+    # Not even an owner of their own: the ACK to send again is the transaction's.
+    assert all(tx.owner is None for tx in switch.layer.client.values())
 
     switch.receive(bye_in.to_bytes(), ALICE)  # our 200 was lost
     assert switch.responses(ALICE) == [200]

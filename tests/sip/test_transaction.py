@@ -674,6 +674,21 @@ def test_a_lingering_transaction_lets_go_of_its_owner_and_messages() -> None:
     layer.receive(answer(data, 200), UAS, 0.2)
     assert user.statuses() == [200, 200]  # still handed up; the application finds no owner
 
+    # The same, let go of with the ACK of its 2xx: a 2xx again gets that ACK from the
+    # transaction itself (the ACK was lost), with nothing handed up, until Timer M.
+    layer, user, tx, data = start_client()
+    tx.owner = owner
+    layer.receive(answer(data, 200), UAS, 0.1)
+    layer.drain()
+    ack = (b"ACK sip:bob@192.0.2.9 SIP/2.0\r\n\r\n", Address("udp", "192.0.2.9", 5060))
+    layer.let_go(tx, ack=ack)
+    assert let_go_of(tx)
+    for n in range(2):
+        layer.receive(answer(data, 200), UAS, 0.2 + n)
+        assert layer.drain() == [ack] and user.statuses() == [200]
+    advance(layer, 0.1 + 64 * T1)
+    assert not layer.client
+
     # Server non-INVITE: its retransmission answered from the bytes kept.
     layer, user, tx = start_server(incoming("BYE", to_tag="t1"))
     tx.owner = owner
