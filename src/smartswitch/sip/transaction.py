@@ -47,6 +47,13 @@ the user reported the ACK. A client INVITE in Accepted hands up every 2xx: its u
 it (:meth:`TransactionLayer.let_go`) when done with it, leaving it the ACK it sent for the 2xx,
 which the transaction sends again itself if the 2xx comes again (the ACK was lost). Reading
 ``request`` after that raises.
+
+A let-go transaction in a lingering state will only ever absorb or answer retransmissions
+until its deadline; under load there are tens of thousands of them, and every object is walked
+at each full garbage collection. The layer then keeps it as a *ghost* (:data:`Ghost`, in
+``client_ghosts`` and ``server_ghosts``): a plain tuple of strings, bytes, numbers and flags,
+which the collector untracks. The transaction object leaves the layer: one the user still
+holds stays as it was (answered, let go of) and no longer moves.
 """
 
 from __future__ import annotations
@@ -349,6 +356,18 @@ LINGERING: frozenset[tuple[Machine, State]] = frozenset(
     )
 )
 
+# A let-go transaction lingering (module docstring): the state, by the value of its deadline's
+# event ("timer J": a lingering state has one deadline, no other has it); the bytes it sends
+# again (the last response; the ACK of the final response), or None; the address they go to
+# (transport, host, port); whether they are metered (ServerTransaction.metered); its epoch.
+Ghost = tuple[str, bytes | None, str, str, int, bool, int]
+_HAUNTS: Mapping[str, Mapping[Event, Step]] = {
+    timers.deadline.value: TRANSITIONS[key[0]][key[1]]
+    for key, timers in STATE_TIMERS.items()
+    if key in LINGERING and timers.deadline is not None
+}
+assert len(_HAUNTS) == len(LINGERING)  # one deadline event per lingering state
+
 del CI, CN, SI, SN, CALLING, TRYING, PROCEEDING, ACCEPTED, COMPLETED, CONFIRMED, TERMINATED, E
 del NONE, PASS, SEND, RESEND, ACK, REPORT, SETTLE
 
@@ -575,6 +594,13 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
     )
 
 
+def _haunted(ghost: Ghost, event: Event) -> Effect | None:
+    """The effects of ``event`` on a ghost: its state's row of the table (which it never
+    leaves but by its deadline)."""
+    step = _HAUNTS[ghost[0]].get(event)
+    return None if step is None else step[1]
+
+
 class TransactionLayer:
     def __init__(
         self,
@@ -595,6 +621,9 @@ class TransactionLayer:
         self._now = 0.0
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
+        # Let-go transactions lingering, by the same keys (module docstring).
+        self.client_ghosts: dict[tuple[str, ...], Ghost] = {}
+        self.server_ghosts: dict[tuple[str, ...], Ghost] = {}
         self.stats_malformed = 0
         # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
         self.gate: FloodGate | None = None
@@ -649,6 +678,8 @@ class TransactionLayer:
                 # tuple the collector untracks, where one holding the transaction would be
                 # walked at every full collection, by the ten thousand under load.
                 lane.push(now + wait, tx.key, tx._epoch)
+                if tx._request is None:  # let go of already: a 3xx-6xx sent, now ACKed
+                    self._haunt(tx)
             else:
                 tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
 
@@ -665,8 +696,17 @@ class TransactionLayer:
         """The deadline of a lingering state went off, unless the transaction of ``key`` left
         the state since (or ended, another one of the same key in its place)."""
         # Client keys are (branch, method), server keys longer (see _server_key).
+        client = len(key) == 2
+        ghosts = self.client_ghosts if client else self.server_ghosts
+        ghost = ghosts.get(key)
+        if ghost is not None:
+            *_, ghost_epoch = ghost
+            if ghost_epoch == epoch:
+                # Terminated, with nothing to report: it was let go of.
+                del ghosts[key]
+            return
         tx: Transaction | None = (
-            self.client.get((key[0], key[1])) if len(key) == 2 else self.server.get(key)
+            self.client.get((key[0], key[1])) if client else self.server.get(key)
         )
         if tx is None or epoch != tx._epoch:
             return
@@ -704,6 +744,59 @@ class TransactionLayer:
             self.user.on_timeout(tx, now)
         elif not tx.acked:
             self.user.on_ack_timeout(tx, now)
+
+    def _release(self, tx: Transaction) -> None:
+        """Let go of what ``tx`` no longer needs (:func:`_let_go`); lingering, it becomes a
+        ghost."""
+        _let_go(tx)
+        if (tx.machine, tx.state) in LINGERING:
+            self._haunt(tx)
+
+    def _haunt(self, tx: Transaction) -> None:
+        """Keep ``tx``, let go of and lingering, as a :data:`Ghost` in its place."""
+        if tx._retransmit is not None or tx._deadline is not None:
+            # A 2xx never ACKed, still sent again: stopped only by Timer L, on the object.
+            return
+        deadline = STATE_TIMERS[(tx.machine, tx.state)].deadline
+        assert deadline is not None  # only states with a deadline are in LINGERING
+        if isinstance(tx, ClientTransaction):
+            if self.client.get(tx.key) is not tx:
+                return  # ended, or a ghost already: the object no longer moves
+            del self.client[tx.key]
+            dest = tx.ack_dest or tx.dest
+            self.client_ghosts[tx.key] = (
+                deadline.value,
+                tx.ack,
+                dest.transport,
+                dest.host,
+                dest.port,
+                False,
+                tx._epoch,
+            )
+        else:
+            if self.server.get(tx.key) is not tx:
+                return
+            del self.server[tx.key]
+            source = tx.source
+            self.server_ghosts[tx.key] = (
+                deadline.value,
+                tx.last_response_data,
+                source.transport,
+                source.host,
+                source.port,
+                tx.metered,
+                tx._epoch,
+            )
+
+    def _resend_ghost(self, ghost: Ghost) -> None:
+        """Send again what a ghost sends again: the last response (server), the ACK of the
+        final response (client); a ghost with none absorbs the retransmission."""
+        _, data, transport, host, port, metered, _ = ghost
+        if data is None:
+            return
+        if metered and self.gate is not None and not self.gate.spend(host, len(data)):
+            return  # not covered (yet), as in _resend
+        self.outgoing.append((data, shared_address(transport, host, port)))
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -769,12 +862,13 @@ class TransactionLayer:
         if request.method == "ACK":
             return
         try:
-            tx = self.server.get(_server_key(request, request.method))
+            key = _server_key(request, request.method)
+            tx = self.server.get(key)
             response = make_response(request, status, reason, self.ids.next())
             if tx is not None:
                 if not tx.answered:
                     self.respond(tx, response, now)
-            else:
+            elif key not in self.server_ghosts:  # a ghost was answered
                 self.outgoing.append((response.to_bytes(), source))
         except SipParseError:
             return
@@ -796,8 +890,14 @@ class TransactionLayer:
         if method == "ACK":
             # The ACK of a 3xx-6xx belongs to the INVITE's transaction; the ACK of a 2xx has a
             # branch of its own and matches nothing (13.2.2.4): both of those go up.
-            invite_tx = self.server.get(_server_key(request, "INVITE"))
-            if invite_tx is None or self._step(invite_tx, Event.RECV_ACK, now) == Effect.PASS:
+            invite_key = _server_key(request, "INVITE")
+            invite_tx = self.server.get(invite_key)
+            if invite_tx is not None:
+                effects = self._step(invite_tx, Event.RECV_ACK, now)
+            else:
+                ghost = self.server_ghosts.get(invite_key)
+                effects = Effect.PASS if ghost is None else _haunted(ghost, Event.RECV_ACK)
+            if effects == Effect.PASS:
                 self.user.on_ack(request, source, now)
             return
         metered = False
@@ -817,6 +917,11 @@ class TransactionLayer:
             # A retransmission: answered with what we answered last (17.2.1, 17.2.2).
             if self._step(tx, Event.RECV_REQUEST, now) == Effect.RESEND:
                 self._resend(tx)
+            return
+        ghost = self.server_ghosts.get(key)
+        if ghost is not None:
+            if _haunted(ghost, Event.RECV_REQUEST) == Effect.RESEND:
+                self._resend_ghost(ghost)
             return
         tx = ServerTransaction(key, request, source)
         tx.metered = metered
@@ -838,12 +943,13 @@ class TransactionLayer:
         self.user.on_request(tx, request, now)
 
     def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request, now: float) -> None:
-        invite_tx = self.server.get(_server_key(cancel, "INVITE"))
-        if invite_tx is None or invite_tx.terminated:
+        invite_key = _server_key(cancel, "INVITE")
+        invite_tx = self.server.get(invite_key)
+        if (invite_tx is None or invite_tx.terminated) and invite_key not in self.server_ghosts:
             self.respond(cancel_tx, make_response(cancel, 481, None, self.ids.next()), now)
             return
         self.respond(cancel_tx, make_response(cancel, 200, None, self.ids.next()), now)
-        if not invite_tx.answered:
+        if invite_tx is not None and not invite_tx.answered:
             self.user.on_cancel(invite_tx, now)
 
     def _rewrite_top_via(self, request: Request) -> None:
@@ -858,9 +964,18 @@ class TransactionLayer:
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
         via = response.top_via
-        tx = self.client.get((via.branch or "", response.cseq.method))
+        key = (via.branch or "", response.cseq.method)
+        tx = self.client.get(key)
         if tx is None:
-            log.debug("stray response %s from %s", response.status, source)
+            ghost = self.client_ghosts.get(key)
+            if ghost is not None:
+                # The final response again: our ACK was lost (a 3xx-6xx's; a 2xx's, which
+                # the user let go of with its ACK).
+                effects = _haunted(ghost, _received(response.status))
+                if effects is not None and effects & (Effect.ACK | Effect.PASS):
+                    self._resend_ghost(ghost)
+            else:
+                log.debug("stray response %s from %s", response.status, source)
             return
         effects = self._step(tx, _received(response.status), now)
         if effects is None:
@@ -868,13 +983,9 @@ class TransactionLayer:
         if Effect.ACK in effects:
             self._send_ack_for_error(tx, response)
         if Effect.PASS in effects:
-            if tx.ack is not None and tx.ack_dest is not None and tx.state is State.ACCEPTED:
-                # Let go of with the ACK of its 2xx: the 2xx again means that ACK was lost.
-                self.outgoing.append((tx.ack, tx.ack_dest))
-            else:
-                self.user.on_response(tx, response, now)
+            self.user.on_response(tx, response, now)
         if tx.state is State.COMPLETED:
-            _let_go(tx)
+            self._release(tx)
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -1002,7 +1113,7 @@ class TransactionLayer:
             tx.last_response_data = data
             self.outgoing.append((data, tx.source))
         if tx.state is State.COMPLETED:
-            _let_go(tx)
+            self._release(tx)
 
     def _fit(self, response: Response, data: bytes, budget: int) -> bytes:
         """A challenge that offers several algorithms, with the later offers left out until
@@ -1042,25 +1153,24 @@ class TransactionLayer:
             if tx._retransmit is not None:
                 tx._retransmit.cancel()
                 tx._retransmit = None
-            _let_go(tx)
+            self._release(tx)
 
     def let_go(self, tx: Transaction, ack: tuple[bytes, Address] | None = None) -> None:
         """The user will neither read ``tx``'s request again nor need to hear of it (the
-        call it served has ended): the transaction keeps only what its retransmissions take,
-        and ``owner``, if set again, is what it tells from then on. Before the final
+        call it served has ended): the transaction keeps only what its retransmissions take
+        (in a lingering state, as a ghost: the object leaves the layer). Before the final
         response, nothing is let go of: the request is needed to answer it, to CANCEL it or
-        to ACK its failure.
+        to ACK its failure. A client INVITE in Accepted hands no 2xx up any more.
 
         ``ack``: for a client INVITE in Accepted, the ACK the user sent for its 2xx
         (:meth:`send_stateless`) and where to: the transaction sends it again for every 2xx
-        until Timer M instead of handing the 2xx up. Kept as bytes and an address rather
-        than by an owner object: one object fewer per ended call for the collector to walk
-        in the 32 s it lingers."""
+        until Timer M. Kept as bytes and an address rather than by an owner object: the
+        lingering transaction becomes a ghost, nothing the collector walks."""
         if tx.state in _BEFORE_FINAL:
             return
-        _let_go(tx)
         if ack is not None and isinstance(tx, ClientTransaction) and tx.state is State.ACCEPTED:
             tx.ack, tx.ack_dest = ack
+        self._release(tx)
 
     # --- time ----------------------------------------------------------------------------------
 
