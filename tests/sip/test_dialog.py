@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from smartswitch.sip import transaction
 from smartswitch.sip.dialog import Dialog, uri_address
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Headers, Request, Response, make_response, parse_message
-from smartswitch.sip.transaction import Address, ServerTransaction, TransactionLayer
+from smartswitch.sip.transaction import (
+    Address,
+    ServerTransaction,
+    TransactionLayer,
+    shared_address,
+)
 from smartswitch.sip.uri import SipUri
 
 VECTORS = Path(__file__).parent.parent / "vectors"
@@ -189,6 +195,21 @@ def test_next_hop_is_the_pinned_flow() -> None:
 )
 def test_uri_address(uri: str, address: Address) -> None:
     assert uri_address(SipUri.parse(uri)) == address
+
+
+def test_every_call_to_one_peer_shares_its_next_hop() -> None:
+    """An Address is never untracked by the garbage collector (a tuple subclass): each call's
+    transactions, lingering 32 s, would keep one of their own; they share one per peer."""
+    hops = [Dialog.as_uas(incoming_invite(), "callee", LOCAL_CONTACT).next_hop() for _ in "ab"]
+    assert hops[0] is hops[1]
+    assert uri_address(SipUri.parse("sip:bob@192.0.2.1:5070")) is hops[0]
+
+
+def test_shared_addresses_stay_bounded_under_many_peers() -> None:
+    for n in range(transaction.SHARED_ADDRESSES + 10):
+        shared_address("udp", f"10.0.{n // 256}.{n % 256}", 5060)
+    assert 0 < len(transaction._shared) <= transaction.SHARED_ADDRESSES
+    assert shared_address("udp", "10.0.0.1", 5060) == Address("udp", "10.0.0.1", 5060)
 
 
 def test_next_hop_of_a_non_sip_target_is_a_416() -> None:

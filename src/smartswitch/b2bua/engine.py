@@ -967,16 +967,14 @@ class B2BUA:
 
         The caller's has nothing left to tell: a CANCEL after the answer, or an ACK never
         come, changes nothing in an ended call. The answered one hears the callee's 2xx
-        again if our ACK was lost: it gets the same ACK, as during the call."""
+        again if our ACK was lost: the layer sends it the same ACK, as during the call."""
         self.layer.let_go(call.a_tx)
         tx, leg = call.b_tx, call.b_leg
         if tx is None or leg is None:
             # Answered but not yet connected: the relay's answer to the callee's SDP is still
             # to come, and then the callee gets its ACK and BYE (built from ``tx``).
             return
-        self.layer.let_go(tx)
-        if leg.ack is not None:
-            tx.owner = _AckAgain(self.layer, leg.ack)
+        self.layer.let_go(tx, ack=leg.ack)
 
     def hangup(self, key: str, now: float) -> bool:
         """Operator hang-up (web UI, shutdown): end the call whatever its state."""
@@ -1023,24 +1021,6 @@ class _CallInvites:
 
     def on_timeout(self, tx: ClientTransaction, now: float) -> None:
         self.b2bua._b_invite_timeout(self.call, tx, now)
-
-
-class _AckAgain:
-    """The owner of an ended call's answered INVITE (its B leg) until Timer M: the callee's
-    2xx again means our ACK was lost, and it is sent again."""
-
-    __slots__ = ("ack", "layer")
-
-    def __init__(self, layer: TransactionLayer, ack: tuple[bytes, Address]) -> None:
-        self.layer = layer
-        self.ack = ack
-
-    def on_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
-        if 200 <= response.status < 300:
-            self.layer.outgoing.append(self.ack)
-
-    def on_timeout(self, tx: ClientTransaction, now: float) -> None:
-        return None  # a transaction in Accepted does not time out (Timer M ends it quietly)
 
 
 @dataclass(slots=True, eq=False)

@@ -32,7 +32,7 @@ from smartswitch.routing.records import CallRecords
 from smartswitch.routing.selection import rewrite_number
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.message import Request
-from smartswitch.sip.transaction import Address
+from smartswitch.sip.transaction import Address, shared_address
 from smartswitch.sip.uri import SipUri, format_host
 
 __all__ = ["DidCall", "route_did"]
@@ -184,7 +184,9 @@ def route_did(
     suffix = f";transport={transport}" if transport != "udp" else ""
     destination = Destination(
         uri=f"sip:{number}@{format_host(uri.host)}{port}{suffix}",
-        address=Address(transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)),
+        address=shared_address(
+            transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
+        ),
         callee=number,
         caller=caller_out,
         label=target.name,

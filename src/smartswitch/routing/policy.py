@@ -41,7 +41,7 @@ from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request
-from smartswitch.sip.transaction import Address
+from smartswitch.sip.transaction import Address, shared_address
 from smartswitch.sip.uri import SipUri, format_host
 
 log = logging.getLogger("smartswitch.routing")
@@ -354,7 +354,7 @@ class BillingPolicy:
         request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
         return Destination(
             uri=request_uri,
-            address=Address(
+            address=shared_address(
                 transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
             ),
             callee=callee_out,

@@ -50,7 +50,7 @@ from smartswitch.cluster.dispatch import (
 from smartswitch.cluster.membership import Heartbeat
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request, Response, make_response, parse_message
-from smartswitch.sip.transaction import Address
+from smartswitch.sip.transaction import Address, shared_address
 from smartswitch.sip.uri import Via
 from smartswitch.transport.endpoint import bound_socket
 
@@ -106,7 +106,7 @@ class NodeGate:
             real = self.trust.real_source(header, (source.host, source.port))
             if real is not None:
                 self.stats["forwarded"] += 1
-                return Address(source.transport, real[0], real[1])
+                return shared_address(source.transport, real[0], real[1])
             self.stats["forged_header"] += 1
         if not self.require_token or self.trust.is_member(source.host):
             return source

@@ -241,8 +241,8 @@ class WebPort:
         return EngineState(
             calls=len(b2bua.calls),
             call_states=states,
-            client_transactions=len(b2bua.layer.client),
-            server_transactions=len(b2bua.layer.server),
+            client_transactions=len(b2bua.layer.client) + len(b2bua.layer.client_ghosts),
+            server_transactions=len(b2bua.layer.server) + len(b2bua.layer.server_ghosts),
             timers=len(b2bua.timers),
             dialogs=len(b2bua.dialogs),
         )

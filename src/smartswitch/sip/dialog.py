@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Headers, Request, Response
-from smartswitch.sip.transaction import Address
+from smartswitch.sip.transaction import Address, shared_address
 from smartswitch.sip.uri import NameAddr, SipUri
 
 
@@ -105,7 +105,7 @@ def uri_address(uri: SipUri) -> Address:
     if uri.scheme == "sips" and transport == "udp":
         transport = "tls"
     port = uri.port or (5061 if transport == "tls" else 5060)
-    return Address(transport, uri.host, port)
+    return shared_address(transport, uri.host, port)
 
 
 def _name_addrs(values: list[str]) -> list[NameAddr]:

@@ -44,12 +44,22 @@ soon as it has nothing more to tell its owner, it lets go of the owner (which re
 call) and of its request and last response: a client one in Completed once the response is
 handed up, a server one in Completed once its 3xx-6xx is sent, a server INVITE in Accepted once
 the user reported the ACK. A client INVITE in Accepted hands up every 2xx: its user lets go of
-it (:meth:`TransactionLayer.let_go`) when done with it. Reading ``request`` after that raises.
+it (:meth:`TransactionLayer.let_go`) when done with it, leaving it the ACK it sent for the 2xx,
+which the transaction sends again itself if the 2xx comes again (the ACK was lost). Reading
+``request`` after that raises.
+
+A let-go transaction in a lingering state will only ever absorb or answer retransmissions
+until its deadline; under load there are tens of thousands of them, and every object is walked
+at each full garbage collection. The layer then keeps it as a *ghost* (:data:`Ghost`, in
+``client_ghosts`` and ``server_ghosts``): a plain tuple of strings, bytes, numbers and flags,
+which the collector untracks. The transaction object leaves the layer: one the user still
+holds stays as it was (answered, let go of) and no longer moves.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -86,6 +96,28 @@ class Address(NamedTuple):
     @property
     def reliable(self) -> bool:
         return self.transport != "udp"
+
+
+# Past this many different addresses (a flood from everywhere, not a few peers) the cache of
+# shared_address starts over rather than grow.
+SHARED_ADDRESSES = 4096
+_shared: dict[tuple[str, str, int], Address] = {}
+
+
+def shared_address(transport: str, host: str, port: int) -> Address:
+    """``Address(transport, host, port)``, as the same object each time while it is in use.
+
+    CPython's collector untracks an exact tuple of atomic values, never a tuple subclass such
+    as a NamedTuple: every Address a lingering transaction keeps is one more object walked at
+    each full collection. A node talks to a few peers; one object each, not one per call.
+    """
+    key = (transport, host, port)
+    address = _shared.get(key)
+    if address is None:
+        if len(_shared) >= SHARED_ADDRESSES:
+            _shared.clear()
+        address = _shared[key] = Address(transport, host, port)
+    return address
 
 
 class IdGenerator:
@@ -324,6 +356,18 @@ LINGERING: frozenset[tuple[Machine, State]] = frozenset(
     )
 )
 
+# A let-go transaction lingering (module docstring): the state, by the value of its deadline's
+# event ("timer J": a lingering state has one deadline, no other has it); the bytes it sends
+# again (the last response; the ACK of the final response), or None; the address they go to
+# (transport, host, port); whether they are metered (ServerTransaction.metered); its epoch.
+Ghost = tuple[str, bytes | None, str, str, int, bool, int]
+_HAUNTS: Mapping[str, Mapping[Event, Step]] = {
+    timers.deadline.value: TRANSITIONS[key[0]][key[1]]
+    for key, timers in STATE_TIMERS.items()
+    if key in LINGERING and timers.deadline is not None
+}
+assert len(_HAUNTS) == len(LINGERING)  # one deadline event per lingering state
+
 del CI, CN, SI, SN, CALLING, TRYING, PROCEEDING, ACCEPTED, COMPLETED, CONFIRMED, TERMINATED, E
 del NONE, PASS, SEND, RESEND, ACK, REPORT, SETTLE
 
@@ -395,6 +439,7 @@ class ClientTransaction:
         "_request",
         "_retransmit",
         "ack",
+        "ack_dest",
         "data",
         "dest",
         "is_invite",
@@ -416,15 +461,17 @@ class ClientTransaction:
         self._request: Request | None = request
         self.data = data
         self.dest = dest
-        # The ACK of our INVITE's 3xx-6xx (17.1.1.3), kept for its retransmissions.
+        # The ACK of our INVITE's 3xx-6xx (17.1.1.3), or of its 2xx once let go of (the
+        # user's, 13.2.2.4), and where it goes: sent again when the response comes again.
         self.ack: bytes | None = None
+        self.ack_dest: Address | None = None
         self.is_invite = request.method == "INVITE"
         self.machine = Machine.CLIENT_INVITE if self.is_invite else Machine.CLIENT_NON_INVITE
         self.state = State.CALLING if self.is_invite else State.TRYING
         self.owner = owner
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
-        self._epoch = 0  # see TransactionLayer._stop_timers
+        self._epoch = 0  # given by TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -477,7 +524,7 @@ class ServerTransaction:
         self.metered = False
         self._retransmit: Timer | None = None
         self._deadline: Timer | None = None
-        self._epoch = 0  # see TransactionLayer._stop_timers
+        self._epoch = 0  # given by TransactionLayer._stop_timers
         self._interval = T1
 
     @property
@@ -547,6 +594,13 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
     )
 
 
+def _haunted(ghost: Ghost, event: Event) -> Effect | None:
+    """The effects of ``event`` on a ghost: its state's row of the table (which it never
+    leaves but by its deadline)."""
+    step = _HAUNTS[ghost[0]].get(event)
+    return None if step is None else step[1]
+
+
 class TransactionLayer:
     def __init__(
         self,
@@ -567,11 +621,17 @@ class TransactionLayer:
         self._now = 0.0
         self.client: dict[tuple[str, str], ClientTransaction] = {}
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
+        # Let-go transactions lingering, by the same keys (module docstring).
+        self.client_ghosts: dict[tuple[str, ...], Ghost] = {}
+        self.server_ghosts: dict[tuple[str, ...], Ghost] = {}
         self.stats_malformed = 0
         # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
         self.gate: FloodGate | None = None
         # Lingering deadlines (LINGERING), one FIFO lane per length of wait.
         self._lanes: dict[float, Lane] = {}
+        # Unique across the layer's transactions: a lane entry names its transaction by key,
+        # and a key comes back (a request again after its transaction ended).
+        self._epochs = itertools.count(1)
 
     @property
     def now(self) -> float:
@@ -614,7 +674,12 @@ class TransactionLayer:
                 lane = self._lanes.get(wait)
                 if lane is None:
                     lane = self._lanes[wait] = self.timers.lane(self._linger_over)
-                lane.push(now + wait, tx, tx._epoch)
+                # The key, not the transaction: an entry of strings, a float and an int is a
+                # tuple the collector untracks, where one holding the transaction would be
+                # walked at every full collection, by the ten thousand under load.
+                lane.push(now + wait, tx.key, tx._epoch)
+                if tx._request is None:  # let go of already: a 3xx-6xx sent, now ACKed
+                    self._haunt(tx)
             else:
                 tx._deadline = self.timers.schedule(now + wait, self._fire, tx, timers.deadline)
 
@@ -625,11 +690,25 @@ class TransactionLayer:
         tx._retransmit = tx._deadline = None
         # A lane entry cannot be cancelled: it carries the epoch it was set in, and is
         # ignored once this has moved on.
-        tx._epoch += 1
+        tx._epoch = next(self._epochs)
 
-    def _linger_over(self, now: float, tx: Transaction, epoch: int) -> None:
-        """The deadline of a lingering state went off, unless ``tx`` left the state since."""
-        if epoch != tx._epoch:
+    def _linger_over(self, now: float, key: tuple[str, ...], epoch: int) -> None:
+        """The deadline of a lingering state went off, unless the transaction of ``key`` left
+        the state since (or ended, another one of the same key in its place)."""
+        # Client keys are (branch, method), server keys longer (see _server_key).
+        client = len(key) == 2
+        ghosts = self.client_ghosts if client else self.server_ghosts
+        ghost = ghosts.get(key)
+        if ghost is not None:
+            *_, ghost_epoch = ghost
+            if ghost_epoch == epoch:
+                # Terminated, with nothing to report: it was let go of.
+                del ghosts[key]
+            return
+        tx: Transaction | None = (
+            self.client.get((key[0], key[1])) if client else self.server.get(key)
+        )
+        if tx is None or epoch != tx._epoch:
             return
         event = STATE_TIMERS[(tx.machine, tx.state)].deadline
         assert event is not None  # only states with a deadline are in LINGERING
@@ -665,6 +744,59 @@ class TransactionLayer:
             self.user.on_timeout(tx, now)
         elif not tx.acked:
             self.user.on_ack_timeout(tx, now)
+
+    def _release(self, tx: Transaction) -> None:
+        """Let go of what ``tx`` no longer needs (:func:`_let_go`); lingering, it becomes a
+        ghost."""
+        _let_go(tx)
+        if (tx.machine, tx.state) in LINGERING:
+            self._haunt(tx)
+
+    def _haunt(self, tx: Transaction) -> None:
+        """Keep ``tx``, let go of and lingering, as a :data:`Ghost` in its place."""
+        if tx._retransmit is not None or tx._deadline is not None:
+            # A 2xx never ACKed, still sent again: stopped only by Timer L, on the object.
+            return
+        deadline = STATE_TIMERS[(tx.machine, tx.state)].deadline
+        assert deadline is not None  # only states with a deadline are in LINGERING
+        if isinstance(tx, ClientTransaction):
+            if self.client.get(tx.key) is not tx:
+                return  # ended, or a ghost already: the object no longer moves
+            del self.client[tx.key]
+            dest = tx.ack_dest or tx.dest
+            self.client_ghosts[tx.key] = (
+                deadline.value,
+                tx.ack,
+                dest.transport,
+                dest.host,
+                dest.port,
+                False,
+                tx._epoch,
+            )
+        else:
+            if self.server.get(tx.key) is not tx:
+                return
+            del self.server[tx.key]
+            source = tx.source
+            self.server_ghosts[tx.key] = (
+                deadline.value,
+                tx.last_response_data,
+                source.transport,
+                source.host,
+                source.port,
+                tx.metered,
+                tx._epoch,
+            )
+
+    def _resend_ghost(self, ghost: Ghost) -> None:
+        """Send again what a ghost sends again: the last response (server), the ACK of the
+        final response (client); a ghost with none absorbs the retransmission."""
+        _, data, transport, host, port, metered, _ = ghost
+        if data is None:
+            return
+        if metered and self.gate is not None and not self.gate.spend(host, len(data)):
+            return  # not covered (yet), as in _resend
+        self.outgoing.append((data, shared_address(transport, host, port)))
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -730,12 +862,13 @@ class TransactionLayer:
         if request.method == "ACK":
             return
         try:
-            tx = self.server.get(_server_key(request, request.method))
+            key = _server_key(request, request.method)
+            tx = self.server.get(key)
             response = make_response(request, status, reason, self.ids.next())
             if tx is not None:
                 if not tx.answered:
                     self.respond(tx, response, now)
-            else:
+            elif key not in self.server_ghosts:  # a ghost was answered
                 self.outgoing.append((response.to_bytes(), source))
         except SipParseError:
             return
@@ -757,8 +890,14 @@ class TransactionLayer:
         if method == "ACK":
             # The ACK of a 3xx-6xx belongs to the INVITE's transaction; the ACK of a 2xx has a
             # branch of its own and matches nothing (13.2.2.4): both of those go up.
-            invite_tx = self.server.get(_server_key(request, "INVITE"))
-            if invite_tx is None or self._step(invite_tx, Event.RECV_ACK, now) == Effect.PASS:
+            invite_key = _server_key(request, "INVITE")
+            invite_tx = self.server.get(invite_key)
+            if invite_tx is not None:
+                effects = self._step(invite_tx, Event.RECV_ACK, now)
+            else:
+                ghost = self.server_ghosts.get(invite_key)
+                effects = Effect.PASS if ghost is None else _haunted(ghost, Event.RECV_ACK)
+            if effects == Effect.PASS:
                 self.user.on_ack(request, source, now)
             return
         metered = False
@@ -778,6 +917,11 @@ class TransactionLayer:
             # A retransmission: answered with what we answered last (17.2.1, 17.2.2).
             if self._step(tx, Event.RECV_REQUEST, now) == Effect.RESEND:
                 self._resend(tx)
+            return
+        ghost = self.server_ghosts.get(key)
+        if ghost is not None:
+            if _haunted(ghost, Event.RECV_REQUEST) == Effect.RESEND:
+                self._resend_ghost(ghost)
             return
         tx = ServerTransaction(key, request, source)
         tx.metered = metered
@@ -799,12 +943,13 @@ class TransactionLayer:
         self.user.on_request(tx, request, now)
 
     def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request, now: float) -> None:
-        invite_tx = self.server.get(_server_key(cancel, "INVITE"))
-        if invite_tx is None or invite_tx.terminated:
+        invite_key = _server_key(cancel, "INVITE")
+        invite_tx = self.server.get(invite_key)
+        if (invite_tx is None or invite_tx.terminated) and invite_key not in self.server_ghosts:
             self.respond(cancel_tx, make_response(cancel, 481, None, self.ids.next()), now)
             return
         self.respond(cancel_tx, make_response(cancel, 200, None, self.ids.next()), now)
-        if not invite_tx.answered:
+        if invite_tx is not None and not invite_tx.answered:
             self.user.on_cancel(invite_tx, now)
 
     def _rewrite_top_via(self, request: Request) -> None:
@@ -819,9 +964,18 @@ class TransactionLayer:
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
         via = response.top_via
-        tx = self.client.get((via.branch or "", response.cseq.method))
+        key = (via.branch or "", response.cseq.method)
+        tx = self.client.get(key)
         if tx is None:
-            log.debug("stray response %s from %s", response.status, source)
+            ghost = self.client_ghosts.get(key)
+            if ghost is not None:
+                # The final response again: our ACK was lost (a 3xx-6xx's; a 2xx's, which
+                # the user let go of with its ACK).
+                effects = _haunted(ghost, _received(response.status))
+                if effects is not None and effects & (Effect.ACK | Effect.PASS):
+                    self._resend_ghost(ghost)
+            else:
+                log.debug("stray response %s from %s", response.status, source)
             return
         effects = self._step(tx, _received(response.status), now)
         if effects is None:
@@ -831,7 +985,7 @@ class TransactionLayer:
         if Effect.PASS in effects:
             self.user.on_response(tx, response, now)
         if tx.state is State.COMPLETED:
-            _let_go(tx)
+            self._release(tx)
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -908,6 +1062,7 @@ class TransactionLayer:
         again (our ACK lost) gets the same ACK, the INVITE being let go of by then."""
         if tx.ack is None:
             tx.ack = self._ack_for_error(tx.request, response)
+            tx.ack_dest = tx.dest
         self.outgoing.append((tx.ack, tx.dest))
 
     @staticmethod
@@ -958,7 +1113,7 @@ class TransactionLayer:
             tx.last_response_data = data
             self.outgoing.append((data, tx.source))
         if tx.state is State.COMPLETED:
-            _let_go(tx)
+            self._release(tx)
 
     def _fit(self, response: Response, data: bytes, budget: int) -> bytes:
         """A challenge that offers several algorithms, with the later offers left out until
@@ -998,16 +1153,24 @@ class TransactionLayer:
             if tx._retransmit is not None:
                 tx._retransmit.cancel()
                 tx._retransmit = None
-            _let_go(tx)
+            self._release(tx)
 
-    def let_go(self, tx: Transaction) -> None:
+    def let_go(self, tx: Transaction, ack: tuple[bytes, Address] | None = None) -> None:
         """The user will neither read ``tx``'s request again nor need to hear of it (the
-        call it served has ended): the transaction keeps only what its retransmissions take,
-        and ``owner``, if set again, is what it tells from then on. Before the final
+        call it served has ended): the transaction keeps only what its retransmissions take
+        (in a lingering state, as a ghost: the object leaves the layer). Before the final
         response, nothing is let go of: the request is needed to answer it, to CANCEL it or
-        to ACK its failure."""
-        if tx.state not in _BEFORE_FINAL:
-            _let_go(tx)
+        to ACK its failure. A client INVITE in Accepted hands no 2xx up any more.
+
+        ``ack``: for a client INVITE in Accepted, the ACK the user sent for its 2xx
+        (:meth:`send_stateless`) and where to: the transaction sends it again for every 2xx
+        until Timer M. Kept as bytes and an address rather than by an owner object: the
+        lingering transaction becomes a ghost, nothing the collector walks."""
+        if tx.state in _BEFORE_FINAL:
+            return
+        if ack is not None and isinstance(tx, ClientTransaction) and tx.state is State.ACCEPTED:
+            tx.ack, tx.ack_dest = ack
+        self._release(tx)
 
     # --- time ----------------------------------------------------------------------------------
 
