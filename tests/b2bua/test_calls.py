@@ -194,16 +194,24 @@ def test_an_ended_call_is_freed_by_refcounting_not_the_collector() -> None:
 
 def test_a_relayed_reinvite_does_not_keep_the_ended_call_either() -> None:
     """Our re-INVITE to Bob lingers until Timer M after its 2xx, relayed: its owner (the
-    relay, and so the call) is let go of then, its 2xx again absorbed as before."""
+    relay, and so the call) is let go of once the caller's ACK is relayed. Its 2xx again
+    before that is absorbed (the caller's 2xx is resent by its own transaction); after it,
+    our ACK was lost and Bob gets the same one again (RFC 3261 13.2.2.4), or he would end
+    the call when his Timer H fires."""
     switch, _, alice, bob, _ = _setup()
     connect(switch, alice, bob)
     (call,) = switch.b2bua.calls.values()
     alice.request("INVITE", SDP)
     out = switch.request(BOB, "INVITE")
     bob.answer(out, 200, ANSWER)
-    alice.ack(switch.final(ALICE))
-    assert switch.request(BOB, "ACK").cseq.number == 2
-    bob.answer(out, 200, ANSWER)  # absorbed: the caller's ACK was relayed already
+    ok = switch.final(ALICE)
+    bob.answer(out, 200, ANSWER)  # before the caller's ACK: absorbed
+    assert switch.take_all() == []
+    alice.ack(ok)
+    ack = switch.request(BOB, "ACK")
+    assert ack.cseq.number == 2
+    bob.answer(out, 200, ANSWER)  # our ACK was lost
+    assert switch.request(BOB, "ACK").to_bytes() == ack.to_bytes()
     assert switch.take_all() == []
     alice.request("BYE")
     assert switch.responses(ALICE) == [200]

@@ -56,11 +56,12 @@ class Leg:
 @dataclass(frozen=True, slots=True)
 class PendingAck:
     """A re-INVITE's 2xx we relayed: its ACK ends the 2xx's retransmission in ``server_tx``
-    and goes on to ``to_leg`` with our CSeq there."""
+    and goes on to ``to_leg`` with our CSeq there, the ACK of our re-INVITE ``client_tx``."""
 
     server_tx: ServerTransaction
     to_leg: Leg
     cseq: int
+    client_tx: ClientTransaction
 
 
 @dataclass(slots=True)

@@ -151,7 +151,10 @@ class B2BUA:
             ack = pending.to_leg.dialog.create_request("ACK", cseq=pending.cseq)
             self._copy_headers(request, ack)
             ack.body = request.body
-            self.layer.send_stateless(ack, pending.to_leg.dialog.next_hop())
+            dest = pending.to_leg.dialog.next_hop()
+            # Our re-INVITE lingers until Timer M: its 2xx again (this ACK lost) gets the
+            # same ACK from the layer, with nothing of the call kept for it.
+            self.layer.let_go(pending.client_tx, ack=(self.layer.send_stateless(ack, dest), dest))
 
     # --- what a call's transactions report ------------------------------------------------------
 
@@ -852,10 +855,15 @@ class B2BUA:
             )
             if relay.from_leg is not None:
                 key = (relay.from_leg.side, request.cseq.number)
-                call.pending_acks[key] = PendingAck(server_tx, relay.to_leg, tx.request.cseq.number)
-            # Its 2xx again is absorbed (``server_tx`` answered): the transaction, lingering
-            # until Timer M, need not keep the relay and its call.
-            self.layer.let_go(tx)
+                call.pending_acks[key] = PendingAck(
+                    server_tx, relay.to_leg, tx.request.cseq.number, tx
+                )
+                # Let go of once the caller's ACK is relayed (see ``ack``); until then its 2xx
+                # again is absorbed (``server_tx`` answered).
+            else:
+                # Its 2xx again is absorbed: lingering until Timer M, the transaction need
+                # not keep the relay and its call.
+                self.layer.let_go(tx)
         self.layer.respond(server_tx, out, now)
         if status == 481 and call.state is CallState.CONNECTED:
             self._hangup(call, HangupSide.SWITCH, "dialog gone", now, skip=relay.to_leg)
@@ -969,6 +977,8 @@ class B2BUA:
         come, changes nothing in an ended call. The answered one hears the callee's 2xx
         again if our ACK was lost: the layer sends it the same ACK, as during the call."""
         self.layer.let_go(call.a_tx)
+        for pending in call.pending_acks.values():
+            self.layer.let_go(pending.client_tx)  # a re-INVITE's 2xx the caller never ACKed
         tx, leg = call.b_tx, call.b_leg
         if tx is None or leg is None:
             # Answered but not yet connected: the relay's answer to the callee's SDP is still
