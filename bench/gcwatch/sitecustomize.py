@@ -64,9 +64,17 @@ def _install(prefix: str) -> None:
         else:
             objects, what = gc.get_objects(), "live"
         counts = collections.Counter(type(o).__qualname__ for o in objects)
+        # Tuples by their elements' types: which ones the collector could not untrack.
+        shapes = collections.Counter(
+            "(" + ", ".join(type(e).__qualname__ for e in o[:8]) + ")"
+            for o in objects
+            if type(o) is tuple
+        )
         out.write(f"{time.time():.3f} census {what} {len(objects)}\n")
         for name, n in counts.most_common(40):
             out.write(f"  {n:8} {name}\n")
+        for shape, n in shapes.most_common(10):
+            out.write(f"  {n:8} tuple {shape}\n")
         del objects
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
