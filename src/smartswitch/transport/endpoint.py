@@ -46,7 +46,7 @@ from typing import cast
 
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.framing import StreamFramer
-from smartswitch.sip.transaction import Address, TransactionLayer
+from smartswitch.sip.transaction import Address, TransactionLayer, shared_address
 from smartswitch.transport.tls import TlsContexts, fingerprint
 
 log = logging.getLogger("smartswitch.transport")
@@ -58,9 +58,6 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_FREEBIND = 78
 # Remote addresses that reached us on the listening socket (answered from there), at most.
 MAX_HEARD = 65_536
-# Remote UDP addresses whose Address object is shared by all their datagrams, at most: past
-# that (a flood from many sources) the cache starts over rather than grow.
-MAX_UDP_SOURCES = 4096
 # A TLS client that has not finished its handshake by then is cut off (a slow-handshake flood
 # must not hold connections open).
 TLS_HANDSHAKE_TIMEOUT = 5.0
@@ -159,10 +156,6 @@ class SipEndpoint:
         self.shared: SharedListener | None = None
         # Remotes heard last on the shared IP's socket: answered from it.
         self._heard_shared: dict[tuple[str, int], None] = {}
-        # One Address per remote, not per datagram: each server transaction keeps its
-        # request's source while it lingers (32 s), and an Address, a tuple subclass, is never
-        # untracked by the garbage collector (see smartswitch.sip.transaction.shared_address).
-        self._udp_sources: dict[tuple[str, int], Address] = {}
 
     def local_for(self, dest: Address) -> tuple[str, int]:
         """Our address as ``dest`` sees it (for Via and Contact): the originating address for
@@ -315,17 +308,6 @@ class SipEndpoint:
         if len(heard) >= MAX_HEARD:
             del heard[next(iter(heard))]
         heard[key] = None
-
-    def udp_source(self, addr: tuple[str, int]) -> Address:
-        """The Address of a datagram's sender ``addr``: the same object for every datagram
-        from it, until more than :data:`MAX_UDP_SOURCES` senders make the cache start over."""
-        source = self._udp_sources.get(addr)
-        if source is None:
-            sources = self._udp_sources
-            if len(sources) >= MAX_UDP_SOURCES:
-                sources.clear()
-            source = sources[addr] = Address("udp", addr[0], addr[1])
-        return source
 
     def _from_origin(self, dest: Address, origin: Origin) -> bool:
         """Whether a UDP message to ``dest`` leaves from the originating socket."""
@@ -553,7 +535,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         origin = endpoint.origin
         if origin is not None:
             endpoint.heard(addr, self.origin or (self.shared and origin.borrowed))
-        source = endpoint.udp_source(addr)
+        # One Address per remote, not per datagram: each server transaction keeps its
+        # request's source while it lingers (32 s), and an Address, a tuple subclass, is never
+        # untracked by the garbage collector.
+        source = shared_address("udp", addr[0], addr[1])
         if self.origin and endpoint.tap is not None and origin is not None:
             endpoint.receive(data, source, (origin.host, endpoint.port))
             return
