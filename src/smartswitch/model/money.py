@@ -9,6 +9,7 @@ value with more places than its scale is refused here.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,10 +20,12 @@ AMOUNT_SCALE = 4  # amounts and balances
 PRICE_SCALE = 6  # prices per minute and connect fees
 
 
-# The quantum and the bound of each scale, made once: exact_decimal runs for every amount of
-# every record made, and building them was most of its time.
-_QUANTUM = {scale: Decimal(1).scaleb(-scale) for scale in range(PRECISION + 1)}
-_BOUND = {scale: Decimal(10) ** (PRECISION - scale) for scale in range(PRECISION + 1)}
+@functools.cache
+def _quantum_and_bound(scale: int) -> tuple[Decimal, Decimal]:
+    """The smallest step of ``scale`` places and the first value too wide for them, made once
+    per scale: exact_decimal runs for every amount of every record made, and building these
+    was most of its time."""
+    return Decimal(1).scaleb(-scale), Decimal(10) ** (PRECISION - scale)
 
 
 def exact_decimal(value: object, scale: int) -> Decimal:
@@ -35,13 +38,10 @@ def exact_decimal(value: object, scale: int) -> Decimal:
     d = Decimal(value)
     if not d.is_finite():
         raise ValueError(f"money must be finite, got {d}")
-    quantum = _QUANTUM.get(scale)
-    if quantum is None:
-        quantum = Decimal(1).scaleb(-scale)
+    quantum, bound = _quantum_and_bound(scale)
     if d != d.quantize(quantum):
         raise ValueError(f"{d:f} has more than {scale} decimal places")
-    bound = _BOUND.get(scale)
-    if abs(d) >= (bound if bound is not None else Decimal(10) ** (PRECISION - scale)):
+    if abs(d) >= bound:
         raise ValueError(f"{d:f} does not fit in {PRECISION} digits with {scale} decimal places")
     return d
 
