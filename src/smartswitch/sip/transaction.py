@@ -759,34 +759,19 @@ class TransactionLayer:
             return
         deadline = STATE_TIMERS[(tx.machine, tx.state)].deadline
         assert deadline is not None  # only states with a deadline are in LINGERING
+        # What it sends again (the ACK of its final response; the last response), to whom.
         if isinstance(tx, ClientTransaction):
             if self.client.get(tx.key) is not tx:
                 return  # ended, or a ghost already: the object no longer moves
             del self.client[tx.key]
-            dest = tx.ack_dest or tx.dest
-            self.client_ghosts[tx.key] = (
-                deadline.value,
-                tx.ack,
-                dest.transport,
-                dest.host,
-                dest.port,
-                False,
-                tx._epoch,
-            )
+            ghosts, data, to, metered = self.client_ghosts, tx.ack, tx.ack_dest or tx.dest, False
         else:
             if self.server.get(tx.key) is not tx:
                 return
             del self.server[tx.key]
-            source = tx.source
-            self.server_ghosts[tx.key] = (
-                deadline.value,
-                tx.last_response_data,
-                source.transport,
-                source.host,
-                source.port,
-                tx.metered,
-                tx._epoch,
-            )
+            ghosts, data, to = self.server_ghosts, tx.last_response_data, tx.source
+            metered = tx.metered
+        ghosts[tx.key] = (deadline.value, data, to.transport, to.host, to.port, metered, tx._epoch)
 
     def _resend_ghost(self, ghost: Ghost) -> None:
         """Send again what a ghost sends again: the last response (server), the ACK of the
