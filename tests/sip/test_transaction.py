@@ -986,6 +986,20 @@ def test_cancel_after_the_final_response_changes_nothing() -> None:
     assert user.kinds() == ["request"]  # ...but the call is not cancelled
 
 
+def test_cancel_after_the_invite_transaction_ended_gets_481() -> None:
+    # Terminated transactions leave the table at once: the CANCEL finds nothing, and says so.
+    layer, user, tx = start_server()
+    layer.drain()
+    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.0)
+    layer.receive(incoming("ACK", to_tag="t1"), UAC, 0.1)
+    layer.drain()
+    layer.handle_timer(40.0)  # Timer I long past (ghost included)
+    assert tx.key not in layer.server and tx.key not in layer.server_ghosts
+    layer.receive(incoming("CANCEL", cseq_method="CANCEL"), UAC, 40.5)
+    assert only_response(layer).status == 481
+    assert user.kinds() == ["request"]
+
+
 # --------------------------------------------------------------------------------------------
 # Malformed input: an answer where one can be addressed, silence otherwise, never an exception
 

@@ -46,7 +46,7 @@ from smartswitch.sip.grammar import is_digits
 from smartswitch.sip.message import Headers, Request, Response
 from smartswitch.sip.timers import Timer
 from smartswitch.sip.transaction import Address, ClientTransaction, TransactionLayer
-from smartswitch.sip.uri import format_host
+from smartswitch.sip.uri import default_port, format_host
 
 __all__ = [
     "OutboundClient",
@@ -104,7 +104,7 @@ class OutboundTarget:
             username=username,
             password=password,
             domain=domain,
-            address=Address(transport, host, port or (5061 if transport == "tls" else 5060)),
+            address=Address(transport, host, port or default_port(transport)),
             expires=spec.expires,
         )
 

@@ -33,7 +33,7 @@ from smartswitch.routing.selection import rewrite_number
 from smartswitch.routing.views import ConfigViews
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address, shared_address
-from smartswitch.sip.uri import SipUri, format_host
+from smartswitch.sip.uri import SipUri, default_port, format_host
 
 __all__ = ["DidCall", "route_did"]
 
@@ -184,9 +184,7 @@ def route_did(
     suffix = f";transport={transport}" if transport != "udp" else ""
     destination = Destination(
         uri=f"sip:{number}@{format_host(uri.host)}{port}{suffix}",
-        address=shared_address(
-            transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
-        ),
+        address=shared_address(transport, uri.host, uri.port or default_port(transport)),
         callee=number,
         caller=caller_out,
         label=target.name,

@@ -42,7 +42,7 @@ from smartswitch.sip.digest import DigestAuthenticator, compute_ha1
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Request
 from smartswitch.sip.transaction import Address, shared_address
-from smartswitch.sip.uri import SipUri, format_host
+from smartswitch.sip.uri import SipUri, default_port, format_host
 
 log = logging.getLogger("smartswitch.routing")
 
@@ -354,9 +354,7 @@ class BillingPolicy:
         request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
         return Destination(
             uri=request_uri,
-            address=shared_address(
-                transport, uri.host, uri.port or (5061 if transport == "tls" else 5060)
-            ),
+            address=shared_address(transport, uri.host, uri.port or default_port(transport)),
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from smartswitch.sip.errors import SipParseError
 from smartswitch.sip.message import Headers, Request, Response
 from smartswitch.sip.transaction import Address, shared_address
-from smartswitch.sip.uri import NameAddr, SipUri
+from smartswitch.sip.uri import NameAddr, SipUri, default_port
 
 
 @dataclass(slots=True)
@@ -104,7 +104,7 @@ def uri_address(uri: SipUri) -> Address:
     transport = uri.transport
     if uri.scheme == "sips" and transport == "udp":
         transport = "tls"
-    port = uri.port or (5061 if transport == "tls" else 5060)
+    port = uri.port or default_port(transport)
     return shared_address(transport, uri.host, port)
 
 

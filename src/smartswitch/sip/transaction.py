@@ -930,7 +930,8 @@ class TransactionLayer:
     def _receive_cancel(self, cancel_tx: ServerTransaction, cancel: Request, now: float) -> None:
         invite_key = _server_key(cancel, "INVITE")
         invite_tx = self.server.get(invite_key)
-        if (invite_tx is None or invite_tx.terminated) and invite_key not in self.server_ghosts:
+        # A terminated transaction has left ``server`` (``_enter``): None covers it.
+        if invite_tx is None and invite_key not in self.server_ghosts:
             self.respond(cancel_tx, make_response(cancel, 481, None, self.ids.next()), now)
             return
         self.respond(cancel_tx, make_response(cancel, 200, None, self.ids.next()), now)

@@ -82,6 +82,11 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def default_port(transport: str) -> int:
+    """The port a URI without one means (RFC 3261 19.1.2): 5061 over TLS, 5060 otherwise."""
+    return 5061 if transport == "tls" else 5060
+
+
 def parse_hostport(text: str, context: str = "") -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` into (host, port)."""
     text = text.strip()
