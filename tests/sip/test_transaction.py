@@ -687,43 +687,43 @@ def test_a_lingering_transaction_lets_go_of_its_owner_and_messages() -> None:
     tx.owner = owner
     layer.receive(answer(data, 200), UAS, 0.1)
     layer.drain()
-    ack = (b"ACK sip:bob@192.0.2.9 SIP/2.0\r\n\r\n", Address("udp", "192.0.2.9", 5060))
-    layer.let_go(tx, ack=ack)
+    acked = (b"ACK sip:bob@192.0.2.9 SIP/2.0\r\n\r\n", Address("udp", "192.0.2.9", 5060))
+    layer.let_go(tx, ack=acked)
     assert let_go_of(tx)
     for n in range(2):
         layer.receive(answer(data, 200), UAS, 0.2 + n)
-        assert layer.drain() == [ack] and user.statuses() == [200]
+        assert layer.drain() == [acked] and user.statuses() == [200]
     advance(layer, 0.1 + 64 * T1)
     assert not layer.client
 
     # Server non-INVITE: its retransmission answered from the bytes kept.
-    layer, user, tx = start_server(incoming("BYE", to_tag="t1"))
-    tx.owner = owner
-    request = tx.request
-    layer.respond(tx, make_response(request, 200, to_tag="t1"), 0.1)
+    layer, user, stx = start_server(incoming("BYE", to_tag="t1"))
+    stx.owner = owner
+    request = stx.request
+    layer.respond(stx, make_response(request, 200, to_tag="t1"), 0.1)
     ok = layer.drain()
-    assert let_go_of(tx)
+    assert let_go_of(stx)
     layer.receive(incoming("BYE", to_tag="t1"), UAC, 0.2)
     assert layer.drain() == ok and user.kinds() == ["request"]
 
     # Server INVITE refused: Timer H reports nothing, the INVITE again gets the 486 again.
-    layer, user, tx = start_server()
-    tx.owner = owner
-    layer.respond(tx, make_response(tx.request, 486, to_tag="t1"), 0.1)
+    layer, user, stx = start_server()
+    stx.owner = owner
+    layer.respond(stx, make_response(stx.request, 486, to_tag="t1"), 0.1)
     busy = layer.drain()[-1:]
-    assert let_go_of(tx)
+    assert let_go_of(stx)
     layer.receive(incoming(), UAC, 0.2)
     assert layer.drain() == busy
     layer.receive(incoming("ACK", to_tag="t1", cseq_method="ACK"), UAC, 0.3)
-    assert state(tx) is State.CONFIRMED and user.kinds() == ["request"]
+    assert state(stx) is State.CONFIRMED and user.kinds() == ["request"]
 
     # Server INVITE answered: its owner hears of an ACK never come, until the ACK is reported.
-    layer, user, tx = start_server()
-    tx.owner = owner
-    layer.respond(tx, make_response(tx.request, 200, to_tag="t1"), 0.1)
-    assert tx.owner is owner and tx.last_response is not None
-    layer.ack_received(tx, 0.2)
-    assert let_go_of(tx) and state(tx) is State.ACCEPTED
+    layer, user, stx = start_server()
+    stx.owner = owner
+    layer.respond(stx, make_response(stx.request, 200, to_tag="t1"), 0.1)
+    assert stx.owner is owner and stx.last_response is not None
+    layer.ack_received(stx, 0.2)
+    assert let_go_of(stx) and state(stx) is State.ACCEPTED
     layer.drain()
     layer.receive(incoming(), UAC, 0.3)  # absorbed (RFC 6026 7.1)
     assert layer.drain() == [] and user.kinds() == ["request"]
@@ -852,10 +852,11 @@ def test_a_lane_entry_does_not_end_a_later_transaction_of_the_same_key() -> None
     layer._enter(old, State.TERMINATED, 1.0)  # ended early (no event of the table does)
     layer.receive(incoming(), UAC, 2.0)  # the same request: a new transaction
     (_, new, _) = user.events[-1]
-    assert new is not old and new.key == old.key
+    assert new is not None and new is not old and new.key == old.key
     layer.respond(new, make_response(new.request, 200, to_tag="t1"), 2.0)  # L, due at 34
     advance(layer, 64 * T1 + 1.0)  # the old entry's deadline passes
-    assert layer.server.get(new.key) is new and state(new) is State.ACCEPTED
+    assert state(new) is State.ACCEPTED
+    assert layer.server.get(new.key) is new
     advance(layer, 64 * T1 + 2.0)
     assert not layer.server and user.kinds() == ["request", "request", "ack_timeout"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from smartswitch.model.capture import CAPTURE_DEFAULTS
@@ -216,13 +217,14 @@ def test_route_crud_and_rules(web: WebEnv) -> None:
 
 def test_every_change_bumps_the_config_version(web: WebEnv) -> None:
     versions = []
-    for call in (
+    changes: tuple[Callable[[], Any], ...] = (
         lambda: web.post("/api/v1/accounts", {"name": "a", "currency": "USD"}),
         lambda: web.put("/api/v1/accounts/a", {"currency": "USD", "credit_limit": "1"}),
         lambda: web.post("/api/v1/tariffs", {"name": "t"}),
         lambda: put_csv(web, "t", CSV),
         lambda: web.put("/api/v1/settings/bind_address", {"value": "203.0.113.5"}),
-    ):
+    )
+    for call in changes:
         assert call().status_code in (200, 201)
         import sqlite3
 

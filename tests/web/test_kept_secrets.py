@@ -50,8 +50,9 @@ def _through_the_page(web: WebEnv) -> Any:
 
 
 def _through_the_api(web: WebEnv) -> Any:
-    body = {**SUPPLIER, "username": "trunk", "max_calls": 7, "register": {**REGISTER}}
-    del body["register"]["password"]
+    register = {**REGISTER}
+    del register["password"]
+    body = {**SUPPLIER, "username": "trunk", "max_calls": 7, "register": register}
     response = web.put("/api/v1/peers/s1", body)
     assert response.json()["has_password"] is True
     return response
