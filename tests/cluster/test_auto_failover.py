@@ -149,8 +149,9 @@ def test_second_failure_within_anti_flap_is_not_promoted_automatically(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "promotion by hand recorded" in done.stdout
     # Configuration is taken only by the node holding the primary lease (the write fence):
-    # the promoted node's next lease round takes it, a moment after the command returns.
-    wait_until(partial(_holds_lease, target), 30, "the promoted node takes the leader lease")
+    # the command returns once the promoted node's lease round took it.
+    assert f"etcd: {name} holds the leader lease" in done.stdout, done.stdout
+    wait_until(partial(_holds_lease, target), 5, "the promoted node reports the leader lease")
     changed = cluster.change_config(target)
     assert changed.returncode == 0, changed.stdout + changed.stderr
     cluster_timings["manual promotion after anti-flap refusal"] = time.monotonic() - started

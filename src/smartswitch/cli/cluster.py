@@ -9,7 +9,7 @@ import time
 from typing import Any, TextIO
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
-from smartswitch.cluster.consensus import ConsensusError, EtcdClient, FlapGuard
+from smartswitch.cluster.consensus import LEADER_KEY, ConsensusError, EtcdClient, FlapGuard
 from smartswitch.cluster.dns import DnsError, DnsNode, zone_records
 from smartswitch.cluster.nodes import ask_status, list_nodes
 from smartswitch.cluster.promotion import PromotionError
@@ -327,7 +327,38 @@ def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
             out.write("  etcd: a promotion by hand recorded (the anti-flap block is lifted)\n")
         except ConsensusError as exc:
             print(f"smartswitch: etcd: the promotion was not recorded: {exc}", file=sys.stderr)
+        # Configuration changes are taken only by the node holding the leader lease (the write
+        # fence), and that node takes it at its next lease round, after the old holder gave it
+        # up: returning before then left an operator's next change refused for a few seconds.
+        wait = 3 * config.failover_ttl
+        try:
+            taken = asyncio.run(_leader_taken(config, node, wait))
+        except ConsensusError as exc:
+            taken, wait = None, 0
+            print(f"smartswitch: etcd: the leader lease could not be read: {exc}", file=sys.stderr)
+        if taken is not None:
+            out.write(
+                f"  etcd: {node} holds the leader lease ({taken:.1f} s after the promotion)\n"
+            )
+        elif wait:
+            out.write(
+                f"  etcd: {node} has not taken the leader lease within {wait} s: is its node "
+                "running? `smartswitch cluster status` shows who holds it\n"
+            )
     return 0
+
+
+async def _leader_taken(config: NodeConfig, node: str, wait: float) -> float | None:
+    """Seconds until ``node`` held the leader key, or None if it did not within ``wait``."""
+    started = time.monotonic()
+    async with EtcdClient(config.etcd_endpoints) as client:
+        while True:
+            holder = await client.get(LEADER_KEY)
+            if holder is not None and holder.text == node:
+                return time.monotonic() - started
+            if time.monotonic() - started >= wait:
+                return None
+            await asyncio.sleep(0.25)
 
 
 async def _record_manual(config: NodeConfig, node: str) -> None:
