@@ -4,10 +4,12 @@ and times; and the forwarder that drains it keeps what it could not deliver."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -144,6 +146,118 @@ def test_json_round_trip_property(
     back = record_from_json(record_to_json(original))
     assert back == original
     assert (str(back.price), str(back.cost)) == (str(original.price), str(original.cost))
+
+
+def reference_json(record: CdrRecord) -> str:
+    """The payload written the plain way, field by field: what the outbox's encoder, which
+    works out its fields once, must write byte for byte (payloads already on disk, and the
+    forwarders of other versions, read it)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, HangupSide):
+            return value.value
+        if isinstance(value, CdrAttempt):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    data = {f.name: plain(getattr(record, f.name)) for f in fields(record)}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def unanswered(**changes: Any) -> CdrRecord:
+    values: dict[str, Any] = {
+        "answer_time": None,
+        "duration_ms": 0,
+        "billed_seconds": 0,
+        "price": Decimal("0.0000"),
+        "cost": Decimal("0.0000"),
+        "supplier_peer_id": None,
+        "supplier_account_id": None,
+    }
+    return record(**{**values, **changes})
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        record(),
+        record(attempts=(), hangup_side=HangupSide.CALLER, subscriber_id=7),
+        record(
+            price=Decimal("1234.5"),
+            cost=Decimal("-0.0001"),
+            setup_time=START.replace(microsecond=0),
+        ),
+        unanswered(
+            hangup_side=HangupSide.SWITCH, sip_code=503, sip_reason='Caf\u00e9 "\\ \U0001f4de'
+        ),
+        unanswered(attempts=(), caller="", hangup_reason="cancel"),
+    ],
+    ids=["answered", "no-attempts", "decimal-places", "unanswered", "unanswered-no-attempts"],
+)
+def test_json_is_the_reference_encoding(original: CdrRecord) -> None:
+    text = record_to_json(original)
+    assert text == reference_json(original)
+    assert record_to_json(record_from_json(text)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    price=_money,
+    cost=_money,
+    setup=_times,
+    answered=st.booleans(),
+    attempts=st.integers(min_value=0, max_value=3),
+    side=st.sampled_from(HangupSide),
+    text=st.text(max_size=40),
+    subscriber=st.none() | st.integers(min_value=1, max_value=2**31),
+)
+def test_json_is_the_reference_encoding_property(
+    price: Decimal,
+    cost: Decimal,
+    setup: datetime,
+    answered: bool,
+    attempts: int,
+    side: HangupSide,
+    text: str,
+    subscriber: int | None,
+) -> None:
+    tried = tuple(
+        CdrAttempt(n, 2, 200 if n == attempts and answered else 503, text, setup, setup)
+        for n in range(1, attempts + 1)
+    )
+    if answered:
+        original = record(
+            price=price,
+            cost=cost,
+            setup_time=setup,
+            answer_time=setup + timedelta(microseconds=1500),
+            end_time=setup + timedelta(seconds=2),
+            hangup_side=side,
+            sip_reason=text,
+            attempts=tried,
+            subscriber_id=subscriber,
+        )
+    else:
+        original = unanswered(
+            price=price,
+            setup_time=setup,
+            end_time=setup + timedelta(seconds=2),
+            hangup_side=side,
+            sip_reason=text,
+            attempts=tried,
+            subscriber_id=subscriber,
+        )
+    text_json = record_to_json(original)
+    assert text_json == reference_json(original)
+    back = record_from_json(text_json)
+    assert back == original
+    assert record_to_json(back) == text_json
 
 
 # --------------------------------------------------------------------------- durability

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from smartswitch.b2bua.ports import CallAttempt, CallSummary, Destination, Rejection
 from smartswitch.model.cdr import CdrRecord
@@ -44,7 +44,7 @@ log = logging.getLogger("smartswitch.routing")
 class DidCall:
     """A call to one of our DIDs: the :class:`~smartswitch.b2bua.ports.CallSession` of a DID
     call. Nothing to reserve or extend (the node's maximum duration is granted at once); at
-    the end, its unrated CDR (see the module docstring)."""
+    the end, its CDR, not rated (see the module docstring)."""
 
     destinations: tuple[Destination, ...]
     fork: bool
@@ -71,7 +71,7 @@ class DidCall:
     def record(self, summary: CallSummary) -> CdrRecord:
         """The CDR of the finished call, not rated: the owner as the customer, the provider
         that delivered the call as the supplier."""
-        record = self.records.unrated(
+        return self.records.cdr(
             summary,
             customer_peer_id=self.owner_peer_id,
             customer_account_id=self.owner_account_id,
@@ -80,9 +80,6 @@ class DidCall:
             callee=self.callee,
             callee_out=self.did.number,
             currency=self.currency,
-        )
-        return replace(
-            record,
             supplier_peer_id=self.delivering.id,
             supplier_account_id=self.delivering.account_id,
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from smartswitch.b2bua.ports import (
@@ -34,7 +34,7 @@ from smartswitch.registrar.guard import SourceGuard, Verdict
 from smartswitch.registrar.location import LocationService
 from smartswitch.routing.dids import route_did
 from smartswitch.routing.limits import CallCounter, RateLimiter
-from smartswitch.routing.records import ZERO, CallRecords, CallSink
+from smartswitch.routing.records import ZERO, CallRecords, CallSink, answered_ms
 from smartswitch.routing.selection import order_suppliers, rewrite_number
 from smartswitch.routing.subscribers import as_customer
 from smartswitch.routing.views import ConfigViews
@@ -444,20 +444,10 @@ class BillingCall:
         """The call rated: the customer pays the selling rate, we owe the answering supplier
         its buying rate, for the same answered duration."""
         records = self.policy.records
-        record = records.unrated(
-            summary,
-            customer_peer_id=self.customer.id if self.subscriber_id is None else 0,
-            customer_account_id=self.account_id,
-            subscriber_id=self.subscriber_id,
-            caller=self.caller,
-            callee=self.callee,
-            callee_out=self.callee,
-            currency=self.currency,
-        )
         answered = summary.answer_time is not None
         # The switch cuts the call at max_seconds; the timer firing a few ms late must not
         # bill one more increment than was reserved.
-        duration_ms = min(record.duration_ms, self.max_seconds * 1000)
+        duration_ms = min(answered_ms(summary), self.max_seconds * 1000)
         price = rate_call(self.rate, duration_ms, answered=answered)
         supplier: Peer | None = None
         cost = ZERO
@@ -476,8 +466,15 @@ class BillingCall:
             )
             for n, a in enumerate(summary.attempts, 1)
         )
-        return replace(
-            record,
+        return records.cdr(
+            summary,
+            customer_peer_id=self.customer.id if self.subscriber_id is None else 0,
+            customer_account_id=self.account_id,
+            subscriber_id=self.subscriber_id,
+            caller=self.caller,
+            callee=self.callee,
+            callee_out=self.callee,
+            currency=self.currency,
             duration_ms=duration_ms,
             billed_seconds=price.billed_seconds,
             price=price.amount,

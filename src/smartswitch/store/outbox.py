@@ -38,34 +38,77 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from types import NoneType
+from typing import Any, get_args, get_type_hints
 
 from smartswitch.model.cdr import CdrAttempt, CdrRecord, HangupSide
 
 log = logging.getLogger("smartswitch.outbox")
 
 Done = Callable[[], None]
+_Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonFields:
+    """How the values of one dataclass become a JSON object, worked out once from its fields'
+    types: their names, one getter for all of their values, and which of them need converting
+    (and how) to be JSON values. Appending is on the call path: per record, only the values
+    are read and converted."""
+
+    names: tuple[str, ...]
+    values: Callable[[Any], tuple[Any, ...]]
+    conversions: tuple[tuple[int, _Convert], ...]
+
+    @classmethod
+    def of(cls, kind: type[Any], convert: dict[Any, _Convert]) -> _JsonFields:
+        hints = get_type_hints(kind)
+        names = tuple(f.name for f in fields(kind))
+        conversions: list[tuple[int, _Convert]] = []
+        for index, name in enumerate(names):
+            hint = hints[name]
+            args = get_args(hint)
+            if NoneType in args:  # None is JSON's null: the other type says what to convert
+                (hint,) = (a for a in args if a is not NoneType)
+            if hint in convert:
+                conversions.append((index, convert[hint]))
+            elif hint not in (str, int):
+                # A new field's type must be given a conversion here: failing at import
+                # beats a payload the forwarder cannot read back.
+                raise TypeError(f"{kind.__name__}.{name}: no JSON conversion for {hint}")
+        return cls(names, attrgetter(*names), tuple(conversions))
+
+    def as_dict(self, obj: Any) -> dict[str, Any]:
+        values = list(self.values(obj))
+        for index, convert in self.conversions:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        return dict(zip(self.names, values, strict=True))
+
+
+_ATTEMPT = _JsonFields.of(CdrAttempt, {datetime: datetime.isoformat})
+_RECORD = _JsonFields.of(
+    CdrRecord,
+    {
+        Decimal: str,
+        datetime: datetime.isoformat,
+        HangupSide: attrgetter("value"),
+        tuple[CdrAttempt, ...]: lambda attempts: [_ATTEMPT.as_dict(a) for a in attempts],
+    },
+)
+# What json.dumps(..., separators=(",", ":")) uses, without making one per record.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def record_to_json(record: CdrRecord) -> str:
-    def value(v: Any) -> Any:
-        if isinstance(v, Decimal):
-            return str(v)
-        if isinstance(v, datetime):
-            return v.isoformat()
-        if isinstance(v, HangupSide):
-            return v.value
-        return v
-
-    data = {name: value(getattr(record, name)) for name in CdrRecord.__dataclass_fields__}
-    data["attempts"] = [
-        {name: value(getattr(a, name)) for name in CdrAttempt.__dataclass_fields__}
-        for a in record.attempts
-    ]
-    return json.dumps(data, separators=(",", ":"))
+    """The record as the outbox keeps it: one compact JSON object, money and times as text."""
+    return _ENCODER.encode(_RECORD.as_dict(record))
 
 
 def record_from_json(text: str) -> CdrRecord:
