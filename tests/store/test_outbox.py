@@ -368,6 +368,58 @@ def test_drain_appends_waits_for_what_was_appended(tmp_path: Path) -> None:
     run(main)
 
 
+def test_a_commit_window_gathers_appends_into_one_commit(tmp_path: Path) -> None:
+    # Records appended within the window share one commit: each is durable before its
+    # callback runs, and none before the window is over.
+    path = tmp_path / "outbox.db"
+
+    async def main() -> None:
+        outbox = Outbox(path, commit_window=0.2)
+        await outbox.open()
+        loop = asyncio.get_running_loop()
+        durable: list[tuple[int, float, int]] = []
+        started = loop.time()
+        for n in range(5):
+            outbox.append(
+                record(n),
+                lambda n=n: durable.append((n, loop.time() - started, len(stored_ids(path)))),
+            )
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert durable == [] and stored_ids(path) == []  # still inside the window
+        deadline = loop.time() + 5
+        while len(durable) < 5 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert [n for n, _, _ in durable] == [0, 1, 2, 3, 4]
+        assert all(seen == 5 and at >= 0.2 for _, at, seen in durable), durable
+        await outbox.close()
+
+    run(main)
+
+
+def test_drain_and_close_do_not_wait_for_the_commit_window(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+
+    async def main() -> None:
+        outbox = Outbox(path, commit_window=0.3)
+        await outbox.open()
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: errors.append(context))
+        outbox.append(record(1))
+        started = loop.time()
+        await outbox.drain_appends()
+        assert len(stored_ids(path)) == 1 and loop.time() - started < 0.25
+        outbox.append(record(2))
+        await outbox.close()
+        assert len(stored_ids(path)) == 2
+        # The window's timer was cancelled: nothing is submitted to the closed executor.
+        await asyncio.sleep(0.5)
+        assert errors == []
+
+    run(main)
+
+
 # --------------------------------------------------------------------------- forwarder
 
 

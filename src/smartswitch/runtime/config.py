@@ -105,6 +105,9 @@ class NodeConfig:
     file_reconcile_interval: float = 60.0
     capture_retention_interval: float = 300.0
     capture_linger: float = 4.0
+    # The outbox's group commit (store/outbox.py): the first CDR after a commit waits this
+    # long (seconds) for others to share its fsync; the BYE's 200 waits as long. 0: at once.
+    outbox_commit_window: float = 0.01
     # SIP over TLS (docs/security.md): a listener on tls_listen (empty: none) presenting
     # tls_cert/tls_key, reloaded when the files change; tls_ca verifies client certificates
     # (a peer identified by its certificate) and the peers we connect to.
@@ -249,6 +252,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "file_reconcile_interval": (int, float),
     "capture_retention_interval": (int, float),
     "capture_linger": (int, float),
+    "outbox_commit_window": (int, float),
     "tls_listen": str,
     "tls_cert": str,
     "tls_key": str,
@@ -489,6 +493,10 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
         raise _fail(path, text, key, "a port between 1 and 65535")
     if key == "failover" and value not in ("manual", "automatic"):
         raise _fail(path, text, key, "manual or automatic")
+    if key == "outbox_commit_window":
+        if not 0 <= value <= 1:
+            raise _fail(path, text, key, "between 0 and 1 second (a BYE's 200 waits for it)")
+        return float(value)
     if key == "failover_ttl" and value < 2:
         raise _fail(path, text, key, "at least 2 seconds")
     if key == "failover_anti_flap":

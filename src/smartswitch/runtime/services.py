@@ -85,7 +85,9 @@ class BillingServices:
         )
         self.loader = ConfigLoader(self.url)
         self.wall_offset = wall_offset
-        self.outbox = Outbox(config.data_dir / "outbox.db")
+        self.outbox = Outbox(
+            config.data_dir / "outbox.db", commit_window=config.outbox_commit_window
+        )
         # The cluster's epoch as this node last read it (runtime/primary.py keeps it): in the
         # replication scheme a delivered record stays until seen in this node's own database,
         # and is delivered again when the epoch moves on (a primary that died may have lost it).

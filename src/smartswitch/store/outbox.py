@@ -1,8 +1,9 @@
 """The node's durable outbox: every CDR is on disk before the call's end is acknowledged.
 
 A local SQLite file in WAL mode with ``synchronous=FULL`` (an fsync per commit), written by one
-thread so the event loop never waits on the disk. Appends are group-committed: while one commit
-is being synced the next appends gather, so a busy node makes few, larger commits. Each append
+thread so the event loop never waits on the disk. Appends are group-committed: the first append
+after a commit waits ``commit_window`` seconds for others to join it, and while one commit is
+being synced the next appends gather, so a busy node makes few, larger commits. Each append
 carries a callback run on the loop once its record is durable; the B2BUA holds back the 200 to
 a BYE (and the BYE to the other leg) until then, so a call the far end sees finished always has
 its CDR, even if the node is killed the next instant.
@@ -132,8 +133,14 @@ def record_from_json(text: str) -> CdrRecord:
 
 
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
         self.path = path
+        # How long the first record of a commit waits for others (the node's
+        # outbox_commit_window). Each commit costs a thread hand-off, SQLite's locks, WAL page
+        # writes and an fdatasync: at 300 calls/s on 2 cores, 10 ms took the billing node's
+        # CPU per call from 1.51 to 1.37 ms (bench/README.md), for 10 ms more before a BYE's 200.
+        self.commit_window = commit_window
+        self._window: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -191,12 +198,21 @@ class Outbox:
     # --- appending (call path: never blocks) ---------------------------------------------------
 
     def append(self, record: CdrRecord, done: Done | None = None) -> None:
+        """Queue ``record`` for the next commit; ``done`` runs on the loop once it is durable.
+        Called on the event loop's thread (the commit window is one of its timers)."""
         payload = record_to_json(record)
         with self._lock:
             self._queue.append((record.id, payload, done))
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
+        if self.commit_window > 0 and self._loop is not None:
+            self._window = self._loop.call_later(self.commit_window, self._window_over)
+        else:
+            self._executor.submit(self._flush)
+
+    def _window_over(self) -> None:
+        self._window = None
         self._executor.submit(self._flush)
 
     def _flush(self) -> None:
@@ -383,7 +399,11 @@ class Outbox:
         return self._write("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     async def drain_appends(self) -> None:
-        """Wait until every record appended so far is durable."""
+        """Wait until every record appended so far is durable (without waiting for the
+        commit window: the node is stopping, or a caller needs them now)."""
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
         await self._run(self._flush)
 
     async def close(self) -> None:
