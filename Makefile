@@ -67,7 +67,8 @@ define lint-steps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha
+	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha \
+		tests/web tests/b2bua tests/transport tests/media tests/capture tests/billing
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef
 
