@@ -68,7 +68,8 @@ define lint-steps
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha \
-		tests/web tests/b2bua tests/transport tests/media tests/capture tests/billing
+		tests/web tests/b2bua tests/transport tests/media tests/capture tests/billing tests/store \
+		tests/routing tests/registrar tests/admin
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef
 

@@ -536,12 +536,12 @@ def test_a_supplier_is_used_only_from_the_nodes_it_is_attached_to() -> None:
     # a supplier over its limits, and the route's next supplier takes the call.
     policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: {"nodes": frozenset({"n2", "n3"})}}))
     assert [d.label for d in routed(policy).destinations] == ["carrier-a"]
-    both = {"nodes": frozenset({"n2"})}
+    both: dict[str, object] = {"nodes": frozenset({"n2"})}
     policy, _, _ = make_policy(snapshot(suppliers={CARRIER_A: both, CARRIER_B: both}))
     rejection = refused(policy)
     assert rejection.status == 503
     assert "no supplier" in dict(rejection.headers)["Reason"]
-    attached = {"nodes": frozenset({"node1"})}
+    attached: dict[str, object] = {"nodes": frozenset({"node1"})}
     policy, _, _ = make_policy(snapshot(suppliers={CARRIER_B: attached}))
     assert [d.label for d in routed(policy).destinations] == ["carrier-b", "carrier-a"]
 

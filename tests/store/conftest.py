@@ -149,6 +149,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite+aiosqlite:///{tmp_path / 'smartswitch.db'}"
         upgrade(url)
         return url
-    url = request.getfixturevalue("mariadb_url")
-    _empty_mariadb(url)
-    return url
+    server: str = request.getfixturevalue("mariadb_url")
+    _empty_mariadb(server)
+    return server

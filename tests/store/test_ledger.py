@@ -209,7 +209,7 @@ def test_records_are_validated_when_made() -> None:
     with pytest.raises(ValueError, match="more than 4 decimal places"):
         make_cdr(ids, "0.00001", "0")
     with pytest.raises(ValueError, match="Decimal"):
-        dataclasses.replace(make_cdr(ids, "0", "0"), cost=0.1)
+        dataclasses.replace(make_cdr(ids, "0", "0"), cost=0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="naive"):
         make_cdr(ids, "0", "0", setup_time=datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="supplier_account_id"):

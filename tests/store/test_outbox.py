@@ -379,11 +379,12 @@ def test_a_commit_window_gathers_appends_into_one_commit(tmp_path: Path) -> None
         loop = asyncio.get_running_loop()
         durable: list[tuple[int, float, int]] = []
         started = loop.time()
+
+        def seen(n: int) -> Callable[[], None]:
+            return lambda: durable.append((n, loop.time() - started, len(stored_ids(path))))
+
         for n in range(5):
-            outbox.append(
-                record(n),
-                lambda n=n: durable.append((n, loop.time() - started, len(stored_ids(path)))),
-            )
+            outbox.append(record(n), seen(n))
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)
         assert durable == [] and stored_ids(path) == []  # still inside the window
