@@ -334,17 +334,17 @@ def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
         try:
             taken = asyncio.run(_leader_taken(config, node, wait))
         except ConsensusError as exc:
-            taken, wait = None, 0
             print(f"smartswitch: etcd: the leader lease could not be read: {exc}", file=sys.stderr)
-        if taken is not None:
-            out.write(
-                f"  etcd: {node} holds the leader lease ({taken:.1f} s after the promotion)\n"
-            )
-        elif wait:
-            out.write(
-                f"  etcd: {node} has not taken the leader lease within {wait} s: is its node "
-                "running? `smartswitch cluster status` shows who holds it\n"
-            )
+        else:
+            if taken is not None:
+                out.write(
+                    f"  etcd: {node} holds the leader lease ({taken:.1f} s after the promotion)\n"
+                )
+            else:
+                out.write(
+                    f"  etcd: {node} has not taken the leader lease within {wait} s: is its "
+                    "node running? `smartswitch cluster status` shows who holds it\n"
+                )
     return 0
 
 
