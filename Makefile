@@ -12,9 +12,10 @@
 #   make lint                     ruff check, ruff format --check, mypy, lint-imports
 #   make bench [BENCH_ARGS=...]   clean call rates and CPU per call against Kamailio
 #                                 (bench/speed.py; bench/README.md)
-#   make dist                     build the wheel into dist/ (pip install dist/*.whl)
-#   make dist SMARTSWITCH_MYPYC=1 the same with the SIP core and B2BUA engine compiled
-#                                 by mypyc (setup.py; needs a C compiler)
+#   make dist                     build the wheel into dist/ (pip install dist/*.whl), its
+#                                 SIP core and B2BUA engine compiled by mypyc (setup.py;
+#                                 pure Python where no C compiler is, or with
+#                                 SMARTSWITCH_MYPYC=0; `make venv` installs editable, pure)
 #
 # The virtualenv is made on first use and `pip install -e '.[dev]'` runs again
 # whenever pyproject.toml is newer than the last install.
@@ -67,7 +68,7 @@ define lint-steps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha \
+	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/test_compiled.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha \
 		tests/web tests/b2bua tests/transport tests/media tests/capture tests/billing tests/store \
 		tests/routing tests/registrar tests/admin
 	MYPYPATH=tests $(BIN)/mypy --strict bench

@@ -1,15 +1,18 @@
-"""The optional compiled core (issue 13): everything else is declared in pyproject.toml.
+"""The compiled core (issue 13): everything else is declared in pyproject.toml.
 
-``SMARTSWITCH_MYPYC=1 pip install .`` (or ``make dist SMARTSWITCH_MYPYC=1``) compiles the
-strictly typed SIP core and B2BUA engine (:data:`COMPILED`) with mypyc, which ships with mypy:
-SIP messages parse and serialise about 2.7 times as fast, a lab node spends 17-25 % less CPU per
-call and a billing node 10-13 % less (bench/README.md; compiling routing/ and billing/ as well
-did not pay). The ``.py`` sources are
-installed beside the extensions, and Python imports an extension in preference to its source.
-Without the switch, or without mypyc or a C compiler, the package is pure Python, as before:
+An install from a wheel or a source tree (``pip install .``, ``make dist``) compiles the strictly
+typed SIP core and B2BUA engine (:data:`COMPILED`) with mypyc, which ships with mypy: SIP messages
+parse and serialise about 2.7 times as fast, a lab node spends 17-25 % less CPU per call and a
+billing node 10-13 % less (bench/README.md; compiling routing/ and billing/ as well did not pay).
+The ``.py`` sources are installed beside the extensions, and Python imports an extension in
+preference to its source. Where mypyc or a C compiler is missing, the package is pure Python:
 the build says why and goes on.
 
-With build isolation (pip's default), the switch adds mypy to the build's requirements;
+Pure Python as well: an editable install (``pip install -e``, what ``make venv`` does), whose
+compiled modules would sit beside the sources and hide every later edit of them, and any build
+with ``SMARTSWITCH_MYPYC=0``. ``SMARTSWITCH_MYPYC=1`` compiles whatever the command.
+
+With build isolation (pip's default), the build adds mypy to its own requirements;
 ``--no-build-isolation`` uses the environment's mypy instead.
 """
 
@@ -57,19 +60,46 @@ class OptionalBuildExt(build_ext):
             _say(f"{ext.name} not compiled ({exc}): pure Python")
 
 
+# The setup.py commands that build modules. The others (egg_info, dist_info: the metadata passes
+# of a PEP 517 build) only collect requirements, and type-checking the core for them is wasted.
+_BUILDS = {"build", "build_ext", "bdist_wheel", "bdist", "install"}
+# An editable install's build (PEP 660), and the legacy one.
+_EDITABLE = {"editable_wheel", "develop"}
+
+
+def compile_wanted(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """Why this run of setup.py leaves the core pure, or None if it compiles it."""
+    switch = environ.get("SMARTSWITCH_MYPYC", "")
+    if switch == "1":
+        return None
+    if switch == "0":
+        return "SMARTSWITCH_MYPYC=0"
+    if _EDITABLE & set(argv):
+        return "an editable install runs its sources"
+    return None
+
+
 def _compiled_core() -> dict[str, Any]:
-    if os.environ.get("SMARTSWITCH_MYPYC") != "1":
+    reason = compile_wanted(sys.argv, os.environ)
+    if reason is not None:
+        if _BUILDS & set(sys.argv) or _EDITABLE & set(sys.argv):
+            _say(f"{reason}: pure Python")
         return {}
     try:
         from mypyc.build import mypycify
     except ImportError:
-        # Also the first pass of an isolated build, which collects setup_requires.
-        _say("SMARTSWITCH_MYPYC=1 but mypyc is not installed: pure Python")
-        return {"setup_requires": ["mypy>=1.10"]}
+        if not _BUILDS & set(sys.argv):
+            # The first pass of an isolated build, which collects setup_requires.
+            return {"setup_requires": ["mypy>=1.10"]}
+        _say("mypyc is not installed: pure Python")
+        return {}
+    if not _BUILDS & set(sys.argv) and os.environ.get("SMARTSWITCH_MYPYC") != "1":
+        return {}
     # setuptools runs this file from its own directory: the paths and pyproject.toml's mypy
     # settings are found from there.
     extensions = mypycify(COMPILED, opt_level="3")
     return {"ext_modules": extensions, "cmdclass": {"build_ext": OptionalBuildExt}}
 
 
-setup(**_compiled_core())
+if __name__ == "__main__":
+    setup(**_compiled_core())

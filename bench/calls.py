@@ -41,7 +41,7 @@ import sys
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,12 +161,15 @@ def node_config(uas_uri: str, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_node(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Iterator[Node]:
+def running_node(
+    args: argparse.Namespace, workdir: Path, uas_uri: str, env: Mapping[str, str] | None = None
+) -> Iterator[Node]:
     spec = NodeSpec(
         workdir=workdir,
         sip_host=NODE_IP,
         config=node_config(uas_uri, args.extra_config),
         extra_args=shlex.split(args.node_args),
+        env=env or {},
     )
     node = Node(spec).start()
     try:
@@ -227,13 +230,14 @@ def billing_node_config(extra: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def running_billing_node(
-    args: argparse.Namespace, workdir: Path, uas_address: str
+    args: argparse.Namespace, workdir: Path, uas_address: str, env: Mapping[str, str] | None = None
 ) -> Iterator[Node]:
     spec = NodeSpec(
         workdir=workdir,
         sip_host=NODE_IP,
         config=billing_node_config(args.extra_config),
         extra_args=shlex.split(args.node_args),
+        env=env or {},
     )
     node = Node(spec)
     node.provision(billing_document(uas_address))

@@ -21,6 +21,11 @@ clean rate (sipp's ``-trace_rtt``, per call), over the calls after a warm-up of 
 rate (the node's steady state at it: see :func:`latency_run`). After the billing node's runs,
 one CDR per successful call and ``smartswitch audit`` exact.
 
+The nodes run what an operator installs (``--core installed``, the default): the wheel built as
+``pip install .`` builds it, with the SIP core and B2BUA engine compiled by mypyc where a C
+compiler is present (setup.py), unpacked and put first on the nodes' ``PYTHONPATH``.
+``--core sources`` runs the checkout's pure-Python sources instead.
+
 Output: a table, ratios to Kamailio, JSON in ``bench/results/speed-<UTC>.json``. Traffic
 stays on 127.0.0.0/8; every step is bounded in calls and time; the processes started here are
 stopped by their PID.
@@ -35,6 +40,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +66,9 @@ from calls import (  # noqa: E402
 )
 from e2e.node import sip_uri, tree_cpu_seconds  # noqa: E402
 from e2e.sipp import Sipp, free_port  # noqa: E402
+from e2e.wheel import build_wheel  # noqa: E402
+
+_EXT_SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 KAMAILIO_IP = "127.0.0.5"
 DEFAULT_RATES = (100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2500, 3000)
@@ -363,6 +373,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="which to measure, comma-separated (default %(default)s)",
     )
     parser.add_argument("--node-args", default="", help="more `smartswitch run` arguments")
+    parser.add_argument(
+        "--core",
+        choices=("installed", "sources"),
+        default="installed",
+        help="run the nodes from the wheel an install builds (the compiled core where a C "
+        "compiler is present) or from the checkout's sources (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     # What an operator runs: the default log level (nothing per call at INFO).
@@ -408,6 +425,33 @@ def measure(
     results[system] = entry
 
 
+def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    """The nodes' environment for ``args.core``; what they run goes into ``results["core"]``.
+    ``build_dir`` is outside the checkout: the copy of the project built there is a second
+    ``smartswitch`` package to mypy and the tests."""
+    if args.core == "sources" or not {"lab", "billing"} & set(args.systems):
+        results["core"] = {"from": "sources"}
+        return {}
+    print("building the wheel as `pip install .` does (about a minute with the compiled core)")
+    installed = build_wheel(build_dir)
+    results["core"] = {
+        "from": "wheel",
+        "wheel": installed.wheel.name,
+        "compiled_modules": sorted(installed.compiled),
+    }
+    print(f"  {installed.wheel.name}: {len(installed.compiled)} modules compiled")
+    return {"PYTHONPATH": str(installed.site)}
+
+
+def report_core(pid: int, results: dict[str, Any]) -> None:
+    """Whether the node runs the compiled core: mypyc's shared library is in its memory map (the
+    per-module shims are too small to be sure of)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    loaded = any(line.endswith("__mypyc" + _EXT_SUFFIX) for line in maps.splitlines())
+    results["core"]["node_loaded_compiled_core"] = loaded
+    print(f"  the node runs the {'compiled' if loaded else 'pure-Python'} core")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, facts = start_run(args.out, "speed")
@@ -422,6 +466,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "logs": str(workdir),
     }
+    build_dir = Path(tempfile.mkdtemp(prefix="smartswitch-bench-"))
+    try:
+        node_env = node_core(args, build_dir / "install", results)
+        return run_systems(args, workdir, results, node_env)
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def run_systems(
+    args: argparse.Namespace, workdir: Path, results: dict[str, Any], node_env: dict[str, str]
+) -> int:
     uas, uas_port = start_uas(workdir, recv_timeout_ms=15000)
     uas_address = f"{CALLEE_IP}:{uas_port}"
     print(f"smartswitch speed bench, {results['sipp']}, logs in {workdir}")
@@ -437,11 +492,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measure(args, "kamailio", address, pid, workdir, results)
         if "lab" in args.systems:
             print("lab: sipp -> smartswitch (prefix routing only) -> sipp")
-            with running_node(args, workdir / "lab", sip_uri(CALLEE_IP, uas_port)) as node:
+            lab_uri = sip_uri(CALLEE_IP, uas_port)
+            with running_node(args, workdir / "lab", lab_uri, node_env) as node:
+                report_core(node.pid, results)
                 measure(args, "lab", node.sip_address, node.pid, workdir, results)
         if "billing" in args.systems:
             print("billing: sipp -> smartswitch (ACL, LCR, rating, reservation, CDR) -> sipp")
-            with running_billing_node(args, workdir / "billing", uas_address) as node:
+            with running_billing_node(args, workdir / "billing", uas_address, node_env) as node:
+                report_core(node.pid, results)
                 measure(
                     args,
                     "billing",

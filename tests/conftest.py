@@ -6,10 +6,13 @@ Kept small on purpose: fixtures belong next to the tests that use them
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
 import pytest
+
+from e2e.wheel import Installed, build_wheel
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -30,3 +33,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         heavy = "e2e" in item.path.parts or item.get_closest_marker("netns") is not None
         if heavy and item.get_closest_marker("e2e") is None:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel as ``pip install .`` builds it (the compiled core where a C compiler is), once
+    per run: about a minute of compiling, shared by tests/test_compiled.py and
+    tests/e2e/test_install.py."""
+    env = {k: v for k, v in os.environ.items() if k != "SMARTSWITCH_MYPYC"}
+    return build_wheel(tmp_path_factory.mktemp("wheel"), env=env)

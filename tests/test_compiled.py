@@ -1,10 +1,12 @@
-"""The optional compiled core (setup.py, ``SMARTSWITCH_MYPYC=1``) passes the SIP and B2BUA tests.
+"""The wheel an install builds carries the compiled core, and the compiled core passes the SIP and
+B2BUA tests; without it (``SMARTSWITCH_MYPYC=0``, an editable install) the package is pure Python.
 
-The rest of the suite runs the pure-Python modules; this test builds the compiled ones as an
-install does (mypyc, then the C compiler, in a copy of the project) and runs ``tests/sip`` and
-``tests/b2bua`` against them in a child process. About a minute of CPU, most of it the C
-compiler's. Skipped where mypyc, a C compiler (``gcc``, scripts/install-system-deps.sh) or
-Python's headers are missing: there the install is pure Python.
+The rest of the suite runs the pure-Python modules of the editable install. The first test takes
+the wheel built as ``pip install .`` builds it (build isolation, mypyc, then the C compiler, in a
+copy of the project: ``e2e/wheel.py``, once per run: tests/conftest.py) and runs ``tests/sip`` and ``tests/b2bua`` against it in a child
+process: about a minute of CPU, most of it the C compiler's. It is skipped where a C compiler
+(``gcc``, scripts/install-system-deps.sh) or Python's headers are missing: there the install is
+pure Python, which the other tests check.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from e2e.wheel import ROOT, Installed, build_wheel
 
 
 def _compiler() -> str | None:
@@ -27,46 +30,38 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mypyc") is None
-    or _compiler() is None
-    or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists(),
-    reason="mypyc, a C compiler or Python's headers missing: the pure-Python install only",
+def _setup_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("smartswitch_setup", ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # setup() itself runs only as __main__
+    return module
+
+
+_setup = _setup_module()
+_ENV = {k: v for k, v in os.environ.items() if k != "SMARTSWITCH_MYPYC"}
+
+
+@pytest.mark.skipif(
+    _compiler() is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists(),
+    reason="no C compiler or no Python headers: the install is pure Python",
 )
-
-
-def test_the_compiled_core_passes_the_sip_and_b2bua_tests(tmp_path: Path) -> None:
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(
-        ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.so")
-    )
-    env = {**os.environ, "SMARTSWITCH_MYPYC": "1"}
-    build = subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--inplace"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert build.returncode == 0, build.stderr[-4000:]
+def test_the_installed_wheel_is_compiled_and_passes_the_sip_and_b2bua_tests(
+    built_wheel: Installed,
+) -> None:
+    installed = built_wheel
+    python_tag = f"-cp{sys.version_info.major}{sys.version_info.minor}-"
+    assert python_tag in installed.wheel.name, installed.wheel.name
     # The strictly typed SIP core and B2BUA engine were compiled, SDP aside (setup.py says why):
     # a silent fall-back to Python would pass below.
-    src = tmp_path / "src"
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    src = ROOT / "src"
     expected = {
         f"smartswitch.{package}.{path.stem}"
         for package in ("sip", "b2bua")
         for path in (src / "smartswitch" / package).glob("*.py")
         if path.name != "sdp.py"
     }
-    built = {
-        ".".join(path.relative_to(src).with_name(path.name.removesuffix(suffix)).parts)
-        for path in (src / "smartswitch").rglob("*" + suffix)
-    }
-    assert built == expected, build.stderr[-4000:]
+    assert installed.compiled == expected, installed.log[-4000:]
 
     tests = subprocess.run(
         [
@@ -80,7 +75,7 @@ def test_the_compiled_core_passes_the_sip_and_b2bua_tests(tmp_path: Path) -> Non
             "tests/b2bua",
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env={**os.environ, "PYTHONPATH": str(installed.site)},
         capture_output=True,
         text=True,
         timeout=900,
@@ -90,3 +85,29 @@ def test_the_compiled_core_passes_the_sip_and_b2bua_tests(tmp_path: Path) -> Non
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
     # The two tests that patch module globals skip when compiled, and only they.
     assert " 2 skipped" in summary, summary
+
+
+def test_switched_off_the_wheel_is_pure_python(tmp_path: Path) -> None:
+    installed = build_wheel(tmp_path, env={**_ENV, "SMARTSWITCH_MYPYC": "0"})
+    assert installed.wheel.name.endswith("-py3-none-any.whl"), installed.wheel.name
+    assert installed.compiled == frozenset()
+    assert "SMARTSWITCH_MYPYC=0: pure Python" in installed.log
+
+
+@pytest.mark.parametrize(
+    ("argv", "switch", "pure"),
+    [
+        (["setup.py", "bdist_wheel"], None, False),
+        (["setup.py", "build_ext", "--inplace"], None, False),
+        (["setup.py", "editable_wheel", "--dist-dir", "d"], None, True),
+        (["setup.py", "develop"], None, True),
+        (["setup.py", "bdist_wheel"], "0", True),
+        (["setup.py", "editable_wheel"], "1", False),
+    ],
+)
+def test_setup_compiles_unless_editable_or_switched_off(
+    argv: list[str], switch: str | None, pure: bool
+) -> None:
+    environ = {} if switch is None else {"SMARTSWITCH_MYPYC": switch}
+    reason = _setup.compile_wanted(argv, environ)
+    assert (reason is not None) == pure, reason

@@ -18,6 +18,7 @@ import yaml
 
 from .conftest import CALLER_IP, SippFactory
 from .sipp import free_port
+from .wheel import Installed
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +27,11 @@ EXAMPLE = ROOT / "examples" / "provision.yaml"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The ``smartswitch`` command of a fresh virtualenv with only the wheel installed."""
+def installed(tmp_path_factory: pytest.TempPathFactory, built_wheel: Installed) -> Iterator[Path]:
+    """The ``smartswitch`` command of a fresh virtualenv with only the wheel installed (built
+    as ``pip install .`` builds it: tests/conftest.py)."""
     where = tmp_path_factory.mktemp("install")
-    wheels = where / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), "."],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = wheels.glob("smartswitch-*.whl")
+    wheel = built_wheel.wheel
     venv = where / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # Not the test run's PYTHONPATH: the installed package alone must be what runs.
