@@ -29,14 +29,11 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 HERE = Path(__file__).resolve().parent
 
-# Modules compiled with mypyc: strict under mypy, on the per-message path. sip/sdp.py is left
-# out: mypyc rejects its dataclasses deriving from a plain base class with annotations
-# ("non-default argument 'kind' follows default argument" at import).
+# Modules compiled with mypyc: strict under mypy, on the per-message path.
 COMPILED = sorted(
     str(path.relative_to(HERE))
     for package in ("sip", "b2bua")
     for path in (HERE / "src" / "smartswitch" / package).glob("*.py")
-    if path.name != "sdp.py"
 )
 
 

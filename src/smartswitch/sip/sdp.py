@@ -39,7 +39,6 @@ No input makes :meth:`SessionDescription.parse` raise anything but :class:`SdpEr
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -279,35 +278,46 @@ class MediaEndpoint:
 
 class _Section:
     """What a session and a media section both have: their lines in order, with the c= and
-    a= lines read and edited through these accessors."""
+    a= lines read and edited through these accessors.
+
+    The lines are each subclass's dataclass field, reached through :meth:`_lines_of`, and the
+    constants are methods: to mypyc (setup.py compiles this module) an annotation or a class
+    attribute here or in a subclass is a field with a default, placed ahead of the subclasses'
+    fields without one."""
 
     __slots__ = ()
-    lines: list[Line]
-    _LEADING = ""  # the field types RFC 8866 places before c= in this section
+
+    def _lines_of(self) -> list[Line]:
+        raise NotImplementedError
+
+    def _leading(self) -> str:
+        """The field types RFC 8866 places before c= in this section."""
+        raise NotImplementedError
 
     @property
     def connection(self) -> Connection | None:
-        return _first(self.lines, Connection)
+        return _first(self._lines_of(), Connection)
 
     @connection.setter
     def connection(self, value: Connection | None) -> None:
-        _set_connection(self.lines, value, leading=self._LEADING)
+        _set_connection(self._lines_of(), value, leading=self._leading())
 
     @property
     def attributes(self) -> list[Attribute]:
-        return [line for line in self.lines if isinstance(line, Attribute)]
+        return [line for line in self._lines_of() if isinstance(line, Attribute)]
 
     def attribute(self, name: str) -> str | None:
         """The value of the first ``a=name:value`` (None if absent or a flag)."""
-        return _attribute(self.lines, name)
+        return _attribute(self._lines_of(), name)
 
     def has(self, name: str) -> bool:
         """``a=name`` is present (as a flag or with a value)."""
-        return any(isinstance(line, Attribute) and line.name == name for line in self.lines)
+        return any(isinstance(line, Attribute) and line.name == name for line in self._lines_of())
 
     def remove_attributes(self, name: str) -> None:
-        self.lines[:] = [
-            line for line in self.lines if not (isinstance(line, Attribute) and line.name == name)
+        lines = self._lines_of()
+        lines[:] = [
+            line for line in lines if not (isinstance(line, Attribute) and line.name == name)
         ]
 
 
@@ -315,14 +325,29 @@ class _Section:
 class Media(_Section):
     """``m=<media> <port>[/<number of ports>] <proto> <fmt> ...`` and the lines under it."""
 
-    _LEADING = "i"
-
     kind: str
     port: int
     proto: str
     formats: list[str]
     lines: list[Line] = field(default_factory=list)
     port_count: int | None = None
+
+    def _lines_of(self) -> list[Line]:
+        return self.lines
+
+    def _leading(self) -> str:
+        return "i"
+
+    def copy(self) -> Media:
+        """A copy to edit (see :meth:`SessionDescription.copy`)."""
+        return Media(
+            kind=self.kind,
+            port=self.port,
+            proto=self.proto,
+            formats=list(self.formats),
+            lines=list(self.lines),
+            port_count=self.port_count,
+        )
 
     def __str__(self) -> str:
         return "\r\n".join(self._lines()) + "\r\n"
@@ -433,13 +458,17 @@ class Media(_Section):
 class SessionDescription(_Section):
     """A whole SDP: ``v=``, ``o=``, ``s=``, the other session lines in order, the media."""
 
-    _LEADING = "iuep"
-
     origin: Origin
     name: str = "-"
     lines: list[Line] = field(default_factory=list)
     media: list[Media] = field(default_factory=list)
     version: int = 0
+
+    def _lines_of(self) -> list[Line]:
+        return self.lines
+
+    def _leading(self) -> str:
+        return "iuep"
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
@@ -460,7 +489,16 @@ class SessionDescription(_Section):
         return str(self).encode("utf-8", "surrogateescape")
 
     def copy(self) -> SessionDescription:
-        return copy.deepcopy(self)
+        """A copy to edit: its lists are new, the lines in them (frozen) are shared. Not
+        ``copy.deepcopy``, which would set the fields of frozen lines one by one: refused when
+        they are compiled (setup.py)."""
+        return SessionDescription(
+            origin=self.origin,
+            name=self.name,
+            lines=list(self.lines),
+            media=[media.copy() for media in self.media],
+            version=self.version,
+        )
 
     # What each media resolves to -------------------------------------------------------------
 
@@ -505,7 +543,7 @@ class SessionDescription(_Section):
         specs = list(allowed)
         if not any(media.is_rtp and not media.disabled for media in self.media):
             return
-        edited = copy.deepcopy(self.media)
+        edited = [media.copy() for media in self.media]
         kept = [media.keep_codecs(specs) for media in edited if media.is_rtp and not media.disabled]
         if not any(kept):
             raise SdpError(488, "no allowed codec offered (" + ", ".join(specs) + ")")
