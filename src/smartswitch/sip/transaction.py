@@ -143,7 +143,15 @@ class IdGenerator:
 # --- the state machines, as data -------------------------------------------------------------
 
 
-class Machine(enum.Enum):
+class _IdentityEnum(enum.Enum):
+    """Members hash by identity, in C. ``Enum.__hash__`` hashes the member's name in a Python
+    call, and every step of a machine looks up three members in dicts (machine, state, event).
+    Members are singletons compared by identity, so the identity hash agrees with ``==``."""
+
+    __hash__ = object.__hash__
+
+
+class Machine(_IdentityEnum):
     """Which of the four transaction state machines of RFC 3261 17 a transaction runs."""
 
     CLIENT_INVITE = "client INVITE"  # 17.1.1, figure 5
@@ -152,7 +160,7 @@ class Machine(enum.Enum):
     SERVER_NON_INVITE = "server non-INVITE"  # 17.2.2, figure 8
 
 
-class State(enum.Enum):
+class State(_IdentityEnum):
     CALLING = "calling"
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -162,7 +170,7 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
-class Event(enum.Enum):
+class Event(_IdentityEnum):
     # client: a response received
     RECV_1XX = "1xx received"
     RECV_2XX = "2xx received"
