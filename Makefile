@@ -70,7 +70,7 @@ define lint-steps
 	$(BIN)/lint-imports
 	MYPYPATH=tests $(BIN)/mypy --strict tests/conftest.py tests/netlab.py tests/test_compiled.py tests/e2e tests/cluster tests/cli tests/runtime tests/ha \
 		tests/web tests/b2bua tests/transport tests/media tests/capture tests/billing tests/store \
-		tests/routing tests/registrar tests/admin
+		tests/routing tests/registrar tests/admin tests/sip
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 endef
 
