@@ -77,20 +77,22 @@ def compile_wanted(argv: list[str], environ: dict[str, str] | os._Environ[str]) 
 
 
 def _compiled_core() -> dict[str, Any]:
+    # Metadata passes (egg_info, dist_info) neither say anything nor compile.
+    builds = bool((_BUILDS | _EDITABLE) & set(sys.argv))
     reason = compile_wanted(sys.argv, os.environ)
     if reason is not None:
-        if _BUILDS & set(sys.argv) or _EDITABLE & set(sys.argv):
+        if builds:
             _say(f"{reason}: pure Python")
         return {}
     try:
         from mypyc.build import mypycify
     except ImportError:
-        if not _BUILDS & set(sys.argv):
+        if not builds:
             # The first pass of an isolated build, which collects setup_requires.
             return {"setup_requires": ["mypy>=1.10"]}
         _say("mypyc is not installed: pure Python")
         return {}
-    if not _BUILDS & set(sys.argv) and os.environ.get("SMARTSWITCH_MYPYC") != "1":
+    if not builds:
         return {}
     # setuptools runs this file from its own directory: the paths and pyproject.toml's mypy
     # settings are found from there.

@@ -6,7 +6,6 @@ Kept small on purpose: fixtures belong next to the tests that use them
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -40,5 +39,4 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel as ``pip install .`` builds it (the compiled core where a C compiler is), once
     per run: about a minute of compiling, shared by tests/test_compiled.py and
     tests/e2e/test_install.py."""
-    env = {k: v for k, v in os.environ.items() if k != "SMARTSWITCH_MYPYC"}
-    return build_wheel(tmp_path_factory.mktemp("wheel"), env=env)
+    return build_wheel(tmp_path_factory.mktemp("wheel"))

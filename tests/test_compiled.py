@@ -39,7 +39,6 @@ def _setup_module() -> ModuleType:
 
 
 _setup = _setup_module()
-_ENV = {k: v for k, v in os.environ.items() if k != "SMARTSWITCH_MYPYC"}
 
 
 @pytest.mark.skipif(
@@ -87,7 +86,7 @@ def test_the_installed_wheel_is_compiled_and_passes_the_sip_and_b2bua_tests(
 
 
 def test_switched_off_the_wheel_is_pure_python(tmp_path: Path) -> None:
-    installed = build_wheel(tmp_path, env={**_ENV, "SMARTSWITCH_MYPYC": "0"})
+    installed = build_wheel(tmp_path, switch="0")
     assert installed.wheel.name.endswith("-py3-none-any.whl"), installed.wheel.name
     assert installed.compiled == frozenset()
     assert "SMARTSWITCH_MYPYC=0: pure Python" in installed.log

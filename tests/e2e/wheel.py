@@ -9,12 +9,12 @@ editable install.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,14 @@ class Installed:
     """The build's output (setup.py says there why a module stayed pure)."""
 
 
-def build_wheel(
-    dest: Path, env: Mapping[str, str] | None = None, timeout: float = 900
-) -> Installed:
-    """Build the checkout's wheel under ``dest`` and unpack it; raises RuntimeError if pip fails."""
+def build_wheel(dest: Path, switch: str | None = None, timeout: float = 900) -> Installed:
+    """Build the checkout's wheel under ``dest`` and unpack it; raises RuntimeError if pip fails.
+
+    ``switch``: setup.py's ``SMARTSWITCH_MYPYC`` for this build; None builds as a plain
+    ``pip install .`` does, whatever the caller's environment says."""
+    env = {k: v for k, v in os.environ.items() if k != "SMARTSWITCH_MYPYC"}
+    if switch is not None:
+        env["SMARTSWITCH_MYPYC"] = switch
     project = dest / "project"
     project.mkdir(parents=True)
     for name in _PROJECT_FILES:
@@ -53,7 +57,7 @@ def build_wheel(
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--verbose", "-w", str(wheels), "."],
         cwd=project,
-        env=dict(env) if env is not None else None,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -42,7 +42,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smartswitch.sip.errors import SipError
 from smartswitch.sip.grammar import is_digits
@@ -340,14 +340,7 @@ class Media(_Section):
 
     def copy(self) -> Media:
         """A copy to edit (see :meth:`SessionDescription.copy`)."""
-        return Media(
-            kind=self.kind,
-            port=self.port,
-            proto=self.proto,
-            formats=list(self.formats),
-            lines=list(self.lines),
-            port_count=self.port_count,
-        )
+        return replace(self, formats=list(self.formats), lines=list(self.lines))
 
     def __str__(self) -> str:
         return "\r\n".join(self._lines()) + "\r\n"
@@ -492,13 +485,7 @@ class SessionDescription(_Section):
         """A copy to edit: its lists are new, the lines in them (frozen) are shared. Not
         ``copy.deepcopy``, which would set the fields of frozen lines one by one: refused when
         they are compiled (setup.py)."""
-        return SessionDescription(
-            origin=self.origin,
-            name=self.name,
-            lines=list(self.lines),
-            media=[media.copy() for media in self.media],
-            version=self.version,
-        )
+        return replace(self, lines=list(self.lines), media=[media.copy() for media in self.media])
 
     # What each media resolves to -------------------------------------------------------------
 
