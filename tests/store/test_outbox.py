@@ -353,6 +353,51 @@ def test_group_commit_keeps_order_and_calls_every_callback(tmp_path: Path) -> No
     run(main)
 
 
+def test_the_outbox_thread_makes_a_few_statements_per_operation_whatever_its_size(
+    tmp_path: Path,
+) -> None:
+    # The outbox's thread gives up the GIL at each SQLite step and waits up to the switch
+    # interval to take it back while the event loop runs: a statement per row stretched a
+    # commit of 54 records to 70 ms on a busy node and held the 200 to every BYE past sipp's
+    # retransmission. Counted here as SQLite runs statements (its trace callback).
+    path = tmp_path / "outbox.db"
+    records = [record(n) for n in range(1000)]
+
+    async def main() -> None:
+        outbox = Outbox(path)
+        await outbox.open()
+        statements: list[str] = []
+        assert outbox._conn is not None
+        outbox._conn.set_trace_callback(statements.append)
+        await appended(outbox, *records)
+        commits = statements.count("COMMIT")
+        assert len(statements) <= commits * (3 + len(records) // 400), statements[:5]
+        for operation in (
+            lambda: outbox.read_batch(5000),
+            lambda: outbox.delivered_ids(),
+        ):
+            statements.clear()
+            await operation()
+            assert len(statements) == 1, statements[:5]
+        batch = await outbox.read_batch(5000)
+        assert [r.id for _, r in batch] == [r.id for r in records]
+        seqs = [seq for seq, _ in batch]
+        statements.clear()
+        await outbox.mark_delivered(seqs[:600], epoch=1)
+        assert len(statements) == 3 and outbox.unconfirmed == 600
+        statements.clear()
+        assert await outbox.delivered_ids() == [r.id for r in records[:600]]
+        assert await outbox.confirm([r.id for r in records[:700]]) == 700
+        assert (outbox.depth, outbox.unconfirmed) == (300, 0)
+        statements.clear()
+        await outbox.delete_through(seqs[700:])
+        assert len(statements) == 3 and outbox.depth == 0
+        assert stored_ids(path) == []
+        await outbox.close()
+
+    run(main)
+
+
 def test_drain_appends_waits_for_what_was_appended(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
 

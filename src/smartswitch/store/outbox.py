@@ -1,7 +1,12 @@
 """The node's durable outbox: every CDR is on disk before the call's end is acknowledged.
 
 A local SQLite file in WAL mode with ``synchronous=FULL`` (an fsync per commit), written by one
-thread so the event loop never waits on the disk. Appends are group-committed: the first append
+thread so the event loop never waits on the disk. That thread gives up the GIL at every SQLite
+step (a row read or written) and waits to take it back while the event loop's thread runs, up to
+the interpreter's switch interval (5 ms) each time: a busy loop stretched a 54-row commit to 70 ms
+and more, and held the 200 to every BYE past sipp's 500 ms retransmission (``bench/README.md``).
+So each of its operations makes a handful of steps whatever its size: many rows in one
+statement, and a batch read back as one row (a JSON array). Appends are group-committed: the first append
 after a commit waits ``commit_window`` seconds for others to join it, and while one commit is
 being synced the next appends gather, so a busy node makes few, larger commits. Each append
 carries a callback run on the loop once its record is durable; the B2BUA holds back the 200 to
@@ -33,6 +38,7 @@ as a single node whose money database is its own may.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -132,6 +138,22 @@ def record_from_json(text: str) -> CdrRecord:
     return CdrRecord(**data)
 
 
+# Rows of one INSERT: two parameters each, well under SQLite's smallest limit of parameters in a
+# statement (999 before 3.32).
+_ROWS_PER_INSERT = 400
+
+
+@functools.lru_cache(maxsize=8)
+def _insert(rows: int) -> str:
+    values = ",".join(["(?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO outbox (id, payload) VALUES {values}"
+
+
+def _json_list(values: list[int] | list[str]) -> str:
+    """A list as one parameter, read back in SQL by ``json_each``."""
+    return json.dumps(values, separators=(",", ":"))
+
+
 class Outbox:
     def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
         self.path = path
@@ -227,10 +249,12 @@ class Outbox:
         try:
             conn.execute("BEGIN")
             before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO outbox (id, payload) VALUES (?, ?)",
-                [(record_id, payload) for record_id, payload, _ in batch],
-            )
+            for start in range(0, len(batch), _ROWS_PER_INSERT):
+                chunk = batch[start : start + _ROWS_PER_INSERT]
+                conn.execute(
+                    _insert(len(chunk)),
+                    [value for record_id, payload, _ in chunk for value in (record_id, payload)],
+                )
             inserted = conn.total_changes - before  # an id already there is not a new record
             conn.execute("COMMIT")
         except sqlite3.Error:
@@ -291,10 +315,13 @@ class Outbox:
 
     def _read(self, limit: int, state: str = "IS NULL") -> list[tuple[int, str]]:
         assert self._conn is not None
-        return self._conn.execute(
-            f"SELECT seq, payload FROM outbox WHERE delivered_epoch {state} ORDER BY seq LIMIT ?",
+        (rows,) = self._conn.execute(
+            "SELECT json_group_array(json_array(seq, payload)) FROM"
+            f" (SELECT seq, payload FROM outbox WHERE delivered_epoch {state} ORDER BY seq LIMIT ?)",
             (limit,),
-        ).fetchall()
+        ).fetchone()
+        # The aggregate's order is not promised: sorted again here.
+        return sorted((int(seq), str(payload)) for seq, payload in json.loads(rows))
 
     def _set_aside(self, seq: int, error: str) -> int:
         conn = self._conn
@@ -325,8 +352,9 @@ class Outbox:
         """``seqs`` were committed by the primary of ``epoch``: kept until confirmed."""
         marked: int = await self._run(
             self._write,
-            "UPDATE outbox SET delivered_epoch = ? WHERE seq = ? AND delivered_epoch IS NULL",
-            [(epoch, seq) for seq in seqs],
+            "UPDATE outbox SET delivered_epoch = ?"
+            " WHERE seq IN (SELECT value FROM json_each(?)) AND delivered_epoch IS NULL",
+            [(epoch, _json_list(seqs))],
         )
         self.depth -= marked
         self.unconfirmed += marked
@@ -338,11 +366,12 @@ class Outbox:
         conn = self._conn
 
         def read() -> list[str]:
-            rows = conn.execute(
-                "SELECT id FROM outbox WHERE delivered_epoch IS NOT NULL ORDER BY seq LIMIT ?",
+            (rows,) = conn.execute(
+                "SELECT json_group_array(id) FROM (SELECT id FROM outbox"
+                " WHERE delivered_epoch IS NOT NULL ORDER BY seq LIMIT ?)",
                 (limit,),
-            ).fetchall()
-            return [str(row[0]) for row in rows]
+            ).fetchone()
+            return [str(i) for i in json.loads(rows)]
 
         ids: list[str] = await self._run(read)
         return ids
@@ -354,13 +383,17 @@ class Outbox:
             return 0
         # Counted by state in the same transaction, and applied as changes: a recount here
         # could race with an append whose "durable" callback has not run on the loop yet.
+        listed = _json_list(ids)
         pending: int = await self._run(
             self._write,
-            "DELETE FROM outbox WHERE id = ? AND delivered_epoch IS NULL",
-            [(i,) for i in ids],
+            "DELETE FROM outbox"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_epoch IS NULL",
+            [(listed,)],
         )
         delivered: int = await self._run(
-            self._write, "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]
+            self._write,
+            "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+            [(listed,)],
         )
         self.depth -= pending
         self.unconfirmed -= delivered
@@ -396,7 +429,10 @@ class Outbox:
         return changed
 
     def _delete(self, seqs: list[int]) -> int:
-        return self._write("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        return self._write(
+            "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+            [(_json_list(seqs),)],
+        )
 
     async def drain_appends(self) -> None:
         """Wait until every record appended so far is durable (without waiting for the
