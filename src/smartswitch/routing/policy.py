@@ -63,6 +63,25 @@ class SupplierChoice:
     rate: Rate
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a supplier's calls go: its Request-URI after the user part, and its address."""
+
+    uri_tail: str  # host[:port][;transport=...]
+    address: Address
+
+    @classmethod
+    def of(cls, address: str, transport: str) -> _Target:
+        uri = SipUri.parse(f"sip:{address}")
+        transport = transport.lower()
+        port = f":{uri.port}" if uri.port else ""
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        return cls(
+            f"{format_host(uri.host)}{port}{suffix}",
+            shared_address(transport, uri.host, uri.port or default_port(transport)),
+        )
+
+
 def _digits(number: str) -> str:
     return number[1:] if number.startswith("+") else number
 
@@ -103,6 +122,9 @@ class BillingPolicy:
         self.cps = RateLimiter()
         self.supplier_cps = RateLimiter()
         self._ha1: dict[tuple[str, str, str, str], str] = {}
+        # A supplier's address as the call path sends to it, by (address, transport): parsed
+        # once per configuration rather than once per destination of every call.
+        self._targets: dict[tuple[str, str], _Target] = {}
         # The registrar's: where DID calls to subscribers go, and the defence against guessing
         # that REGISTER and INVITE authentication share (one count per source address).
         self.location = location
@@ -114,6 +136,7 @@ class BillingPolicy:
     def update(self, views: ConfigViews) -> None:
         """A new configuration: calls in progress keep the values they started with."""
         self.views = views
+        self._targets = {}
         self.accounting.load_limits(views.snapshot.accounts)
 
     def available(self, account_id: int, now: float) -> Decimal:
@@ -344,17 +367,15 @@ class BillingPolicy:
     def _destination(
         self, supplier: Peer, caller: str, callee: str, customer: Peer, account: Account
     ) -> Destination:
-        address = supplier.address or ""
-        uri = SipUri.parse(f"sip:{address}")
-        transport = supplier.transport.lower()
+        key = (supplier.address or "", supplier.transport)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target.of(*key)
         callee_out = rewrite_number(callee, supplier.callee_rewrite)
         caller_out = rewrite_number(caller, supplier.caller_rewrite)
-        port = f":{uri.port}" if uri.port else ""
-        suffix = f";transport={transport}" if transport != "udp" else ""
-        request_uri = f"sip:{callee_out}@{format_host(uri.host)}{port}{suffix}"
         return Destination(
-            uri=request_uri,
-            address=shared_address(transport, uri.host, uri.port or default_port(transport)),
+            uri=f"sip:{callee_out}@{target.uri_tail}",
+            address=target.address,
             callee=callee_out,
             caller=caller_out,
             label=supplier.name,
