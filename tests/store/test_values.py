@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite import DATETIME
 
 from smartswitch.model.config import AclEntry
 from smartswitch.model.ids import ULID_LENGTH, UlidGenerator, new_ulid, ulid_time
 from smartswitch.store.database import database_url
-from smartswitch.store.types import exact_decimal, utc_ms
+from smartswitch.store.types import UtcDateTime, exact_decimal, utc_ms
 from smartswitch.store.values import format_acl_entry, parse_acl_entry, parse_address
 
 
@@ -58,6 +60,30 @@ def test_utc_ms_truncates_and_refuses_naive_times() -> None:
     # Already in UTC (the fast path): truncated the same, and kept as is once it is.
     assert utc_ms(datetime(2025, 1, 1, 12, 0, 0, 123_999, tzinfo=UTC)) == value
     assert utc_ms(value) is value
+
+
+def test_utc_times_bind_on_sqlite_as_sqlalchemys_datetime_writes_them() -> None:
+    # UtcDateTime formats SQLite's text itself (one C call); it must be the very text the
+    # decorator's step followed by SQLAlchemy's DATETIME made, which the stored rows and
+    # every comparison in SQL rely on.
+    dialect = sqlite.dialect()
+    fast = UtcDateTime().bind_processor(dialect)
+    reference = DATETIME().bind_processor(dialect)  # type: ignore[no-untyped-call]
+    assert fast is not None and reference is not None
+    paris = timezone(timedelta(hours=1))
+    for value in (
+        datetime(2026, 12, 3, 9, 48, 5, 123456, tzinfo=UTC),
+        datetime(2026, 12, 3, 9, 48, 5, tzinfo=UTC),
+        datetime(2026, 12, 3, 10, 0, 0, 999999, tzinfo=paris),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ):
+        assert fast(value) == reference(utc_ms(value).replace(tzinfo=None)), value
+    assert fast(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        fast(datetime(2026, 12, 3))
+    with pytest.raises(ValueError, match="expected a datetime"):
+        fast("2026-12-03 09:48:05")
 
 
 @pytest.mark.parametrize(
