@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.node import start_all
 from e2e.sipp import SippOptions, free_port
 from smartswitch.capture.hep import HepError, HepMessage, decode
 from smartswitch.capture.writer import relative_path
@@ -268,8 +269,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         members[0].add_viewer(PASSWORD)
         for member in members[1:]:
             member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
+        start_all(member.node for member in members)
         made = Cluster(members, dbs, sipps, hep, tmp)
         # Every node's file sync follows the two others (the nodes table, replicated).
         for i in (1, 2, 3):

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.node import node_command
+from e2e.node import node_command, start_all
 from smartswitch import __version__
 from smartswitch.cluster.signing import Signer, derive_key
 
@@ -105,8 +105,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert password, added.stdout
         for member in members[1:]:
             member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
+        start_all(member.node for member in members)
         yield Cluster(members, tmp, password.group(1))
     finally:
         sipps.stop_all()

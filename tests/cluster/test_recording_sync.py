@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.node import start_all
 from e2e.sipp import Sipp, SippOptions, free_port
 from smartswitch.media.archive import recording_name
 from smartswitch.web.security import local_token
@@ -156,8 +157,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         members[0].cli("provision", str(path))
         members[0].add_viewer(PASSWORD)  # replicated to node 2
         members[1].cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
+        start_all(member.node for member in members)
         made = Pair(members, sipps, tmp, supplier_port)
         wait_for(partial(made.syncs_to, 1, "node2"), 30, "node 1's file sync to node 2")
         yield made

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.node import dump_yaml
+from e2e.node import dump_yaml, start_all
 from e2e.sipp import SCENARIOS, Sipp, SippOptions, completed_call_ids, free_port
 
 from .conftest import MariaDBFactory
@@ -63,8 +63,7 @@ def cluster(
     members[0].cli("provision", str(document))
     for member in members[1:]:
         member.cli("cluster", "add-replica")
-    for member in members:
-        member.node.start()
+    start_all(member.node for member in members)
     yield members, supplier
     for member in members:
         if member.node.running:

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,16 @@ class Node:
     # -- lifecycle
 
     def start(self, health_timeout: float = HEALTH_TIMEOUT) -> Node:
+        self.launch()
+        try:
+            self.wait_healthy(health_timeout)
+        except NodeError:
+            self.kill()
+            raise
+        return self
+
+    def launch(self) -> None:
+        """Spawn the node and return at once; :meth:`wait_healthy` waits for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(dump_toml(self.spec.config))
         self.command = [
@@ -225,12 +235,6 @@ class Node:
                 # node before the harness stops it (and asserts its exit code).
                 start_new_session=True,
             )
-        try:
-            self.wait_healthy(health_timeout)
-        except NodeError:
-            self.kill()
-            raise
-        return self
 
     def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -430,6 +434,22 @@ class Node:
         version = self.stored_config_version()
         self.wait_config_version(version, timeout)
         return version
+
+
+def start_all(nodes: Iterable[Node], health_timeout: float = HEALTH_TIMEOUT) -> None:
+    """Start several nodes at once: a cluster node's start takes seconds of waiting (its
+    database, its registration), which the nodes then spend together. If one is not healthy
+    in time, every one of them is killed and its NodeError raised."""
+    started = list(nodes)
+    try:
+        for node in started:
+            node.launch()
+        for node in started:
+            node.wait_healthy(health_timeout)
+    except BaseException:
+        for node in started:
+            node.kill()
+        raise
 
 
 def start_node(spec: NodeSpec, health_timeout: float = HEALTH_TIMEOUT) -> Node:
