@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command
+from e2e.node import Node, NodeSpec, dump_toml, dump_yaml, node_command, start_all
 from e2e.sipp import Sipp, SippOptions, free_port
 from smartswitch.cluster.signing import Signer, derive_key
 
@@ -350,8 +350,13 @@ def replicated_cluster(
             members[0].cli("provision", str(written))
         for member in members[1:]:
             member.cli("cluster", "add-replica")
-        for member in members:
-            member.node.start()
+        if fenced:
+            # One after the other: the first node takes the primary lease, which
+            # provision_when_leader below waits for on members[0].
+            for member in members:
+                member.node.start()
+        else:
+            start_all(member.node for member in members)
         if fenced:
             # The version before, not after: read after, the primary's own node may not have
             # reloaded yet and would name the old one, which every node already has.
