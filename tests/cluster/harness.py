@@ -350,14 +350,13 @@ def replicated_cluster(
             members[0].cli("provision", str(written))
         for member in members[1:]:
             member.cli("cluster", "add-replica")
-        if fenced:
+        if not fenced:
+            start_all(member.node for member in members)
+        else:
             # One after the other: the first node takes the primary lease, which
-            # provision_when_leader below waits for on members[0].
+            # provision_when_leader waits for on members[0].
             for member in members:
                 member.node.start()
-        else:
-            start_all(member.node for member in members)
-        if fenced:
             # The version before, not after: read after, the primary's own node may not have
             # reloaded yet and would name the old one, which every node already has.
             before = int(members[0].status()["config_version"])
