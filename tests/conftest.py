@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from e2e.wheel import Installed, build_wheel
+from e2e.wheel import Installed, WheelBuild
+
+# The compiled wheel's build, started as soon as the run is known to need it (see
+# pytest_collection_modifyitems).
+_WHEEL_BUILD = pytest.StashKey[WheelBuild]()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -24,7 +30,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"sipp: {sipp} {version}"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Everything under tests/e2e is end-to-end, marked or not, so that
     # `pytest -m "not e2e"` gives the fast suite. So are the network-namespace tests
     # (`-m netns`): real daemons, seconds each, and timing-sensitive.
@@ -32,11 +38,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         heavy = "e2e" in item.path.parts or item.get_closest_marker("netns") is not None
         if heavy and item.get_closest_marker("e2e") is None:
             item.add_marker(pytest.mark.e2e)
+    # The wheel takes two minutes of one core to build (mypyc, then gcc on one large C file)
+    # and its first user comes after the unit and cluster tests, which mostly wait on
+    # daemons and timers: built meanwhile, in the background, it costs the run no wall time.
+    wanted = any("built_wheel" in getattr(item, "fixturenames", ()) for item in items)
+    if wanted and not config.option.collectonly:
+        where = Path(tempfile.mkdtemp(prefix="smartswitch-wheel-"))
+        config.stash[_WHEEL_BUILD] = WheelBuild(where)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    build = config.stash.get(_WHEEL_BUILD, None)
+    if build is not None:
+        build.cancel()
+        shutil.rmtree(build.dest, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def built_wheel(request: pytest.FixtureRequest) -> Installed:
     """The wheel as ``pip install .`` builds it (the compiled core where a C compiler is), once
-    per run: about a minute of compiling, shared by tests/test_compiled.py and
-    tests/e2e/test_install.py."""
-    return build_wheel(tmp_path_factory.mktemp("wheel"))
+    per run, shared by tests/test_compiled.py and tests/e2e/test_install.py."""
+    build = request.config.stash.get(_WHEEL_BUILD, None)
+    if build is None:  # a fixture asked for by name (request.getfixturevalue)
+        build = request.config.stash[_WHEEL_BUILD] = WheelBuild(
+            Path(tempfile.mkdtemp(prefix="smartswitch-wheel-"))
+        )
+    return build.wait()
