@@ -11,11 +11,12 @@ import types
 from collections import Counter
 from collections.abc import Callable
 
+from smartswitch.b2bua.engine import B2buaSettings
 from smartswitch.b2bua.ports import CallAttempt
 from smartswitch.model.cdr import HangupSide
 from smartswitch.sip.message import Request, Response
 from smartswitch.sip.timers import COMPACT_MIN
-from smartswitch.sip.transaction import T1
+from smartswitch.sip.transaction import T1, Address
 
 from .harness import ALICE, BOB, CAROL, SDP, Calls, Phone, Switch, connect
 
@@ -23,10 +24,13 @@ ANSWER = SDP.replace(b"192.0.2.10", b"192.0.2.20")
 
 
 def _setup(
-    *destinations: Phone | None, fork: bool = False, hold: bool = False
+    *destinations: Phone | None,
+    fork: bool = False,
+    hold: bool = False,
+    settings: B2buaSettings | None = None,
 ) -> tuple[Switch, Calls, Phone, Phone, Phone]:
     calls = Calls((BOB, CAROL), fork=fork, hold=hold)
-    switch = Switch(calls)
+    switch = Switch(calls, settings)
     return (
         switch,
         calls,
@@ -521,6 +525,90 @@ def test_no_answer_cancels_and_advances() -> None:
     carol.answer(switch.request(CAROL, "INVITE"), 486)
     assert switch.final(ALICE).status == 486
     assert _statuses(calls.session.summary.attempts) == [("peer0", 408), ("peer1", 486)]
+
+
+def _pings(switch: Switch, phone: Phone) -> list[Request]:
+    """The in-dialog OPTIONS the switch sent to ``phone`` since last asked, each once
+    (retransmissions left out); what else it sent there is taken too."""
+    pings: dict[int, Request] = {}
+    for m in switch.take(phone.address):
+        if isinstance(m, Request) and m.method == "OPTIONS":
+            pings.setdefault(m.cseq.number, m)
+    return list(pings.values())
+
+
+def _byes(switch: Switch) -> list[Address]:
+    """Where the switch sent BYEs since last asked; all else it sent is taken too."""
+    return [d for m, d in switch.take_all() if isinstance(m, Request) and m.method == "BYE"]
+
+
+def test_a_leg_that_stops_answering_pings_ends_the_call() -> None:
+    """Both legs are pinged every ``dialog_ping_interval``; the callee answers one ping, not
+    the next: ``dialog_ping_timeout`` after that one (well before Timer F) the call ends, with
+    a BYE to each leg."""
+    settings = B2buaSettings(dialog_ping_interval=10.0, dialog_ping_timeout=4.0)
+    switch, calls, alice, bob, _ = _setup(settings=settings)
+    connect(switch, alice, bob)
+    switch.advance(10.0)
+    for phone in (alice, bob):
+        (ping,) = _pings(switch, phone)
+        phone.answer(ping, 200)
+    switch.advance(19.9)
+    assert _byes(switch) == []  # answered pings end nothing
+    switch.advance(20.0)
+    (to_alice,) = _pings(switch, alice)
+    alice.answer(to_alice, 200)
+    assert len(_pings(switch, bob)) == 1  # Bob stays silent
+    switch.advance(23.9)
+    assert _byes(switch) == [] and switch.b2bua.calls
+    switch.advance(24.0)
+    assert sorted(_byes(switch)) == sorted([ALICE, BOB])
+    summary = calls.session.summary
+    assert (summary.hangup_side, summary.hangup_reason) == (
+        HangupSide.SWITCH,
+        "leg not responding",
+    )
+    assert summary.duration == 24.0
+
+
+def test_a_ping_answered_late_is_not_taken_for_the_next_one() -> None:
+    """A ping slower than the interval: the next goes only once it is answered, and the
+    deadline of an answered ping never fires for the one after it."""
+    settings = B2buaSettings(dialog_ping_interval=3.0, dialog_ping_timeout=4.0)
+    switch, calls, alice, bob, _ = _setup(settings=settings)
+    connect(switch, alice, bob)
+    switch.advance(3.0)
+    for phone in (alice, bob):
+        (ping,) = _pings(switch, phone)
+        phone.answer(ping, 200)
+    switch.advance(6.0)  # the second pings; the first ones' deadlines (7) must be off
+    (second,) = _pings(switch, alice)
+    switch.now = 6.5
+    alice.answer(second, 200)
+    switch.advance(9.9)
+    (third,) = _pings(switch, alice)
+    alice.answer(third, 200)
+    assert len(_pings(switch, bob)) == 1  # his second, still out: no third meanwhile
+    assert _byes(switch) == [] and switch.b2bua.calls
+    switch.advance(10.0)  # Bob's second ping, 4 s unanswered
+    assert BOB in _byes(switch)
+    assert calls.session.summary.hangup_reason == "leg not responding"
+
+
+def test_a_call_that_ends_leaves_no_ping_deadline() -> None:
+    settings = B2buaSettings(dialog_ping_interval=10.0, dialog_ping_timeout=4.0)
+    switch, calls, alice, bob, _ = _setup(settings=settings)
+    connect(switch, alice, bob)
+    switch.advance(10.0)  # pings neither answers
+    (call,) = switch.b2bua.calls.values()
+    deadlines = [leg.ping_timer for leg in (call.a_leg, call.b_leg) if leg is not None]
+    assert [t.deadline for t in deadlines if t is not None] == [14.0, 14.0]
+    switch.now = 11.0
+    alice.request("BYE")
+    bob.answer(switch.request(BOB, "BYE"), 200)
+    assert calls.session.summary.hangup_reason == "bye"
+    # Cancelled with the call: they do not hold it (and its dialogs) until they come due.
+    assert all(t is not None and t.cancelled and t.args == () for t in deadlines)
 
 
 def test_a_200_the_caller_never_acks_ends_the_call() -> None:

@@ -51,6 +51,7 @@ class Leg:
     dialog: Dialog
     ack: tuple[bytes, Address] | None = None  # our ACK of its 2xx, re-sent on retransmissions
     pinging: bool = False  # an in-dialog OPTIONS of ours is waiting for its answer
+    ping_timer: Timer | None = None  # its deadline (B2buaSettings.dialog_ping_timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Headers, Request, Response, SipMessage, make_response
 from smartswitch.sip.sdp import SdpError, SessionDescription
 from smartswitch.sip.transaction import (
+    T1,
     Address,
     ClientTransaction,
     ServerTransaction,
@@ -77,6 +78,9 @@ class B2buaSettings:
     max_call_duration: float = 3 * 3600.0
     advance_on: frozenset[int] = frozenset(range(500, 600)) | {408}
     dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
+    # A ping unanswered this long ends the call. Timer F ends the OPTIONS at 64*T1 anyway;
+    # shorter frees a dead call's channels (and stops its charging) sooner.
+    dialog_ping_timeout: float = 64 * T1
 
 
 class B2BUA:
@@ -183,7 +187,7 @@ class B2BUA:
     def _relay_timeout(self, relay: _Relay, now: float) -> None:
         if relay.server_tx is not None and not relay.server_tx.answered:
             self._respond(relay.server_tx, 408, now)
-        relay.to_leg.pinging = False
+        _ping_over(relay.to_leg)
         call = relay.call
         if relay.method != "BYE" and call.state is CallState.CONNECTED:
             log.info("call %s: %s to leg %s timed out", call.id, relay.method, relay.to_leg.side)
@@ -801,7 +805,7 @@ class B2BUA:
         if relay.server_tx is None:
             # One of our own requests (a ping): a 481 or 408 means the leg is gone.
             if status >= 200:
-                relay.to_leg.pinging = False
+                _ping_over(relay.to_leg)
             if status in (408, 481) and call.state is CallState.CONNECTED:
                 self._hangup(call, HangupSide.SWITCH, "leg not responding", now, skip=relay.to_leg)
             return
@@ -901,9 +905,22 @@ class B2BUA:
                 ping = leg.dialog.create_request("OPTIONS")
                 relay = _Relay(self, call, None, None, leg, "OPTIONS")
                 self.layer.send_request(ping, leg.dialog.next_hop(), now, owner=relay)
+                if self.settings.dialog_ping_timeout < 64 * T1:
+                    leg.ping_timer = self.timers.schedule(
+                        now + self.settings.dialog_ping_timeout, self._ping_unanswered, leg
+                    )
         call.ping_timer = self.timers.schedule(
             now + self.settings.dialog_ping_interval, self._ping, call
         )
+
+    def _ping_unanswered(self, now: float, leg: Leg) -> None:
+        leg.ping_timer = None
+        leg.pinging = False
+        call = leg.call
+        if call.state is CallState.CONNECTED:
+            log.info("call %s: no answer to the ping of leg %s", call.id, leg.side)
+            # The silent leg gets a BYE too, as when its OPTIONS times out.
+            self._hangup(call, HangupSide.SWITCH, "leg not responding", now)
 
     def _hangup(
         self,
@@ -951,6 +968,7 @@ class B2BUA:
         for leg in (call.a_leg, call.b_leg):
             if leg is not None:
                 self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+                _ping_over(leg)
         self._let_go_of_invites(call)
         # Each leg points back at the call (for its in-dialog requests, found through
         # ``dialogs``, gone now): a reference cycle that refcounting never frees, so every
@@ -1076,6 +1094,14 @@ class _Completion:
             self._finish(self._now)
         else:
             self._resume(self._finish)
+
+
+def _ping_over(leg: Leg) -> None:
+    """The leg's ping is answered or given up: the next may go, and its deadline is off."""
+    leg.pinging = False
+    if leg.ping_timer is not None:
+        leg.ping_timer.cancel()
+        leg.ping_timer = None
 
 
 def _cannot_resume(work: Callable[[float], None]) -> None:

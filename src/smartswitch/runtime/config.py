@@ -43,6 +43,7 @@ class NodeConfig:
     max_call_duration: float = 3 * 3600.0
     advance_on: tuple[int, ...] = (*range(500, 600), 408)
     dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
+    dialog_ping_timeout: float = 32.0  # a ping unanswered this long ends the call
     node_id: str = "node1"
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
@@ -213,6 +214,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "max_call_duration": (int, float),
     "advance_on": list,
     "dialog_ping_interval": (int, float),
+    "dialog_ping_timeout": (int, float),
     "node_id": str,
     "sip_realm": str,
     "refresh_interval": (int, float),
@@ -392,6 +394,11 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
     ):
         if value < 0:
             raise _fail(path, text, key, "must not be negative")
+        return float(value)
+    if key == "dialog_ping_timeout":
+        # Timer F (64*T1) ends an unanswered OPTIONS at 32 s whatever this says.
+        if not 0 < value <= 32:
+            raise _fail(path, text, key, "more than 0 and at most 32 (seconds)")
         return float(value)
     if key == "db_scheme" and value not in ("single", "replication", "galera"):
         raise _fail(path, text, key, "one of single, replication, galera")

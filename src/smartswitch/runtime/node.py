@@ -397,6 +397,7 @@ class Node:
                 max_call_duration=config.max_call_duration,
                 advance_on=frozenset(config.advance_on),
                 dialog_ping_interval=config.dialog_ping_interval,
+                dialog_ping_timeout=config.dialog_ping_timeout,
             ),
         )
 
