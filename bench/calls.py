@@ -117,6 +117,11 @@ class Memory:
     """(seconds since start, calls up, RSS bytes)."""
     successful: int = 0
     failed: int = 0
+    node: str = "lab"
+    """The node measured: ``lab`` (routes only) or ``billing`` (every call identified, rated,
+    reserved against the balance and its CDR written)."""
+    billing_check: dict[str, Any] | None = None
+    """Billing: the CDRs once the outbox drained and ``smartswitch audit``."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -395,8 +400,14 @@ def sweep(
     return steps
 
 
-def measure_memory(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Memory:
-    with running_node(args, workdir / "node-memory", uas_uri) as node:
+def measure_memory(args: argparse.Namespace, workdir: Path, uas_port: int) -> Memory:
+    billing = args.memory_node == "billing"
+    running = (
+        running_billing_node(args, workdir / "node-memory", f"{CALLEE_IP}:{uas_port}")
+        if billing
+        else running_node(args, workdir / "node-memory", sip_uri(CALLEE_IP, uas_port))
+    )
+    with running as node:
         time.sleep(1.0)  # let start-up allocations settle
         idle = node.rss_bytes()
         options = caller_options(
@@ -422,6 +433,10 @@ def measure_memory(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Mem
                 time.sleep(0.5)
         finally:
             result = uac.stop()  # returns at once if it has finished
+        check = None
+        if billing:
+            wait_cdrs(node, result.successful, timeout=60.0)
+            check = check_billing(node)
     # RSS when the most calls were up; among equal counts, the latest (most grown).
     _, peak_calls, peak_rss = max(samples, key=lambda s: (s[1], s[0]), default=(0, 0, 0))
     per_call = (peak_rss - idle) / peak_calls if peak_calls else None
@@ -434,6 +449,8 @@ def measure_memory(args: argparse.Namespace, workdir: Path, uas_uri: str) -> Mem
         samples=samples,
         successful=result.successful,
         failed=result.failed,
+        node=args.memory_node,
+        billing_check=check,
     )
 
 
@@ -492,6 +509,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-calls", type=int, default=2000)
     parser.add_argument("--memory-rate", type=float, default=200.0)
     parser.add_argument("--memory-duration-ms", type=int, default=20000)
+    parser.add_argument(
+        "--memory-node",
+        choices=("lab", "billing"),
+        default="lab",
+        help="the node the memory is measured on (default %(default)s)",
+    )
     parser.add_argument("--config", type=Path, help="TOML merged into the node's config")
     parser.add_argument("--node-args", default="", help="more `smartswitch run` arguments")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -556,9 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_memory:
             print(
                 f"memory: {args.memory_calls} calls of {args.memory_duration_ms} ms "
-                f"at {args.memory_rate:g} cps"
+                f"at {args.memory_rate:g} cps through a {args.memory_node} node"
             )
-            memory = measure_memory(args, workdir, uas_uri)
+            memory = measure_memory(args, workdir, uas_port)
             results["memory"] = asdict(memory)
     except (NodeError, TimeoutError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -606,7 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  memory: idle {_mb(mem['idle_rss'])}, {mem['calls_at_peak']} calls up "
             f"{_mb(mem['peak_rss'])}"
             + (f", {per_call / 1024:.1f} KiB per call" if per_call is not None else "")
+            + f" ({mem['node']} node; {mem['successful']} calls successful, {mem['failed']} failed)"
         )
+        if mem["billing_check"] is not None:
+            check = mem["billing_check"]
+            print(f"  memory run's billing: {check['cdrs']} CDRs, {' '.join(check['audit'])}")
+            if not check["ok"] or check["cdrs"] != mem["successful"]:
+                exit_code = 1
     save_results(workdir, results)
     return exit_code
 
