@@ -46,6 +46,7 @@ from smartswitch.cluster.consensus import (
 )
 from smartswitch.cluster.etcd import EtcdMember
 from smartswitch.cluster.promotion import (
+    NotAReplica,
     PromotionError,
     gtid_position,
     make_read_only,
@@ -53,6 +54,7 @@ from smartswitch.cluster.promotion import (
     stop_replicating_and_make_writable,
 )
 from smartswitch.cluster.replication import DatabaseRole
+from smartswitch.cluster.role import database_role
 from smartswitch.runtime.config import NodeConfig
 from smartswitch.runtime.primary import PrimaryFollower, cluster_view
 from smartswitch.runtime.services import BillingServices
@@ -331,6 +333,8 @@ class Failover:
                 catch_up_timeout=10.0,
             )
         except PromotionError as exc:
+            if isinstance(exc, NotAReplica) and await self._promoted_by_hand(role):
+                return
             self.note(f"promotion refused: {exc}", logging.ERROR)
             # Nothing was promoted: the anti-flap mark the campaign wrote must not block the
             # next candidate, and the key goes back.
@@ -342,6 +346,31 @@ class Failover:
         for step in result.steps:
             self.note(step)
         self.note(f"this node is the primary of epoch {result.promotion.epoch}", logging.WARNING)
+
+    async def _promoted_by_hand(self, seen: DatabaseRole) -> bool:
+        """After a campaign won on a stale "replica": whether an operator's promotion
+        (`smartswitch cluster promote`) made this node's database the primary meanwhile. If so
+        the key just won is that primary's: kept, lest another node find it free and promote
+        itself over the operator's choice (the hand promotion lifted the anti-flap block)."""
+        now = await database_role(self.services.engine, self.config.db_scheme)
+        if not (
+            now.role == "primary"
+            and now.writable
+            and now.primary_node == self.name
+            and now.epoch > seen.epoch
+        ):
+            return False
+        self._promoted_epoch = now.epoch
+        # The campaign's automatic anti-flap mark replaced the operator's record: a promotion
+        # by hand blocks no later automatic one, and neither does no record.
+        with contextlib.suppress(ConsensusError):
+            await self.client.delete(LAST_PROMOTION_KEY)
+        self.note(
+            f"this database was promoted by hand meanwhile (epoch {now.epoch}): "
+            "the leader key stays with it",
+            logging.WARNING,
+        )
+        return True
 
     async def _fence(self, reason: str) -> None:
         """The lease could not be renewed: this database stops taking writes before the lease
