@@ -43,8 +43,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # daemons and timers: built meanwhile, in the background, it costs the run no wall time.
     wanted = any("built_wheel" in getattr(item, "fixturenames", ()) for item in items)
     if wanted and not config.option.collectonly:
-        where = Path(tempfile.mkdtemp(prefix="smartswitch-wheel-"))
-        config.stash[_WHEEL_BUILD] = WheelBuild(where)
+        _start_wheel_build(config)
+
+
+def _start_wheel_build(config: pytest.Config) -> WheelBuild:
+    build = config.stash[_WHEEL_BUILD] = WheelBuild(
+        Path(tempfile.mkdtemp(prefix="smartswitch-wheel-"))
+    )
+    return build
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -60,7 +66,5 @@ def built_wheel(request: pytest.FixtureRequest) -> Installed:
     per run, shared by tests/test_compiled.py and tests/e2e/test_install.py."""
     build = request.config.stash.get(_WHEEL_BUILD, None)
     if build is None:  # a fixture asked for by name (request.getfixturevalue)
-        build = request.config.stash[_WHEEL_BUILD] = WheelBuild(
-            Path(tempfile.mkdtemp(prefix="smartswitch-wheel-"))
-        )
+        build = _start_wheel_build(request.config)
     return build.wait()

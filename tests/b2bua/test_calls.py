@@ -537,6 +537,13 @@ def _pings(switch: Switch, phone: Phone) -> list[Request]:
     return list(pings.values())
 
 
+def _answer_pings(switch: Switch, *phones: Phone) -> None:
+    """Each of ``phones`` answers 200 to the one ping the switch sent it since last asked."""
+    for phone in phones:
+        (ping,) = _pings(switch, phone)
+        phone.answer(ping, 200)
+
+
 def _byes(switch: Switch) -> list[Address]:
     """Where the switch sent BYEs since last asked; all else it sent is taken too."""
     return [d for m, d in switch.take_all() if isinstance(m, Request) and m.method == "BYE"]
@@ -550,14 +557,11 @@ def test_a_leg_that_stops_answering_pings_ends_the_call() -> None:
     switch, calls, alice, bob, _ = _setup(settings=settings)
     connect(switch, alice, bob)
     switch.advance(10.0)
-    for phone in (alice, bob):
-        (ping,) = _pings(switch, phone)
-        phone.answer(ping, 200)
+    _answer_pings(switch, alice, bob)
     switch.advance(19.9)
     assert _byes(switch) == []  # answered pings end nothing
     switch.advance(20.0)
-    (to_alice,) = _pings(switch, alice)
-    alice.answer(to_alice, 200)
+    _answer_pings(switch, alice)
     assert len(_pings(switch, bob)) == 1  # Bob stays silent
     switch.advance(23.9)
     assert _byes(switch) == [] and switch.b2bua.calls
@@ -578,16 +582,12 @@ def test_a_ping_answered_late_is_not_taken_for_the_next_one() -> None:
     switch, calls, alice, bob, _ = _setup(settings=settings)
     connect(switch, alice, bob)
     switch.advance(3.0)
-    for phone in (alice, bob):
-        (ping,) = _pings(switch, phone)
-        phone.answer(ping, 200)
+    _answer_pings(switch, alice, bob)
     switch.advance(6.0)  # the second pings; the first ones' deadlines (7) must be off
-    (second,) = _pings(switch, alice)
     switch.now = 6.5
-    alice.answer(second, 200)
+    _answer_pings(switch, alice)
     switch.advance(9.9)
-    (third,) = _pings(switch, alice)
-    alice.answer(third, 200)
+    _answer_pings(switch, alice)
     assert len(_pings(switch, bob)) == 1  # his second, still out: no third meanwhile
     assert _byes(switch) == [] and switch.b2bua.calls
     switch.advance(10.0)  # Bob's second ping, 4 s unanswered

@@ -195,12 +195,7 @@ class Node:
     # -- lifecycle
 
     def start(self, health_timeout: float = HEALTH_TIMEOUT) -> Node:
-        self.launch()
-        try:
-            self.wait_healthy(health_timeout)
-        except NodeError:
-            self.kill()
-            raise
+        start_all([self], health_timeout)
         return self
 
     def launch(self) -> None:
