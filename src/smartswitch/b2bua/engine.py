@@ -33,7 +33,7 @@ from smartswitch.sip.dialog import Dialog
 from smartswitch.sip.message import Headers, Request, Response, SipMessage, make_response
 from smartswitch.sip.sdp import SdpError, SessionDescription
 from smartswitch.sip.transaction import (
-    T1,
+    TIMER_F,
     Address,
     ClientTransaction,
     ServerTransaction,
@@ -78,9 +78,9 @@ class B2buaSettings:
     max_call_duration: float = 3 * 3600.0
     advance_on: frozenset[int] = frozenset(range(500, 600)) | {408}
     dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
-    # A ping unanswered this long ends the call. Timer F ends the OPTIONS at 64*T1 anyway;
+    # A ping unanswered this long ends the call. Timer F ends the OPTIONS then anyway;
     # shorter frees a dead call's channels (and stops its charging) sooner.
-    dialog_ping_timeout: float = 64 * T1
+    dialog_ping_timeout: float = TIMER_F
 
 
 class B2BUA:
@@ -905,7 +905,7 @@ class B2BUA:
                 ping = leg.dialog.create_request("OPTIONS")
                 relay = _Relay(self, call, None, None, leg, "OPTIONS")
                 self.layer.send_request(ping, leg.dialog.next_hop(), now, owner=relay)
-                if self.settings.dialog_ping_timeout < 64 * T1:
+                if self.settings.dialog_ping_timeout < TIMER_F:
                     leg.ping_timer = self.timers.schedule(
                         now + self.settings.dialog_ping_timeout, self._ping_unanswered, leg
                     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from smartswitch.cluster.vip import VipConfigError, VipSettings
 from smartswitch.routing.static import StaticRoute
+from smartswitch.sip.transaction import TIMER_F
 
 
 class ConfigError(ValueError):
@@ -43,7 +44,7 @@ class NodeConfig:
     max_call_duration: float = 3 * 3600.0
     advance_on: tuple[int, ...] = (*range(500, 600), 408)
     dialog_ping_interval: float = 60.0  # in-dialog OPTIONS to both legs; 0 = off
-    dialog_ping_timeout: float = 32.0  # a ping unanswered this long ends the call
+    dialog_ping_timeout: float = TIMER_F  # a ping unanswered this long ends the call
     node_id: str = "node1"
     sip_realm: str = "smartswitch"
     refresh_interval: float = 0.5
@@ -396,9 +397,9 @@ def _convert(path: Path, text: str, key: str, value: Any) -> Any:
             raise _fail(path, text, key, "must not be negative")
         return float(value)
     if key == "dialog_ping_timeout":
-        # Timer F (64*T1) ends an unanswered OPTIONS at 32 s whatever this says.
-        if not 0 < value <= 32:
-            raise _fail(path, text, key, "more than 0 and at most 32 (seconds)")
+        # Timer F ends an unanswered OPTIONS then, whatever this says.
+        if not 0 < value <= TIMER_F:
+            raise _fail(path, text, key, f"more than 0 and at most {TIMER_F:g} (seconds)")
         return float(value)
     if key == "db_scheme" and value not in ("single", "replication", "galera"):
         raise _fail(path, text, key, "one of single, replication, galera")

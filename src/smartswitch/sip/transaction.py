@@ -84,6 +84,7 @@ log = logging.getLogger("smartswitch.sip")
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
+TIMER_F = 64 * T1  # how long a client non-INVITE transaction waits for its final answer
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -330,7 +331,7 @@ STATE_TIMERS: Mapping[tuple[Machine, State], StateTimers] = {
     (CI, CALLING): StateTimers(E.TIMER_A, float("inf"), E.TIMER_B, 64 * T1, 64 * T1),
     (CI, ACCEPTED): StateTimers(None, T2, E.TIMER_M, 64 * T1, 64 * T1),
     (CI, COMPLETED): StateTimers(None, T2, E.TIMER_D, 32.0, 0.0),
-    (CN, TRYING): StateTimers(E.TIMER_E, T2, E.TIMER_F, 64 * T1, 64 * T1),
+    (CN, TRYING): StateTimers(E.TIMER_E, T2, E.TIMER_F, TIMER_F, TIMER_F),
     (CN, COMPLETED): StateTimers(None, T2, E.TIMER_K, T4, 0.0),
     (SI, ACCEPTED): StateTimers(E.TIMER_2XX, T2, E.TIMER_L, 64 * T1, 64 * T1),
     (SI, COMPLETED): StateTimers(E.TIMER_G, T2, E.TIMER_H, 64 * T1, 64 * T1),
