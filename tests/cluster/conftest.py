@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import pytest
 
 from .harness import Sipps
-from .mariadb import GaleraCluster, MariaDBInstance, missing_programs
+from .mariadb import GaleraCluster, MariaDBInstance, missing_programs, skip_without_mariadb
 
 _TIMINGS: dict[str, float] = {}
 
@@ -59,8 +59,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture
 def mariadb_factory(tmp_path: Path) -> Iterator[MariaDBFactory]:
     """Makes private MariaDB instances under tmp_path; all stopped at teardown."""
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     made: list[MariaDBInstance] = []
 
     def make(

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pytest
 
 #: The daemons live in sbin directories, which a non-login PATH may lack.
 _SBIN_PATH = os.pathsep.join((os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"))
@@ -83,6 +84,13 @@ def missing_programs(*, galera: bool = False) -> list[str]:
         if find_program("rsync") is None:
             missing.append("rsync (rsync, for Galera's state transfer)")
     return missing
+
+
+def skip_without_mariadb() -> None:
+    """Skip the calling test or fixture where private servers cannot run, naming what is
+    missing (the packages :func:`missing_programs` gives)."""
+    if missing := missing_programs():
+        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
 
 
 def _ephemeral_range() -> tuple[int, int]:

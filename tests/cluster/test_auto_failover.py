@@ -38,7 +38,7 @@ from .harness import (
     outbox_settled,
     replicated_cluster,
 )
-from .mariadb import missing_programs, wait_until
+from .mariadb import skip_without_mariadb, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.etcd, pytest.mark.e2e]
 
@@ -49,8 +49,7 @@ SECONDS = 20
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedCluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     if shutil.which("etcd") is None:
         pytest.skip("etcd not installed (Debian etcd-server)")
     workdir = tmp_path_factory.mktemp("autofailover")

@@ -49,7 +49,7 @@ from .harness import (
     provisioning,
     start_supplier,
 )
-from .mariadb import MariaDBInstance, missing_programs
+from .mariadb import MariaDBInstance, skip_without_mariadb
 
 pytestmark = [pytest.mark.e2e]
 
@@ -191,8 +191,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     if TSHARK is None or RSYNC is None:
         pytest.skip("tshark and rsync are needed (scripts/install-system-deps.sh)")
     tmp = tmp_path_factory.mktemp("capture-cluster")

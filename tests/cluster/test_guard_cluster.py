@@ -33,7 +33,7 @@ from e2e.node import dump_yaml
 from e2e.sipp import SippOptions, SippResult, free_port
 
 from .harness import ClusterNode, Sipps, provisioning, replicated_cluster
-from .mariadb import missing_programs, wait_until
+from .mariadb import skip_without_mariadb, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 
@@ -80,8 +80,7 @@ def _document(supplier_port: int) -> str:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     workdir = tmp_path_factory.mktemp("guard-cluster")
     with replicated_cluster(workdir, DB_HOSTS, _document) as cluster:
         node1, node2 = cluster.members

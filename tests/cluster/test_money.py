@@ -24,7 +24,7 @@ import pytest
 from e2e.sipp import SippResult
 
 from .harness import balances_are
-from .mariadb import missing_programs, wait_until
+from .mariadb import skip_without_mariadb, wait_until
 from .moneylab import (
     PER_SECOND,
     Customer,
@@ -49,8 +49,7 @@ LONG_SECONDS = 50
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoneyCluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     with money_cluster(tmp_path_factory.mktemp("money")) as started:
         yield started
 

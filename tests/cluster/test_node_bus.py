@@ -46,7 +46,7 @@ from .harness import (
     provisioning,
     start_supplier,
 )
-from .mariadb import MariaDBInstance, missing_programs, wait_until
+from .mariadb import MariaDBInstance, skip_without_mariadb, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 
@@ -72,8 +72,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     tmp = tmp_path_factory.mktemp("node-bus")
     sipps = Sipps(tmp)
     dbs = [MariaDBInstance(tmp, f"db{i + 1}", server_id=i + 1) for i in range(3)]

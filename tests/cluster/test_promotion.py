@@ -44,7 +44,7 @@ from smartswitch.store.forwarder import Forwarder
 from smartswitch.store.ledger import apply_cdrs, existing_cdr_ids
 from smartswitch.store.outbox import Outbox
 
-from .mariadb import MariaDBInstance, missing_programs, wait_until
+from .mariadb import MariaDBInstance, skip_without_mariadb, wait_until
 
 pytestmark = [pytest.mark.mariadb]
 
@@ -54,8 +54,7 @@ HOSTS = ("127.0.0.51", "127.0.0.52", "127.0.0.53")
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[MariaDBInstance]]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     base = tmp_path_factory.mktemp("promotion")
     dbs = [
         MariaDBInstance(base, f"db{i + 1}", host, server_id=i + 1) for i, host in enumerate(HOSTS)

@@ -45,7 +45,7 @@ from .harness import (
     cluster_member,
     provisioning,
 )
-from .mariadb import MariaDBInstance, missing_programs
+from .mariadb import MariaDBInstance, skip_without_mariadb
 
 pytestmark = [pytest.mark.e2e]
 
@@ -106,8 +106,7 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     if RTPENGINE is None or RSYNC is None:
         pytest.skip("rtpengine and rsync are needed (scripts/install-system-deps.sh)")
     tmp = tmp_path_factory.mktemp("recording-sync")

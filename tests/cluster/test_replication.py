@@ -29,6 +29,7 @@ from .harness import (
     Sipps,
     balances_are,
     caller,
+    cdr_call_ids,
     config_above,
     delivered,
     has_binding,
@@ -36,7 +37,7 @@ from .harness import (
     provisioning,
     replicated_cluster,
 )
-from .mariadb import missing_programs, wait_until
+from .mariadb import skip_without_mariadb, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.e2e]
 
@@ -45,18 +46,15 @@ DB_HOSTS = ("127.0.0.1",) * 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedCluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     with replicated_cluster(tmp_path_factory.mktemp("replication"), DB_HOSTS) as made:
         yield made
 
 
 def cdr_counts(primary: ClusterNode) -> tuple[int, int]:
     """The CDRs on the primary, and their distinct Call-IDs."""
-    row = primary.db.query(
-        "SELECT COUNT(*), COUNT(DISTINCT call_id) FROM cdrs", database="smartswitch"
-    )[0]
-    return int(row[0]), int(row[1])
+    call_ids = cdr_call_ids(primary.db)
+    return len(call_ids), len(set(call_ids))
 
 
 def test_config_change_on_primary_reaches_replicas_and_their_routing(
@@ -189,8 +187,7 @@ def test_node_killed_mid_traffic_loses_no_cdr_of_a_finished_call(
     assert finished, "no call finished before the kill"
     node2.node.start()
     wait_until(lambda: node2.status()["outbox_depth"] == 0, 30, "outbox drained")
-    rows = primary.db.query("SELECT call_id FROM cdrs", database="smartswitch")
-    recorded = {str(row[0]) for row in rows}
+    recorded = set(cdr_call_ids(primary.db))
     assert finished <= recorded, sorted(finished - recorded)[:5]
     audit = primary.cli("audit", "--database-url", primary.db.url, check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr

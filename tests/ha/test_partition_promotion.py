@@ -50,7 +50,7 @@ from typing import Any
 import pytest
 
 from cluster.harness import provisioning
-from cluster.mariadb import MariaDBInstance, missing_programs
+from cluster.mariadb import MariaDBInstance, skip_without_mariadb
 from e2e.node import dump_toml, node_command
 from netlab import SUBNET, NetLab, wait_for
 
@@ -178,8 +178,7 @@ def _sees_leader(member: LabMember, leader: str) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(lab: NetLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PartitionCluster]:
-    if missing := missing_programs():
-        pytest.skip("MariaDB server not installed: missing " + ", ".join(missing))
+    skip_without_mariadb()
     if shutil.which("etcd") is None:
         pytest.skip("etcd not installed (Debian etcd-server)")
     workdir = tmp_path_factory.mktemp("partition")
