@@ -138,9 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 for side in SIDES
             }
+            loaded: dict[str, Any] = {}
             for side, node in nodes.items():
                 print(f"{side}: {args.config[side] or 'defaults'}", end=", ")
-                report_core(node.pid, results)
+                # B may run other code (--b-site): whether each loaded the compiled core.
+                loaded[side] = {"core": {}}
+                report_core(node.pid, loaded[side])
+            results["core"]["node_loaded_compiled_core"] = {
+                side: loaded[side]["core"]["node_loaded_compiled_core"] for side in SIDES
+            }
             runs: dict[str, list[FixedRun]] = {side: [] for side in SIDES}
             for round_ in range(1, args.rounds + 1):
                 for side in SIDES:
