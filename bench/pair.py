@@ -4,10 +4,11 @@
 On these shared machines the same node measures 1.4 ms of CPU per call at 300 calls/s one
 quarter of an hour and 1.9 ms the next (bench/README.md, tenth session): a lever measured
 before/after, a node at a time, is compared with the machine's drift. Here both nodes run at
-once, **A** (the baseline) and **B** (the lever), from the same build unless ``--b-site``
-says otherwise, and the fixed-rate runs alternate A, B, A, B... for ``--rounds`` rounds, so
-each B run has an A run beside it in time. It prints each run, each side's median and the
-median of the pairwise differences (B - A), with how many rounds B was cheaper.
+once, **A** (the baseline) and **B** (the lever), from the same build unless ``--b-site`` says
+otherwise, and the fixed-rate runs alternate (A then B, B then A, ...) for ``--rounds`` rounds,
+so each B run has an A run beside it in time and neither side always goes first. It prints each
+run, each side's median and the median of the pairwise differences (B - A), with how many
+rounds B was cheaper.
 
 ``--a KEY=VALUE`` / ``--b KEY=VALUE`` (repeatable) set node configuration keys for one side
 (TOML values: ``--b outbox_commit_window=0.02``); ``--b-site DIR`` runs B from another
@@ -149,9 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             runs: dict[str, list[FixedRun]] = {side: [] for side in SIDES}
             for round_ in range(1, args.rounds + 1):
-                for side in SIDES:
+                # Each side goes first in every other round, and a run starts once both nodes
+                # are quiet: the other's last calls (their CDRs' delivery) land in neither.
+                for side in SIDES if round_ % 2 else SIDES[::-1]:
                     node = nodes[side]
-                    wait_quiet(node.pid)
+                    for each in nodes.values():
+                        wait_quiet(each.pid)
                     run = cpu_run(
                         side_args(args, side),
                         f"{side}{round_}",
