@@ -39,7 +39,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from benchutil import save_results, start_run  # noqa: E402
 from calls import CALLEE_IP, check_billing, running_billing_node, start_uas  # noqa: E402
-from speed import FixedRun, cpu_run, node_core, report_core, wait_quiet  # noqa: E402
+from speed import (  # noqa: E402
+    OPERATOR_CONFIG,
+    FixedRun,
+    core_loaded,
+    cpu_run,
+    node_core,
+    wait_quiet,
+)
 
 SIDES = ("A", "B")
 
@@ -90,7 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def side_args(args: argparse.Namespace, side: str) -> argparse.Namespace:
     """The arguments ``running_billing_node`` and ``cpu_run`` read, for one side."""
     mine = copy.copy(args)
-    mine.extra_config = {"log_level": "info", **args.config[side]}
+    mine.extra_config = {**OPERATOR_CONFIG, **args.config[side]}
     return mine
 
 
@@ -130,38 +137,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         envs = {"A": env, "B": {"PYTHONPATH": str(args.b_site)} if args.b_site else env}
         uas.wait_until_listening()
         uas_address = f"{CALLEE_IP}:{uas_port}"
+        per_side = {side: side_args(args, side) for side in SIDES}
         with contextlib.ExitStack() as stack:
             nodes = {
                 side: stack.enter_context(
-                    running_billing_node(
-                        side_args(args, side), workdir / side, uas_address, envs[side]
-                    )
+                    running_billing_node(per_side[side], workdir / side, uas_address, envs[side])
                 )
                 for side in SIDES
             }
-            loaded: dict[str, Any] = {}
+            loaded: dict[str, bool] = {}
             for side, node in nodes.items():
                 print(f"{side}: {args.config[side] or 'defaults'}", end=", ")
                 # B may run other code (--b-site): whether each loaded the compiled core.
-                loaded[side] = {"core": {}}
-                report_core(node.pid, loaded[side])
-            results["core"]["node_loaded_compiled_core"] = {
-                side: loaded[side]["core"]["node_loaded_compiled_core"] for side in SIDES
-            }
+                loaded[side] = core_loaded(node.pid)
+            results["core"]["node_loaded_compiled_core"] = loaded
             runs: dict[str, list[FixedRun]] = {side: [] for side in SIDES}
             for round_ in range(1, args.rounds + 1):
                 # Each side goes first in every other round, and a run starts once both nodes
                 # are quiet: the other's last calls (their CDRs' delivery) land in neither.
                 for side in SIDES if round_ % 2 else SIDES[::-1]:
                     node = nodes[side]
-                    for each in nodes.values():
-                        wait_quiet(each.pid)
+                    for other in nodes.values():
+                        wait_quiet(other.pid)
                     run = cpu_run(
-                        side_args(args, side),
-                        f"{side}{round_}",
-                        node.sip_address,
-                        node.pid,
-                        workdir,
+                        per_side[side], f"{side}{round_}", node.sip_address, node.pid, workdir
                     )
                     runs[side].append(run)
                     print(

@@ -74,6 +74,8 @@ KAMAILIO_IP = "127.0.0.5"
 DEFAULT_RATES = (100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2500, 3000)
 CLEAN_COMPLETED = 0.98
 CLEAN_RETRANSMISSIONS = 0.01
+# What an operator runs: the default log level (nothing per call at INFO).
+OPERATOR_CONFIG = {"log_level": "info"}
 
 
 @dataclass
@@ -382,8 +384,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    # What an operator runs: the default log level (nothing per call at INFO).
-    args.extra_config = {"log_level": "info"}
+    args.extra_config = dict(OPERATOR_CONFIG)
     args.systems = [s for s in args.systems.split(",") if s]
     return args
 
@@ -443,13 +444,17 @@ def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]
     return {"PYTHONPATH": str(installed.site)}
 
 
-def report_core(pid: int, results: dict[str, Any]) -> None:
+def core_loaded(pid: int) -> bool:
     """Whether the node runs the compiled core: mypyc's shared library is in its memory map (the
-    per-module shims are too small to be sure of)."""
+    per-module shims are too small to be sure of). Says which."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     loaded = any(line.endswith("__mypyc" + _EXT_SUFFIX) for line in maps.splitlines())
-    results["core"]["node_loaded_compiled_core"] = loaded
     print(f"  the node runs the {'compiled' if loaded else 'pure-Python'} core")
+    return loaded
+
+
+def report_core(pid: int, results: dict[str, Any]) -> None:
+    results["core"]["node_loaded_compiled_core"] = core_loaded(pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
