@@ -489,6 +489,10 @@ def test_node_shutdown_deletes_its_relayed_sessions(
         )
         call = sipp._new("uac-shutdown", "uac", options).start()
         wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
+        (session,) = set(sessions()) - before
+        # The session exists from the offer, while the call still rings: stopped then, the
+        # node answers the caller 503 instead of ending an answered call with a BYE.
+        wait_for("the call answered at the relay", lambda: len(caller_streams(session)) == 2)
         other.stop_cleanly()
         assert set(sessions()) <= before  # deleted before the node exited
         assert call.wait().successful == 1  # the caller got the node's BYE
