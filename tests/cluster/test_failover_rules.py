@@ -40,6 +40,12 @@ def test_the_anti_flap_rule() -> None:
     assert "anti-flap" in (automatic_promotion_refusal(auto, 1000.0 + 59 * 60, hour) or "")
     assert automatic_promotion_refusal(auto, 1000.0 + hour, hour) is None
     assert automatic_promotion_refusal(PromotionMark(1000.0, False, "n2"), 1001.0, hour) is None
+    # For a while after an operator's promotion, only the node promoted takes the key: the
+    # others would see the key free before its lease round and promote themselves over it.
+    by_hand = PromotionMark(1000.0, False, "n2")
+    waiting = automatic_promotion_refusal(by_hand, 1001.0, hour, handover=30.0)
+    assert waiting is not None and "n2 was promoted by hand" in waiting
+    assert automatic_promotion_refusal(by_hand, 1030.0, hour, handover=30.0) is None
     assert PromotionMark.from_json(auto.to_json()) == auto
 
 

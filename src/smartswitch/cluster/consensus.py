@@ -754,13 +754,24 @@ class PromotionMark:
 
 
 def automatic_promotion_refusal(
-    last: PromotionMark | None, now: float, period: float
+    last: PromotionMark | None, now: float, period: float, handover: float = 0.0
 ) -> str | None:
     """Why an automatic promotion may not happen now, or None if it may: at most one per
-    ``period``; a manual promotion (an operator acted) lifts the limit."""
-    if last is None or not last.automatic:
+    ``period``; a manual promotion (an operator acted) lifts the limit, but for ``handover``
+    seconds after it only the node the operator promoted may take the leader key: the others
+    would otherwise find the key free before that node's next lease round and promote
+    themselves over the operator's choice (its database reaches them by replication a moment
+    after the record in etcd)."""
+    if last is None:
         return None
     since = now - last.at
+    if not last.automatic:
+        if since < handover:
+            return (
+                f"{last.node} was promoted by hand {since:.0f} s ago: its node takes the "
+                f"leader key (automatic promotion waits {handover:.0f} s for it)"
+            )
+        return None
     if since < period:
         return (
             f"anti-flap: {last.node} was promoted automatically {since:.0f} s ago; at most one "
@@ -794,6 +805,7 @@ class FlapGuard:
     client: EtcdClient
     period: float = 3600.0
     key: str = LAST_PROMOTION_KEY
+    handover: float = 0.0  # see automatic_promotion_refusal
     wall_clock: Callable[[], float] = field(default=time.time)
 
     async def last(self) -> tuple[PromotionMark | None, int]:
@@ -808,7 +820,7 @@ class FlapGuard:
 
     async def refusal(self) -> str | None:
         mark, _ = await self.last()
-        return automatic_promotion_refusal(mark, self.wall_clock(), self.period)
+        return automatic_promotion_refusal(mark, self.wall_clock(), self.period, self.handover)
 
     async def guarded(
         self, node: str
@@ -816,7 +828,7 @@ class FlapGuard:
         """For an automatic campaign: (refusal, compare, success): the transaction takes the
         key only if the record did not change since it was read, and records this one."""
         mark, revision = await self.last()
-        refusal = automatic_promotion_refusal(mark, self.wall_clock(), self.period)
+        refusal = automatic_promotion_refusal(mark, self.wall_clock(), self.period, self.handover)
         compare = [compare_modified(self.key, revision)]
         success = [op_put(self.key, PromotionMark(self.wall_clock(), True, node).to_json())]
         return refusal, compare, success

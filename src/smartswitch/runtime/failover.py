@@ -13,7 +13,8 @@ as Patroni does (:mod:`smartswitch.cluster.consensus` has the rules):
 - with ``failover = "automatic"`` (three members or more, else refused with the reason in the
   log), the replicas' nodes watch the key: when it is gone, each campaigns with its position,
   only one no live peer is ahead of may win, at most once per anti-flap period
-  (``failover_anti_flap``, an hour) unless an operator promoted by hand since; the winner
+  (``failover_anti_flap``, an hour) unless an operator promoted by hand since, and not within
+  three lease lifetimes of that promotion by hand (the node promoted takes the key); the winner
   promotes its own database (:func:`smartswitch.cluster.promotion.promote`: the old primary
   fenced if it answers, the relay log applied, every other replica repointed, the epoch moved
   on to at least the key's revision).
@@ -116,7 +117,11 @@ class Failover:
         self.lease = LeaderLease(
             self.client, self.name, ttl=config.failover_ttl, on_lost=self._fence
         )
-        self.guard = FlapGuard(self.client, period=config.failover_anti_flap)
+        # Three lease lifetimes for the node an operator promoted to take the key (its lease
+        # round runs every third of one) before another may campaign.
+        self.guard = FlapGuard(
+            self.client, period=config.failover_anti_flap, handover=3.0 * config.failover_ttl
+        )
         self.publisher = PositionPublisher(self.client, self.name)
         self.events: deque[str] = deque(maxlen=50)
         self.state = "starting"
