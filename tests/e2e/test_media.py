@@ -78,6 +78,13 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 5.0) -> None
         time.sleep(0.05)
 
 
+def new_session(before: set[str]) -> str:
+    """The one relayed session not in ``before``, once rtpengine has it (from the offer)."""
+    wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
+    (session,) = set(sessions()) - before
+    return session
+
+
 def packets_by_tag(call_id: str) -> dict[str, int]:
     """RTP packets rtpengine received from each side of a relayed session."""
     stats = parse_stats(ng("query", **{"call-id": call_id}))
@@ -250,8 +257,7 @@ def test_relayed_call_rtp_flows_both_ways_and_nothing_is_left(lab: Lab, sipp: Si
     before = set(sessions())
     callee = carrier(sipp, lab, CARRIER_A)
     call = caller(sipp, lab, "uac_pcap", duration_ms=0)
-    wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
-    (session,) = set(sessions()) - before
+    session = new_session(before)
     time.sleep(1.0)
     first = packets_by_tag(session)
     time.sleep(1.5)
@@ -371,8 +377,7 @@ def test_a_caller_behind_nat_gets_its_media_at_its_sip_source(lab: Lab, sipp: Si
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
         phone.bind((RELAY_CALLER, 18400))
         phone.settimeout(0.2)
-        wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
-        (session,) = set(sessions()) - before
+        session = new_session(before)
         wait_for("both sides at the relay", lambda: len(caller_streams(session)) == 2)
         # Before any packet (nothing learnt yet): the caller's media goes to its SIP source.
         sides = caller_streams(session)
@@ -488,8 +493,7 @@ def test_node_shutdown_deletes_its_relayed_sessions(
             extra=("-mi", RELAY_CALLER, "-mp", "18000"),
         )
         call = sipp._new("uac-shutdown", "uac", options).start()
-        wait_for("the relayed session", lambda: bool(set(sessions()) - before), timeout=10)
-        (session,) = set(sessions()) - before
+        session = new_session(before)
         # The session exists from the offer, while the call still rings: stopped then, the
         # node answers the caller 503 instead of ending an answered call with a BYE.
         wait_for("the call answered at the relay", lambda: len(caller_streams(session)) == 2)

@@ -9,7 +9,13 @@ import time
 from typing import Any, TextIO
 
 from smartswitch.cluster.bus import PATHS, BusClient, BusError, Peer
-from smartswitch.cluster.consensus import LEADER_KEY, ConsensusError, EtcdClient, FlapGuard
+from smartswitch.cluster.consensus import (
+    LEADER_KEY,
+    ConsensusError,
+    EtcdClient,
+    FlapGuard,
+    handover_seconds,
+)
 from smartswitch.cluster.dns import DnsError, DnsNode, zone_records
 from smartswitch.cluster.nodes import ask_status, list_nodes
 from smartswitch.cluster.promotion import PromotionError
@@ -330,7 +336,7 @@ def promote(config: NodeConfig, node: str, reason: str, out: TextIO) -> int:
         # Configuration changes are taken only by the node holding the leader lease (the write
         # fence), and that node takes it at its next lease round, after the old holder gave it
         # up: returning before then left an operator's next change refused for a few seconds.
-        wait = 3 * config.failover_ttl
+        wait = handover_seconds(config.failover_ttl)
         try:
             taken = asyncio.run(_leader_taken(config, node, wait))
         except ConsensusError as exc:

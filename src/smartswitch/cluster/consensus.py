@@ -753,6 +753,13 @@ class PromotionMark:
         return cls(float(data["at"]), bool(data["automatic"]), str(data.get("node", "")))
 
 
+def handover_seconds(ttl: float) -> float:
+    """How long the node an operator promoted has to take the leader key: three lease
+    lifetimes (its lease round runs every third of one). `smartswitch cluster promote` waits
+    this long for it, and no other node campaigns meanwhile."""
+    return 3 * ttl
+
+
 def automatic_promotion_refusal(
     last: PromotionMark | None, now: float, period: float, handover: float = 0.0
 ) -> str | None:

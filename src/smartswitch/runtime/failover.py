@@ -44,6 +44,7 @@ from smartswitch.cluster.consensus import (
     NotConfirmed,
     PositionPublisher,
     campaign_automatic,
+    handover_seconds,
 )
 from smartswitch.cluster.etcd import EtcdMember
 from smartswitch.cluster.promotion import (
@@ -117,10 +118,10 @@ class Failover:
         self.lease = LeaderLease(
             self.client, self.name, ttl=config.failover_ttl, on_lost=self._fence
         )
-        # Three lease lifetimes for the node an operator promoted to take the key (its lease
-        # round runs every third of one) before another may campaign.
         self.guard = FlapGuard(
-            self.client, period=config.failover_anti_flap, handover=3.0 * config.failover_ttl
+            self.client,
+            period=config.failover_anti_flap,
+            handover=handover_seconds(config.failover_ttl),
         )
         self.publisher = PositionPublisher(self.client, self.name)
         self.events: deque[str] = deque(maxlen=50)
