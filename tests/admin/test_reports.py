@@ -1,17 +1,27 @@
-"""The operator commands: CDR export (CSV, JSON) and the account list."""
+"""The reports: CDR export (CSV, JSON), the account list, the web's CDR search and the
+dashboard's last hour."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from smartswitch.admin.reports import CDR_FIELDS, export_cdrs, list_accounts
+from smartswitch.admin.reports import (
+    CDR_FIELDS,
+    CdrFilter,
+    cdr_page,
+    cdr_records,
+    export_cdrs,
+    last_hour,
+    list_accounts,
+)
+from smartswitch.model.cdr import CdrRecord
 from smartswitch.store.database import session_factory
 from store.helpers import run_with_engine
 from store.test_ledger import T0, _apply, _setup, make_cdr
@@ -64,6 +74,120 @@ def test_export_cdrs(db_url: str) -> None:
     assert records[1]["supplier_peer"] is None and records[1]["sip_code"] == 404
     assert [r["sip_code"] for r in json.loads(exports["since"])] == [404]
     assert json.loads(exports["empty"]) == []
+
+
+def test_cdr_filter_bounds_are_utc_milliseconds() -> None:
+    naive = CdrFilter(since=datetime(2025, 3, 1, 12, 0, 0, 250_999))
+    assert naive.since == datetime(2025, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+    plus_two = datetime.fromisoformat("2025-03-01T14:00:00+02:00")
+    assert CdrFilter(until=plus_two).until == datetime(2025, 3, 1, 12, tzinfo=UTC)
+    flt = CdrFilter(since=T0, peer="acme trunk", sip_code=404)
+    assert flt.query_string() == ("since=2025-03-01T12%3A00%3A00.250Z&peer=acme+trunk&sip_code=404")
+    assert CdrFilter().query_string() == ""
+
+
+def test_cdr_search(db_url: str) -> None:
+    """The web's CDR search: each filter, its total, newest first, pages, the stream."""
+
+    Found = tuple[int, list[str]]
+
+    async def scenario(engine: AsyncEngine) -> tuple[list[str], list[str], dict[str, Found]]:
+        ids = await _setup(engine)
+        calls = [
+            make_cdr(ids, "0.0200", "0.0120", setup_time=T0 + timedelta(minutes=i))
+            for i in range(3)
+        ]
+        refused = make_cdr(
+            ids,
+            "0",
+            "0",
+            setup_time=T0 + timedelta(minutes=5),
+            answer_time=None,
+            supplier_peer_id=None,
+            supplier_account_id=None,
+            callee="1800%_FREE",
+            sip_code=404,
+            sip_reason="Not Found",
+        )
+        await _apply(engine, [*calls, refused])
+        sessions = session_factory(engine)
+
+        async def ids_of(flt: CdrFilter, limit: int = 10, offset: int = 0) -> Found:
+            total, rows = await cdr_page(sessions, flt, limit, offset)
+            return total, [row["id"] for row in rows]
+
+        stream = [r["id"] async for r in cdr_records(sessions, CdrFilter(), limit=3)]
+        return (
+            [c.id for c in [*calls, refused]],
+            stream,
+            {
+                "all": await ids_of(CdrFilter()),
+                "page 2": await ids_of(CdrFilter(), limit=2, offset=2),
+                "window": await ids_of(
+                    CdrFilter(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=5))
+                ),
+                "supplier": await ids_of(CdrFilter(peer="carrier-a")),
+                "customer": await ids_of(CdrFilter(peer="acme-trunk")),
+                "unknown peer": await ids_of(CdrFilter(peer="nobody")),
+                # LIKE's wildcards in a number are the characters themselves.
+                "wildcards": await ids_of(CdrFilter(number="%_F")),
+                "no match": await ids_of(CdrFilter(number="1800%X")),
+                "code": await ids_of(CdrFilter(sip_code=404)),
+            },
+        )
+
+    (c0, c1, c2, refused), stream, got = run_with_engine(db_url, scenario)
+    assert got["all"] == (4, [refused, c2, c1, c0])
+    assert got["page 2"] == (4, [c1, c0])
+    assert got["window"] == (2, [c2, c1])
+    assert got["supplier"] == (3, [c2, c1, c0])
+    assert got["customer"] == (4, [refused, c2, c1, c0])
+    assert got["unknown peer"] == (0, [])
+    assert got["wildcards"] == (1, [refused])
+    assert got["no match"] == (0, [])
+    assert got["code"] == (1, [refused])
+    assert stream == [c0, c1, c2]  # oldest first, at most the limit
+
+
+def test_last_hour(db_url: str) -> None:
+    now = T0 + timedelta(minutes=30)
+
+    async def scenario(engine: AsyncEngine) -> list[tuple[str, int, int, int]]:
+        ids = await _setup(engine)
+
+        def call(minutes: float, answered: bool = True) -> CdrRecord:
+            at = T0 + timedelta(minutes=minutes)
+            if answered:
+                return make_cdr(ids, "0.01", "0.005", setup_time=at, duration_ms=30_000)
+            return make_cdr(
+                ids,
+                "0",
+                "0",
+                setup_time=at,
+                answer_time=None,
+                duration_ms=0,
+                supplier_peer_id=None,
+                supplier_account_id=None,
+                sip_code=486,
+            )
+
+        records = [call(-29), call(-31), call(-2), call(-1, answered=False), call(20)]
+        await _apply(engine, records)
+        buckets = await last_hour(session_factory(engine), now)
+        return [
+            (b.start.strftime("%H:%M"), b.attempts, b.answered, b.talk_ms)
+            for b in buckets
+            if b.attempts
+        ]
+
+    got = run_with_engine(db_url, scenario)
+    # Twelve five-minute buckets from 11:31 to the minute after now (12:31): the call of
+    # 11:29 is older than the hour.
+    assert got == [
+        ("11:31", 1, 1, 30_000),
+        ("11:56", 2, 1, 30_000),
+        ("12:16", 1, 1, 30_000),
+    ]
 
 
 def test_list_accounts(db_url: str) -> None:

@@ -2,9 +2,8 @@
 
 A sampler reads the B2BUA's counters every ``SAMPLE_SECONDS`` into a ring buffer covering the
 last hour (calls per second, calls in progress): plain integer reads, nothing on the call path.
-ASR and ACD come from the CDRs of the last hour, in twelve indexed range queries (portable
-between SQLite and MariaDB, and cheap with the setup_time index).  Charts are inline SVG drawn
-here, so the page needs no JavaScript library.
+ASR and ACD come from the CDRs of the last hour (admin.reports.last_hour).  Charts are inline
+SVG drawn here, so the page needs no JavaScript library.
 """
 
 from __future__ import annotations
@@ -15,18 +14,14 @@ import itertools
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
+from smartswitch.admin.reports import Bucket
 from smartswitch.registrar.guard import REASONS
-from smartswitch.store.schema import CdrRow
 from smartswitch.web.ports import FileSyncState, NodePort
 
 SAMPLE_SECONDS = 5.0
 HOUR_SAMPLES = int(3600 / SAMPLE_SECONDS)
-BUCKET_MINUTES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,45 +73,6 @@ class Sampler:
 
     def in_progress_series(self) -> list[tuple[float, float]]:
         return [(s.at, float(s.in_progress)) for s in self.samples]
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    start: datetime
-    attempts: int
-    answered: int
-    talk_ms: int
-
-    @property
-    def asr(self) -> float | None:
-        return 100.0 * self.answered / self.attempts if self.attempts else None
-
-    @property
-    def acd(self) -> float | None:
-        return self.talk_ms / 1000.0 / self.answered if self.answered else None
-
-
-async def last_hour(
-    sessions: async_sessionmaker[AsyncSession], now: datetime | None = None
-) -> list[Bucket]:
-    now = datetime.now(UTC) if now is None else now
-    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    buckets = []
-    answered = case((CdrRow.answer_time.is_not(None), 1), else_=0)
-    talk = case((CdrRow.answer_time.is_not(None), CdrRow.duration_ms), else_=0)
-    async with sessions() as session:
-        for i in range(60 // BUCKET_MINUTES, 0, -1):
-            start = end - timedelta(minutes=i * BUCKET_MINUTES)
-            stop = start + timedelta(minutes=BUCKET_MINUTES)
-            row = (
-                await session.execute(
-                    select(func.count(), func.sum(answered), func.sum(talk)).where(
-                        CdrRow.setup_time >= start, CdrRow.setup_time < stop
-                    )
-                )
-            ).one()
-            buckets.append(Bucket(start, int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)))
-    return buckets
 
 
 def svg_chart(

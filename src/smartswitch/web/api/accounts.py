@@ -9,9 +9,9 @@ from pydantic import Field
 
 from smartswitch.admin import readers
 from smartswitch.admin.form_source import read_form
+from smartswitch.admin.reports import iso_time
 from smartswitch.admin.users import User
 from smartswitch.admin.views import Account
-from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.api.common import (
     SOURCE,
     In,
@@ -147,7 +147,7 @@ async def account_changes(
             "amount": money(c.amount),
             "kind": c.kind.value,
             "reference": c.reference,
-            "created_at": cdr_queries.iso(c.created_at),
+            "created_at": iso_time(c.created_at),
             "actor": c.actor,
             "note": c.note,
         }

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
+from smartswitch.admin.reports import CdrFilter, cdr_page
 from smartswitch.web import captures, recordings
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.api.common import Reader, Writer
@@ -15,7 +16,7 @@ from smartswitch.web.stats import calls_in_progress
 
 router = APIRouter()
 
-CdrQuery = Annotated[cdr_queries.CdrFilter, Depends(cdr_queries.api_filter)]
+CdrQuery = Annotated[CdrFilter, Depends(cdr_queries.api_filter)]
 
 
 @router.get("/cdrs")
@@ -28,7 +29,7 @@ async def list_cdrs(
 ) -> dict[str, Any]:
     """CDRs newest first, filtered by time range, peer (customer or supplier), number
     (caller or callee contains it) and SIP code."""
-    total, rows = await cdr_queries.query(web_of(request).sessions, flt, limit, offset)
+    total, rows = await cdr_page(web_of(request).sessions, flt, limit, offset)
     captures.with_links(web_of(request).node, "/api/v1", rows)
     recordings.with_links(web_of(request).node.config.data_dir, "/api/v1", rows)
     return {"total": total, "cdrs": rows}

@@ -11,9 +11,9 @@ from pydantic import Field
 
 from smartswitch.admin import readers
 from smartswitch.admin.form_source import read_form
+from smartswitch.admin.reports import iso_time
 from smartswitch.admin.views import TariffView
 from smartswitch.model.config import Rate
-from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.api.common import (
     SOURCE,
     In,
@@ -47,8 +47,8 @@ def rate_out(rate: Rate) -> dict[str, Any]:
         "connect_fee": money(rate.connect_fee),
         "increment": str(rate.increment),
         "free_seconds": rate.free_seconds,
-        "effective_from": cdr_queries.iso(rate.effective_from),
-        "effective_to": cdr_queries.iso(rate.effective_to),
+        "effective_from": iso_time(rate.effective_from),
+        "effective_to": iso_time(rate.effective_to),
     }
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from smartswitch.admin import fields
+from smartswitch.admin.reports import CdrFilter, cdr_page
 from smartswitch.web import captures, recordings
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.pages.common import PAGE, page_number, page_user, render
@@ -16,7 +17,7 @@ from smartswitch.web.shared import admin_of, web_of
 router = APIRouter()
 
 
-def _cdr_filter(request: Request) -> tuple[cdr_queries.CdrFilter, dict[str, str]]:
+def _cdr_filter(request: Request) -> tuple[CdrFilter, dict[str, str]]:
     q = request.query_params
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -36,7 +37,7 @@ def _cdr_filter(request: Request) -> tuple[cdr_queries.CdrFilter, dict[str, str]
     peer = q.get("peer", "").strip()[:64]
     number = q.get("number", "").strip()[:64]
     return (
-        cdr_queries.CdrFilter(
+        CdrFilter(
             values.get("since"),
             values.get("until"),
             peer or None,
@@ -55,9 +56,7 @@ async def cdrs_page(request: Request) -> Response:
     total: int = 0
     rows: list[dict[str, Any]] = []
     if not errors:
-        total, rows = await cdr_queries.query(
-            web_of(request).sessions, flt, PAGE, (page - 1) * PAGE
-        )
+        total, rows = await cdr_page(web_of(request).sessions, flt, PAGE, (page - 1) * PAGE)
         captures.with_links(web_of(request).node, "", rows)
     peers = sorted(p.name for p in await admin_of(request).list_peers())
     # A call's recording is named by its Call-ID (here, or synced from the node that relayed

@@ -8,11 +8,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from smartswitch.admin.cluster import promotions
+from smartswitch.admin.reports import last_hour
 from smartswitch.web import cdrs as cdr_queries
 from smartswitch.web.cluster import cluster_overview
 from smartswitch.web.pages.common import back, page_user, posted, render
 from smartswitch.web.shared import web_of
-from smartswitch.web.stats import calls_in_progress, dashboard_charts, last_hour
+from smartswitch.web.stats import calls_in_progress, dashboard_charts
 
 router = APIRouter()
 
