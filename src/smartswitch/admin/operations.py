@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from smartswitch.admin import audit_log, readers
@@ -58,6 +58,7 @@ from smartswitch.billing.rating import RateError, check_rate
 from smartswitch.model import capture as cap
 from smartswitch.model.config import Rate
 from smartswitch.model.increment import Increment
+from smartswitch.store.database import Sessions
 from smartswitch.store.ledger import UnknownAccountError, adjust, topup
 from smartswitch.store.schema import (
     AccountRow,
@@ -78,7 +79,6 @@ from smartswitch.store.types import AMOUNT_SCALE, PRICE_SCALE
 
 __all__ = ["SETTINGS", "Admin", "Conflict", "NotFound", "Setting", "Spec", "parse_rates_csv"]
 
-Sessions = async_sessionmaker[AsyncSession]
 V = TypeVar("V")
 Spec = AccountSpec | TariffSpec | PeerSpec | RouteSpec | SubscriberSpec | DidSpec
 

@@ -18,10 +18,10 @@ from typing import Any, Literal, TextIO
 from urllib.parse import urlencode
 
 from sqlalchemy import Select, case, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
-from smartswitch.store.database import session_factory
+from smartswitch.store.database import Sessions, session_factory
 from smartswitch.store.schema import AccountRow, CdrRow, PeerRow, SubscriberRow
 from smartswitch.store.types import utc_ms
 
@@ -37,8 +37,6 @@ __all__ = [
     "last_hour",
     "list_accounts",
 ]
-
-Sessions = async_sessionmaker[AsyncSession]
 
 # The exported columns, in order: the CDR table with peer and account names resolved.
 CDR_FIELDS = (

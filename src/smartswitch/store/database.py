@@ -142,7 +142,10 @@ def _install_sqlite_hooks(engine: Engine, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def session_factory(engine: AsyncEngine) -> Sessions:
     """Sessions for ``engine``.  ``expire_on_commit=False`` because objects are read after the
     commit (to build values for the call path) and an expired attribute would need a lazy load,
     which asyncio cannot do implicitly."""

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 
-from smartswitch.admin.reports import CDR_FIELDS, CdrFilter, Sessions, cdr_records, csv_row
-from smartswitch.web.ports import NodePort
+from smartswitch.admin.reports import CDR_FIELDS, CdrFilter, cdr_records, csv_row
+from smartswitch.web.ports import NodePort, Sessions
 
 CSV_LIMIT = 1_000_000  # one export; narrow the time range for more
 
