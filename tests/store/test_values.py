@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import DATETIME
 from smartswitch.model.config import AclEntry
 from smartswitch.model.ids import ULID_LENGTH, UlidGenerator, new_ulid, ulid_time
 from smartswitch.store.database import database_url
-from smartswitch.store.types import UtcDateTime, exact_decimal, utc_ms
+from smartswitch.store.types import UtcDateTime, exact_decimal, typed_utc_ms, utc_ms
 from smartswitch.store.values import format_acl_entry, parse_acl_entry, parse_address
 
 
@@ -60,6 +60,17 @@ def test_utc_ms_truncates_and_refuses_naive_times() -> None:
     # Already in UTC (the fast path): truncated the same, and kept as is once it is.
     assert utc_ms(datetime(2025, 1, 1, 12, 0, 0, 123_999, tzinfo=UTC)) == value
     assert utc_ms(value) is value
+
+
+def test_typed_times_without_a_zone_are_utc_and_others_keep_theirs() -> None:
+    # What a person types (forms, provisioning, the API, `cdr export --since`).
+    assert typed_utc_ms(datetime(2025, 1, 1, 12, 0, 0, 123_999)) == datetime(
+        2025, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC
+    )
+    cet = timezone(timedelta(hours=1))
+    assert typed_utc_ms(datetime(2025, 1, 1, 13, tzinfo=cet)) == datetime(
+        2025, 1, 1, 12, tzinfo=UTC
+    )
 
 
 def test_utc_times_bind_on_sqlite_as_sqlalchemys_datetime_writes_them() -> None:

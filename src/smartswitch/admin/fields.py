@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
@@ -18,7 +18,7 @@ from smartswitch.model.increment import Increment, IncrementError
 from smartswitch.model.media import MediaMode
 from smartswitch.routing.selection import RewriteError, check_rewrite_rule
 from smartswitch.store.schema import NAME_LENGTH, PREFIX_LENGTH
-from smartswitch.store.types import exact_decimal, utc_ms
+from smartswitch.store.types import exact_decimal, typed_utc_ms
 from smartswitch.store.values import format_acl_entry, parse_acl_entry, parse_address
 
 __all__ = [
@@ -125,9 +125,7 @@ def parse_datetime(text: str) -> datetime:
         raise ValueError(
             f"expected an ISO 8601 date and time (2025-01-31T00:00:00Z), got {text!r}"
         ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return utc_ms(value)
+    return typed_utc_ms(value)
 
 
 def parse_increment(text: str) -> Increment:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import aliased
 
 from smartswitch.store.database import Sessions, session_factory
 from smartswitch.store.schema import AccountRow, CdrRow, PeerRow, SubscriberRow
-from smartswitch.store.types import utc_ms
+from smartswitch.store.types import typed_utc_ms
 
 __all__ = [
     "CDR_FIELDS",
@@ -154,13 +154,11 @@ class CdrFilter:
     sip_code: int | None = None
 
     def __post_init__(self) -> None:
-        # The CDR table stores UTC to the millisecond: a bound without a zone is UTC, and a
-        # finer one would miss the row it names.
+        # The CDR table stores UTC to the millisecond: a finer bound would miss the row it names.
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None:
-                aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-                object.__setattr__(self, name, utc_ms(aware))
+                object.__setattr__(self, name, typed_utc_ms(value))
 
     def query_string(self) -> str:
         """The filter as URL query parameters (links to the next page, to the CSV)."""

@@ -9,10 +9,11 @@ import logging.handlers
 import queue
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from smartswitch.model.money import typed_utc_ms
 from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
 from smartswitch.transport.tls import TlsError
 
@@ -202,7 +203,7 @@ def _since(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return typed_utc_ms(value)
 
 
 def _apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:

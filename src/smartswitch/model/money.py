@@ -57,3 +57,10 @@ def utc_ms(value: datetime) -> datetime:
         raise ValueError(f"datetime must be timezone-aware (UTC), got naive {value.isoformat()}")
     value = value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def typed_utc_ms(value: datetime) -> datetime:
+    """A time a person typed (a form, provisioning, the API, the CLI) as ``utc_ms``: without a
+    zone it is UTC, the documented default there. The node's own times go through ``utc_ms``,
+    which refuses a naive time because there it would be a bug."""
+    return utc_ms(value if value.tzinfo else value.replace(tzinfo=UTC))

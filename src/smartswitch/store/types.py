@@ -37,6 +37,7 @@ from smartswitch.model.money import (
     PRECISION,
     PRICE_SCALE,
     exact_decimal,
+    typed_utc_ms,
     utc_ms,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "Money",
     "UtcDateTime",
     "exact_decimal",
+    "typed_utc_ms",
     "utc_ms",
 ]
 
