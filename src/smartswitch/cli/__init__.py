@@ -325,6 +325,8 @@ def _store_command(args: argparse.Namespace) -> int:
             elif args.command == "accounts":
                 await list_accounts(engine, args.format, sys.stdout)
             elif args.command == "user":
+                if not await _writable(engine, config):
+                    return 1
                 return await _user_add(engine, args)
             elif args.command == "subscriber":
                 if not await _writable(engine, config):
@@ -379,6 +381,7 @@ async def _db_upgrade(url: str, config: NodeConfig, ignore: list[str]) -> int:
 
 
 async def _user_add(engine: Any, args: argparse.Namespace) -> int:
+    from smartswitch.admin.audit_log import Who
     from smartswitch.admin.users import create_user
     from smartswitch.admin.writer import ConfigInvalid
     from smartswitch.store.database import session_factory
@@ -386,7 +389,8 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     try:
         async with session_factory(engine)() as session, session.begin():
-            user, made = await create_user(session, args.name, args.role, password)
+            who = Who(CLI_ACTOR, "cli", "local")
+            user, made = await create_user(session, args.name, args.role, password, who)
     except ConfigInvalid as exc:
         for issue in exc.issues:
             print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
