@@ -11,11 +11,14 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smartswitch.model.money import typed_utc_ms
 from smartswitch.runtime.config import ConfigError, NodeConfig, load_config, parse_hostport
 from smartswitch.transport.tls import TlsError
+
+if TYPE_CHECKING:  # the store's and admin's modules load only for the commands that use them
+    from smartswitch.admin.audit_log import Who
+    from smartswitch.admin.writer import ConfigInvalid
 
 CLI_ACTOR = "cli"  # who made a change from the command line, in the audit log
 
@@ -199,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _since(text: str) -> datetime:
+    """The reader of the forms and provisioning, so a time reads alike everywhere."""
+    from smartswitch.admin.fields import parse_datetime
+
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
-    return typed_utc_ms(value)
+        return parse_datetime(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _apply_flags(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
@@ -309,9 +314,12 @@ def _store_command(args: argparse.Namespace) -> int:
             return 1
         engine = create_engine(url)
         try:
+            writes = args.command in ("user", "subscriber") or (
+                args.command == "provision" and not args.dry_run
+            )
+            if writes and not await _writable(engine, config):
+                return 1
             if args.command == "provision":
-                if not args.dry_run and not await _writable(engine, config):
-                    return 1
                 try:
                     report = await provision(
                         engine, args.file, dry_run=args.dry_run, realm=config.sip_realm
@@ -325,12 +333,8 @@ def _store_command(args: argparse.Namespace) -> int:
             elif args.command == "accounts":
                 await list_accounts(engine, args.format, sys.stdout)
             elif args.command == "user":
-                if not await _writable(engine, config):
-                    return 1
                 return await _user_add(engine, args)
             elif args.command == "subscriber":
-                if not await _writable(engine, config):
-                    return 1
                 return await _subscriber_password(engine, args, config.sip_realm)
             elif args.command == "audit-log":
                 await _audit_log_export(engine, args)
@@ -380,8 +384,19 @@ async def _db_upgrade(url: str, config: NodeConfig, ignore: list[str]) -> int:
     return 0
 
 
-async def _user_add(engine: Any, args: argparse.Namespace) -> int:
+def _cli_who() -> Who:
+    """Who changes configuration from the command line, as the audit log names it."""
     from smartswitch.admin.audit_log import Who
+
+    return Who(CLI_ACTOR, "cli", "local")
+
+
+def _print_issues(exc: ConfigInvalid) -> None:
+    for issue in exc.issues:
+        print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+
+
+async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     from smartswitch.admin.users import create_user
     from smartswitch.admin.writer import ConfigInvalid
     from smartswitch.store.database import session_factory
@@ -389,11 +404,9 @@ async def _user_add(engine: Any, args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     try:
         async with session_factory(engine)() as session, session.begin():
-            who = Who(CLI_ACTOR, "cli", "local")
-            user, made = await create_user(session, args.name, args.role, password, who)
+            user, made = await create_user(session, args.name, args.role, password, _cli_who())
     except ConfigInvalid as exc:
-        for issue in exc.issues:
-            print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+        _print_issues(exc)
         return 1
     print(f"user {user.name} ({user.role.value}) added")
     if password is None:
@@ -446,23 +459,20 @@ async def _audit_log_export(engine: Any, args: argparse.Namespace) -> None:
 
 
 async def _subscriber_password(engine: Any, args: argparse.Namespace, realm: str) -> int:
-    from smartswitch.admin.audit_log import Who
     from smartswitch.admin.operations import Admin, NotFound
     from smartswitch.admin.passwords import generate_password
     from smartswitch.admin.writer import ConfigInvalid
     from smartswitch.store.database import session_factory
 
     password = generate_password() if args.generate else sys.stdin.readline().rstrip("\r\n")
-    who = Who(CLI_ACTOR, "cli", "local")
-    admin = Admin(session_factory(engine), realm=realm, who=who)
+    admin = Admin(session_factory(engine), realm=realm, who=_cli_who())
     try:
         await admin.set_subscriber_password(args.username, password, source="cli", actor=CLI_ACTOR)
     except NotFound as exc:
         print(f"smartswitch: {exc}", file=sys.stderr)
         return 1
     except ConfigInvalid as exc:
-        for issue in exc.issues:
-            print(f"smartswitch: {issue.path}: {issue.message}", file=sys.stderr)
+        _print_issues(exc)
         return 1
     print(f"subscriber {args.username}: password set")
     if args.generate:
