@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import os
 import shutil
 import signal
 import subprocess
@@ -429,10 +430,15 @@ def measure(
 def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]) -> dict[str, str]:
     """The nodes' environment for ``args.core``; what they run goes into ``results["core"]``.
     ``build_dir`` is outside the checkout: the copy of the project built there is a second
-    ``smartswitch`` package to mypy and the tests."""
+    ``smartswitch`` package to mypy and the tests.
+
+    The caller's ``PYTHONPATH`` comes after the wheel's site, made absolute (a node runs in its
+    own directory): a probe such as bench/gcwatch (a sitecustomize) still loads, and a
+    checkout's src on that path cannot shadow the compiled core."""
+    caller = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if args.core == "sources" or not {"lab", "billing"} & set(args.systems):
         results["core"] = {"from": "sources"}
-        return {}
+        return {"PYTHONPATH": os.pathsep.join(caller)} if caller else {}
     print("building the wheel as `pip install .` does (about a minute with the compiled core)")
     installed = build_wheel(build_dir)
     results["core"] = {
@@ -441,7 +447,7 @@ def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]
         "compiled_modules": sorted(installed.compiled),
     }
     print(f"  {installed.wheel.name}: {len(installed.compiled)} modules compiled")
-    return {"PYTHONPATH": str(installed.site)}
+    return {"PYTHONPATH": os.pathsep.join([str(installed.site), *caller])}
 
 
 def core_loaded(pid: int) -> bool:
