@@ -3,7 +3,9 @@ set ``SS_GCWATCH=<prefix>``; every ``smartswitch`` process started so writes
 ``<prefix>.<pid>`` with one line per garbage collection over 5 ms (generation, milliseconds,
 objects collected; the live tracked objects when it took over 50 ms) and per event-loop
 callback over 15 ms. SIGUSR1 writes a count by type of the live tracked objects, SIGUSR2 of the
-garbage a full collection finds in reference cycles (what only the collector frees). How
+garbage a full collection finds in reference cycles (what only the collector frees); SIGUSR1
+adds each generation's size and its commonest tuple shapes (a generation 0 of tens of thousands
+of objects is the collector's allocation count held down by as many frees). How
 issue 13's collector pauses were found (bench/README.md)::
 
     SS_GCWATCH=/tmp/gc PYTHONPATH=bench/gcwatch:src .venv/bin/python bench/speed.py \\
@@ -24,6 +26,15 @@ import time
 from typing import Any
 
 _PREFIX = os.environ.get("SS_GCWATCH")
+
+
+def _shapes(objects: list[Any]) -> collections.Counter[str]:
+    """Tuples by their elements' types: which ones the collector could not untrack."""
+    return collections.Counter(
+        "(" + ", ".join(type(e).__qualname__ for e in o[:8]) + ")"
+        for o in objects
+        if type(o) is tuple
+    )
 
 
 def _install(prefix: str) -> None:
@@ -64,18 +75,24 @@ def _install(prefix: str) -> None:
         else:
             objects, what = gc.get_objects(), "live"
         counts = collections.Counter(type(o).__qualname__ for o in objects)
-        # Tuples by their elements' types: which ones the collector could not untrack.
-        shapes = collections.Counter(
-            "(" + ", ".join(type(e).__qualname__ for e in o[:8]) + ")"
-            for o in objects
-            if type(o) is tuple
-        )
         out.write(f"{time.time():.3f} census {what} {len(objects)}\n")
         for name, n in counts.most_common(40):
             out.write(f"  {n:8} {name}\n")
-        for shape, n in shapes.most_common(10):
+        for shape, n in _shapes(objects).most_common(10):
             out.write(f"  {n:8} tuple {shape}\n")
         del objects
+        if signum == signal.SIGUSR1:
+            counts_now = gc.get_count()
+            for generation in range(3):
+                young = gc.get_objects(generation=generation)
+                shapes = _shapes(young)
+                out.write(
+                    f"  generation {generation}: {len(young)} objects, "
+                    f"{shapes.total()} tuples, count {counts_now[generation]}\n"
+                )
+                for shape, n in shapes.most_common(4):
+                    out.write(f"    {n:8} tuple {shape}\n")
+                del young
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
     gc.callbacks.append(collection)
