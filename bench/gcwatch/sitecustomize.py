@@ -1,8 +1,9 @@
 """Logs a node's event-loop stalls, for bench runs: put this directory first on PYTHONPATH and
 set ``SS_GCWATCH=<prefix>``; every ``smartswitch`` process started so writes
 ``<prefix>.<pid>`` with one line per garbage collection over 5 ms (generation, milliseconds,
-objects collected; the live tracked objects when it took over 50 ms) and per event-loop
-callback over 15 ms. SIGUSR1 writes a count by type of the live tracked objects, SIGUSR2 of the
+objects collected; the live tracked objects when it took over 50 ms) and each time the event
+loop ran a 10 ms timer over 15 ms late (a stall, whatever held the loop: the node's loop is
+uvloop's, whose callbacks cannot be timed one by one from Python). SIGUSR1 writes a count by type of the live tracked objects, SIGUSR2 of the
 garbage a full collection finds in reference cycles (what only the collector frees); SIGUSR1
 adds each generation's size and its commonest tuple shapes (a generation 0 of tens of thousands
 of objects is the collector's allocation count held down by as many frees). How
@@ -11,12 +12,12 @@ issue 13's collector pauses were found (bench/README.md)::
     SS_GCWATCH=/tmp/gc PYTHONPATH=bench/gcwatch:src .venv/bin/python bench/speed.py \\
         --systems billing --rates 150,300
 
-Never in a measured CPU figure: timing every callback costs the loop a little.
+Never in a measured CPU figure: the 10 ms timer costs the loop a little.
 """
 
 from __future__ import annotations
 
-import asyncio.events
+import asyncio
 import collections
 import gc
 import os
@@ -40,16 +41,22 @@ def _shapes(objects: list[Any]) -> collections.Counter[str]:
 def _install(prefix: str) -> None:
     out = open(f"{prefix}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 - the process's life
     clock = time.perf_counter
-    run = asyncio.events.Handle._run
     started: list[float] = [0.0]
+    freeze = gc.freeze
 
-    def timed_run(handle: asyncio.events.Handle) -> None:
-        began = clock()
-        run(handle)
-        took = clock() - began
-        if took > 0.015:
-            callback = repr(handle._callback)[:200]  # type: ignore[attr-defined]
-            out.write(f"{time.time():.3f} callback {took * 1000:.1f}ms {callback}\n")
+    def watch_loop() -> None:
+        """The node freezes its start-up objects once, on its running loop: from then on, a
+        10 ms timer on that loop tells how late the loop ran it."""
+        freeze()
+        loop = asyncio.get_running_loop()
+
+        def tick(due: float) -> None:
+            late = loop.time() - due
+            if late > 0.015:
+                out.write(f"{time.time():.3f} loop late {late * 1000:.1f}ms\n")
+            loop.call_later(0.01, tick, loop.time() + 0.01)
+
+        loop.call_later(0.01, tick, loop.time() + 0.01)
 
     def collection(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -94,7 +101,7 @@ def _install(prefix: str) -> None:
                     out.write(f"    {n:8} tuple {shape}\n")
                 del young
 
-    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
+    gc.freeze = watch_loop
     gc.callbacks.append(collection)
     signal.signal(signal.SIGUSR1, census)
     signal.signal(signal.SIGUSR2, census)
