@@ -45,6 +45,7 @@ from speed import (  # noqa: E402
     core_loaded,
     cpu_run,
     node_core,
+    node_path,
     wait_quiet,
 )
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uas, uas_port = start_uas(workdir, recv_timeout_ms=15000)
     try:
         env = node_core(args, build_dir / "install", results)
-        envs = {"A": env, "B": {"PYTHONPATH": str(args.b_site)} if args.b_site else env}
+        envs = {"A": env, "B": node_path(args.b_site) if args.b_site else env}
         uas.wait_until_listening()
         uas_address = f"{CALLEE_IP}:{uas_port}"
         per_side = {side: side_args(args, side) for side in SIDES}

@@ -427,18 +427,23 @@ def measure(
     results[system] = entry
 
 
-def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]) -> dict[str, str]:
-    """The nodes' environment for ``args.core``; what they run goes into ``results["core"]``.
-    ``build_dir`` is outside the checkout: the copy of the project built there is a second
-    ``smartswitch`` package to mypy and the tests.
-
-    The caller's ``PYTHONPATH`` comes after the wheel's site, made absolute (a node runs in its
-    own directory): a probe such as bench/gcwatch (a sitecustomize) still loads, and a
-    checkout's src on that path cannot shadow the compiled core."""
+def node_path(*first: Path) -> dict[str, str]:
+    """A node's ``PYTHONPATH``: ``first`` (a wheel's site, a lever's tree), then the caller's,
+    made absolute (a node runs in its own directory). A probe such as bench/gcwatch (a
+    sitecustomize) so still loads, and a checkout's src on the caller's path cannot shadow the
+    code put first."""
     caller = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    entries = [*map(str, first), *caller]
+    return {"PYTHONPATH": os.pathsep.join(entries)} if entries else {}
+
+
+def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    """The nodes' environment for ``args.core`` (:func:`node_path`); what they run goes into
+    ``results["core"]``. ``build_dir`` is outside the checkout: the copy of the project built
+    there is a second ``smartswitch`` package to mypy and the tests."""
     if args.core == "sources" or not {"lab", "billing"} & set(args.systems):
         results["core"] = {"from": "sources"}
-        return {"PYTHONPATH": os.pathsep.join(caller)} if caller else {}
+        return node_path()
     print("building the wheel as `pip install .` does (about a minute with the compiled core)")
     installed = build_wheel(build_dir)
     results["core"] = {
@@ -447,7 +452,7 @@ def node_core(args: argparse.Namespace, build_dir: Path, results: dict[str, Any]
         "compiled_modules": sorted(installed.compiled),
     }
     print(f"  {installed.wheel.name}: {len(installed.compiled)} modules compiled")
-    return {"PYTHONPATH": os.pathsep.join([str(installed.site), *caller])}
+    return node_path(installed.site)
 
 
 def core_loaded(pid: int) -> bool:

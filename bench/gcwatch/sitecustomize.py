@@ -1,12 +1,13 @@
 """Logs a node's event-loop stalls, for bench runs: put this directory first on PYTHONPATH and
 set ``SS_GCWATCH=<prefix>``; every ``smartswitch`` process started so writes
 ``<prefix>.<pid>`` with one line per garbage collection over 5 ms (generation, milliseconds,
-objects collected; the live tracked objects when it took over 50 ms) and each time the event
-loop ran a 10 ms timer over 15 ms late (a stall, whatever held the loop: the node's loop is
-uvloop's, whose callbacks cannot be timed one by one from Python). SIGUSR1 writes a count by type of the live tracked objects, SIGUSR2 of the
-garbage a full collection finds in reference cycles (what only the collector frees); SIGUSR1
-adds each generation's size and its commonest tuple shapes (a generation 0 of tens of thousands
-of objects is the collector's allocation count held down by as many frees). How
+objects collected; the live tracked objects when it took over 50 ms) and one each time the
+node's event loop ran a 10 ms timer over 15 ms late (a stall, whatever held the loop: the
+node's loop is uvloop's, whose callbacks cannot be timed one by one from Python). SIGUSR1
+writes a count by type of the live tracked objects, then each generation's size and commonest
+tuple shapes (a generation 0 of tens of thousands of objects is the collector's allocation
+count held down by as many frees); SIGUSR2 the same count of the garbage a full collection
+finds in reference cycles (what only the collector frees). How
 issue 13's collector pauses were found (bench/README.md)::
 
     SS_GCWATCH=/tmp/gc PYTHONPATH=bench/gcwatch:src .venv/bin/python bench/speed.py \\
@@ -50,13 +51,16 @@ def _install(prefix: str) -> None:
         freeze()
         loop = asyncio.get_running_loop()
 
+        def arm() -> None:
+            loop.call_later(0.01, tick, loop.time() + 0.01)
+
         def tick(due: float) -> None:
             late = loop.time() - due
             if late > 0.015:
                 out.write(f"{time.time():.3f} loop late {late * 1000:.1f}ms\n")
-            loop.call_later(0.01, tick, loop.time() + 0.01)
+            arm()
 
-        loop.call_later(0.01, tick, loop.time() + 0.01)
+        arm()
 
     def collection(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
