@@ -14,12 +14,16 @@ at each full collection, pausing the event loop for longer.
 
 Deadlines that always lie the same time ahead of when they are set (a transaction lingering
 64*T1 after its final response) come due in the order they are set: a :class:`Lane` keeps
-them in a FIFO queue instead, one ``(deadline, subject, tag)`` entry each, against a
-:class:`Timer`, a heap entry, a bound method and an argument tuple in the heap (tens of
-thousands of lingering transactions under load, each object walked at every full
-collection). :meth:`TimerHeap.next_deadline` and :meth:`TimerHeap.run_due` see the heap and
-its lanes as one, in deadline order. An entry cannot be cancelled: its callback tells whether
-it still stands.
+them in a FIFO queue instead, against a :class:`Timer`, a heap entry, a bound method and an
+argument tuple in the heap (tens of thousands of lingering transactions under load, each
+object walked at every full collection). A lane keeps an entry's deadline, subject and tag in
+three queues side by side, not as a tuple: a tuple is a tracked object until the collector's
+next pass over its generation, and a steady rate starves generation 0's collections (the
+tuples made now balance the allocation count against those of half a minute ago freed), so
+such tuples piled up by the ten thousand for one long collection.
+:meth:`TimerHeap.next_deadline` and :meth:`TimerHeap.run_due` see the heap and its lanes as
+one, in deadline order. An entry cannot be cancelled: its callback tells whether it still
+stands.
 """
 
 from __future__ import annotations
@@ -75,24 +79,33 @@ class Lane:
     """Deadlines set in the order they come due, each ``callback(now, subject, tag)`` once
     ``now`` reaches it; made by :meth:`TimerHeap.lane`, run by its heap."""
 
-    __slots__ = ("_callback", "_entries", "_heap")
+    __slots__ = ("_callback", "_deadlines", "_heap", "_subjects", "_tags")
 
     def __init__(self, heap: TimerHeap, callback: Callable[..., None]) -> None:
         self._heap = heap
         self._callback = callback
-        self._entries: deque[tuple[float, Any, Any]] = deque()
+        self._deadlines: deque[float] = deque()
+        self._subjects: deque[Any] = deque()
+        self._tags: deque[Any] = deque()
 
     def push(self, deadline: float, subject: Any, tag: Any) -> None:
-        entries = self._entries
-        if entries and deadline < entries[-1][0]:
+        deadlines = self._deadlines
+        if deadlines and deadline < deadlines[-1]:
             # Earlier than the last one (a clock that went back): only the heap can keep
             # it in its place.
             self._heap.schedule(deadline, self._callback, subject, tag)
             return
-        entries.append((deadline, subject, tag))
+        deadlines.append(deadline)
+        self._subjects.append(subject)
+        self._tags.append(tag)
+
+    def _pop(self, now: float) -> None:
+        """Run the first entry (the caller saw it due)."""
+        self._deadlines.popleft()
+        self._callback(now, self._subjects.popleft(), self._tags.popleft())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._deadlines)
 
 
 class TimerHeap:
@@ -137,9 +150,8 @@ class TimerHeap:
             if deadline > now:
                 return fired
             if first is not None:
-                _, subject, tag = first._entries.popleft()
                 fired += 1
-                first._callback(now, subject, tag)
+                first._pop(now)
                 continue
             _, _, timer = heapq.heappop(heap)
             if timer.cancelled:
@@ -157,9 +169,9 @@ class TimerHeap:
         deadline = heap[0][0] if heap else _NEVER
         first: Lane | None = None
         for lane in self._lanes:
-            entries = lane._entries
-            if entries and entries[0][0] < deadline:
-                deadline = entries[0][0]
+            deadlines = lane._deadlines
+            if deadlines and deadlines[0] < deadline:
+                deadline = deadlines[0]
                 first = lane
         return deadline, first
 

@@ -460,7 +460,7 @@ class ClientTransaction:
 
     def __init__(
         self,
-        key: tuple[str, str],
+        key: str,
         request: Request,
         data: bytes,
         dest: Address,
@@ -485,7 +485,7 @@ class ClientTransaction:
 
     @property
     def branch(self) -> str:
-        return self.key[0]
+        return self.key.rpartition(" ")[0]
 
     @property
     def request(self) -> Request:
@@ -516,7 +516,7 @@ class ServerTransaction:
         "state",
     )
 
-    def __init__(self, key: tuple[str, ...], request: Request, source: Address) -> None:
+    def __init__(self, key: str, request: Request, source: Address) -> None:
         self.key = key
         self._request: Request | None = request
         self.source = source
@@ -587,20 +587,17 @@ def _released(tx: Transaction) -> RuntimeError:
     )
 
 
-def _server_key(request: Request, method: str) -> tuple[str, ...]:
+def _client_key(branch: str, method: str) -> str:
+    return f"{branch} {method}"
+
+
+def _server_key(request: Request, method: str) -> str:
     via = request.top_via
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host, str(via.port or ""), method)
+        return f"{branch} {via.host} {via.port or ''} {method}"
     # RFC 2543 peers: no magic cookie, match on the dialog-ish identifiers (17.2.3).
-    return (
-        "2543",
-        request.call_id,
-        request.from_.tag or "",
-        str(request.cseq.number),
-        str(via),
-        method,
-    )
+    return f"2543 {request.call_id} {request.from_.tag or ''} {request.cseq.number} {via} {method}"
 
 
 def _haunted(ghost: Ghost, event: Event) -> Effect | None:
@@ -628,16 +625,22 @@ class TransactionLayer:
         # addresses reaches a destination.
         self.local_for: Callable[[Address], tuple[str, int]] | None = None
         self._now = 0.0
-        self.client: dict[tuple[str, str], ClientTransaction] = {}
-        self.server: dict[tuple[str, ...], ServerTransaction] = {}
+        # Transactions by key: a string, not a tuple of the parts, since a key outlives its
+        # transaction by 64*T1 in a ghost's place and a lane's entry, and a tuple is a tracked
+        # object (see smartswitch.sip.timers on why those pile up). A client key is its
+        # branch and method, a server key its Via's branch, host and port and its method (or
+        # RFC 2543's identifiers), joined by spaces: the method last, a token.
+        self.client: dict[str, ClientTransaction] = {}
+        self.server: dict[str, ServerTransaction] = {}
         # Let-go transactions lingering, by the same keys (module docstring).
-        self.client_ghosts: dict[tuple[str, ...], Ghost] = {}
-        self.server_ghosts: dict[tuple[str, ...], Ghost] = {}
+        self.client_ghosts: dict[str, Ghost] = {}
+        self.server_ghosts: dict[str, Ghost] = {}
         self.stats_malformed = 0
         # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
         self.gate: FloodGate | None = None
-        # Lingering deadlines (LINGERING), one FIFO lane per length of wait.
-        self._lanes: dict[float, Lane] = {}
+        # Lingering deadlines (LINGERING), one FIFO lane per side and length of wait.
+        self._client_lanes: dict[float, Lane] = {}
+        self._server_lanes: dict[float, Lane] = {}
         # Unique across the layer's transactions: a lane entry names its transaction by key,
         # and a key comes back (a request again after its transaction ended).
         self._epochs = itertools.count(1)
@@ -680,12 +683,15 @@ class TransactionLayer:
         if timers.deadline is not None:
             wait = timers.reliable if reliable else timers.unreliable
             if (tx.machine, state) in LINGERING:
-                lane = self._lanes.get(wait)
+                client = isinstance(tx, ClientTransaction)
+                lanes = self._client_lanes if client else self._server_lanes
+                lane = lanes.get(wait)
                 if lane is None:
-                    lane = self._lanes[wait] = self.timers.lane(self._linger_over)
-                # The key, not the transaction: an entry of strings, a float and an int is a
-                # tuple the collector untracks, where one holding the transaction would be
-                # walked at every full collection, by the ten thousand under load.
+                    over = self._client_linger_over if client else self._server_linger_over
+                    lane = lanes[wait] = self.timers.lane(over)
+                # The key, not the transaction: a string, a float and an int are nothing the
+                # collector walks, where the transaction would be walked at every full
+                # collection, by the ten thousand under load.
                 lane.push(now + wait, tx.key, tx._epoch)
                 if tx._request is None:  # let go of already: a 3xx-6xx sent, now ACKed
                     self._haunt(tx)
@@ -701,11 +707,15 @@ class TransactionLayer:
         # ignored once this has moved on.
         tx._epoch = next(self._epochs)
 
-    def _linger_over(self, now: float, key: tuple[str, ...], epoch: int) -> None:
+    def _client_linger_over(self, now: float, key: str, epoch: int) -> None:
+        self._linger_over(now, key, epoch, True)
+
+    def _server_linger_over(self, now: float, key: str, epoch: int) -> None:
+        self._linger_over(now, key, epoch, False)
+
+    def _linger_over(self, now: float, key: str, epoch: int, client: bool) -> None:
         """The deadline of a lingering state went off, unless the transaction of ``key`` left
         the state since (or ended, another one of the same key in its place)."""
-        # Client keys are (branch, method), server keys longer (see _server_key).
-        client = len(key) == 2
         ghosts = self.client_ghosts if client else self.server_ghosts
         ghost = ghosts.get(key)
         if ghost is not None:
@@ -714,9 +724,7 @@ class TransactionLayer:
                 # Terminated, with nothing to report: it was let go of.
                 del ghosts[key]
             return
-        tx: Transaction | None = (
-            self.client.get((key[0], key[1])) if client else self.server.get(key)
-        )
+        tx: Transaction | None = self.client.get(key) if client else self.server.get(key)
         if tx is None or epoch != tx._epoch:
             return
         event = STATE_TIMERS[(tx.machine, tx.state)].deadline
@@ -959,7 +967,7 @@ class TransactionLayer:
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
         via = response.top_via
-        key = (via.branch or "", response.cseq.method)
+        key = _client_key(via.branch or "", response.cseq.method)
         tx = self.client.get(key)
         if tx is None:
             ghost = self.client_ghosts.get(key)
@@ -1017,7 +1025,7 @@ class TransactionLayer:
         now: float,
     ) -> ClientTransaction:
         data = request.to_bytes()
-        tx = ClientTransaction((branch, request.method), request, data, dest, owner)
+        tx = ClientTransaction(_client_key(branch, request.method), request, data, dest, owner)
         self.client[tx.key] = tx
         self.outgoing.append((data, dest))
         self._enter(tx, tx.state, now)
