@@ -51,9 +51,9 @@ which the transaction sends again itself if the 2xx comes again (the ACK was los
 A let-go transaction in a lingering state will only ever absorb or answer retransmissions
 until its deadline; under load there are tens of thousands of them, and every object is walked
 at each full garbage collection. The layer then keeps it as a *ghost* (:data:`Ghost`, in
-``client_ghosts`` and ``server_ghosts``): a plain tuple of strings, bytes, numbers and flags,
-which the collector untracks. The transaction object leaves the layer: one the user still
-holds stays as it was (answered, let go of) and no longer moves.
+``client_ghosts`` and ``server_ghosts``, :class:`Ghosts`): strings, bytes and numbers, none of
+them an object the collector tracks. The transaction object leaves the layer: one the user
+still holds stays as it was (answered, let go of) and no longer moves.
 """
 
 from __future__ import annotations
@@ -600,6 +600,58 @@ def _server_key(request: Request, method: str) -> str:
     return f"2543 {request.call_id} {request.from_.tag or ''} {request.cseq.number} {via} {method}"
 
 
+class Ghosts:
+    """Let-go lingering transactions by key (module docstring): a :data:`Ghost` each, kept as
+    values the collector never tracks, in three dictionaries by key: its epoch (read at its
+    deadline), what it sends again (when it has something), and its state, metering and
+    address as one string (read on a retransmission).
+
+    Not as a tuple each, which the collector tracks until its generation's next collection:
+    under a steady rate generation 0's collections come seconds apart (the ghosts made now
+    balance the allocation count against those of 32 s ago freed), and the one that comes
+    walks every ghost made since, tens of thousands of them (smartswitch.sip.timers)."""
+
+    __slots__ = ("_epochs", "_marks", "_sends")
+
+    def __init__(self) -> None:
+        self._epochs: dict[str, int] = {}
+        self._sends: dict[str, bytes] = {}
+        # "state|metered|transport|port|host": the host last, the one part a peer writes.
+        self._marks: dict[str, str] = {}
+
+    def add(
+        self, key: str, state: str, data: bytes | None, to: Address, metered: bool, epoch: int
+    ) -> None:
+        self._epochs[key] = epoch
+        self._marks[key] = f"{state}|{int(metered)}|{to.transport}|{to.port}|{to.host}"
+        if data is not None:
+            self._sends[key] = data
+        else:
+            self._sends.pop(key, None)
+
+    def get(self, key: str) -> Ghost | None:
+        """The ghost of ``key``, or None: made for the moment (a retransmission's)."""
+        epoch = self._epochs.get(key)
+        if epoch is None:
+            return None
+        state, metered, transport, port, host = self._marks[key].split("|", 4)
+        data = self._sends.get(key)
+        return (state, data, transport, host, int(port), metered == "1", epoch)
+
+    def epoch(self, key: str) -> int | None:
+        return self._epochs.get(key)
+
+    def remove(self, key: str) -> None:
+        del self._epochs[key], self._marks[key]
+        self._sends.pop(key, None)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._epochs
+
+    def __len__(self) -> int:
+        return len(self._epochs)
+
+
 def _haunted(ghost: Ghost, event: Event) -> Effect | None:
     """The effects of ``event`` on a ghost: its state's row of the table (which it never
     leaves but by its deadline)."""
@@ -633,8 +685,8 @@ class TransactionLayer:
         self.client: dict[str, ClientTransaction] = {}
         self.server: dict[str, ServerTransaction] = {}
         # Let-go transactions lingering, by the same keys (module docstring).
-        self.client_ghosts: dict[str, Ghost] = {}
-        self.server_ghosts: dict[str, Ghost] = {}
+        self.client_ghosts = Ghosts()
+        self.server_ghosts = Ghosts()
         self.stats_malformed = 0
         # Requests from unidentified sources: a bounded rate, no amplification (sip/flood.py).
         self.gate: FloodGate | None = None
@@ -717,12 +769,11 @@ class TransactionLayer:
         """The deadline of a lingering state went off, unless the transaction of ``key`` left
         the state since (or ended, another one of the same key in its place)."""
         ghosts = self.client_ghosts if client else self.server_ghosts
-        ghost = ghosts.get(key)
-        if ghost is not None:
-            *_, ghost_epoch = ghost
+        ghost_epoch = ghosts.epoch(key)
+        if ghost_epoch is not None:
             if ghost_epoch == epoch:
                 # Terminated, with nothing to report: it was let go of.
-                del ghosts[key]
+                ghosts.remove(key)
             return
         tx: Transaction | None = self.client.get(key) if client else self.server.get(key)
         if tx is None or epoch != tx._epoch:
@@ -788,7 +839,7 @@ class TransactionLayer:
             del self.server[tx.key]
             ghosts, data, to = self.server_ghosts, tx.last_response_data, tx.source
             metered = tx.metered
-        ghosts[tx.key] = (deadline.value, data, to.transport, to.host, to.port, metered, tx._epoch)
+        ghosts.add(tx.key, deadline.value, data, to, metered, tx._epoch)
 
     def _resend_ghost(self, ghost: Ghost) -> None:
         """Send again what a ghost sends again: the last response (server), the ACK of the
