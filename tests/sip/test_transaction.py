@@ -472,7 +472,7 @@ def test_cancel_is_sent_only_once_a_provisional_arrived() -> None:
     assert cancel.to.tag is None  # the INVITE's To, not the provisional's
     assert cancel.headers.get_all("route") == ["<sip:p.example.com;lr>"]
     # The INVITE's branch, a transaction of its own (17.1.3: the method tells them apart).
-    assert cancel_tx.branch == tx.branch and cancel_tx.key != tx.key
+    assert cancel_tx.key == f"{tx.branch} CANCEL" and cancel_tx.branch == tx.branch
     layer.receive(answer(cancel.to_bytes(), 200), UAS, 0.3)
     assert user.events[-1][1] is cancel_tx
     assert user.statuses() == [180, 200]
