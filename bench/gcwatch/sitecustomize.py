@@ -4,9 +4,10 @@ set ``SS_GCWATCH=<prefix>``; every ``smartswitch`` process started so writes
 objects collected; the live tracked objects when it took over 50 ms) and one each time the
 node's event loop ran a 10 ms timer over 15 ms late (a stall, whatever held the loop: the
 node's loop is uvloop's, whose callbacks cannot be timed one by one from Python). SIGUSR1
-writes a count by type of the live tracked objects, then each generation's size and commonest
+writes a count by type of the live tracked objects, then each generation's size, commonest
 tuple shapes (a generation 0 of tens of thousands of objects is the collector's allocation
-count held down by as many frees); SIGUSR2 the same count of the garbage a full collection
+count held down by as many frees) and largest containers (each collection of a generation
+visits every entry of every container in it); SIGUSR2 the same count of the garbage a full collection
 finds in reference cycles (what only the collector frees). How
 issue 13's collector pauses were found (bench/README.md)::
 
@@ -37,6 +38,18 @@ def _shapes(objects: list[Any]) -> collections.Counter[str]:
         for o in objects
         if type(o) is tuple
     )
+
+
+def _largest(objects: list[Any], count: int = 4) -> list[tuple[int, str]]:
+    """The biggest containers: a collection walks every entry of each one it visits, so one
+    large dictionary in a young generation makes every collection of it slow."""
+    sizes = []
+    for o in objects:
+        try:
+            sizes.append((len(o), type(o).__qualname__))
+        except Exception:  # no length, or one that cannot be taken here
+            continue
+    return sorted(sizes, reverse=True)[:count]
 
 
 def _install(prefix: str) -> None:
@@ -103,6 +116,8 @@ def _install(prefix: str) -> None:
                 )
                 for shape, n in shapes.most_common(4):
                     out.write(f"    {n:8} tuple {shape}\n")
+                for size, name in _largest(young):
+                    out.write(f"    {size:8} entries in a {name}\n")
                 del young
 
     gc.freeze = watch_loop
