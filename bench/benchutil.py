@@ -9,6 +9,7 @@ import os
 import platform
 import signal
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from e2e.sipp import sipp_version
 
 ROOT = Path(__file__).resolve().parents[1]
+# The probe's loop: about 20 ms of one core on these machines.
+PROBE_LOOPS = 200_000
 
 
 def git_commit() -> str:
@@ -33,6 +36,39 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
     # Unwind through the finally blocks, which stop the node and sipp by PID;
     # the default action would leave them running on their own.
     raise SystemExit(128 + signum)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's CPU time so far in clock ticks, ``(stolen, all)``, from ``/proc/stat``.
+    Stolen time is the hypervisor running something else while this machine's CPUs wanted to
+    run: a figure measured under it measured the host too. It is the visible part only: a
+    host's load also makes the same work slower with nothing stolen (:func:`probe_ms`)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time stolen between two :func:`cpu_ticks` readings."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
+def probe_ms(rounds: int = 5) -> float:
+    """How long a fixed piece of pure-Python work takes now, best of ``rounds``, in ms: the
+    same work every time, so when it changes between two steps of a run the machine changed,
+    not the code (2026-12-05: one billing node cost 1.24-1.38 ms per call at 11:20-11:30 UTC
+    and 1.99 ms at 12:20, with under 1.5 % of the CPU time stolen)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(PROBE_LOOPS):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 2)
 
 
 def start_run(out: Path, name: str) -> tuple[Path, dict[str, Any]]:

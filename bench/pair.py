@@ -44,6 +44,7 @@ from speed import (  # noqa: E402
     FixedRun,
     core_loaded,
     cpu_run,
+    machine_note,
     node_core,
     node_path,
     wait_quiet,
@@ -166,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs[side].append(run)
                     print(
                         f"  round {round_} {side}: {run.cpu_ms_per_call} ms per call "
-                        f"({run.successful}/{run.calls} ok, {run.retransmissions} retrans)",
+                        f"({run.successful}/{run.calls} ok, {run.retransmissions} retrans)"
+                        f"{machine_note(run.machine)}",
                         flush=True,
                     )
                     time.sleep(args.pause)

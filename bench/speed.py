@@ -19,7 +19,9 @@ call at a fixed rate (``--cpu-rate``, 300/s), read from ``/proc`` (utime + stime
 system's processes, children included) across the run, and INVITE-to-200 p50/p99 at half the
 clean rate (sipp's ``-trace_rtt``, per call), over the calls after a warm-up of 35 s at that
 rate (the node's steady state at it: see :func:`latency_run`). After the billing node's runs,
-one CDR per successful call and ``smartswitch audit`` exact.
+one CDR per successful call and ``smartswitch audit`` exact. Each run also records the machine
+as it was (:class:`Machine`: CPU time its host stole, a fixed probe's time), and the summary
+warns when it changed during the run: on these virtual machines it does, by half.
 
 The nodes run what an operator installs (``--core installed``, the default): the wheel built as
 ``pip install .`` builds it, with the SIP core and B2BUA engine compiled by mypyc where a C
@@ -53,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchutil import save_results, start_run  # noqa: E402
+from benchutil import cpu_ticks, probe_ms, save_results, start_run, steal_percent  # noqa: E402
 from calls import (  # noqa: E402
     CALLEE_IP,
     CALLER_IP,
@@ -75,8 +77,25 @@ KAMAILIO_IP = "127.0.0.5"
 DEFAULT_RATES = (100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2500, 3000)
 CLEAN_COMPLETED = 0.98
 CLEAN_RETRANSMISSIONS = 0.01
+# A run with more of the machine's CPU time stolen than this (percent) is flagged in the summary,
+STEAL_WARNING = 2.0
+# ... or whose probe's slowest time is more than this times its fastest.
+PROBE_WARNING = 1.2
 # What an operator runs: the default log level (nothing per call at INFO).
 OPERATOR_CONFIG = {"log_level": "info"}
+
+
+@dataclass
+class Machine:
+    """The machine while a run went on: the share of its CPU time the host took during it
+    (:func:`benchutil.cpu_ticks`) and, for a run that starts on a quiet machine (a system's
+    first step, the fixed runs), how long the fixed probe took just before it
+    (:func:`benchutil.probe_ms`; after a busy step the system still at work would slow it).
+    Figures of runs whose probe took longer, or that had time stolen, measured a slower
+    machine: compared with each other they mislead."""
+
+    steal_pct: float | None
+    probe_ms: float | None = None
 
 
 @dataclass
@@ -90,6 +109,7 @@ class Step:
     response_ms: float | None
     elapsed_s: float
     cdrs: int | None = None
+    machine: Machine | None = None
 
     @property
     def clean(self) -> bool:
@@ -115,6 +135,7 @@ class FixedRun:
     cpu_ms_per_call: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    machine: Machine | None = None
 
 
 # --------------------------------------------------------------------------- Kamailio
@@ -175,7 +196,9 @@ def run_calls(
     workdir: Path,
     extra: Sequence[str] = (),
     caller_ip: str = CALLER_IP,
-) -> tuple[Any, Path]:
+    quiet: bool = True,
+) -> tuple[Any, Path, Machine]:
+    """sipp's result, its directory, and the machine as it was (:class:`Machine`)."""
     # The bound: the step's own length, the calls' length and 3 s of drain; a call not
     # done by then did not complete within the step.
     bound = calls / rate + args.duration_ms / 1000 + 3
@@ -183,6 +206,8 @@ def run_calls(
         target, calls, rate, args.duration_ms, bound, extra=extra, local_ip=caller_ip
     )
     directory = workdir / name
+    probe = probe_ms() if quiet else None
+    ticks = cpu_ticks()
     proc = Sipp(name, options, directory).start()
     try:
         result = proc.wait(bound + 15)
@@ -190,7 +215,7 @@ def run_calls(
         result = proc.result()
     finally:
         proc.stop()
-    return result, directory
+    return result, directory, Machine(steal_percent(ticks, cpu_ticks()), probe)
 
 
 def sweep(
@@ -207,8 +232,15 @@ def sweep(
     for rate in args.rates:
         calls = max(1, int(rate * args.seconds))
         before = cdr_count() if cdr_count else 0
-        result, _ = run_calls(
-            args, f"{system}-{rate}cps", target, rate, calls, workdir, caller_ip=caller_ip
+        result, _, machine = run_calls(
+            args,
+            f"{system}-{rate}cps",
+            target,
+            rate,
+            calls,
+            workdir,
+            caller_ip=caller_ip,
+            quiet=not steps,
         )
         step = Step(
             system=system,
@@ -219,6 +251,7 @@ def sweep(
             retransmissions=result.stat("Retransmissions"),
             response_ms=_duration_ms(result.stats.get("ResponseTime1(C)", "")),
             elapsed_s=round(result.elapsed, 2),
+            machine=machine,
         )
         time.sleep(args.settle)
         if cdr_count is not None:
@@ -265,7 +298,7 @@ def cpu_run(
 ) -> FixedRun:
     calls = int(args.cpu_rate * args.cpu_seconds)
     before = tree_cpu_seconds(pid)
-    result, _ = run_calls(args, f"{system}-cpu", target, args.cpu_rate, calls, workdir)
+    result, _, machine = run_calls(args, f"{system}-cpu", target, args.cpu_rate, calls, workdir)
     time.sleep(0.5)  # the last BYEs
     used = tree_cpu_seconds(pid) - before
     return FixedRun(
@@ -277,6 +310,7 @@ def cpu_run(
         retransmissions=result.stat("Retransmissions"),
         cpu_seconds=round(used, 3),
         cpu_ms_per_call=round(1000 * used / result.successful, 3) if result.successful else None,
+        machine=machine,
     )
 
 
@@ -302,7 +336,7 @@ def latency_run(
         return None
     calls = int(rate * (args.latency_warmup + args.latency_seconds))
     warm_ms = args.latency_warmup * 1000
-    result, directory = run_calls(
+    result, directory, machine = run_calls(
         args,
         f"{system}-latency",
         target,
@@ -327,6 +361,7 @@ def latency_run(
         retransmissions=result.stat("Retransmissions"),
         p50_ms=percentile(times, 0.50),
         p99_ms=percentile(times, 0.99),
+        machine=machine,
     )
 
 
@@ -339,8 +374,39 @@ def _line(step: Step) -> str:
     return (
         f"  {step.system:8} {step.rate:5d} cps  {step.successful:6d}/{step.calls:<6d} ok "
         f"{step.failed:5d} failed  {step.retransmissions:5d} retrans  {response} ms to 200  "
-        f"{'clean' if step.clean else 'NOT clean'}{cdrs}"
+        f"{'clean' if step.clean else 'NOT clean'}{cdrs}{machine_note(step.machine)}"
     )
+
+
+def machine_note(machine: Machine | None) -> str:
+    if machine is None:
+        return ""
+    notes = [f"probe {machine.probe_ms:g} ms"] if machine.probe_ms is not None else []
+    if machine.steal_pct:
+        notes.append(f"steal {machine.steal_pct:g} %")
+    return f"  ({', '.join(notes)})" if notes else ""
+
+
+def machine_summary(results: dict[str, Any], systems: Sequence[str]) -> dict[str, float]:
+    """Over every step and fixed run of ``systems`` in ``results``: the probe's fastest and
+    slowest time, and the largest share of CPU time stolen."""
+    machines = [
+        run["machine"]
+        for system in systems
+        for run in [
+            *results.get(system, {}).get("steps", []),
+            results.get(system, {}).get("latency", {}),
+            results.get(system, {}).get("cpu", {}),
+        ]
+        if run.get("machine")
+    ]
+    if not machines:
+        return {}
+    summary = {"most_steal_pct": max(m["steal_pct"] or 0.0 for m in machines)}
+    probes = [m["probe_ms"] for m in machines if m["probe_ms"] is not None]
+    if probes:
+        summary |= {"probe_ms_min": min(probes), "probe_ms_max": max(probes)}
+    return summary
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -414,7 +480,7 @@ def measure(
         entry["latency"] = asdict(latency)
         print(
             f"  {system}: INVITE-to-200 p50 {latency.p50_ms} ms, p99 {latency.p99_ms} ms "
-            f"at {latency.rate} cps"
+            f"at {latency.rate} cps{machine_note(latency.machine)}"
         )
     if pid is not None:
         wait_quiet(pid)
@@ -423,6 +489,7 @@ def measure(
         print(
             f"  {system}: CPU {cpu.cpu_ms_per_call} ms per call at {args.cpu_rate:g} cps "
             f"({cpu.successful}/{cpu.calls} ok, {cpu.retransmissions} retrans)"
+            f"{machine_note(cpu.machine)}"
         )
     results[system] = entry
 
@@ -553,6 +620,20 @@ def run_systems(
             f"  p99 {p99 if p99 is not None else '-'}  vs kamailio: rate "
             f"{entry['clean_to_kamailio']}, CPU {entry['cpu_to_kamailio']}"
         )
+    machine = results["machine"] = machine_summary(results, args.systems)
+    if machine:
+        fastest = machine.get("probe_ms_min", 0.0)
+        slowest = machine.get("probe_ms_max", 0.0)
+        print(
+            f"machine: the probe took {fastest:g}-{slowest:g} ms on the quiet machine, up to "
+            f"{machine['most_steal_pct']:g} % of the CPU time stolen during a run"
+        )
+        if machine["most_steal_pct"] >= STEAL_WARNING or slowest > PROBE_WARNING * fastest:
+            print(
+                "warning: the machine changed under the run (its host took CPU time, or the "
+                "probe slowed): figures of different steps and systems measured different "
+                "machines; run again when it is quiet"
+            )
     save_results(workdir, results)
     return exit_code
 
