@@ -58,8 +58,8 @@ def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float | No
 
 def probe_ms(rounds: int = 5) -> float:
     """How long a fixed piece of pure-Python work takes now, best of ``rounds``, in ms: the
-    same work every time, so when it changes between two steps of a run the machine changed,
-    not the code (2026-12-05: one billing node cost 1.24-1.38 ms per call at 11:20-11:30 UTC
+    same work every time, so when it changes between two quiet moments of a run the machine
+    changed, not the code (2026-12-05: one billing node cost 1.24-1.38 ms per call at 11:20-11:30 UTC
     and 1.99 ms at 12:20, with under 1.5 % of the CPU time stolen)."""
     best = float("inf")
     for _ in range(rounds):

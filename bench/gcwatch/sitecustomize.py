@@ -7,9 +7,9 @@ node's loop is uvloop's, whose callbacks cannot be timed one by one from Python)
 writes a count by type of the live tracked objects, then each generation's size, commonest
 tuple shapes (a generation 0 of tens of thousands of objects is the collector's allocation
 count held down by as many frees) and largest containers (each collection of a generation
-visits every entry of every container in it); SIGUSR2 the same count of the garbage a full collection
-finds in reference cycles (what only the collector frees). How
-issue 13's collector pauses were found (bench/README.md)::
+visits every entry of every container in it); SIGUSR2 the same count of the garbage a full
+collection finds in reference cycles (what only the collector frees). How issue 13's collector
+pauses were found (bench/README.md)::
 
     SS_GCWATCH=/tmp/gc PYTHONPATH=bench/gcwatch:src .venv/bin/python bench/speed.py \\
         --systems billing --rates 150,300
